@@ -1,0 +1,37 @@
+"""fastbp: fast backpropagation for dense neural networks on the CPU.
+
+Compiled Cython kernels (BLAS gemm without the GIL, fused activation, loss and
+optimizer loops) under a small Python API::
+
+    import fastbp
+    model = fastbp.Sequential(
+        [fastbp.Dense(64, "relu"), fastbp.Dense(3, "softmax")],
+        loss="cross_entropy", optimizer=fastbp.Adam(lr=1e-3), seed=0)
+    model.fit(X, y, epochs=20, batch_size=32)
+    probabilities = model.predict(X)
+"""
+from . import activations, initializers, losses, optimizers
+from .layers import Dense, Layer
+from .losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss
+from .model import History, Sequential
+from .optimizers import SGD, Adam, Optimizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Adam",
+    "BinaryCrossEntropy",
+    "CrossEntropy",
+    "Dense",
+    "History",
+    "Layer",
+    "Loss",
+    "MSE",
+    "Optimizer",
+    "SGD",
+    "Sequential",
+    "activations",
+    "initializers",
+    "losses",
+    "optimizers",
+]

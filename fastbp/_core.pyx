@@ -1,0 +1,888 @@
+# cython: language_level=3
+"""Compiled kernels of fastbp.
+
+Design, in a few points:
+
+1. Every kernel is a ``cdef ... noexcept nogil`` function over raw pointers to
+   row-major (C-contiguous) data, written once for ``floating`` (float32 and
+   float64). Kernels never allocate, never validate and never touch a Python
+   object: the Python layer (``fastbp.model``, ``fastbp.layers``) checks its inputs
+   once, owns every buffer and hands the kernels preallocated memory.
+2. Dense algebra goes through BLAS ``sgemm``/``dgemm`` from
+   ``scipy.linalg.cython_blas``. BLAS is column-major; a row-major product
+   ``C = op(A) @ op(B)`` is computed as the column-major ``C^T = op(B)^T @ op(A)^T``,
+   so no array is ever transposed or copied.
+3. The output activation is fused with the loss (softmax with cross-entropy,
+   sigmoid with binary cross-entropy): one pass computes the loss value and the
+   delta ``dL/dz`` with respect to the logits.
+4. ``train_run`` is the whole minibatch step (gather the shuffled rows, forward,
+   loss, backward, optimizer update) for a run of minibatches, without the GIL and
+   without allocating. ``loss_grad``, ``evaluate_run`` and ``predict_run`` reuse the
+   same forward and backward passes, so gradient checks test the training path.
+5. The ``def`` functions at the bottom are the module's Python boundary: they take
+   typed memoryviews, check shapes (a wrong shape raises, never corrupts memory)
+   and call the kernels. They serve the hand-written layer API and the tests.
+
+Layer table (``spec``, an intp array of shape (n_layers, SPEC_WIDTH)), per layer:
+``n_in, n_out, activation code, weight offset, bias offset`` into the flat parameter
+and gradient buffers. Workspace layout (``layout``, an intp array): offsets into the
+flat workspace of the gathered input batch, the gathered target batch, the two
+ping-pong delta buffers, then one activation buffer per layer. Each buffer holds up
+to ``capacity`` rows; a batch of ``rows <= capacity`` uses the leading rows.
+"""
+
+from cython cimport floating
+from libc.math cimport exp, expf, log, logf, log1p, log1pf, tanh, tanhf, sqrt, sqrtf, fabs, isfinite, pow
+from libc.string cimport memcpy, memset
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+cimport numpy as cnp
+
+cnp.import_array()
+
+ctypedef cnp.intp_t intp
+
+# Activation codes (mirrored in fastbp/activations.py).
+cdef enum:
+    ACT_IDENTITY = 0
+    ACT_SIGMOID = 1
+    ACT_TANH = 2
+    ACT_RELU = 3
+    ACT_LEAKY_RELU = 4
+    ACT_SOFTMAX = 5
+
+# Loss codes (mirrored in fastbp/losses.py).
+cdef enum:
+    LOSS_MSE = 0
+    LOSS_CE_LABELS = 1
+    LOSS_CE_SOFT = 2
+    LOSS_BCE = 3
+
+# Optimizer codes (mirrored in fastbp/optimizers.py).
+cdef enum:
+    OPT_SGD = 0
+    OPT_ADAM = 1
+
+# Columns of the layer table.
+cdef enum:
+    SPEC_N_IN = 0
+    SPEC_N_OUT = 1
+    SPEC_ACT = 2
+    SPEC_W_OFF = 3
+    SPEC_B_OFF = 4
+    SPEC_WIDTH = 5
+
+# Entries of the workspace layout.
+cdef enum:
+    LAY_XB = 0
+    LAY_YB = 1
+    LAY_D0 = 2
+    LAY_D1 = 3
+    LAY_ACT0 = 4
+
+SPEC_COLUMNS = SPEC_WIDTH
+LAYOUT_FIXED = LAY_ACT0
+
+# Status codes returned by train_run.
+cdef enum:
+    ST_OK = 0
+    ST_NONFINITE_LOSS = 1
+
+STATUS_OK = ST_OK
+STATUS_NONFINITE_LOSS = ST_NONFINITE_LOSS
+
+
+# ---------------------------------------------------------------------------
+# Scalar helpers: single precision math for float32, double for float64.
+# ---------------------------------------------------------------------------
+
+cdef inline floating _exp(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline floating _log(floating x) noexcept nogil:
+    if floating is float:
+        return logf(x)
+    else:
+        return log(x)
+
+
+cdef inline floating _log1p(floating x) noexcept nogil:
+    if floating is float:
+        return log1pf(x)
+    else:
+        return log1p(x)
+
+
+cdef inline floating _tanh(floating x) noexcept nogil:
+    if floating is float:
+        return tanhf(x)
+    else:
+        return tanh(x)
+
+
+cdef inline floating _sqrt(floating x) noexcept nogil:
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
+cdef inline floating _sigmoid(floating x) noexcept nogil:
+    # exp of a non-positive number only: never overflows.
+    cdef floating e
+    if x >= 0:
+        return 1 / (1 + _exp(-x))
+    e = _exp(x)
+    return e / (1 + e)
+
+
+# ---------------------------------------------------------------------------
+# BLAS
+# ---------------------------------------------------------------------------
+
+cdef void _gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
+                const floating* a, int lda, const floating* b, int ldb,
+                floating beta, floating* c, int ldc) noexcept nogil:
+    """Row-major ``C (m x n) = alpha * op(A) (m x k) @ op(B) (k x n) + beta * C``.
+
+    ``lda``, ``ldb`` and ``ldc`` are the row strides (in elements) of A, B and C as
+    stored. Computed as the column-major product ``C^T = op(B)^T @ op(A)^T``.
+    """
+    cdef char ta = b'T' if trans_b else b'N'
+    cdef char tb = b'T' if trans_a else b'N'
+    if floating is float:
+        sgemm(&ta, &tb, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda,
+              &beta, c, &ldc)
+    else:
+        dgemm(&ta, &tb, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda,
+              &beta, c, &ldc)
+
+
+# ---------------------------------------------------------------------------
+# Bias and activations
+# ---------------------------------------------------------------------------
+
+cdef void _softmax_rows(floating* z, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef floating* row
+    cdef floating top, total
+    for i in range(rows):
+        row = z + i * cols
+        top = row[0]
+        for j in range(1, cols):
+            if row[j] > top:
+                top = row[j]
+        total = 0
+        for j in range(cols):
+            row[j] = _exp(row[j] - top)
+            total = total + row[j]
+        total = 1 / total
+        for j in range(cols):
+            row[j] = row[j] * total
+
+
+cdef void _bias_act(floating* z, const floating* bias, Py_ssize_t rows, Py_ssize_t cols,
+                    int act, floating slope) noexcept nogil:
+    """In place ``z = f(z + bias)`` (bias broadcast over rows; NULL for none)."""
+    cdef Py_ssize_t i, j
+    cdef floating v
+    cdef floating* row
+    if bias != NULL:
+        for i in range(rows):
+            row = z + i * cols
+            for j in range(cols):
+                row[j] = row[j] + bias[j]
+    if act == ACT_IDENTITY:
+        return
+    if act == ACT_SOFTMAX:
+        _softmax_rows(z, rows, cols)
+        return
+    for i in range(rows * cols):
+        v = z[i]
+        if act == ACT_RELU:
+            z[i] = v if v > 0 else 0
+        elif act == ACT_LEAKY_RELU:
+            z[i] = v if v > 0 else v * slope
+        elif act == ACT_SIGMOID:
+            z[i] = _sigmoid(v)
+        elif act == ACT_TANH:
+            z[i] = _tanh(v)
+
+
+cdef void _act_backward(const floating* a, floating* d, Py_ssize_t rows, Py_ssize_t cols,
+                        int act, floating slope) noexcept nogil:
+    """In place ``d = d * f'(z)``, with the derivative written from the output ``a = f(z)``."""
+    cdef Py_ssize_t i, j
+    cdef floating v, dot
+    cdef const floating* arow
+    cdef floating* drow
+    if act == ACT_IDENTITY:
+        return
+    if act == ACT_SOFTMAX:
+        # Jacobian-vector product of softmax: d_z = a * (d_a - sum(d_a * a)).
+        for i in range(rows):
+            arow = a + i * cols
+            drow = d + i * cols
+            dot = 0
+            for j in range(cols):
+                dot = dot + drow[j] * arow[j]
+            for j in range(cols):
+                drow[j] = arow[j] * (drow[j] - dot)
+        return
+    if act == ACT_RELU:
+        for i in range(rows * cols):
+            if a[i] <= 0:
+                d[i] = 0
+    elif act == ACT_LEAKY_RELU:
+        # slope >= 0 (checked in Python), so a > 0 exactly where z > 0.
+        for i in range(rows * cols):
+            if a[i] <= 0:
+                d[i] = d[i] * slope
+    elif act == ACT_SIGMOID:
+        for i in range(rows * cols):
+            v = a[i]
+            d[i] = d[i] * v * (1 - v)
+    elif act == ACT_TANH:
+        for i in range(rows * cols):
+            v = a[i]
+            d[i] = d[i] * (1 - v * v)
+
+
+cdef void _col_sums(const floating* d, Py_ssize_t rows, Py_ssize_t cols,
+                    floating* out) noexcept nogil:
+    """``out[j] = sum_i d[i, j]`` (the bias gradient)."""
+    cdef Py_ssize_t i, j
+    cdef const floating* row
+    for j in range(cols):
+        out[j] = 0
+    for i in range(rows):
+        row = d + i * cols
+        for j in range(cols):
+            out[j] = out[j] + row[j]
+
+
+# ---------------------------------------------------------------------------
+# Losses: value (summed over the rows) and delta in one pass.
+# ``scale`` turns the sum into the mean over the whole batch: the delta written is
+# ``scale * d(sum)/dz``. ``delta`` may be NULL to compute the value only.
+# ---------------------------------------------------------------------------
+
+cdef double _loss_mse(const floating* out, const floating* target, Py_ssize_t rows,
+                      Py_ssize_t cols, floating* delta, floating scale) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating r
+    cdef double total = 0
+    cdef floating twice = 2 * scale
+    for i in range(rows * cols):
+        r = out[i] - target[i]
+        total += r * r
+        if delta != NULL:
+            delta[i] = twice * r
+    return total
+
+
+cdef double _loss_ce_labels(const floating* z, const intp* labels, Py_ssize_t rows,
+                            Py_ssize_t cols, floating* delta, floating scale,
+                            intp* n_correct) noexcept nogil:
+    """Softmax cross-entropy on logits with integer class labels."""
+    cdef Py_ssize_t i, j, best
+    cdef const floating* row
+    cdef floating* drow
+    cdef floating top, total, e
+    cdef double loss = 0
+    cdef intp correct = 0
+    for i in range(rows):
+        row = z + i * cols
+        top = row[0]
+        best = 0
+        for j in range(1, cols):
+            if row[j] > top:
+                top = row[j]
+                best = j
+        if best == labels[i]:
+            correct += 1
+        total = 0
+        if delta != NULL:
+            drow = delta + i * cols
+            for j in range(cols):
+                e = _exp(row[j] - top)
+                drow[j] = e
+                total = total + e
+            loss += _log(total) + top - row[labels[i]]
+            total = scale / total
+            for j in range(cols):
+                drow[j] = drow[j] * total
+            drow[labels[i]] = drow[labels[i]] - scale
+        else:
+            for j in range(cols):
+                total = total + _exp(row[j] - top)
+            loss += _log(total) + top - row[labels[i]]
+    n_correct[0] += correct
+    return loss
+
+
+cdef double _loss_ce_soft(const floating* z, const floating* target, Py_ssize_t rows,
+                          Py_ssize_t cols, floating* delta, floating scale,
+                          intp* n_correct) noexcept nogil:
+    """Softmax cross-entropy on logits with probability (or one-hot) targets.
+
+    loss_i = -sum_j t_ij log p_ij; d loss_i / dz_ij = p_ij * sum_j t_ij - t_ij.
+    """
+    cdef Py_ssize_t i, j, best, best_t
+    cdef const floating* row
+    cdef const floating* trow
+    cdef floating* drow
+    cdef floating top, top_t, total, lse, mass
+    cdef double loss = 0
+    cdef intp correct = 0
+    for i in range(rows):
+        row = z + i * cols
+        trow = target + i * cols
+        top = row[0]
+        best = 0
+        top_t = trow[0]
+        best_t = 0
+        mass = 0
+        for j in range(cols):
+            if row[j] > top:
+                top = row[j]
+                best = j
+            if trow[j] > top_t:
+                top_t = trow[j]
+                best_t = j
+            mass = mass + trow[j]
+        if best == best_t:
+            correct += 1
+        total = 0
+        for j in range(cols):
+            total = total + _exp(row[j] - top)
+        lse = _log(total) + top
+        for j in range(cols):
+            loss += trow[j] * (lse - row[j])
+        if delta != NULL:
+            drow = delta + i * cols
+            for j in range(cols):
+                drow[j] = scale * (_exp(row[j] - lse) * mass - trow[j])
+    n_correct[0] += correct
+    return loss
+
+
+cdef double _loss_bce(const floating* z, const floating* target, Py_ssize_t rows,
+                      Py_ssize_t cols, floating* delta, floating scale,
+                      intp* n_correct) noexcept nogil:
+    """Binary cross-entropy on logits (sigmoid fused), stable for any |z|.
+
+    loss = max(z, 0) - z * t + log(1 + exp(-|z|)); d loss / dz = sigmoid(z) - t.
+    """
+    cdef Py_ssize_t i
+    cdef floating v, t
+    cdef double loss = 0
+    cdef intp correct = 0
+    for i in range(rows * cols):
+        v = z[i]
+        t = target[i]
+        loss += (v if v > 0 else 0) - v * t + _log1p(_exp(-fabs(v)))
+        if (v > 0) == (t >= 0.5):
+            correct += 1
+        if delta != NULL:
+            delta[i] = scale * (_sigmoid(v) - t)
+    n_correct[0] += correct
+    return loss
+
+
+cdef double _loss(int kind, const floating* out, const floating* target,
+                  const intp* labels, Py_ssize_t rows, Py_ssize_t cols,
+                  floating* delta, floating scale, intp* n_correct) noexcept nogil:
+    if kind == LOSS_MSE:
+        return _loss_mse(out, target, rows, cols, delta, scale)
+    if kind == LOSS_CE_LABELS:
+        return _loss_ce_labels(out, labels, rows, cols, delta, scale, n_correct)
+    if kind == LOSS_CE_SOFT:
+        return _loss_ce_soft(out, target, rows, cols, delta, scale, n_correct)
+    return _loss_bce(out, target, rows, cols, delta, scale, n_correct)
+
+
+cdef inline double _loss_scale(int kind, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    # MSE and binary cross-entropy average over every element, cross-entropy over rows.
+    if kind == LOSS_MSE or kind == LOSS_BCE:
+        return 1.0 / (<double>rows * cols)
+    return 1.0 / <double>rows
+
+
+# ---------------------------------------------------------------------------
+# Optimizers: one pass over the flat parameter buffer.
+# ---------------------------------------------------------------------------
+
+cdef void _sgd_update(floating* p, const floating* g, floating* buf, Py_ssize_t n,
+                      floating lr, floating momentum, floating weight_decay,
+                      bint nesterov) noexcept nogil:
+    """PyTorch's SGD (dampening 0). ``buf`` starts at zero, so the first step sets it to g."""
+    cdef Py_ssize_t i
+    cdef floating gi
+    if momentum == 0:
+        for i in range(n):
+            gi = g[i] + weight_decay * p[i]
+            p[i] = p[i] - lr * gi
+    elif nesterov:
+        for i in range(n):
+            gi = g[i] + weight_decay * p[i]
+            buf[i] = momentum * buf[i] + gi
+            p[i] = p[i] - lr * (gi + momentum * buf[i])
+    else:
+        for i in range(n):
+            gi = g[i] + weight_decay * p[i]
+            buf[i] = momentum * buf[i] + gi
+            p[i] = p[i] - lr * buf[i]
+
+
+cdef void _adam_update(floating* p, const floating* g, floating* m, floating* v,
+                       Py_ssize_t n, double lr, double beta1, double beta2, double eps,
+                       double weight_decay, long long step) noexcept nogil:
+    """PyTorch's Adam (L2 weight decay added to the gradient); ``step`` counts from 1."""
+    cdef Py_ssize_t i
+    cdef floating gi
+    cdef floating step_size = lr / (1 - pow(beta1, <double>step))
+    cdef floating bias2_sqrt = sqrt(1 - pow(beta2, <double>step))
+    cdef floating b1c = 1 - beta1
+    cdef floating b2 = beta2
+    cdef floating b2c = 1 - beta2
+    cdef floating wd = weight_decay
+    cdef floating epsilon = eps
+    for i in range(n):
+        gi = g[i] + wd * p[i]
+        m[i] = m[i] + b1c * (gi - m[i])
+        v[i] = b2 * v[i] + b2c * gi * gi
+        p[i] = p[i] - step_size * m[i] / (_sqrt(v[i]) / bias2_sqrt + epsilon)
+
+
+cdef void _optimizer_step(int kind, floating* p, const floating* g, floating* s1,
+                          floating* s2, Py_ssize_t n, const double* h,
+                          long long step) noexcept nogil:
+    # h: SGD (lr, momentum, weight_decay, nesterov); Adam (lr, beta1, beta2, eps, weight_decay).
+    if kind == OPT_SGD:
+        _sgd_update(p, g, s1, n, <floating>h[0], <floating>h[1], <floating>h[2], h[3] != 0)
+    else:
+        _adam_update(p, g, s1, s2, n, h[0], h[1], h[2], h[3], h[4], step)
+
+
+# ---------------------------------------------------------------------------
+# Forward and backward through the whole network.
+# ---------------------------------------------------------------------------
+
+cdef floating* _forward(const floating* params, floating* work, const intp* spec,
+                        const double* act_param, const intp* layout, Py_ssize_t n_layers,
+                        const floating* x, Py_ssize_t rows) noexcept nogil:
+    """Forward pass of ``rows`` rows of ``x``; returns the last layer's output."""
+    cdef Py_ssize_t l, n_in, n_out
+    cdef const intp* s
+    cdef floating* out = NULL
+    for l in range(n_layers):
+        s = spec + l * SPEC_WIDTH
+        n_in = s[SPEC_N_IN]
+        n_out = s[SPEC_N_OUT]
+        out = work + layout[LAY_ACT0 + l]
+        _gemm(False, False, <int>rows, <int>n_out, <int>n_in, <floating>1,
+              x, <int>n_in, params + s[SPEC_W_OFF], <int>n_out, <floating>0, out, <int>n_out)
+        _bias_act(out, params + s[SPEC_B_OFF], rows, n_out, <int>s[SPEC_ACT],
+                  <floating>act_param[l])
+        x = out
+    return out
+
+
+cdef void _backward(const floating* params, floating* grads, floating* work,
+                    const intp* spec, const double* act_param, const intp* layout,
+                    Py_ssize_t n_layers, const floating* x, Py_ssize_t rows,
+                    floating* delta) noexcept nogil:
+    """Backward pass: ``delta`` holds dL/dz of the last layer; fills ``grads``.
+
+    ``delta`` is one of the two ping-pong buffers; the other receives the next
+    layer's delta. The first layer skips its input gradient.
+    """
+    cdef Py_ssize_t l, n_in, n_out
+    cdef const intp* s
+    cdef const floating* a_prev
+    cdef floating* other
+    cdef floating* d0 = work + layout[LAY_D0]
+    cdef floating* d1 = work + layout[LAY_D1]
+    for l in range(n_layers - 1, -1, -1):
+        s = spec + l * SPEC_WIDTH
+        n_in = s[SPEC_N_IN]
+        n_out = s[SPEC_N_OUT]
+        a_prev = x if l == 0 else work + layout[LAY_ACT0 + l - 1]
+        # grad_weight = a_prev^T @ delta, grad_bias = column sums of delta
+        _gemm(True, False, <int>n_in, <int>n_out, <int>rows, <floating>1,
+              a_prev, <int>n_in, delta, <int>n_out, <floating>0, grads + s[SPEC_W_OFF], <int>n_out)
+        _col_sums(delta, rows, n_out, grads + s[SPEC_B_OFF])
+        if l == 0:
+            break
+        other = d1 if delta == d0 else d0
+        # delta_prev = (delta @ W^T) * f'(a_prev)
+        _gemm(False, True, <int>rows, <int>n_in, <int>n_out, <floating>1,
+              delta, <int>n_out, params + s[SPEC_W_OFF], <int>n_out, <floating>0, other, <int>n_in)
+        _act_backward(a_prev, other, rows, n_in, <int>spec[(l - 1) * SPEC_WIDTH + SPEC_ACT],
+                      <floating>act_param[l - 1])
+        delta = other
+
+
+# ---------------------------------------------------------------------------
+# Python boundary: whole-network entry points.
+# ---------------------------------------------------------------------------
+
+def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
+              intp[::1] label_work,
+              const floating[:, ::1] X, const floating[:, ::1] targets, const intp[::1] labels,
+              const intp[::1] order, Py_ssize_t batch_size,
+              Py_ssize_t first_batch, Py_ssize_t stop_batch,
+              const intp[:, ::1] spec, const double[::1] act_param, const intp[::1] layout,
+              int loss_kind, int opt_kind, const double[::1] hyper,
+              floating[::1] state1, floating[::1] state2, long long step,
+              double[::1] batch_loss, intp[::1] batch_correct):
+    """Train on minibatches ``first_batch <= b < stop_batch`` of one epoch.
+
+    Rows ``order[b * batch_size : (b + 1) * batch_size]`` of ``X`` form batch ``b``
+    (``order`` empty: rows in storage order, read in place without a copy). Each
+    step gathers the batch, runs forward, loss, backward and the optimizer update.
+    ``batch_loss[b]`` receives the batch's mean loss, ``batch_correct[b]`` its count
+    of correct predictions (classification). Stops early, before updating, at a batch
+    whose loss is not finite.
+
+    Returns ``(status, batches_done, step)`` where ``step`` is the optimizer's step
+    count afterwards.
+    """
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = spec[spec.shape[0] - 1, SPEC_N_OUT]
+    cdef Py_ssize_t n_layers = spec.shape[0], n_params = params.shape[0]
+    cdef Py_ssize_t b, i, start, rows, src
+    cdef bint shuffled = order.shape[0] > 0
+    cdef bint use_labels = loss_kind == LOSS_CE_LABELS
+    cdef floating* wp = &work[0]
+    cdef floating* xb = wp + layout[LAY_XB]
+    cdef floating* yb = wp + layout[LAY_YB]
+    cdef floating* delta = wp + layout[LAY_D0]
+    cdef intp* lb = &label_work[0] if label_work.shape[0] > 0 else NULL
+    cdef const floating* xin
+    cdef const floating* tin = NULL
+    cdef const intp* lin = NULL
+    cdef floating* out
+    cdef floating* s2 = &state2[0] if state2.shape[0] > 0 else NULL
+    cdef floating* s1 = &state1[0] if state1.shape[0] > 0 else NULL
+    cdef double value
+    cdef intp correct
+    cdef int status = ST_OK
+    cdef Py_ssize_t done = 0
+
+    if grads.shape[0] != params.shape[0]:
+        raise ValueError("grads and params differ in size")
+    _check_network(params, work, spec, act_param, layout, d, batch_size, True, shuffled)
+    if first_batch < 0 or stop_batch < first_batch:
+        raise ValueError("bad batch range %d..%d" % (first_batch, stop_batch))
+    if stop_batch > first_batch and (stop_batch - 1) * batch_size >= n:
+        raise ValueError("batch %d starts past the end of X" % (stop_batch - 1))
+    if shuffled and use_labels and label_work.shape[0] < batch_size:
+        raise ValueError("label workspace too small")
+    if (use_labels and labels.shape[0] != n) or \
+            (not use_labels and (targets.shape[0] != n or targets.shape[1] != k)):
+        raise ValueError("targets do not match X")
+    if shuffled and order.shape[0] != n:
+        raise ValueError("order must have one entry per row")
+    if batch_loss.shape[0] < stop_batch or batch_correct.shape[0] < stop_batch:
+        raise ValueError("batch_loss and batch_correct are too short")
+    if opt_kind == OPT_SGD and hyper[1] != 0 and state1.shape[0] != n_params:
+        raise ValueError("momentum buffer has the wrong size")
+    if opt_kind == OPT_ADAM and (state1.shape[0] != n_params or state2.shape[0] != n_params):
+        raise ValueError("Adam state has the wrong size")
+
+    with nogil:
+        for b in range(first_batch, stop_batch):
+            start = b * batch_size
+            rows = batch_size if start + batch_size <= n else n - start
+            if shuffled:
+                for i in range(rows):
+                    src = order[start + i]
+                    memcpy(xb + i * d, &X[src, 0], d * sizeof(floating))
+                    if use_labels:
+                        lb[i] = labels[src]
+                    else:
+                        memcpy(yb + i * k, &targets[src, 0], k * sizeof(floating))
+                xin = xb
+                tin = yb
+                lin = lb
+            else:
+                xin = &X[start, 0]
+                if use_labels:
+                    lin = &labels[start]
+                else:
+                    tin = &targets[start, 0]
+            out = _forward(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0],
+                           n_layers, xin, rows)
+            correct = 0
+            value = _loss(loss_kind, out, tin, lin, rows, k, delta,
+                          _loss_scale(loss_kind, rows, k), &correct)
+            if not isfinite(value):
+                batch_loss[b] = value
+                status = ST_NONFINITE_LOSS
+                break
+            batch_loss[b] = value * _loss_scale(loss_kind, rows, k)
+            batch_correct[b] = correct
+            _backward(&params[0], &grads[0], wp, &spec[0, 0], &act_param[0], &layout[0],
+                      n_layers, xin, rows, delta)
+            step += 1
+            _optimizer_step(opt_kind, &params[0], &grads[0], s1, s2, n_params,
+                            &hyper[0], step)
+            done += 1
+    return status, done, step
+
+
+def loss_grad(floating[::1] params, floating[::1] grads, floating[::1] work,
+              const floating[:, ::1] X, const floating[:, ::1] targets, const intp[::1] labels,
+              const intp[:, ::1] spec, const double[::1] act_param, const intp[::1] layout,
+              int loss_kind):
+    """Mean loss over all rows of ``X`` and its gradient into ``grads``; no update.
+
+    The workspace must hold ``X.shape[0]`` rows.
+    """
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = spec[spec.shape[0] - 1, SPEC_N_OUT]
+    cdef floating* wp = &work[0]
+    cdef floating* out
+    cdef floating* delta = wp + layout[LAY_D0]
+    cdef double value
+    cdef intp correct = 0
+    cdef const floating* tin = &targets[0, 0] if loss_kind != LOSS_CE_LABELS else NULL
+    cdef const intp* lin = &labels[0] if loss_kind == LOSS_CE_LABELS else NULL
+    if grads.shape[0] != params.shape[0]:
+        raise ValueError("grads and params differ in size")
+    _check_network(params, work, spec, act_param, layout, d, n, True, False)
+    if (loss_kind == LOSS_CE_LABELS and labels.shape[0] != n) or \
+            (loss_kind != LOSS_CE_LABELS and (targets.shape[0] != n or targets.shape[1] != k)):
+        raise ValueError("targets do not match X")
+    with nogil:
+        out = _forward(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0],
+                       spec.shape[0], &X[0, 0], n)
+        value = _loss(loss_kind, out, tin, lin, n, k, delta,
+                      _loss_scale(loss_kind, n, k), &correct)
+        _backward(&params[0], &grads[0], wp, &spec[0, 0], &act_param[0], &layout[0],
+                  spec.shape[0], &X[0, 0], n, delta)
+    return value * _loss_scale(loss_kind, n, k)
+
+
+def predict_run(const floating[::1] params, floating[::1] work, const floating[:, ::1] X,
+                floating[:, ::1] out, Py_ssize_t capacity,
+                const intp[:, ::1] spec, const double[::1] act_param, const intp[::1] layout,
+                int output_act):
+    """Forward pass over all rows of ``X`` in chunks of ``capacity`` rows into ``out``;
+    ``output_act`` is applied to the last layer's output (softmax or sigmoid for
+    fused losses, identity otherwise)."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = spec[spec.shape[0] - 1, SPEC_N_OUT]
+    cdef Py_ssize_t start, rows
+    cdef floating* res
+    _check_network(params, work, spec, act_param, layout, d, min(capacity, n), False, False)
+    if capacity < 1:
+        raise ValueError("capacity must be positive")
+    if out.shape[0] != n or out.shape[1] != k:
+        raise ValueError("out has the wrong shape")
+    with nogil:
+        start = 0
+        while start < n:
+            rows = capacity if start + capacity <= n else n - start
+            res = _forward(&params[0], &work[0], &spec[0, 0], &act_param[0], &layout[0],
+                           spec.shape[0], &X[start, 0], rows)
+            _bias_act(res, <floating*>NULL, rows, k, output_act, <floating>0)
+            memcpy(&out[start, 0], res, rows * k * sizeof(floating))
+            start += rows
+
+
+def evaluate_run(const floating[::1] params, floating[::1] work, const floating[:, ::1] X,
+                 const floating[:, ::1] targets, const intp[::1] labels, Py_ssize_t capacity,
+                 const intp[:, ::1] spec, const double[::1] act_param, const intp[::1] layout,
+                 int loss_kind):
+    """Mean loss and count of correct predictions over all rows of ``X``."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = spec[spec.shape[0] - 1, SPEC_N_OUT]
+    cdef Py_ssize_t start, rows
+    cdef floating* res
+    cdef double total = 0
+    cdef intp correct = 0
+    cdef bint use_labels = loss_kind == LOSS_CE_LABELS
+    _check_network(params, work, spec, act_param, layout, d, min(capacity, n), False, False)
+    if capacity < 1:
+        raise ValueError("capacity must be positive")
+    if (use_labels and labels.shape[0] != n) or \
+            (not use_labels and (targets.shape[0] != n or targets.shape[1] != k)):
+        raise ValueError("targets do not match X")
+    with nogil:
+        start = 0
+        while start < n:
+            rows = capacity if start + capacity <= n else n - start
+            res = _forward(&params[0], &work[0], &spec[0, 0], &act_param[0], &layout[0],
+                           spec.shape[0], &X[start, 0], rows)
+            total += _loss(loss_kind, res,
+                           NULL if use_labels else &targets[start, 0],
+                           &labels[start] if use_labels else NULL,
+                           rows, k, <floating*>NULL, <floating>1, &correct)
+            start += rows
+    return total * _loss_scale(loss_kind, n, k), correct
+
+
+cdef _check_network(const floating[::1] params, const floating[::1] work, const intp[:, ::1] spec,
+                    const double[::1] act_param, const intp[::1] layout, Py_ssize_t d,
+                    Py_ssize_t rows, bint backward, bint gathered):
+    # Cheap structural checks once per call, so that a bad table or a workspace too
+    # small for ``rows`` rows raises instead of touching memory out of bounds. The
+    # model builds these tables; users never do.
+    cdef Py_ssize_t l, n_layers = spec.shape[0], widest = 0, size = work.shape[0]
+    if n_layers < 1 or spec.shape[1] != SPEC_WIDTH:
+        raise ValueError("spec must have shape (n_layers, %d)" % SPEC_WIDTH)
+    if act_param.shape[0] != n_layers or layout.shape[0] != LAY_ACT0 + n_layers:
+        raise ValueError("act_param or layout does not match spec")
+    if spec[0, SPEC_N_IN] != d:
+        raise ValueError("X has %d features, the network expects %d" % (d, spec[0, SPEC_N_IN]))
+    if rows < 1:
+        raise ValueError("at least one row is needed")
+    for l in range(n_layers):
+        if spec[l, SPEC_N_IN] < 1 or spec[l, SPEC_N_OUT] < 1:
+            raise ValueError("layer %d has an empty dimension" % l)
+        if l > 0 and spec[l, SPEC_N_IN] != spec[l - 1, SPEC_N_OUT]:
+            raise ValueError("layer %d input size does not match layer %d" % (l, l - 1))
+        if spec[l, SPEC_W_OFF] < 0 or spec[l, SPEC_B_OFF] < 0 \
+                or spec[l, SPEC_W_OFF] + spec[l, SPEC_N_IN] * spec[l, SPEC_N_OUT] > params.shape[0] \
+                or spec[l, SPEC_B_OFF] + spec[l, SPEC_N_OUT] > params.shape[0]:
+            raise ValueError("layer %d lies outside the parameter buffer" % l)
+        if layout[LAY_ACT0 + l] < 0 or layout[LAY_ACT0 + l] + rows * spec[l, SPEC_N_OUT] > size:
+            raise ValueError("workspace too small for layer %d" % l)
+        widest = max(widest, spec[l, SPEC_N_OUT])
+    if backward:
+        for l in (LAY_D0, LAY_D1):
+            if layout[l] < 0 or layout[l] + rows * widest > size:
+                raise ValueError("delta workspace too small")
+    if gathered:
+        if layout[LAY_XB] < 0 or layout[LAY_XB] + rows * d > size \
+                or layout[LAY_YB] < 0 or layout[LAY_YB] + rows * spec[n_layers - 1, SPEC_N_OUT] > size:
+            raise ValueError("batch workspace too small")
+
+
+# ---------------------------------------------------------------------------
+# Python boundary: single kernels (hand-written layer API and tests).
+# ---------------------------------------------------------------------------
+
+def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out,
+           bint trans_a=False, bint trans_b=False, double alpha=1.0, double beta=0.0):
+    """``out = alpha * op(a) @ op(b) + beta * out`` for C-contiguous arrays."""
+    cdef Py_ssize_t m = a.shape[1] if trans_a else a.shape[0]
+    cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
+    cdef Py_ssize_t kb = b.shape[1] if trans_b else b.shape[0]
+    cdef Py_ssize_t n = b.shape[0] if trans_b else b.shape[1]
+    if k != kb or out.shape[0] != m or out.shape[1] != n:
+        raise ValueError("matmul shapes do not match: (%d, %d) @ (%d, %d) -> (%d, %d)"
+                         % (m, k, kb, n, out.shape[0], out.shape[1]))
+    if m == 0 or n == 0:
+        return
+    cdef Py_ssize_t i, j
+    if k == 0:
+        # An empty inner dimension: op(a) @ op(b) is zero.
+        for i in range(m):
+            for j in range(n):
+                out[i, j] = 0 if beta == 0 else <floating>beta * out[i, j]
+        return
+    with nogil:
+        _gemm(trans_a, trans_b, <int>m, <int>n, <int>k, <floating>alpha,
+              &a[0, 0], <int>a.shape[1], &b[0, 0], <int>b.shape[1],
+              <floating>beta, &out[0, 0], <int>n)
+
+
+def bias_act_forward(floating[:, ::1] z, const floating[::1] bias, int act, double slope=0.0):
+    """In place ``z = f(z + bias)``; ``bias`` of length 0 means no bias."""
+    if bias.shape[0] != 0 and bias.shape[0] != z.shape[1]:
+        raise ValueError("bias has %d entries, z has %d columns" % (bias.shape[0], z.shape[1]))
+    if z.shape[0] == 0 or z.shape[1] == 0:
+        return
+    with nogil:
+        _bias_act(&z[0, 0], &bias[0] if bias.shape[0] else NULL, z.shape[0], z.shape[1],
+                  act, <floating>slope)
+
+
+def act_backward(const floating[:, ::1] a, floating[:, ::1] delta, int act, double slope=0.0):
+    """In place ``delta *= f'(z)`` given the activation output ``a = f(z)``."""
+    if a.shape[0] != delta.shape[0] or a.shape[1] != delta.shape[1]:
+        raise ValueError("a and delta differ in shape")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        return
+    with nogil:
+        _act_backward(&a[0, 0], &delta[0, 0], a.shape[0], a.shape[1], act, <floating>slope)
+
+
+def col_sums(const floating[:, ::1] d, floating[::1] out):
+    """``out = d.sum(axis=0)``."""
+    if out.shape[0] != d.shape[1]:
+        raise ValueError("out has %d entries, d has %d columns" % (out.shape[0], d.shape[1]))
+    if d.shape[1] == 0:
+        return
+    with nogil:
+        _col_sums(&d[0, 0] if d.shape[0] else NULL, d.shape[0], d.shape[1], &out[0])
+
+
+def loss_delta(int kind, const floating[:, ::1] out, const floating[:, ::1] targets,
+               const intp[::1] labels, floating[:, ::1] delta):
+    """Mean loss of ``out`` against ``targets`` (or integer ``labels`` for
+    cross-entropy with labels) and its gradient with respect to ``out`` in ``delta``.
+
+    Returns ``(mean_loss, n_correct)``.
+    """
+    cdef Py_ssize_t rows = out.shape[0], cols = out.shape[1]
+    cdef intp correct = 0
+    cdef double value
+    if delta.shape[0] != rows or delta.shape[1] != cols:
+        raise ValueError("delta and out differ in shape")
+    if kind == LOSS_CE_LABELS:
+        if labels.shape[0] != rows:
+            raise ValueError("labels and out differ in length")
+    elif targets.shape[0] != rows or targets.shape[1] != cols:
+        raise ValueError("targets and out differ in shape")
+    if kind < LOSS_MSE or kind > LOSS_BCE:
+        raise ValueError("unknown loss code %d" % kind)
+    if rows == 0 or cols == 0:
+        raise ValueError("empty batch")
+    with nogil:
+        value = _loss(kind, &out[0, 0],
+                      &targets[0, 0] if kind != LOSS_CE_LABELS else NULL,
+                      &labels[0] if kind == LOSS_CE_LABELS else NULL,
+                      rows, cols, &delta[0, 0], _loss_scale(kind, rows, cols), &correct)
+    return value * _loss_scale(kind, rows, cols), correct
+
+
+def sgd_update(floating[::1] params, const floating[::1] grads, floating[::1] momentum_buffer,
+               double lr, double momentum=0.0, double weight_decay=0.0, bint nesterov=False):
+    """One SGD step in place (see ``fastbp.optimizers.SGD`` for the rule)."""
+    cdef Py_ssize_t n = params.shape[0]
+    if grads.shape[0] != n or (momentum != 0 and momentum_buffer.shape[0] != n):
+        raise ValueError("params, grads and momentum buffer differ in size")
+    if n == 0:
+        return
+    with nogil:
+        _sgd_update(&params[0], &grads[0], &momentum_buffer[0] if momentum != 0 else NULL,
+                    n, <floating>lr, <floating>momentum, <floating>weight_decay, nesterov)
+
+
+def adam_update(floating[::1] params, const floating[::1] grads, floating[::1] exp_avg,
+                floating[::1] exp_avg_sq, long long step, double lr, double beta1,
+                double beta2, double eps, double weight_decay=0.0):
+    """One Adam step in place; ``step`` is this step's number, from 1."""
+    cdef Py_ssize_t n = params.shape[0]
+    if grads.shape[0] != n or exp_avg.shape[0] != n or exp_avg_sq.shape[0] != n:
+        raise ValueError("params, grads and Adam state differ in size")
+    if step < 1:
+        raise ValueError("step counts from 1")
+    if n == 0:
+        return
+    with nogil:
+        _adam_update(&params[0], &grads[0], &exp_avg[0], &exp_avg_sq[0], n, lr, beta1,
+                     beta2, eps, weight_decay, step)
+
+
+# Codes as seen from Python (the Python modules mirror these; a test checks they agree).
+ACTIVATION_CODES = {"identity": ACT_IDENTITY, "sigmoid": ACT_SIGMOID, "tanh": ACT_TANH,
+                    "relu": ACT_RELU, "leaky_relu": ACT_LEAKY_RELU, "softmax": ACT_SOFTMAX}
+LOSS_CODES = {"mse": LOSS_MSE, "cross_entropy_labels": LOSS_CE_LABELS,
+              "cross_entropy": LOSS_CE_SOFT, "binary_cross_entropy": LOSS_BCE}
+OPTIMIZER_CODES = {"sgd": OPT_SGD, "adam": OPT_ADAM}

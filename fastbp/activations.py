@@ -1,0 +1,80 @@
+"""Activation functions by name.
+
+The kernels live in ``fastbp._core``; this module maps names to kernel codes and
+offers NumPy-facing helpers (``apply`` and ``derivative``) for hand-written loops.
+"""
+import numpy as np
+
+from ._backend import core
+
+# Mirrors ``fastbp._core.ACTIVATION_CODES``.
+ACTIVATIONS = {
+    "identity": 0,
+    "sigmoid": 1,
+    "tanh": 2,
+    "relu": 3,
+    "leaky_relu": 4,
+    "softmax": 5,
+}
+
+_ALIASES = {None: "identity", "linear": "identity", "none": "identity", "logistic": "sigmoid"}
+
+
+def canonical_name(activation):
+    """Return the canonical name of an activation given by name (or None for identity).
+
+    Raises ValueError for an unknown name, naming the known ones.
+    """
+    if activation is not None and not isinstance(activation, str):
+        raise TypeError(
+            f"activation must be a name (str) or None, not {type(activation).__name__}"
+        )
+    key = activation.lower() if isinstance(activation, str) else activation
+    key = _ALIASES.get(key, key)
+    if key not in ACTIVATIONS:
+        raise ValueError(
+            f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)} or None"
+        )
+    return key
+
+
+def check_negative_slope(negative_slope):
+    slope = float(negative_slope)
+    if not np.isfinite(slope) or slope < 0:
+        raise ValueError(f"negative_slope must be a finite number >= 0, got {negative_slope!r}")
+    return slope
+
+
+def apply(x, activation, negative_slope=0.01):
+    """Return ``f(x)`` for a float32 or float64 array of shape (n_samples, n_units)."""
+    name = canonical_name(activation)
+    out = np.array(x, dtype=_float_dtype(x), order="C", copy=True)
+    _check_2d(out, "x")
+    core().bias_act_forward(out, out[:0, 0], ACTIVATIONS[name], check_negative_slope(negative_slope))
+    return out
+
+
+def derivative(output, grad_output, activation, negative_slope=0.01):
+    """Return ``grad_output * f'(z)`` given the activation's output ``f(z)``.
+
+    For softmax this is the Jacobian-vector product, not an elementwise product.
+    """
+    name = canonical_name(activation)
+    dtype = _float_dtype(output)
+    a = np.ascontiguousarray(output, dtype=dtype)
+    d = np.array(grad_output, dtype=dtype, order="C", copy=True)
+    _check_2d(a, "output")
+    if a.shape != d.shape:
+        raise ValueError(f"output has shape {a.shape} but grad_output has shape {d.shape}")
+    core().act_backward(a, d, ACTIVATIONS[name], check_negative_slope(negative_slope))
+    return d
+
+
+def _float_dtype(x):
+    dtype = np.asarray(x).dtype
+    return dtype if dtype in (np.float32, np.float64) else np.float64
+
+
+def _check_2d(a, name):
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_units), got {a.ndim}-D")

@@ -1,0 +1,191 @@
+"""Layers.
+
+A layer knows only itself: its configuration, its parameters once built, and how
+to run forward and backward on a batch. ``Dense`` can be used on its own in a
+hand-written training loop::
+
+    hidden, out = Dense(16, "tanh"), Dense(1)
+    h = hidden.forward(X)
+    y_hat = out.forward(h)
+    loss_value = mse.forward(y_hat, y)
+    hidden.backward(out.backward(mse.backward()))
+    optimizer.step(hidden.params + out.params, hidden.grads + out.grads)
+
+Inside a ``Sequential`` model, a layer's weight, bias and gradients are views into
+the model's flat parameter and gradient buffers, and training runs in the model's
+fused compiled step rather than through ``forward``/``backward``.
+"""
+import numpy as np
+
+from . import _validation as val
+from . import activations as act
+from . import initializers as inits
+from ._backend import core
+
+
+class Layer:
+    """Base class of layers.
+
+    Subclasses implement ``build(n_inputs, rng, dtype)``, ``forward(x)`` and
+    ``backward(grad_output)``, and list their parameters in ``params`` and the
+    matching gradients in ``grads``.
+    """
+
+    def __init__(self):
+        self.built = False
+        self.trainable = True
+
+    @property
+    def params(self):
+        return []
+
+    @property
+    def grads(self):
+        return []
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, grad_output):
+        raise NotImplementedError
+
+    def __call__(self, x):
+        return self.forward(x)
+
+
+class Dense(Layer):
+    """A fully connected layer: ``output = f(x @ weight + bias)``.
+
+    Parameters
+    ----------
+    units : int
+        Number of neurons (outputs), >= 1.
+    activation : str or None, default None
+        "identity" (or None), "sigmoid", "tanh", "relu", "leaky_relu" or "softmax".
+    negative_slope : float, default 0.01
+        Slope of leaky_relu for negative inputs, >= 0.
+    init : str, number or callable, optional
+        Weight initializer (see ``fastbp.initializers``); default "he_uniform" for
+        relu and leaky_relu, "glorot_uniform" otherwise.
+    bias_init : str, number or callable, default "zeros"
+        Bias initializer.
+    input_dim : int, optional
+        Number of inputs; inferred from the data when not given.
+
+    Attributes
+    ----------
+    weight : ndarray of shape (n_inputs, units)
+    bias : ndarray of shape (units,)
+    grad_weight, grad_bias : ndarray
+        Gradients of the loss from the last ``backward`` (or model step).
+    """
+
+    def __init__(self, units, activation=None, *, negative_slope=0.01, init=None,
+                 bias_init="zeros", input_dim=None):
+        super().__init__()
+        self.units = val.positive_int(units, "units")
+        self.activation = act.canonical_name(activation)
+        self.negative_slope = act.check_negative_slope(negative_slope)
+        self.init = inits.default_for(self.activation) if init is None else init
+        inits.get_initializer(self.init)  # an unknown name fails here, not at build
+        self.bias_init = bias_init
+        inits.get_initializer(self.bias_init)
+        self.input_dim = None if input_dim is None else val.positive_int(input_dim, "input_dim")
+        self.weight = self.bias = self.grad_weight = self.grad_bias = None
+        self._input = self._output = None
+
+    @property
+    def activation_code(self):
+        return act.ACTIVATIONS[self.activation]
+
+    def n_params(self, n_inputs):
+        return n_inputs * self.units + self.units
+
+    def output_dim(self, n_inputs):
+        return self.units
+
+    # -- parameters ---------------------------------------------------------------
+    def build(self, n_inputs, rng=None, dtype=np.float32):
+        """Create the weights (their own arrays) for ``n_inputs`` inputs."""
+        n_inputs = val.positive_int(n_inputs, "n_inputs")
+        size = self.n_params(n_inputs)
+        params = np.empty(size, dtype=dtype)
+        grads = np.zeros(size, dtype=dtype)
+        self.bind(n_inputs, params, grads, rng if rng is not None else np.random.default_rng())
+        return self
+
+    def bind(self, n_inputs, params, grads, rng):
+        """Point weight, bias and gradients at ``params`` and ``grads`` (flat views of
+        ``n_params(n_inputs)`` entries), keeping the current values when the layer is
+        already built with this shape, drawing fresh ones from ``rng`` otherwise."""
+        if self.input_dim is not None and n_inputs != self.input_dim:
+            raise ValueError(
+                f"Dense({self.units}) was declared with input_dim={self.input_dim} but"
+                f" receives {n_inputs} inputs"
+            )
+        n_w = n_inputs * self.units
+        weight = params[:n_w].reshape(n_inputs, self.units)
+        bias = params[n_w:n_w + self.units]
+        if self.built and self.weight.shape == weight.shape:
+            weight[...] = self.weight
+            bias[...] = self.bias
+        else:
+            weight[...] = inits.initialize(self.init, weight.shape, rng, params.dtype)
+            bias[...] = inits.initialize(self.bias_init, bias.shape, rng, params.dtype)
+        self.weight, self.bias = weight, bias
+        self.grad_weight = grads[:n_w].reshape(n_inputs, self.units)
+        self.grad_bias = grads[n_w:n_w + self.units]
+        self.input_dim = n_inputs
+        self.built = True
+
+    @property
+    def params(self):
+        return [self.weight, self.bias] if self.built else []
+
+    @property
+    def grads(self):
+        return [self.grad_weight, self.grad_bias] if self.built else []
+
+    # -- hand-written use ---------------------------------------------------------
+    def forward(self, x):
+        """Return ``f(x @ weight + bias)`` for x of shape (n_samples, n_inputs),
+        keeping x and the output for ``backward``. Builds the layer on first use."""
+        dtype = self.weight.dtype.type if self.built else _dtype_of(x)
+        x = val.as_float_matrix(x, dtype, name="x")
+        if not self.built:
+            self.build(x.shape[1], dtype=dtype)
+        if x.shape[1] != self.weight.shape[0]:
+            raise ValueError(f"x has {x.shape[1]} features, the layer expects {self.weight.shape[0]}")
+        out = np.empty((x.shape[0], self.units), dtype=dtype)
+        kernels = core()
+        kernels.matmul(x, self.weight, out)
+        kernels.bias_act_forward(out, self.bias, self.activation_code, self.negative_slope)
+        self._input, self._output = x, out
+        return out
+
+    def backward(self, grad_output):
+        """Given dL/d output, set ``grad_weight`` and ``grad_bias`` and return dL/dx."""
+        if self._output is None:
+            raise RuntimeError("call forward(x) before backward(grad_output)")
+        delta = np.array(grad_output, dtype=self._output.dtype, order="C", copy=True)
+        if delta.shape != self._output.shape:
+            raise ValueError(
+                f"grad_output has shape {delta.shape}, the last output had {self._output.shape}"
+            )
+        val.check_finite(delta, "grad_output")
+        kernels = core()
+        kernels.act_backward(self._output, delta, self.activation_code, self.negative_slope)
+        kernels.matmul(self._input, delta, self.grad_weight, trans_a=True)
+        kernels.col_sums(delta, self.grad_bias)
+        grad_input = np.empty_like(self._input)
+        kernels.matmul(delta, self.weight, grad_input, trans_b=True)
+        return grad_input
+
+    def __repr__(self):
+        extra = f", negative_slope={self.negative_slope}" if self.activation == "leaky_relu" else ""
+        return f"Dense({self.units}, activation={self.activation!r}{extra})"
+
+
+def _dtype_of(x):
+    dtype = getattr(x, "dtype", None)
+    return np.float64 if dtype == np.float64 else np.float32

@@ -1,0 +1,187 @@
+"""Loss functions.
+
+Each loss computes its value and the delta ``dL/d output`` in one compiled pass.
+Losses are means over the batch: ``MSE`` averages over every element,
+``CrossEntropy`` over samples, ``BinaryCrossEntropy`` over every element (as
+PyTorch's ``MSELoss``, ``CrossEntropyLoss`` and ``BCEWithLogitsLoss`` do).
+
+``CrossEntropy`` and ``BinaryCrossEntropy`` take logits: the softmax (or sigmoid)
+is fused into the loss, so that the delta is simply ``probabilities - targets``
+and no Jacobian is ever built. In a ``Sequential`` model a final ``softmax``
+(``sigmoid``) layer before these losses is recognized and fused, never applied twice.
+"""
+import numpy as np
+
+from . import _validation as val
+from ._backend import core
+
+# Mirrors ``fastbp._core.LOSS_CODES``.
+LOSS_MSE = 0
+LOSS_CE_LABELS = 1
+LOSS_CE_SOFT = 2
+LOSS_BCE = 3
+
+
+class Loss:
+    """Base class of the losses.
+
+    Used by hand::
+
+        value = loss.forward(output, y)   # mean loss over the batch
+        delta = loss.backward()           # dL/d output, same shape as output
+
+    Attributes
+    ----------
+    name : str
+        The name a model accepts in place of the instance.
+    output_activation : str
+        The activation fused into the loss ("softmax", "sigmoid" or "identity");
+        ``predict`` applies it to the network's output.
+    is_classifier : bool
+        Whether ``evaluate`` reports an accuracy.
+    """
+
+    name = None
+    output_activation = "identity"
+    is_classifier = False
+
+    def __init__(self):
+        self._delta = None
+
+    # -- preparing targets (used by the model, once per call) -------------------
+    def prepare_targets(self, y, n_outputs, dtype, name="y"):
+        """Return ``(kind, targets, labels)`` for the kernels.
+
+        ``targets`` is a float matrix of shape (n_samples, n_outputs) and ``labels``
+        an intp vector; the one the loss does not use is empty.
+        """
+        targets = val.as_float_matrix(y, dtype, name=name, allow_1d=True)
+        self._check_width(targets, n_outputs, name)
+        return self._float_kind, targets, np.empty(0, dtype=np.intp)
+
+    _float_kind = LOSS_MSE
+
+    def _check_width(self, targets, n_outputs, name):
+        if targets.shape[1] != n_outputs:
+            raise ValueError(
+                f"{name} has {targets.shape[1]} column(s) but the output layer has"
+                f" {n_outputs} unit(s)"
+            )
+
+    def check_output_units(self, n_outputs):
+        """Raise if the output layer's width does not suit this loss."""
+
+    # -- hand-written use --------------------------------------------------------
+    def forward(self, output, y):
+        """Return the mean loss of ``output`` (logits for fused losses) against ``y``
+        and keep its gradient for ``backward``."""
+        arr = np.asarray(output)
+        dtype = arr.dtype.type if arr.dtype in (np.float32, np.float64) else np.float64
+        out = val.as_float_matrix(arr, dtype, name="output")
+        self.check_output_units(out.shape[1])
+        kind, targets, labels = self.prepare_targets(y, out.shape[1], dtype)
+        val.check_same_length(out, targets if labels.size == 0 else labels, ("output", "y"))
+        if labels.size:
+            targets = np.empty((0, out.shape[1]), dtype=dtype)
+        delta = np.empty_like(out)
+        value, _ = core().loss_delta(kind, out, targets, labels, delta)
+        self._delta = delta
+        return value
+
+    __call__ = forward
+
+    def backward(self):
+        """Return ``dL/d output`` of the last ``forward`` call."""
+        if self._delta is None:
+            raise RuntimeError("call forward(output, y) before backward()")
+        return self._delta
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class MSE(Loss):
+    """Mean squared error, averaged over every element:
+    ``L = mean((output - y) ** 2)``, ``dL/d output = 2 (output - y) / output.size``."""
+
+    name = "mse"
+    _float_kind = LOSS_MSE
+
+
+class CrossEntropy(Loss):
+    """Softmax cross-entropy on logits, averaged over samples.
+
+    ``L = mean_i(logsumexp(z_i) - z_i[y_i])`` for integer class labels ``y`` in
+    ``[0, n_classes)``; with probability (or one-hot) targets of shape
+    (n_samples, n_classes), ``L = mean_i(-sum_j t_ij log softmax(z_i)_j)``.
+    ``dL/dz = (softmax(z) - t) / n_samples``.
+    """
+
+    name = "cross_entropy"
+    output_activation = "softmax"
+    is_classifier = True
+
+    def check_output_units(self, n_outputs):
+        if n_outputs < 2:
+            raise ValueError(
+                "cross_entropy needs an output layer of at least 2 units (one per class);"
+                " for a single output unit use binary_cross_entropy"
+            )
+
+    def prepare_targets(self, y, n_outputs, dtype, name="y"):
+        arr = np.asarray(y)
+        if arr.ndim == 1:
+            labels = val.as_labels(arr, n_outputs, name=name)
+            return LOSS_CE_LABELS, np.empty((0, n_outputs), dtype=dtype), labels
+        targets = val.as_float_matrix(arr, dtype, name=name)
+        self._check_width(targets, n_outputs, name)
+        if (targets < 0).any():
+            raise ValueError(f"{name} holds negative class probabilities")
+        return LOSS_CE_SOFT, targets, np.empty(0, dtype=np.intp)
+
+
+class BinaryCrossEntropy(Loss):
+    """Binary cross-entropy on logits (sigmoid fused), averaged over every element.
+
+    ``L = mean(max(z, 0) - z t + log(1 + exp(-|z|)))``, stable for any ``z``;
+    ``dL/dz = (sigmoid(z) - t) / z.size``. Targets lie in [0, 1].
+    """
+
+    name = "binary_cross_entropy"
+    output_activation = "sigmoid"
+    is_classifier = True
+    _float_kind = LOSS_BCE
+
+    def prepare_targets(self, y, n_outputs, dtype, name="y"):
+        kind, targets, labels = super().prepare_targets(y, n_outputs, dtype, name)
+        if targets.min() < 0 or targets.max() > 1:
+            raise ValueError(
+                f"{name} must lie in [0, 1] for binary_cross_entropy, found values from"
+                f" {targets.min()} to {targets.max()}"
+            )
+        return kind, targets, labels
+
+
+LOSSES = {cls.name: cls for cls in (MSE, CrossEntropy, BinaryCrossEntropy)}
+_ALIASES = {
+    "mean_squared_error": "mse",
+    "categorical_crossentropy": "cross_entropy",
+    "sparse_categorical_crossentropy": "cross_entropy",
+    "crossentropy": "cross_entropy",
+    "binary_crossentropy": "binary_cross_entropy",
+    "bce": "binary_cross_entropy",
+}
+
+
+def get_loss(loss):
+    """Return a Loss instance for a name or an instance."""
+    if isinstance(loss, Loss):
+        return loss
+    if isinstance(loss, type) and issubclass(loss, Loss):
+        return loss()
+    if not isinstance(loss, str):
+        raise TypeError(f"loss must be a name or a Loss instance, not {type(loss).__name__}")
+    key = _ALIASES.get(loss.lower(), loss.lower())
+    if key not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; expected one of {sorted(LOSSES)}")
+    return LOSSES[key]()

@@ -1,0 +1,414 @@
+"""The Sequential model: owns the flat parameter buffer and the workspaces, checks
+inputs once per call, and hands whole epochs of minibatches to the compiled step."""
+import sys
+import time
+
+import numpy as np
+
+from . import _validation as val
+from .activations import ACTIVATIONS
+from .layers import Dense, Layer
+from .losses import LOSS_BCE, get_loss
+from .optimizers import get_optimizer
+from ._backend import core
+
+# Rows per chunk for predict and evaluate.
+INFERENCE_CHUNK = 512
+
+
+class History:
+    """Per-epoch metrics of ``fit``.
+
+    Attributes
+    ----------
+    history : dict of str to list of float
+        "loss" (the mean training loss over each epoch's minibatches), "accuracy"
+        for classification, and "val_loss" (and "val_accuracy") when validation data
+        is given.
+    epoch : list of int
+        The epoch numbers, from 0 (continuing across repeated ``fit`` calls).
+    """
+
+    def __init__(self):
+        self.history = {}
+        self.epoch = []
+
+    def _append(self, epoch, metrics):
+        self.epoch.append(epoch)
+        for key, value in metrics.items():
+            self.history.setdefault(key, []).append(float(value))
+
+    def __getitem__(self, key):
+        return self.history[key]
+
+    def __len__(self):
+        return len(self.epoch)
+
+    def __repr__(self):
+        last = {k: round(v[-1], 6) for k, v in self.history.items() if v}
+        return f"History(epochs={len(self.epoch)}, last={last})"
+
+
+class _Workspace:
+    """One flat buffer holding every per-batch array of a forward/backward pass for
+    up to ``capacity`` rows: gathered inputs and targets, two delta buffers and one
+    activation buffer per layer. ``layout`` gives each one's offset."""
+
+    def __init__(self, n_inputs, widths, capacity, dtype, training):
+        self.capacity = capacity
+        widest = max(widths)
+        sizes = ([capacity * n_inputs, capacity * widths[-1], capacity * widest,
+                  capacity * widest] if training else [0, 0, 0, 0])
+        sizes += [capacity * w for w in widths]
+        self.layout = np.zeros(len(sizes), dtype=np.intp)
+        self.layout[1:] = np.cumsum(sizes[:-1])
+        self.buffer = np.empty(int(sum(sizes)), dtype=dtype)
+        self.labels = np.empty(capacity if training else 0, dtype=np.intp)
+
+
+class Sequential:
+    """A feedforward network: a stack of layers trained by backpropagation.
+
+    Parameters
+    ----------
+    layers : list of Layer
+        The layers, input side first. The last layer's width is the output size.
+    loss : str or Loss, optional
+        "mse", "cross_entropy" or "binary_cross_entropy", or a Loss instance. By
+        default: cross_entropy when the last activation is softmax,
+        binary_cross_entropy when it is sigmoid, mse otherwise.
+    optimizer : str or Optimizer, default "adam"
+        "sgd" or "adam" (default hyperparameters), or an Optimizer instance.
+    seed : int, optional
+        Seeds the initial weights and the shuffling: the same seed, data and BLAS
+        thread count give bit-identical weights.
+    dtype : {"float32", "float64"}, default "float32"
+        Precision of weights and computation. Inputs are converted to it.
+    input_dim : int, optional
+        Number of input features. With it the weights are created now; without it,
+        at the first ``fit`` (or ``set_weights``).
+
+    Notes
+    -----
+    All parameters live in one contiguous buffer (``flat_params``); each layer's
+    weight and bias are views into it, and the gradients likewise. A final softmax
+    before cross-entropy (sigmoid before binary cross-entropy) is fused into the
+    loss: training works on the logits, ``predict`` returns probabilities.
+    """
+
+    def __init__(self, layers=None, loss=None, optimizer="adam", seed=None,
+                 dtype="float32", input_dim=None):
+        self.layers = []
+        for layer in layers or []:
+            self.add(layer)
+        self._loss_arg = loss
+        self.optimizer = get_optimizer(optimizer)
+        self.dtype = val.float_dtype(dtype)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"seed must be an integer or None, got {seed!r}")
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self.history = History()
+        self.built = False
+        self.flat_params = self.flat_grads = None
+        self._train_ws = self._infer_ws = None
+        self._epochs_done = 0
+        self.loss = get_loss(loss) if loss is not None else None
+        if input_dim is not None:
+            self.build(val.positive_int(input_dim, "input_dim"))
+
+    def add(self, layer):
+        """Append a layer (before the model is built)."""
+        if getattr(self, "built", False):
+            raise RuntimeError("cannot add layers to a model that is already built")
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layers must be Layer instances, got {type(layer).__name__}")
+        if not isinstance(layer, Dense):
+            raise TypeError(f"Sequential supports Dense layers, got {type(layer).__name__}")
+        if any(layer is other for other in self.layers):
+            raise ValueError("the same layer instance appears twice in the model")
+        self.layers.append(layer)
+
+    # -- building -----------------------------------------------------------------
+    def build(self, input_dim):
+        """Create the weights for ``input_dim`` input features."""
+        if not self.layers:
+            raise ValueError("the model has no layers")
+        if self.loss is None:
+            last = self.layers[-1].activation
+            self.loss = get_loss({"softmax": "cross_entropy",
+                                  "sigmoid": "binary_cross_entropy"}.get(last, "mse"))
+        self.loss.check_output_units(self.layers[-1].units)
+        sizes, n_in = [], input_dim
+        for layer in self.layers:
+            sizes.append(layer.n_params(n_in))
+            n_in = layer.output_dim(n_in)
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        self.flat_params = np.empty(int(offsets[-1]), dtype=self.dtype)
+        self.flat_grads = np.zeros(int(offsets[-1]), dtype=self.dtype)
+        # BLAS takes 32-bit sizes.
+        if max([input_dim] + [layer.units for layer in self.layers]) >= 2**31:
+            raise ValueError("layer widths must be below 2**31")
+
+        spec = np.zeros((len(self.layers), core().SPEC_COLUMNS), dtype=np.intp)
+        self._act_param = np.zeros(len(self.layers))
+        n_in = input_dim
+        for i, layer in enumerate(self.layers):
+            lo, hi = offsets[i], offsets[i + 1]
+            layer.bind(n_in, self.flat_params[lo:hi], self.flat_grads[lo:hi], self._rng)
+            code = layer.activation_code
+            if i == len(self.layers) - 1 and layer.activation == self.loss.output_activation:
+                code = ACTIVATIONS["identity"]  # fused into the loss
+            spec[i] = (n_in, layer.units, code, lo, lo + n_in * layer.units)
+            self._act_param[i] = layer.negative_slope
+            n_in = layer.units
+        self._spec = spec
+        self._output_act = ACTIVATIONS[self.loss.output_activation]
+        self.input_dim = input_dim
+        self.built = True
+        self._train_ws = self._infer_ws = None
+        return self
+
+    def _ensure_built(self, n_features):
+        if not self.built:
+            self.build(n_features)
+        elif n_features != self.input_dim:
+            raise ValueError(f"X has {n_features} features, but the model expects {self.input_dim}")
+
+    def _widths(self):
+        return [layer.units for layer in self.layers]
+
+    def _workspace(self, rows, training):
+        attr = "_train_ws" if training else "_infer_ws"
+        ws = getattr(self, attr)
+        if ws is None or ws.capacity < rows:
+            ws = _Workspace(self.input_dim, self._widths(), rows, self.dtype, training)
+            setattr(self, attr, ws)
+        return ws
+
+    @property
+    def n_outputs(self):
+        return self.layers[-1].units
+
+    # -- input checks -------------------------------------------------------------
+    def _check_X(self, X, name="X"):
+        X = val.as_float_matrix(X, self.dtype, name=name)
+        self._ensure_built(X.shape[1])
+        return X
+
+    def _check_Xy(self, X, y, names=("X", "y")):
+        X = self._check_X(X, names[0])
+        kind, targets, labels = self.loss.prepare_targets(y, self.n_outputs, self.dtype, names[1])
+        val.check_same_length(X, labels if labels.size else targets, names)
+        if labels.size:
+            targets = np.empty((0, self.n_outputs), dtype=self.dtype)
+        return X, kind, targets, labels
+
+    # -- training -----------------------------------------------------------------
+    def fit(self, X, y, epochs=10, batch_size=32, shuffle=True, validation_data=None,
+            verbose=0):
+        """Train by minibatch gradient descent.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like
+            Targets: for mse, shape (n_samples,) or (n_samples, n_outputs); for
+            cross_entropy, integer class labels of shape (n_samples,) or class
+            probabilities of shape (n_samples, n_classes); for binary_cross_entropy,
+            values in [0, 1] of shape (n_samples,) or (n_samples, n_outputs).
+        epochs : int, default 10
+            Passes over the data.
+        batch_size : int, default 32
+            Samples per minibatch; the last minibatch of an epoch may be smaller.
+            ``batch_size=1`` is stochastic gradient descent, ``batch_size >=
+            n_samples`` full-batch gradient descent.
+        shuffle : bool, default True
+            Reshuffle the samples before each epoch (from the model seed).
+        validation_data : (X_val, y_val), optional
+            Evaluated after each epoch: "val_loss" (and "val_accuracy").
+        verbose : int, default 0
+            0 silent, 1 one line per epoch.
+
+        Returns
+        -------
+        History
+            The model's history (``model.history``), extended by this call.
+
+        Raises
+        ------
+        FloatingPointError
+            When the training loss becomes NaN or infinite; the weights are those
+            from before the failing minibatch.
+        """
+        epochs = val.positive_int(epochs, "epochs", minimum=0)
+        batch_size = val.positive_int(batch_size, "batch_size")
+        X, kind, targets, labels = self._check_Xy(X, y)
+        if validation_data is not None:
+            try:
+                X_val, y_val = validation_data
+            except (TypeError, ValueError):
+                raise ValueError("validation_data must be a pair (X_val, y_val)") from None
+            val_data = self._check_Xy(X_val, y_val, ("X_val", "y_val"))
+        n = X.shape[0]
+        batch = min(batch_size, n)
+        n_batches = -(-n // batch)
+        ws = self._workspace(batch, training=True)
+        state1, state2 = self.optimizer.flat_state(self.flat_params.size, self.dtype)
+        hyper = self.optimizer.hyperparameters()
+        order = np.arange(n, dtype=np.intp) if shuffle else np.empty(0, dtype=np.intp)
+        batch_loss = np.zeros(n_batches)
+        batch_correct = np.zeros(n_batches, dtype=np.intp)
+        batch_rows = np.full(n_batches, batch, dtype=np.float64)
+        batch_rows[-1] = n - batch * (n_batches - 1)
+        per_sample = targets.shape[1] if kind == LOSS_BCE else 1  # predictions per sample
+        train_run = core().train_run
+
+        for _ in range(epochs):
+            started = time.perf_counter()
+            if shuffle:
+                self._rng.shuffle(order)
+            status, done, step = train_run(
+                self.flat_params, self.flat_grads, ws.buffer, ws.labels, X, targets, labels,
+                order, batch, 0, n_batches, self._spec, self._act_param, ws.layout,
+                kind, self.optimizer.code, hyper, state1, state2, self.optimizer.iterations,
+                batch_loss, batch_correct)
+            self.optimizer.iterations = step
+            if status != core().STATUS_OK:
+                raise FloatingPointError(
+                    f"the training loss became {batch_loss[done]} at epoch {self._epochs_done},"
+                    f" minibatch {done}: training stopped before that update. Try a smaller"
+                    f" learning rate (now {self.optimizer.lr}) or scale the inputs."
+                )
+            metrics = {"loss": float(batch_loss @ batch_rows) / n}
+            if self.loss.is_classifier:
+                metrics["accuracy"] = batch_correct.sum() / (n * per_sample)
+            if validation_data is not None:
+                for key, value in self._evaluate_checked(*val_data).items():
+                    metrics["val_" + key] = value
+            self.history._append(self._epochs_done, metrics)
+            self._epochs_done += 1
+            if verbose:
+                shown = " - ".join(f"{k}: {v:.4f}" for k, v in metrics.items())
+                print(f"epoch {self._epochs_done}: {shown} - {time.perf_counter() - started:.3f}s",
+                      file=sys.stdout, flush=True)
+        return self.history
+
+    # -- inference ----------------------------------------------------------------
+    def predict(self, X):
+        """Return the network's output for X of shape (n_samples, n_features).
+
+        For cross_entropy, class probabilities of shape (n_samples, n_classes); for
+        binary_cross_entropy, probabilities of shape (n_samples, n_outputs); for mse,
+        the outputs, of shape (n_samples, n_outputs).
+        """
+        self._require_built()
+        return self._predict_checked(self._check_X(X))
+
+    def _predict_checked(self, X):
+        n = X.shape[0]
+        ws = self._workspace(min(n, INFERENCE_CHUNK), training=False)
+        out = np.empty((n, self.n_outputs), dtype=self.dtype)
+        core().predict_run(self.flat_params, ws.buffer, X, out, ws.capacity, self._spec,
+                           self._act_param, ws.layout, self._output_act)
+        return out
+
+    def predict_classes(self, X):
+        """Class predictions: the most probable class (cross_entropy) or 0/1 per output
+        (binary_cross_entropy)."""
+        self._require_built()
+        if not self.loss.is_classifier:
+            raise ValueError(f"predict_classes needs a classification loss, not {self.loss.name}")
+        probabilities = self.predict(X)
+        if self.loss.output_activation == "softmax":
+            return probabilities.argmax(axis=1)
+        return (probabilities > 0.5).astype(np.intp)
+
+    def evaluate(self, X, y):
+        """Return a dict of metrics on (X, y): "loss"; "accuracy" for classification;
+        "mae" and "r2" (coefficient of determination) for mse."""
+        self._require_built()
+        return self._evaluate_checked(*self._check_Xy(X, y))
+
+    def _evaluate_checked(self, X, kind, targets, labels):
+        n = X.shape[0]
+        ws = self._workspace(min(n, INFERENCE_CHUNK), training=False)
+        loss, correct = core().evaluate_run(self.flat_params, ws.buffer, X, targets, labels,
+                                            ws.capacity, self._spec, self._act_param,
+                                            ws.layout, kind)
+        metrics = {"loss": loss}
+        if self.loss.is_classifier:
+            metrics["accuracy"] = correct / (n * (targets.shape[1] if kind == LOSS_BCE else 1))
+        else:
+            residual = self._predict_checked(X) - targets
+            metrics["mae"] = float(np.abs(residual).mean())
+            spread = ((targets - targets.mean(axis=0)) ** 2).sum()
+            metrics["r2"] = 1.0 - float((residual ** 2).sum() / spread) if spread > 0 else 0.0
+        return metrics
+
+    def loss_and_gradients(self, X, y):
+        """Return ``(loss, [(grad_weight, grad_bias), ...])`` of the mean loss over all
+        of (X, y) in layer order, without changing the weights."""
+        X, kind, targets, labels = self._check_Xy(X, y)
+        ws = _Workspace(self.input_dim, self._widths(), X.shape[0], self.dtype, training=True)
+        loss = core().loss_grad(self.flat_params, self.flat_grads, ws.buffer, X, targets,
+                                labels, self._spec, self._act_param, ws.layout, kind)
+        return loss, [(layer.grad_weight.copy(), layer.grad_bias.copy()) for layer in self.layers]
+
+    # -- weights ------------------------------------------------------------------
+    def get_weights(self):
+        """Return copies of the weights: a list of (weight, bias) in layer order."""
+        self._require_built()
+        return [(layer.weight.copy(), layer.bias.copy()) for layer in self.layers]
+
+    def set_weights(self, weights):
+        """Set the weights from a list of (weight, bias) pairs in layer order, shaped
+        (n_inputs, units) and (units,). Builds the model if needed."""
+        weights = list(weights)
+        if len(weights) != len(self.layers):
+            raise ValueError(f"got {len(weights)} (weight, bias) pairs for {len(self.layers)} layers")
+        pairs = []
+        for i, pair in enumerate(weights):
+            try:
+                w, b = pair
+            except (TypeError, ValueError):
+                raise ValueError(f"entry {i} must be a (weight, bias) pair") from None
+            w = val.as_float_matrix(w, self.dtype, name=f"weight {i}")
+            b = np.asarray(b)
+            if b.ndim != 1:
+                raise ValueError(f"bias {i} must be 1-D, got shape {b.shape}")
+            b = val.as_float_matrix(b, self.dtype, name=f"bias {i}", allow_1d=True)[:, 0]
+            pairs.append((w, b))
+        if not self.built:
+            self.build(pairs[0][0].shape[0])
+        for i, (layer, (w, b)) in enumerate(zip(self.layers, pairs)):
+            if w.shape != layer.weight.shape or b.shape != layer.bias.shape:
+                raise ValueError(
+                    f"layer {i} expects weight {layer.weight.shape} and bias {layer.bias.shape},"
+                    f" got {w.shape} and {b.shape}"
+                )
+        for layer, (w, b) in zip(self.layers, pairs):
+            layer.weight[...] = w
+            layer.bias[...] = b
+
+    def count_params(self):
+        self._require_built()
+        return int(self.flat_params.size)
+
+    def summary(self):
+        """Return a text table of the layers, their output shapes and parameter counts."""
+        self._require_built()
+        lines = [f"{'layer':<40}{'output':>12}{'params':>12}"]
+        for layer in self.layers:
+            lines.append(f"{repr(layer):<40}{layer.units:>12}{layer.weight.size + layer.bias.size:>12}")
+        lines.append(f"total parameters: {self.count_params()}; loss: {self.loss.name};"
+                     f" optimizer: {self.optimizer!r}; dtype: {np.dtype(self.dtype).name}")
+        return "\n".join(lines)
+
+    def _require_built(self):
+        if not self.built:
+            raise RuntimeError("the model has no weights yet: call fit first, or give input_dim")
+
+    def __repr__(self):
+        return (f"Sequential({self.layers!r}, loss={getattr(self.loss, 'name', None)!r},"
+                f" optimizer={self.optimizer!r})")
