@@ -497,7 +497,7 @@ cdef void _backward(const floating* params, floating* grads, floating* work,
                     const intp* spec, const double* act_param, const intp* layout,
                     Py_ssize_t n_layers, const floating* x, Py_ssize_t rows,
                     floating* delta) noexcept nogil:
-    """Backward pass: ``delta`` holds dL/dz of the last layer; fills ``grads``.
+    """Backward pass: ``delta`` holds dL/d(output) of the last layer; fills ``grads``.
 
     ``delta`` is one of the two ping-pong buffers; the other receives the next
     layer's delta. The first layer skips its input gradient.
@@ -508,6 +508,10 @@ cdef void _backward(const floating* params, floating* grads, floating* work,
     cdef floating* other
     cdef floating* d0 = work + layout[LAY_D0]
     cdef floating* d1 = work + layout[LAY_D1]
+    # dL/d(output) -> dL/dz through the last activation (identity when fused with the loss)
+    s = spec + (n_layers - 1) * SPEC_WIDTH
+    _act_backward(work + layout[LAY_ACT0 + n_layers - 1], delta, rows, s[SPEC_N_OUT],
+                  <int>s[SPEC_ACT], <floating>act_param[n_layers - 1])
     for l in range(n_layers - 1, -1, -1):
         s = spec + l * SPEC_WIDTH
         n_in = s[SPEC_N_IN]

@@ -1,0 +1,140 @@
+"""Optimizer steps worked by hand, through the model's fused step and by hand."""
+import math
+
+import numpy as np
+import pytest
+
+import fastbp
+
+
+def one_weight_model(optimizer, w=0.5, b=0.0):
+    """y_hat = w * x + b, MSE, float64."""
+    model = fastbp.Sequential([fastbp.Dense(1)], loss="mse", optimizer=optimizer,
+                              dtype="float64", input_dim=1)
+    model.set_weights([(np.array([[w]]), np.array([b]))])
+    return model
+
+
+# One sample x = 2, y = 3 with w = 0.5, b = 0: y_hat = 1, loss = (1 - 3)^2 = 4,
+# dL/dw = 2 (y_hat - y) x = -8, dL/db = 2 (y_hat - y) = -4.
+X1, Y1, GW, GB = np.array([[2.0]]), np.array([3.0]), -8.0, -4.0
+
+
+def weights_after(model, steps):
+    model.fit(X1, Y1, epochs=steps, batch_size=1, shuffle=False)
+    (w, b), = model.get_weights()
+    return w[0, 0], b[0]
+
+
+def test_gradient_worked_by_hand():
+    model = one_weight_model(fastbp.SGD(lr=0.1))
+    loss, [(gw, gb)] = model.loss_and_gradients(X1, Y1)
+    assert loss == 4.0 and gw[0, 0] == GW and gb[0] == GB
+
+
+def test_sgd_one_step():
+    w, b = weights_after(one_weight_model(fastbp.SGD(lr=0.1)), 1)
+    assert w == 0.5 - 0.1 * GW and b == 0.0 - 0.1 * GB  # 1.3 and 0.4
+
+
+def test_sgd_weight_decay_one_step():
+    w, b = weights_after(one_weight_model(fastbp.SGD(lr=0.1, weight_decay=0.5), b=0.2), 1)
+    # y_hat = 1.2: dL/dw = 2 (1.2 - 3) 2 = -7.2, dL/db = -3.6; decay adds 0.5 * p
+    assert w == pytest.approx(0.5 - 0.1 * (-7.2 + 0.5 * 0.5), rel=1e-15)
+    assert b == pytest.approx(0.2 - 0.1 * (-3.6 + 0.5 * 0.2), rel=1e-15)
+
+
+def test_momentum_two_steps():
+    w, b = weights_after(one_weight_model(fastbp.SGD(lr=0.1, momentum=0.9)), 2)
+    # step 1: buf = g = (-8, -4); p = (1.3, 0.4)
+    # step 2: y_hat = 1.3 * 2 + 0.4 = 3.0, so g = 0; buf = 0.9 * buf; p -= 0.1 * buf
+    assert w == pytest.approx(1.3 - 0.1 * 0.9 * GW, rel=1e-15)
+    assert b == pytest.approx(0.4 - 0.1 * 0.9 * GB, rel=1e-15)
+
+
+def test_nesterov_two_steps():
+    w, b = weights_after(one_weight_model(fastbp.SGD(lr=0.1, momentum=0.9, nesterov=True)), 2)
+    # step 1: buf = g; p -= lr (g + 0.9 g) -> w = 0.5 + 0.1 * 15.2 = 2.02, b = 0.76
+    w1, b1 = 0.5 - 0.1 * 1.9 * GW, 0.0 - 0.1 * 1.9 * GB
+    # step 2: y_hat = 2 w1 + b1; g = 2 (y_hat - 3) (x, 1); buf = 0.9 buf + g
+    r = 2 * (2 * w1 + b1 - 3)
+    buf_w, buf_b = 0.9 * GW + 2 * r, 0.9 * GB + r
+    assert w == pytest.approx(w1 - 0.1 * (2 * r + 0.9 * buf_w), rel=1e-14)
+    assert b == pytest.approx(b1 - 0.1 * (r + 0.9 * buf_b), rel=1e-14)
+
+
+def test_adam_one_step_moves_by_lr():
+    # Step 1: m = 0.1 g, v = 0.001 g^2; m / (1 - 0.9) = g, sqrt(v / (1 - 0.999)) = |g|:
+    # p -= lr * g / (|g| + eps).
+    w, b = weights_after(one_weight_model(fastbp.Adam(lr=0.01)), 1)
+    assert w == pytest.approx(0.5 + 0.01 * 8 / (8 + 1e-8), rel=1e-14)
+    assert b == pytest.approx(0.0 + 0.01 * 4 / (4 + 1e-8), rel=1e-14)
+
+
+def test_adam_two_steps():
+    lr, b1, b2, eps = 0.05, 0.8, 0.9, 1e-3
+    model = one_weight_model(fastbp.Adam(lr=lr, betas=(b1, b2), eps=eps))
+    w, b = weights_after(model, 2)
+    p = np.array([0.5, 0.0])
+    m = np.zeros(2)
+    v = np.zeros(2)
+    for t in (1, 2):
+        r = 2 * (2 * p[0] + p[1] - 3)
+        g = np.array([2 * r, r])
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        p = p - (lr / (1 - b1 ** t)) * m / (np.sqrt(v) / math.sqrt(1 - b2 ** t) + eps)
+    assert w == pytest.approx(p[0], rel=1e-14)
+    assert b == pytest.approx(p[1], rel=1e-14)
+    assert model.optimizer.iterations == 2
+
+
+def test_adam_continues_across_fit_calls():
+    """Two fit calls of one epoch equal one fit call of two epochs (state is kept)."""
+    a = one_weight_model(fastbp.Adam(lr=0.05))
+    b = one_weight_model(fastbp.Adam(lr=0.05))
+    a.fit(X1, Y1, epochs=2, batch_size=1, shuffle=False)
+    b.fit(X1, Y1, epochs=1, batch_size=1, shuffle=False)
+    b.fit(X1, Y1, epochs=1, batch_size=1, shuffle=False)
+    np.testing.assert_array_equal(a.flat_params, b.flat_params)
+
+
+@pytest.mark.parametrize("optimizer", [
+    fastbp.SGD(lr=0.1), fastbp.SGD(lr=0.1, momentum=0.9, weight_decay=0.01),
+    fastbp.SGD(lr=0.1, momentum=0.5, nesterov=True), fastbp.Adam(lr=0.02, weight_decay=0.1),
+], ids=["sgd", "momentum", "nesterov", "adam"])
+def test_hand_written_loop_equals_fused_step(optimizer):
+    """Layers, loss and optimizer used one by one reproduce the model's fused step."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(10, 3)), rng.normal(size=(10, 2))
+    model = fastbp.Sequential([fastbp.Dense(4, "tanh"), fastbp.Dense(2)], loss="mse",
+                              optimizer=type(optimizer)(**optimizer.get_config()),
+                              dtype="float64", seed=0, input_dim=3)
+    hidden, out = fastbp.Dense(4, "tanh"), fastbp.Dense(2)
+    hidden.build(3, dtype=np.float64)
+    out.build(4, dtype=np.float64)
+    (w1, b1), (w2, b2) = model.get_weights()
+    hidden.weight[...], hidden.bias[...], out.weight[...], out.bias[...] = w1, b1, w2, b2
+    mse, opt = fastbp.MSE(), type(optimizer)(**optimizer.get_config())
+    for _ in range(3):
+        for start in (0, 4, 8):  # batches of 4, 4 and 2 rows
+            xb, yb = X[start:start + 4], y[start:start + 4]
+            mse.forward(out.forward(hidden.forward(xb)), yb)
+            hidden.backward(out.backward(mse.backward()))
+            opt.step(hidden.params + out.params, hidden.grads + out.grads)
+    model.fit(X, y, epochs=3, batch_size=4, shuffle=False)
+    for (w, b), layer in zip(model.get_weights(), (hidden, out)):
+        np.testing.assert_allclose(w, layer.weight, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(b, layer.bias, rtol=1e-12, atol=1e-14)
+    assert opt.iterations == model.optimizer.iterations == 9
+
+
+def test_update_rules_in_docstrings():
+    assert "momentum * b + g" in fastbp.SGD.__doc__
+    assert "(lr / (1 - beta1**t)) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)" in fastbp.Adam.__doc__
+
+
+def test_optimizer_by_name():
+    model = fastbp.Sequential([fastbp.Dense(1)], optimizer="sgd", input_dim=2)
+    assert isinstance(model.optimizer, fastbp.SGD) and model.optimizer.lr == 0.01
+    assert isinstance(fastbp.Sequential([fastbp.Dense(1)]).optimizer, fastbp.Adam)
