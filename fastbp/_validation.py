@@ -32,13 +32,19 @@ def as_float_matrix(X, dtype, name="X", allow_1d=False):
     return arr
 
 
-def check_finite(arr, name):
-    # A finite sum proves every entry finite without a full boolean temporary;
-    # an infinite one (NaN, infinity, or an overflow) gets the exact check.
+def all_finite(arr):
+    """Whether every entry of a float array is finite, without a boolean temporary
+    in the common case."""
     with np.errstate(over="ignore", invalid="ignore"):
         if np.isfinite(np.add.reduce(arr, axis=None)):
-            return
-    if not np.isfinite(arr).all():
+            return True
+    return bool(np.isfinite(arr).all())
+
+
+def check_finite(arr, name):
+    # A finite sum proves every entry finite; a sum that is not (NaN, infinity or
+    # an overflow) gets the exact check.
+    if not all_finite(arr):
         bad = np.argwhere(~np.isfinite(arr))[0]
         kind = "NaN" if np.isnan(arr[tuple(bad)]) else "infinity"
         raise ValueError(f"{name} contains {kind} (first at index {tuple(int(i) for i in bad)})")
@@ -86,6 +92,8 @@ def positive_int(value, name, minimum=1):
 
 def float_dtype(dtype):
     """Return np.float32 or np.float64 for a dtype given by name or object."""
+    if dtype is None:
+        raise ValueError("dtype must be 'float32' or 'float64', got None")
     try:
         dt = np.dtype(dtype)
     except TypeError as exc:

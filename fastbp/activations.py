@@ -3,6 +3,8 @@
 The kernels live in ``fastbp._core``; this module maps names to kernel codes and
 offers NumPy-facing helpers (``apply`` and ``derivative``) for hand-written loops.
 """
+import numbers
+
 import numpy as np
 
 from ._backend import core
@@ -39,6 +41,8 @@ def canonical_name(activation):
 
 
 def check_negative_slope(negative_slope):
+    if isinstance(negative_slope, (bool, np.bool_)) or not isinstance(negative_slope, numbers.Real):
+        raise TypeError(f"negative_slope must be a number, got {negative_slope!r}")
     slope = float(negative_slope)
     if not np.isfinite(slope) or slope < 0:
         raise ValueError(f"negative_slope must be a finite number >= 0, got {negative_slope!r}")

@@ -132,13 +132,7 @@ class Sequential:
     # -- building -----------------------------------------------------------------
     def build(self, input_dim):
         """Create the weights for ``input_dim`` input features."""
-        if not self.layers:
-            raise ValueError("the model has no layers")
-        if self.loss is None:
-            last = self.layers[-1].activation
-            self.loss = get_loss({"softmax": "cross_entropy",
-                                  "sigmoid": "binary_cross_entropy"}.get(last, "mse"))
-        self.loss.check_output_units(self.layers[-1].units)
+        self._resolve_loss()
         sizes, n_in = [], input_dim
         for layer in self.layers:
             sizes.append(layer.n_params(n_in))
@@ -169,11 +163,24 @@ class Sequential:
         self._train_ws = self._infer_ws = None
         return self
 
-    def _ensure_built(self, n_features):
+    def _resolve_loss(self):
+        """Fix the loss (inferred from the last activation when not given) and check
+        that the output layer suits it."""
+        if not self.layers:
+            raise ValueError("the model has no layers")
+        if self.loss is None:
+            last = self.layers[-1].activation
+            self.loss = get_loss({"softmax": "cross_entropy",
+                                  "sigmoid": "binary_cross_entropy"}.get(last, "mse"))
+        self.loss.check_output_units(self.layers[-1].units)
+        return self.loss
+
+    def _ensure_built(self, n_features, name="X"):
         if not self.built:
             self.build(n_features)
         elif n_features != self.input_dim:
-            raise ValueError(f"X has {n_features} features, but the model expects {self.input_dim}")
+            raise ValueError(
+                f"{name} has {n_features} features, but the model expects {self.input_dim}")
 
     def _widths(self):
         return [layer.units for layer in self.layers]
@@ -193,15 +200,19 @@ class Sequential:
     # -- input checks -------------------------------------------------------------
     def _check_X(self, X, name="X"):
         X = val.as_float_matrix(X, self.dtype, name=name)
-        self._ensure_built(X.shape[1])
+        self._ensure_built(X.shape[1], name)
         return X
 
     def _check_Xy(self, X, y, names=("X", "y")):
-        X = self._check_X(X, names[0])
-        kind, targets, labels = self.loss.prepare_targets(y, self.n_outputs, self.dtype, names[1])
+        # Everything is checked before the model is built from X's width, so that a
+        # call rejected for its y leaves an unbuilt model unbuilt.
+        X = val.as_float_matrix(X, self.dtype, name=names[0])
+        loss = self._resolve_loss()
+        kind, targets, labels = loss.prepare_targets(y, self.n_outputs, self.dtype, names[1])
         val.check_same_length(X, labels if labels.size else targets, names)
         if labels.size:
             targets = np.empty((0, self.n_outputs), dtype=self.dtype)
+        self._ensure_built(X.shape[1], names[0])
         return X, kind, targets, labels
 
     # -- training -----------------------------------------------------------------
@@ -238,8 +249,8 @@ class Sequential:
         Raises
         ------
         FloatingPointError
-            When the training loss becomes NaN or infinite; the weights are those
-            from before the failing minibatch.
+            When the training loss or the weights become NaN or infinite; the weights
+            and optimizer state are restored to the start of that epoch.
         """
         epochs = val.positive_int(epochs, "epochs", minimum=0)
         batch_size = val.positive_int(batch_size, "batch_size")
@@ -264,8 +275,14 @@ class Sequential:
         per_sample = targets.shape[1] if kind == LOSS_BCE else 1  # predictions per sample
         train_run = core().train_run
 
+        # Start-of-epoch copies, restored if training diverges.
+        saved = [np.empty_like(a) for a in (self.flat_params, state1, state2)]
+
         for _ in range(epochs):
             started = time.perf_counter()
+            for copy, live in zip(saved, (self.flat_params, state1, state2)):
+                np.copyto(copy, live)
+            saved_step = self.optimizer.iterations
             if shuffle:
                 self._rng.shuffle(order)
             status, done, step = train_run(
@@ -274,10 +291,15 @@ class Sequential:
                 kind, self.optimizer.code, hyper, state1, state2, self.optimizer.iterations,
                 batch_loss, batch_correct)
             self.optimizer.iterations = step
-            if status != core().STATUS_OK:
+            if status != core().STATUS_OK or not val.all_finite(self.flat_params):
+                for copy, live in zip(saved, (self.flat_params, state1, state2)):
+                    np.copyto(live, copy)
+                self.optimizer.iterations = saved_step
+                what = (f"the training loss became {batch_loss[done]} at minibatch {done}"
+                        if status != core().STATUS_OK else "the weights became NaN or infinite")
                 raise FloatingPointError(
-                    f"the training loss became {batch_loss[done]} at epoch {self._epochs_done},"
-                    f" minibatch {done}: training stopped before that update. Try a smaller"
+                    f"training diverged in epoch {self._epochs_done}: {what}. The weights and"
+                    f" optimizer state are restored to the start of that epoch. Try a smaller"
                     f" learning rate (now {self.optimizer.lr}) or scale the inputs."
                 )
             metrics = {"loss": float(batch_loss @ batch_rows) / n}
