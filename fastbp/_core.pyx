@@ -590,6 +590,8 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
     if (use_labels and labels.shape[0] != n) or \
             (not use_labels and (targets.shape[0] != n or targets.shape[1] != k)):
         raise ValueError("targets do not match X")
+    if use_labels:
+        _check_labels(labels, k)
     if shuffled and order.shape[0] != n:
         raise ValueError("order must have one entry per row")
     if batch_loss.shape[0] < stop_batch or batch_correct.shape[0] < stop_batch:
@@ -656,12 +658,15 @@ def loss_grad(floating[::1] params, floating[::1] grads, floating[::1] work,
     cdef intp correct = 0
     cdef const floating* tin = &targets[0, 0] if loss_kind != LOSS_CE_LABELS else NULL
     cdef const intp* lin = &labels[0] if loss_kind == LOSS_CE_LABELS else NULL
+    cdef bint use_labels = loss_kind == LOSS_CE_LABELS
     if grads.shape[0] != params.shape[0]:
         raise ValueError("grads and params differ in size")
     _check_network(params, work, spec, act_param, layout, d, n, True, False)
     if (loss_kind == LOSS_CE_LABELS and labels.shape[0] != n) or \
             (loss_kind != LOSS_CE_LABELS and (targets.shape[0] != n or targets.shape[1] != k)):
         raise ValueError("targets do not match X")
+    if use_labels:
+        _check_labels(labels, k)
     with nogil:
         out = _forward(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0],
                        spec.shape[0], &X[0, 0], n)
@@ -715,6 +720,8 @@ def evaluate_run(const floating[::1] params, floating[::1] work, const floating[
     if (use_labels and labels.shape[0] != n) or \
             (not use_labels and (targets.shape[0] != n or targets.shape[1] != k)):
         raise ValueError("targets do not match X")
+    if use_labels:
+        _check_labels(labels, k)
     with nogil:
         start = 0
         while start < n:
@@ -727,6 +734,17 @@ def evaluate_run(const floating[::1] params, floating[::1] work, const floating[
                            rows, k, <floating*>NULL, <floating>1, &correct)
             start += rows
     return total * _loss_scale(loss_kind, n, k), correct
+
+
+cdef _check_labels(const intp[::1] labels, Py_ssize_t n_classes):
+    # An out-of-range label would index outside a row of logits and deltas.
+    cdef Py_ssize_t i
+    cdef bint bad = False
+    with nogil:
+        for i in range(labels.shape[0]):
+            bad |= (labels[i] < 0) | (labels[i] >= n_classes)
+    if bad:
+        raise ValueError("class labels must lie in [0, %d)" % n_classes)
 
 
 cdef _check_network(const floating[::1] params, const floating[::1] work, const intp[:, ::1] spec,
@@ -841,6 +859,7 @@ def loss_delta(int kind, const floating[:, ::1] out, const floating[:, ::1] targ
     if kind == LOSS_CE_LABELS:
         if labels.shape[0] != rows:
             raise ValueError("labels and out differ in length")
+        _check_labels(labels, cols)
     elif targets.shape[0] != rows or targets.shape[1] != cols:
         raise ValueError("targets and out differ in shape")
     if kind < LOSS_MSE or kind > LOSS_BCE:

@@ -1,0 +1,840 @@
+"""Every compiled kernel of ``fastbp._core`` against a plain NumPy reference.
+
+Each ``def`` function at the bottom of ``fastbp/_core.pyx`` (the module's Python
+boundary) is checked in float32 and float64 over shapes that include 1x1, a single
+row, widths that are not multiples of 8 and one large case. References are computed
+in float64 from the very values handed to the kernel. Tolerances are about 1e-12
+relative in float64 and 1e-5 in float32; where a result is a sum of k terms the
+tolerance is the standard rounding-error bound ``c * k * eps * sum|terms|``; where the
+kernel does one exact IEEE operation per element the results must be bit-identical.
+"""
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+
+from fastbp._backend import core
+
+_core = core()
+
+ACT = _core.ACTIVATION_CODES
+LOSS = _core.LOSS_CODES
+
+DTYPES = [np.float32, np.float64]
+RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+# (rows, cols): 1x1, single rows, widths 3, 7, 13, 33 (not multiples of 8), one
+# multiple of 8 and a large case.
+SHAPES = [(1, 1), (1, 7), (1, 33), (3, 13), (7, 3), (13, 33), (2, 16), (300, 517)]
+SMALL_SHAPES = SHAPES[:-1]
+
+ACTIVATIONS = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softmax"]
+LOSSES = ["mse", "cross_entropy_labels", "cross_entropy", "binary_cross_entropy"]
+SLOPE = 0.2
+
+
+def eps(dtype):
+    return float(np.finfo(dtype).eps)
+
+
+def rng_for(*key):
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def readonly(x):
+    x = np.array(x, copy=True)
+    x.setflags(write=False)
+    return x
+
+
+def no_labels():
+    return np.empty(0, dtype=np.intp)
+
+
+# ---------------------------------------------------------------------------
+# NumPy references (float64)
+# ---------------------------------------------------------------------------
+
+
+def sigmoid_ref(x):
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    e = np.exp(x[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out
+
+
+def softmax_ref(x):
+    x = np.asarray(x, dtype=np.float64)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def logsumexp_ref(x):
+    x = np.asarray(x, dtype=np.float64)
+    top = x.max(axis=1, keepdims=True)
+    return (top + np.log(np.exp(x - top).sum(axis=1, keepdims=True)))[:, 0]
+
+
+def act_ref(x, name, slope=SLOPE):
+    x = np.asarray(x, dtype=np.float64)
+    if name == "identity":
+        return x.copy()
+    if name == "sigmoid":
+        return sigmoid_ref(x)
+    if name == "tanh":
+        return np.tanh(x)
+    if name == "relu":
+        return np.where(x > 0, x, 0.0)
+    if name == "leaky_relu":
+        return np.where(x > 0, x, slope * x)
+    if name == "softmax":
+        return softmax_ref(x)
+    raise AssertionError(name)
+
+
+def act_derivative_times(z, delta, name, slope=SLOPE):
+    """dL/dz given dL/da = delta and a = f(z), from the pre-activation z."""
+    z = np.asarray(z, dtype=np.float64)
+    delta = np.asarray(delta, dtype=np.float64)
+    if name == "identity":
+        return delta.copy()
+    if name == "sigmoid":
+        s = sigmoid_ref(z)
+        return delta * s * (1 - s)
+    if name == "tanh":
+        return delta * (1 - np.tanh(z) ** 2)
+    if name == "relu":
+        return delta * (z > 0)
+    if name == "leaky_relu":
+        return delta * np.where(z > 0, 1.0, slope)
+    if name == "softmax":
+        s = softmax_ref(z)
+        return s * (delta - (delta * s).sum(axis=1, keepdims=True))
+    raise AssertionError(name)
+
+
+def loss_ref(name, z, targets, labels):
+    """(mean loss, n_correct, delta) in float64."""
+    z = np.asarray(z, dtype=np.float64)
+    n, k = z.shape
+    if name == "mse":
+        t = np.asarray(targets, dtype=np.float64)
+        r = z - t
+        return np.mean(r * r), None, 2 * r / z.size
+    if name == "cross_entropy_labels":
+        lse = logsumexp_ref(z)
+        loss = np.mean(lse - z[np.arange(n), labels])
+        delta = np.exp(z - lse[:, None])
+        delta[np.arange(n), labels] -= 1
+        correct = int(np.sum(np.argmax(z, axis=1) == labels))
+        return loss, correct, delta / n
+    if name == "cross_entropy":
+        t = np.asarray(targets, dtype=np.float64)
+        lse = logsumexp_ref(z)
+        logp = z - lse[:, None]
+        loss = np.mean(-(t * logp).sum(axis=1))
+        delta = (np.exp(logp) * t.sum(axis=1, keepdims=True) - t) / n
+        correct = int(np.sum(np.argmax(z, axis=1) == np.argmax(t, axis=1)))
+        return loss, correct, delta
+    if name == "binary_cross_entropy":
+        t = np.asarray(targets, dtype=np.float64)
+        loss = np.mean(np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z))))
+        delta = (sigmoid_ref(z) - t) / z.size
+        correct = int(np.sum((z > 0) == (t >= 0.5)))
+        return loss, correct, delta
+    raise AssertionError(name)
+
+
+def make_loss_inputs(name, shape, dtype, rng, scale=3.0):
+    n, k = shape
+    z = (scale * rng.normal(size=shape)).astype(dtype)
+    labels = no_labels()
+    if name == "mse":
+        targets = rng.normal(size=shape).astype(dtype)
+    elif name == "cross_entropy_labels":
+        targets = np.empty((0, k), dtype=dtype)
+        labels = rng.integers(0, k, size=n).astype(np.intp)
+    elif name == "cross_entropy":
+        # Rows of probabilities, one-hot rows, and rows not summing to one.
+        t = rng.uniform(0.0, 1.0, size=shape)
+        t /= t.sum(axis=1, keepdims=True)
+        t[::3] = np.eye(k)[rng.integers(0, k, size=len(t[::3]))]
+        t[1::3] *= 2.5
+        targets = t.astype(dtype)
+    else:
+        t = rng.uniform(0.0, 1.0, size=shape)
+        t.flat[::4] = 0.5
+        t.flat[1::5] = 1.0
+        t.flat[2::5] = 0.0
+        targets = t.astype(dtype)
+    return z, targets, labels
+
+
+def call_loss(name, z, targets, labels):
+    delta = np.full(z.shape, np.nan, dtype=z.dtype)
+    value, correct = _core.loss_delta(LOSS[name], z, targets, labels, delta)
+    return value, correct, delta
+
+
+# ---------------------------------------------------------------------------
+# matmul
+# ---------------------------------------------------------------------------
+
+MATMUL_SHAPES = [  # (m, k, n)
+    (1, 1, 1), (1, 7, 3), (1, 33, 1), (3, 13, 7), (7, 3, 13), (13, 33, 3),
+    (33, 7, 33), (2, 16, 8), (300, 517, 33),
+]
+
+
+def matmul_operands(m, k, n, dtype, trans_a, trans_b, rng):
+    opa = rng.normal(size=(m, k)).astype(dtype)
+    opb = rng.normal(size=(k, n)).astype(dtype)
+    a = np.ascontiguousarray(opa.T) if trans_a else opa
+    b = np.ascontiguousarray(opb.T) if trans_b else opb
+    return opa, opb, a, b
+
+
+def check_gemm(got, opa, opb, alpha, beta, c0, dtype):
+    opa64, opb64 = opa.astype(np.float64), opb.astype(np.float64)
+    expected = alpha * (opa64 @ opb64) + beta * c0.astype(np.float64)
+    k = opa.shape[1]
+    bound = abs(alpha) * (np.abs(opa64) @ np.abs(opb64)) + abs(beta) * np.abs(c0.astype(np.float64))
+    tol = (2 * k + 8) * eps(dtype) * bound
+    err = np.abs(got.astype(np.float64) - expected)
+    assert np.all(err <= tol), (
+        f"max error {err.max():.3g} vs tolerance {tol.flat[np.argmax(err - tol)]:.3g}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mkn", MATMUL_SHAPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_matmul_matches_numpy(dtype, mkn, trans_a, trans_b):
+    m, k, n = mkn
+    rng = rng_for("matmul", dtype, mkn, trans_a, trans_b)
+    opa, opb, a, b = matmul_operands(m, k, n, dtype, trans_a, trans_b, rng)
+    a_saved, b_saved = a.copy(), b.copy()
+    c0 = rng.normal(size=(m, n)).astype(dtype)
+    for alpha, beta in [(1.0, 0.0), (-0.7, 0.0), (1.0, 1.0), (2.5, 1.0), (1.0, 0.3)]:
+        out = c0.copy()
+        _core.matmul(a, b, out, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta)
+        check_gemm(out, opa, opb, alpha, beta, c0, dtype)
+    # The inputs are const: never written.
+    np.testing.assert_array_equal(a, a_saved)
+    np.testing.assert_array_equal(b, b_saved)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_matmul_beta_one_accumulates_prior_contents(dtype, trans_a, trans_b):
+    rng = rng_for("accumulate", dtype, trans_a, trans_b)
+    opa, opb, a, b = matmul_operands(5, 7, 3, dtype, trans_a, trans_b, rng)
+    out = np.zeros((5, 3), dtype=dtype)
+    _core.matmul(a, b, out, trans_a=trans_a, trans_b=trans_b, beta=1.0)
+    first = out.copy()
+    check_gemm(first, opa, opb, 1.0, 0.0, np.zeros((5, 3), dtype=dtype), dtype)
+    # Calling again adds the product to what out holds: about twice the first result.
+    _core.matmul(a, b, out, trans_a=trans_a, trans_b=trans_b, beta=1.0)
+    check_gemm(out, opa, opb, 1.0, 1.0, first, dtype)
+    assert np.abs(out - first).max() > 0.1
+    # A constant prior content shifts every entry by that constant.
+    out = np.full((5, 3), 100.0, dtype=dtype)
+    _core.matmul(a, b, out, trans_a=trans_a, trans_b=trans_b, beta=1.0)
+    check_gemm(out, opa, opb, 1.0, 1.0, np.full((5, 3), 100.0, dtype=dtype), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_matmul_beta_zero_overwrites_garbage(dtype, trans_a, trans_b):
+    # With beta=0 the prior contents of out are never read (0 * nan would be nan).
+    rng = rng_for("garbage", dtype, trans_a, trans_b)
+    opa, opb, a, b = matmul_operands(4, 6, 9, dtype, trans_a, trans_b, rng)
+    out = np.full((4, 9), np.nan, dtype=dtype)
+    out[0, 0] = np.inf
+    _core.matmul(a, b, out, trans_a=trans_a, trans_b=trans_b, alpha=1.0, beta=0.0)
+    assert np.all(np.isfinite(out))
+    check_gemm(out, opa, opb, 1.0, 0.0, np.zeros((4, 9), dtype=dtype), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_matmul_empty_inner_dimension(dtype, trans_a, trans_b):
+    m, n = 4, 3
+    a = np.empty((0, m) if trans_a else (m, 0), dtype=dtype)
+    b = np.empty((n, 0) if trans_b else (0, n), dtype=dtype)
+    out = np.full((m, n), np.nan, dtype=dtype)
+    _core.matmul(a, b, out, trans_a=trans_a, trans_b=trans_b, alpha=2.0, beta=0.0)
+    np.testing.assert_array_equal(out, np.zeros((m, n), dtype=dtype))
+    out = np.arange(m * n, dtype=dtype).reshape(m, n)
+    _core.matmul(a, b, out, trans_a=trans_a, trans_b=trans_b, alpha=2.0, beta=0.5)
+    np.testing.assert_array_equal(out, 0.5 * np.arange(m * n, dtype=dtype).reshape(m, n))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul_empty_output_is_a_no_op(dtype):
+    a = np.ones((0, 5), dtype=dtype)
+    b = np.ones((5, 3), dtype=dtype)
+    out = np.empty((0, 3), dtype=dtype)
+    _core.matmul(a, b, out)
+    assert out.shape == (0, 3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("a_shape, b_shape, out_shape, trans_a, trans_b", [
+    ((3, 4), (5, 2), (3, 2), False, False),   # inner dimensions differ
+    ((3, 4), (4, 2), (2, 3), False, False),   # out transposed
+    ((3, 4), (4, 2), (3, 3), False, False),   # out too wide
+    ((3, 4), (4, 2), (4, 2), False, False),   # out too tall
+    ((3, 4), (4, 2), (3, 2), True, False),    # trans_a makes the inner dim 3
+    ((3, 4), (4, 2), (3, 2), False, True),    # trans_b makes the inner dim 2
+    ((4, 3), (2, 4), (3, 3), True, True),     # op shapes (3, 4) @ (4, 2) need out (3, 2)
+    ((4, 3), (2, 4), (2, 3), True, True),
+    ((4, 3), (4, 2), (3, 2), True, True),     # op(b) is (2, 4): inner dims 4 and 2
+    ((1, 1), (1, 1), (1, 2), False, False),
+    ((3, 0), (1, 2), (3, 2), False, False),   # empty inner dimension mismatched
+])
+def test_matmul_wrong_shape_raises(dtype, a_shape, b_shape, out_shape, trans_a, trans_b):
+    a = np.ones(a_shape, dtype=dtype)
+    b = np.ones(b_shape, dtype=dtype)
+    out = np.full(out_shape, 7.0, dtype=dtype)
+    with pytest.raises(ValueError):
+        _core.matmul(a, b, out, trans_a=trans_a, trans_b=trans_b)
+    np.testing.assert_array_equal(out, np.full(out_shape, 7.0, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul_accepts_readonly_inputs_and_rejects_readonly_out(dtype):
+    rng = rng_for("ro-matmul", dtype)
+    a = readonly(rng.normal(size=(6, 13)).astype(dtype))
+    b = readonly(rng.normal(size=(13, 7)).astype(dtype))
+    out = np.zeros((6, 7), dtype=dtype)
+    _core.matmul(a, b, out, alpha=1.5)
+    check_gemm(out, a, b, 1.5, 0.0, np.zeros((6, 7), dtype=dtype), dtype)
+    out_t = np.zeros((13, 13), dtype=dtype)
+    _core.matmul(a, a, out_t, trans_a=True)
+    check_gemm(out_t, a.T, a, 1.0, 0.0, np.zeros((13, 13), dtype=dtype), dtype)
+    with pytest.raises(ValueError):
+        _core.matmul(a, b, readonly(np.zeros((6, 7), dtype=dtype)))
+
+
+def test_matmul_rejects_mixed_dtypes_and_non_contiguous():
+    a32 = np.ones((3, 4), dtype=np.float32)
+    b64 = np.ones((4, 2), dtype=np.float64)
+    with pytest.raises((ValueError, TypeError)):
+        _core.matmul(a32, b64, np.zeros((3, 2), dtype=np.float64))
+    with pytest.raises((ValueError, TypeError)):
+        _core.matmul(a32, b64.astype(np.float32), np.zeros((3, 2), dtype=np.float64))
+    with pytest.raises(ValueError):
+        _core.matmul(np.ones((3, 8))[:, ::2], b64, np.zeros((3, 2)))
+    with pytest.raises(ValueError):
+        _core.matmul(np.ones((3, 4)), b64, np.zeros((2, 3)).T)
+
+
+# ---------------------------------------------------------------------------
+# bias_act_forward
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_bias_act_forward_matches_numpy(dtype, shape, act, with_bias):
+    rng = rng_for("forward", dtype, shape, act, with_bias)
+    z0 = (3 * rng.normal(size=shape)).astype(dtype)
+    if with_bias:
+        bias = (2 * rng.normal(size=shape[1])).astype(dtype)
+        zb = z0 + bias  # the kernel adds in the array's precision, as NumPy does
+    else:
+        bias = np.empty(0, dtype=dtype)
+        zb = z0.copy()
+    z = z0.copy()
+    _core.bias_act_forward(z, bias, ACT[act], SLOPE)
+    assert z.dtype == dtype
+    if act in ("identity", "relu", "leaky_relu"):
+        # One exact IEEE operation per element: bit-identical.
+        if act == "identity":
+            expected = zb
+        elif act == "relu":
+            expected = np.where(zb > 0, zb, dtype(0))
+        else:
+            expected = np.where(zb > 0, zb, zb * dtype(SLOPE))
+        np.testing.assert_array_equal(z, expected)
+    else:
+        expected = act_ref(zb, act)
+        # Softmax normalizes by a sum of shape[1] terms.
+        rtol = RTOL[dtype] + (2 * shape[1] * eps(dtype) if act == "softmax" else 0)
+        np.testing.assert_allclose(z, expected, rtol=rtol, atol=np.finfo(dtype).tiny)
+    if act == "softmax":
+        np.testing.assert_allclose(z.sum(axis=1, dtype=np.float64), 1.0,
+                                   rtol=0, atol=(shape[1] + 2) * eps(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_is_broadcast_over_rows(dtype):
+    z = np.zeros((3, 4), dtype=dtype)
+    bias = np.array([1.0, -2.0, 3.0, -4.0], dtype=dtype)
+    _core.bias_act_forward(z, readonly(bias), ACT["identity"], 0.0)
+    np.testing.assert_array_equal(z, np.tile(bias, (3, 1)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_leaky_relu_uses_slope(dtype):
+    x = np.array([[-2.0, -0.5, 0.0, 0.5, 3.0]], dtype=dtype)
+    for slope in (0.0, 0.2, 0.01, 1.0):
+        z = x.copy()
+        _core.bias_act_forward(z, np.empty(0, dtype=dtype), ACT["leaky_relu"], slope)
+        np.testing.assert_array_equal(z, np.where(x > 0, x, x * dtype(slope)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_is_stable_for_large_inputs(dtype):
+    x = np.array([[-1000.0, -200.0, -100.0, -30.0, -1.0, 0.0, 1.0, 30.0, 100.0, 200.0, 1000.0]],
+                 dtype=dtype)
+    z = x.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(all="raise"):
+            _core.bias_act_forward(z, np.empty(0, dtype=dtype), ACT["sigmoid"], 0.0)
+    assert not np.any(np.isnan(z))
+    assert z[0, 0] == 0.0 and z[0, -1] == 1.0
+    assert z[0, 5] == 0.5
+    assert np.all((z >= 0) & (z <= 1))
+    assert np.all(np.diff(z[0]) >= 0)
+    # float32 underflows to 0 (or a subnormal) where float64 still has e^-200.
+    np.testing.assert_allclose(z, sigmoid_ref(x), rtol=RTOL[dtype], atol=np.finfo(dtype).tiny)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_is_stable_for_large_logits(dtype):
+    x = np.array([[1000.0, 1001.0], [-1000.0, -1001.0], [1000.0, -1000.0], [3.0, 3.0]],
+                 dtype=dtype)
+    z = x.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _core.bias_act_forward(z, np.empty(0, dtype=dtype), ACT["softmax"], 0.0)
+    e = np.e
+    expected = np.array([[1 / (1 + e), e / (1 + e)], [e / (1 + e), 1 / (1 + e)],
+                         [1.0, 0.0], [0.5, 0.5]])
+    assert np.all(np.isfinite(z))
+    np.testing.assert_allclose(z, expected, rtol=RTOL[dtype], atol=np.finfo(dtype).tiny)
+    np.testing.assert_allclose(z.sum(axis=1), 1.0, rtol=0, atol=4 * eps(dtype))
+    # With a bias that makes the logits huge as well.
+    z = np.array([[0.0, 1.0, -2.0]], dtype=dtype)
+    _core.bias_act_forward(z, np.full(3, 5000.0, dtype=dtype), ACT["softmax"], 0.0)
+    np.testing.assert_allclose(z, softmax_ref([[0.0, 1.0, -2.0]]), rtol=RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_act_forward_errors(dtype):
+    z = np.ones((3, 4), dtype=dtype)
+    for bad in (3, 5, 1):
+        with pytest.raises(ValueError):
+            _core.bias_act_forward(z, np.ones(bad, dtype=dtype), ACT["relu"], 0.0)
+    np.testing.assert_array_equal(z, np.ones((3, 4), dtype=dtype))
+    with pytest.raises(ValueError):
+        _core.bias_act_forward(readonly(z), np.ones(4, dtype=dtype), ACT["relu"], 0.0)
+    with pytest.raises(ValueError):
+        _core.bias_act_forward(np.ones((4, 3), dtype=dtype).T, np.ones(4, dtype=dtype),
+                               ACT["relu"], 0.0)
+    # Empty arrays are a no-op.
+    _core.bias_act_forward(np.empty((0, 4), dtype=dtype), np.ones(4, dtype=dtype), ACT["softmax"], 0.0)
+    _core.bias_act_forward(np.empty((3, 0), dtype=dtype), np.empty(0, dtype=dtype), ACT["softmax"], 0.0)
+
+
+# ---------------------------------------------------------------------------
+# act_backward
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_act_backward_matches_derivative_from_z(dtype, shape, act):
+    rng = rng_for("backward", dtype, shape, act)
+    z = 2 * rng.normal(size=shape)
+    z[z == 0] = 0.1
+    a = readonly(act_ref(z, act).astype(dtype))  # const input: read-only is accepted
+    delta0 = rng.normal(size=shape).astype(dtype)
+    delta = delta0.copy()
+    _core.act_backward(a, delta, ACT[act], SLOPE)
+    expected = act_derivative_times(z, delta0, act)
+    if act == "identity":
+        np.testing.assert_array_equal(delta, delta0)
+    elif act == "relu":
+        np.testing.assert_array_equal(delta, np.where(z > 0, delta0, dtype(0)))
+    elif act == "leaky_relu":
+        np.testing.assert_array_equal(delta, np.where(z > 0, delta0, delta0 * dtype(SLOPE)))
+    elif act == "softmax":
+        s = softmax_ref(z)
+        d64 = delta0.astype(np.float64)
+        scale = s * (np.abs(d64) + np.abs(d64 * s).sum(axis=1, keepdims=True))
+        tol = 2 * (shape[1] + 4) * eps(dtype) * scale
+        err = np.abs(delta - expected)
+        assert np.all(err <= tol), f"max error {err.max():.3g}"
+    else:
+        # a is f(z) rounded to dtype (relative error eps/2); the kernel's a*(1-a) or
+        # 1-a^2 inherits that error times |d f'/d a| * |a|, plus a few roundings.
+        s = act_ref(z, act)
+        if act == "sigmoid":
+            sens = np.abs(1 - 2 * s) * np.abs(s) + 4 * s * (1 - s)
+        else:
+            sens = 2 * s * s + 4 * (1 - s * s)
+        tol = 2 * eps(dtype) * np.abs(delta0.astype(np.float64)) * sens
+        err = np.abs(delta - expected)
+        assert np.all(err <= tol), f"max error {err.max():.3g}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 4), (3, 5)])
+def test_softmax_backward_matches_explicit_jacobian(dtype, shape):
+    rng = rng_for("jacobian", dtype, shape)
+    z = rng.normal(size=shape)
+    s = softmax_ref(z)
+    a = s.astype(dtype)
+    delta0 = rng.normal(size=shape).astype(dtype)
+    delta = delta0.copy()
+    _core.act_backward(a, delta, ACT["softmax"], 0.0)
+    for i in range(shape[0]):
+        jac = np.diag(s[i]) - np.outer(s[i], s[i])  # d a_j / d z_l
+        expected = jac.T @ delta0[i].astype(np.float64)
+        np.testing.assert_allclose(delta[i], expected, rtol=0,
+                                   atol=20 * eps(dtype) * np.abs(delta0[i]).max())
+    # Consistency: the gradient is orthogonal to the all-ones direction
+    # (softmax is invariant to adding a constant to the logits).
+    np.testing.assert_allclose(delta.sum(axis=1), 0.0, atol=20 * eps(dtype))
+
+
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "softmax"])
+def test_act_backward_matches_finite_differences_of_forward_kernel(act):
+    # Chain the two kernels (float64): backward(forward(z)) against central
+    # differences of forward.
+    rng = rng_for("fd-act", act)
+    z = rng.normal(size=(3, 5))
+    w = rng.normal(size=(3, 5))  # L = sum(w * f(z)), so dL/da = w
+
+    def forward(x):
+        y = x.copy()
+        _core.bias_act_forward(y, np.empty(0), ACT[act], 0.0)
+        return y
+
+    a = forward(z)
+    delta = w.copy()
+    _core.act_backward(a, delta, ACT[act], 0.0)
+    h = 1e-6
+    numeric = np.empty_like(z)
+    for idx in np.ndindex(z.shape):
+        up, down = z.copy(), z.copy()
+        up[idx] += h
+        down[idx] -= h
+        numeric[idx] = (np.sum(w * forward(up)) - np.sum(w * forward(down))) / (2 * h)
+    np.testing.assert_allclose(delta, numeric, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_act_backward_errors(dtype):
+    a = np.ones((3, 4), dtype=dtype)
+    for shape in [(4, 3), (3, 5), (2, 4), (1, 12)]:
+        delta = np.full(shape, 2.0, dtype=dtype)
+        with pytest.raises(ValueError):
+            _core.act_backward(a, delta, ACT["tanh"], 0.0)
+        np.testing.assert_array_equal(delta, np.full(shape, 2.0, dtype=dtype))
+    with pytest.raises(ValueError):
+        _core.act_backward(a, readonly(a), ACT["tanh"], 0.0)
+    _core.act_backward(np.empty((0, 4), dtype=dtype), np.empty((0, 4), dtype=dtype), ACT["softmax"], 0.0)
+
+
+# ---------------------------------------------------------------------------
+# col_sums
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES + [(517, 300), (0, 5), (0, 1)])
+def test_col_sums_matches_numpy(dtype, shape):
+    rng = rng_for("colsums", dtype, shape)
+    d = readonly(rng.normal(size=shape).astype(dtype))
+    out = np.full(shape[1], np.nan, dtype=dtype)
+    _core.col_sums(d, out)
+    d64 = d.astype(np.float64)
+    expected = d64.sum(axis=0)
+    tol = (shape[0] + 2) * eps(dtype) * np.abs(d64).sum(axis=0)
+    if shape[0] == 0:
+        np.testing.assert_array_equal(out, np.zeros(shape[1], dtype=dtype))
+    elif shape[0] == 1:
+        np.testing.assert_array_equal(out, d[0])
+    else:
+        err = np.abs(out - expected)
+        assert np.all(err <= tol), f"max error {err.max():.3g}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_col_sums_errors(dtype):
+    d = np.ones((3, 4), dtype=dtype)
+    for n in (3, 5, 0):
+        with pytest.raises(ValueError):
+            _core.col_sums(d, np.zeros(n, dtype=dtype))
+    with pytest.raises(ValueError):
+        _core.col_sums(d, readonly(np.zeros(4, dtype=dtype)))
+    out = np.empty(0, dtype=dtype)
+    _core.col_sums(np.empty((3, 0), dtype=dtype), out)  # no columns: a no-op
+
+
+# ---------------------------------------------------------------------------
+# loss_delta
+# ---------------------------------------------------------------------------
+
+
+def assert_loss_matches(name, z, targets, labels, dtype, value, correct, delta, scale_tol=1.0):
+    exp_value, exp_correct, exp_delta = loss_ref(name, z, targets, labels)
+    rtol = RTOL[dtype] * scale_tol
+    zmax = float(np.abs(z.astype(np.float64)).max())
+    np.testing.assert_allclose(value, exp_value, rtol=rtol, atol=rtol * max(zmax, 1.0))
+    if exp_correct is not None:
+        assert correct == exp_correct
+    # Compare delta scaled by its normalizer, so the tolerance is relative to O(1) terms.
+    norm = z.size if name in ("mse", "binary_cross_entropy") else z.shape[0]
+    np.testing.assert_allclose(delta.astype(np.float64) * norm, exp_delta * norm,
+                               rtol=rtol, atol=rtol * max(zmax, 1.0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("name", LOSSES)
+def test_loss_delta_matches_numpy(dtype, shape, name):
+    rng = rng_for("loss", dtype, shape, name)
+    z, targets, labels = make_loss_inputs(name, shape, dtype, rng)
+    z, targets, labels = readonly(z), readonly(targets), readonly(labels)  # const inputs
+    value, correct, delta = call_loss(name, z, targets, labels)
+    assert isinstance(value, float)
+    assert delta.dtype == dtype
+    assert_loss_matches(name, z, targets, labels, dtype, value, correct, delta)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", LOSSES)
+def test_loss_delta_extreme_logits(dtype, name):
+    z = np.array([[200.0, -200.0, 0.0], [-200.0, 200.0, 0.0], [0.0, 0.0, 200.0],
+                  [-200.0, -200.0, -200.0]], dtype=dtype)
+    labels = no_labels()
+    if name == "cross_entropy_labels":
+        targets = np.empty((0, 3), dtype=dtype)
+        labels = np.array([1, 1, 0, 2], dtype=np.intp)
+    elif name == "cross_entropy":
+        targets = np.array([[0, 1, 0], [0, 1, 0], [0.5, 0.5, 0], [0.2, 0.3, 0.5]], dtype=dtype)
+    elif name == "binary_cross_entropy":
+        targets = np.array([[0, 1, 0.5], [1, 0, 1], [0, 0.5, 1], [1, 0, 0.25]], dtype=dtype)
+    else:
+        targets = np.array([[200, 200, 0], [-200, 0, 0], [1, 2, 3], [0, 0, 0]], dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value, correct, delta = call_loss(name, z, targets, labels)
+    assert np.isfinite(value)
+    assert np.all(np.isfinite(delta))
+    assert_loss_matches(name, z, targets, labels, dtype, value, correct, delta)
+    if name == "cross_entropy_labels":
+        # Rows: 400, 0, 200 and log(3) nats.
+        np.testing.assert_allclose(value, (400 + 0 + 200 + np.log(3)) / 4, rtol=RTOL[dtype])
+        assert correct == 1  # only row 1; row 3 ties, argmax is the first column, label 2
+        np.testing.assert_allclose(delta[0] * 4, [1, -1, 0], atol=RTOL[dtype])
+    if name == "binary_cross_entropy":
+        # Elements with |z| = 200 and a 0/1 target cost 200 or 0; with t = 0.5 at z=0, log 2.
+        assert value > 50
+
+
+@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 4), (4, 5)])
+def test_loss_delta_matches_finite_differences(name, shape):
+    rng = rng_for("fd-loss", name, shape)
+    z, targets, labels = make_loss_inputs(name, shape, np.float64, rng, scale=1.5)
+    value, _, delta = call_loss(name, z, targets, labels)
+    h = 1e-6
+    numeric = np.empty_like(z)
+    for idx in np.ndindex(z.shape):
+        up, down = z.copy(), z.copy()
+        up[idx] += h
+        down[idx] -= h
+        numeric[idx] = (call_loss(name, up, targets, labels)[0]
+                        - call_loss(name, down, targets, labels)[0]) / (2 * h)
+    np.testing.assert_allclose(delta, numeric, rtol=1e-6, atol=1e-9)
+    if name in ("mse", "binary_cross_entropy") or shape[1] > 1:
+        assert np.abs(delta).max() > 1e-4  # the check above is not vacuous
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_loss_delta_counts_correct(dtype):
+    z = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0], [0.0, 1.0, 5.0], [4.0, 0.0, 1.0]], dtype=dtype)
+    labels = np.array([0, 1, 0, 2], dtype=np.intp)
+    _, correct, _ = call_loss("cross_entropy_labels", z, np.empty((0, 3), dtype=dtype), labels)
+    assert correct == 2
+    onehot = np.eye(3, dtype=dtype)[labels]
+    _, correct, _ = call_loss("cross_entropy", z, onehot, no_labels())
+    assert correct == 2
+    soft = np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8], [0.2, 0.2, 0.6], [0.6, 0.1, 0.3]], dtype=dtype)
+    _, correct, _ = call_loss("cross_entropy", z, soft, no_labels())
+    assert correct == 3
+    zb = np.array([[2.0, -1.0, 0.0, 0.5]], dtype=dtype)
+    tb = np.array([[1.0, 0.0, 0.0, 0.4]], dtype=dtype)
+    _, correct, _ = call_loss("binary_cross_entropy", zb, tb, no_labels())
+    assert correct == 3  # z=0 predicts 0: right for t=0; z=0.5 predicts 1: wrong for t=0.4
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_loss_delta_errors(dtype):
+    z = np.zeros((3, 4), dtype=dtype)
+    t = np.zeros((3, 4), dtype=dtype)
+    empty_t = np.empty((0, 4), dtype=dtype)
+    labels = np.zeros(3, dtype=np.intp)
+    d = np.zeros((3, 4), dtype=dtype)
+    for name in ("mse", "cross_entropy", "binary_cross_entropy"):
+        with pytest.raises(ValueError):  # targets of the wrong shape
+            _core.loss_delta(LOSS[name], z, np.zeros((3, 5), dtype=dtype), no_labels(), d)
+        with pytest.raises(ValueError):
+            _core.loss_delta(LOSS[name], z, np.zeros((2, 4), dtype=dtype), no_labels(), d)
+        with pytest.raises(ValueError):
+            _core.loss_delta(LOSS[name], z, empty_t, no_labels(), d)
+        with pytest.raises(ValueError):  # delta of the wrong shape
+            _core.loss_delta(LOSS[name], z, t, no_labels(), np.zeros((3, 5), dtype=dtype))
+        with pytest.raises(ValueError):  # delta is written
+            _core.loss_delta(LOSS[name], z, t, no_labels(), readonly(d))
+    ce = LOSS["cross_entropy_labels"]
+    for bad in (2, 4, 0):
+        with pytest.raises(ValueError):
+            _core.loss_delta(ce, z, empty_t, np.zeros(bad, dtype=np.intp), d)
+    with pytest.raises(ValueError):
+        _core.loss_delta(ce, z, empty_t, labels, np.zeros((4, 3), dtype=dtype))
+    for kind in (-1, 4, 99):
+        with pytest.raises(ValueError):
+            _core.loss_delta(kind, z, t, no_labels(), d)
+    with pytest.raises(ValueError):  # empty batch
+        _core.loss_delta(LOSS["mse"], np.empty((0, 4), dtype=dtype), np.empty((0, 4), dtype=dtype),
+                         no_labels(), np.empty((0, 4), dtype=dtype))
+    with pytest.raises(ValueError):
+        _core.loss_delta(ce, np.empty((0, 4), dtype=dtype), empty_t, no_labels(),
+                         np.empty((0, 4), dtype=dtype))
+    np.testing.assert_array_equal(d, np.zeros((3, 4), dtype=dtype))
+
+
+# ---------------------------------------------------------------------------
+# Optimizers
+# ---------------------------------------------------------------------------
+
+SIZES = [1, 7, 13, 33, 300 * 517]
+N_STEPS = 5
+
+
+def opt_tolerances(dtype):
+    return dict(rtol=RTOL[dtype], atol=1e-6 if dtype == np.float32 else 1e-13)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("momentum, nesterov", [(0.0, False), (0.9, False), (0.9, True), (0.5, True)])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+def test_sgd_update_matches_pytorch_rule(dtype, n, momentum, nesterov, weight_decay):
+    rng = rng_for("sgd", dtype, n, momentum, nesterov, weight_decay)
+    lr = 0.1
+    params = rng.normal(size=n).astype(dtype)
+    buf = np.zeros(n, dtype=dtype) if momentum else np.empty(0, dtype=dtype)
+    p_ref = params.astype(np.float64)
+    b_ref = np.zeros(n)
+    for _ in range(N_STEPS):
+        grads = readonly(rng.normal(size=n).astype(dtype))
+        _core.sgd_update(params, grads, buf, lr, momentum, weight_decay, nesterov)
+        g = grads.astype(np.float64) + weight_decay * p_ref
+        if momentum:
+            b_ref = momentum * b_ref + g
+            g = g + momentum * b_ref if nesterov else b_ref
+        p_ref = p_ref - lr * g
+        np.testing.assert_allclose(params, p_ref, **opt_tolerances(dtype))
+        if momentum:
+            np.testing.assert_allclose(buf, b_ref, **opt_tolerances(dtype))
+    assert params.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sgd_update_errors(dtype):
+    p = np.ones(5, dtype=dtype)
+    with pytest.raises(ValueError):
+        _core.sgd_update(p, np.ones(4, dtype=dtype), np.empty(0, dtype=dtype), 0.1, 0.0, 0.0, False)
+    with pytest.raises(ValueError):  # momentum needs a buffer of the right size
+        _core.sgd_update(p, np.ones(5, dtype=dtype), np.empty(0, dtype=dtype), 0.1, 0.9, 0.0, False)
+    with pytest.raises(ValueError):
+        _core.sgd_update(p, np.ones(5, dtype=dtype), np.zeros(6, dtype=dtype), 0.1, 0.9, 0.0, True)
+    with pytest.raises(ValueError):
+        _core.sgd_update(readonly(p), np.ones(5, dtype=dtype), np.empty(0, dtype=dtype), 0.1)
+    np.testing.assert_array_equal(p, np.ones(5, dtype=dtype))
+    _core.sgd_update(np.empty(0, dtype=dtype), np.empty(0, dtype=dtype), np.empty(0, dtype=dtype), 0.1, 0.9)
+
+
+ADAM_SETTINGS = [  # lr, beta1, beta2, eps
+    (1e-3, 0.9, 0.999, 1e-8),
+    (0.05, 0.5, 0.9, 0.1),  # eps large enough to matter
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("setting", ADAM_SETTINGS)
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+def test_adam_update_matches_pytorch_rule(dtype, n, setting, weight_decay):
+    lr, b1, b2, adam_eps = setting
+    rng = rng_for("adam", dtype, n, setting, weight_decay)
+    params = rng.normal(size=n).astype(dtype)
+    m = np.zeros(n, dtype=dtype)
+    v = np.zeros(n, dtype=dtype)
+    p_ref, m_ref, v_ref = params.astype(np.float64), np.zeros(n), np.zeros(n)
+    m_mag = np.zeros(n)  # the same average of |grad| + wd*|p|: the scale of m's rounding error
+    for t in range(1, N_STEPS + 2):
+        grads = readonly((rng.normal(size=n) * rng.choice([1e-3, 1.0, 10.0], size=n)).astype(dtype))
+        _core.adam_update(params, grads, m, v, t, lr, b1, b2, adam_eps, weight_decay)
+        g = grads.astype(np.float64) + weight_decay * p_ref
+        m_ref = m_ref + (1 - b1) * (g - m_ref)
+        g_mag = np.abs(grads.astype(np.float64)) + weight_decay * np.abs(p_ref)
+        m_mag = m_mag + (1 - b1) * (g_mag - m_mag)
+        v_ref = b2 * v_ref + (1 - b2) * g * g
+        p_ref = p_ref - (lr / (1 - b1 ** t)) * m_ref / (np.sqrt(v_ref) / np.sqrt(1 - b2 ** t) + adam_eps)
+        tol = opt_tolerances(dtype)
+        err = np.abs(m - m_ref)
+        assert np.all(err <= tol["rtol"] * m_mag), f"step {t}: m error {err.max():.3g}"
+        np.testing.assert_allclose(v, v_ref, rtol=tol["rtol"], atol=tol["atol"] * 1e-3)
+        np.testing.assert_allclose(params, p_ref, **tol)
+    assert params.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_first_step_moves_each_parameter_by_about_lr(dtype):
+    # Known closed form: at t=1, m_hat = g, v_hat = g^2, so p -= lr * g / (|g| + eps).
+    g = np.array([3.0, -0.25, 1e-2, -40.0], dtype=dtype)
+    p = np.zeros(4, dtype=dtype)
+    _core.adam_update(p, g, np.zeros(4, dtype=dtype), np.zeros(4, dtype=dtype), 1, 0.01, 0.9, 0.999, 1e-8)
+    g64 = g.astype(np.float64)
+    np.testing.assert_allclose(p, -0.01 * g64 / (np.abs(g64) + 1e-8), rtol=10 * RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_update_errors(dtype):
+    p = np.ones(5, dtype=dtype)
+    ok = np.ones(5, dtype=dtype)
+    for args in [
+        (np.ones(4, dtype=dtype), ok.copy(), ok.copy()),
+        (ok, np.ones(6, dtype=dtype), ok.copy()),
+        (ok, ok.copy(), np.ones(4, dtype=dtype)),
+    ]:
+        with pytest.raises(ValueError):
+            _core.adam_update(p, *args, 1, 1e-3, 0.9, 0.999, 1e-8)
+    for step in (0, -1):
+        with pytest.raises(ValueError):
+            _core.adam_update(p, ok, ok.copy(), ok.copy(), step, 1e-3, 0.9, 0.999, 1e-8)
+    with pytest.raises(ValueError):
+        _core.adam_update(readonly(p), ok, ok.copy(), ok.copy(), 1, 1e-3, 0.9, 0.999, 1e-8)
+    with pytest.raises(ValueError):
+        _core.adam_update(p, ok, readonly(ok), ok.copy(), 1, 1e-3, 0.9, 0.999, 1e-8)
+    np.testing.assert_array_equal(p, np.ones(5, dtype=dtype))
