@@ -32,7 +32,7 @@ to ``capacity`` rows; a batch of ``rows <= capacity`` uses the leading rows.
 """
 
 from cython cimport floating
-from libc.math cimport exp, expf, log, logf, log1p, log1pf, tanh, tanhf, sqrt, sqrtf, fabs, isfinite, pow
+from libc.math cimport log, logf, log1p, log1pf, sqrt, sqrtf, fabs, isfinite, pow
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
@@ -96,13 +96,6 @@ STATUS_NONFINITE_LOSS = ST_NONFINITE_LOSS
 # Scalar helpers: single precision math for float32, double for float64.
 # ---------------------------------------------------------------------------
 
-cdef inline floating _exp(floating x) noexcept nogil:
-    if floating is float:
-        return expf(x)
-    else:
-        return exp(x)
-
-
 cdef inline floating _log(floating x) noexcept nogil:
     if floating is float:
         return logf(x)
@@ -117,13 +110,6 @@ cdef inline floating _log1p(floating x) noexcept nogil:
         return log1p(x)
 
 
-cdef inline floating _tanh(floating x) noexcept nogil:
-    if floating is float:
-        return tanhf(x)
-    else:
-        return tanh(x)
-
-
 cdef inline floating _sqrt(floating x) noexcept nogil:
     if floating is float:
         return sqrtf(x)
@@ -131,13 +117,35 @@ cdef inline floating _sqrt(floating x) noexcept nogil:
         return sqrt(x)
 
 
+cdef extern from "_vmath.h" nogil:
+    # Branch-free, vectorizable exp, tanh and sigmoid (see the header).
+    float fbp_expf(float)
+    double fbp_exp(double)
+    float fbp_tanhf(float)
+    double fbp_tanh(double)
+    float fbp_sigmoidf(float)
+    double fbp_sigmoid(double)
+
+
+cdef inline floating _exp(floating x) noexcept nogil:
+    if floating is float:
+        return fbp_expf(x)
+    else:
+        return fbp_exp(x)
+
+
+cdef inline floating _tanh(floating x) noexcept nogil:
+    if floating is float:
+        return fbp_tanhf(x)
+    else:
+        return fbp_tanh(x)
+
+
 cdef inline floating _sigmoid(floating x) noexcept nogil:
-    # exp of a non-positive number only: never overflows.
-    cdef floating e
-    if x >= 0:
-        return 1 / (1 + _exp(-x))
-    e = _exp(x)
-    return e / (1 + e)
+    if floating is float:
+        return fbp_sigmoidf(x)
+    else:
+        return fbp_sigmoid(x)
 
 
 # ---------------------------------------------------------------------------
@@ -174,11 +182,11 @@ cdef void _softmax_rows(floating* z, Py_ssize_t rows, Py_ssize_t cols) noexcept 
         row = z + i * cols
         top = row[0]
         for j in range(1, cols):
-            if row[j] > top:
-                top = row[j]
+            top = row[j] if row[j] > top else top
+        for j in range(cols):  # vectorized
+            row[j] = _exp(row[j] - top)
         total = 0
         for j in range(cols):
-            row[j] = _exp(row[j] - top)
             total = total + row[j]
         total = 1 / total
         for j in range(cols):
@@ -187,8 +195,11 @@ cdef void _softmax_rows(floating* z, Py_ssize_t rows, Py_ssize_t cols) noexcept 
 
 cdef void _bias_act(floating* z, const floating* bias, Py_ssize_t rows, Py_ssize_t cols,
                     int act, floating slope) noexcept nogil:
-    """In place ``z = f(z + bias)`` (bias broadcast over rows; NULL for none)."""
-    cdef Py_ssize_t i, j
+    """In place ``z = f(z + bias)`` (bias broadcast over rows; NULL for none).
+
+    One loop per activation, branch-free in the element, so that each vectorizes.
+    """
+    cdef Py_ssize_t i, j, size = rows * cols
     cdef floating v
     cdef floating* row
     if bias != NULL:
@@ -196,33 +207,46 @@ cdef void _bias_act(floating* z, const floating* bias, Py_ssize_t rows, Py_ssize
             row = z + i * cols
             for j in range(cols):
                 row[j] = row[j] + bias[j]
-    if act == ACT_IDENTITY:
-        return
-    if act == ACT_SOFTMAX:
+    if act == ACT_RELU:
+        for i in range(size):
+            z[i] = 0 if z[i] < 0 else z[i]  # NaN passes through
+    elif act == ACT_LEAKY_RELU:
+        for i in range(size):
+            v = z[i]
+            z[i] = v * slope if v < 0 else v
+    elif act == ACT_SIGMOID:
+        for i in range(size):
+            z[i] = _sigmoid(z[i])
+    elif act == ACT_TANH:
+        for i in range(size):
+            z[i] = _tanh(z[i])
+    elif act == ACT_SOFTMAX:
         _softmax_rows(z, rows, cols)
-        return
-    for i in range(rows * cols):
-        v = z[i]
-        if act == ACT_RELU:
-            z[i] = v if v > 0 else 0
-        elif act == ACT_LEAKY_RELU:
-            z[i] = v if v > 0 else v * slope
-        elif act == ACT_SIGMOID:
-            z[i] = _sigmoid(v)
-        elif act == ACT_TANH:
-            z[i] = _tanh(v)
 
 
 cdef void _act_backward(const floating* a, floating* d, Py_ssize_t rows, Py_ssize_t cols,
                         int act, floating slope) noexcept nogil:
     """In place ``d = d * f'(z)``, with the derivative written from the output ``a = f(z)``."""
-    cdef Py_ssize_t i, j
+    cdef Py_ssize_t i, j, size = rows * cols
     cdef floating v, dot
     cdef const floating* arow
     cdef floating* drow
-    if act == ACT_IDENTITY:
-        return
-    if act == ACT_SOFTMAX:
+    if act == ACT_RELU:
+        for i in range(size):
+            d[i] = d[i] if a[i] > 0 else 0
+    elif act == ACT_LEAKY_RELU:
+        # slope >= 0 (checked in Python), so a > 0 exactly where z > 0.
+        for i in range(size):
+            d[i] = d[i] if a[i] > 0 else d[i] * slope
+    elif act == ACT_SIGMOID:
+        for i in range(size):
+            v = a[i]
+            d[i] = d[i] * (v * (1 - v))
+    elif act == ACT_TANH:
+        for i in range(size):
+            v = a[i]
+            d[i] = d[i] * (1 - v * v)
+    elif act == ACT_SOFTMAX:
         # Jacobian-vector product of softmax: d_z = a * (d_a - sum(d_a * a)).
         for i in range(rows):
             arow = a + i * cols
@@ -232,24 +256,6 @@ cdef void _act_backward(const floating* a, floating* d, Py_ssize_t rows, Py_ssiz
                 dot = dot + drow[j] * arow[j]
             for j in range(cols):
                 drow[j] = arow[j] * (drow[j] - dot)
-        return
-    if act == ACT_RELU:
-        for i in range(rows * cols):
-            if a[i] <= 0:
-                d[i] = 0
-    elif act == ACT_LEAKY_RELU:
-        # slope >= 0 (checked in Python), so a > 0 exactly where z > 0.
-        for i in range(rows * cols):
-            if a[i] <= 0:
-                d[i] = d[i] * slope
-    elif act == ACT_SIGMOID:
-        for i in range(rows * cols):
-            v = a[i]
-            d[i] = d[i] * v * (1 - v)
-    elif act == ACT_TANH:
-        for i in range(rows * cols):
-            v = a[i]
-            d[i] = d[i] * (1 - v * v)
 
 
 cdef void _col_sums(const floating* d, Py_ssize_t rows, Py_ssize_t cols,
