@@ -26,9 +26,13 @@ if sys.platform == "win32":
     extra_compile_args = ["/Od", "/Zi"] if DEBUG else ["/O2"]
 else:
     # -fno-trapping-math lets the compiler turn the selects in the activation and
-    # optimizer loops into vector blends (fastbp never enables floating-point traps);
-    # it changes no result. No -march: wheels must run on any x86-64 or arm64 CPU.
-    extra_compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math"]
+    # optimizer loops into vector blends (fastbp never enables floating-point traps),
+    # -fno-math-errno lets it use the sqrt instruction in vector loops (fastbp never
+    # reads errno); neither changes a result. -ffp-contract=off keeps a * b + c two
+    # roundings everywhere, so that the AVX-512, AVX2 and baseline versions of a loop
+    # (_vmath.h) give the same bits. No -march: wheels must run on any x86-64 or arm64 CPU.
+    extra_compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math", "-fno-math-errno",
+                                                      "-ffp-contract=off"]
 
 extensions = [
     Extension(

@@ -32,7 +32,7 @@ to ``capacity`` rows; a batch of ``rows <= capacity`` uses the leading rows.
 """
 
 from cython cimport floating
-from libc.math cimport log, logf, log1p, log1pf, sqrt, sqrtf, fabs, isfinite, pow
+from libc.math cimport log, logf, log1p, log1pf, sqrt, fabs, isfinite, pow
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
@@ -110,21 +110,29 @@ cdef inline floating _log1p(floating x) noexcept nogil:
         return log1p(x)
 
 
-cdef inline floating _sqrt(floating x) noexcept nogil:
-    if floating is float:
-        return sqrtf(x)
-    else:
-        return sqrt(x)
-
-
 cdef extern from "_vmath.h" nogil:
-    # Branch-free, vectorizable exp, tanh and sigmoid (see the header).
+    # Branch-free, vectorizable exp, tanh and sigmoid, and the array loops built on
+    # them, compiled for several instruction sets (see the header).
     float fbp_expf(float)
     double fbp_exp(double)
     float fbp_tanhf(float)
     double fbp_tanh(double)
     float fbp_sigmoidf(float)
     double fbp_sigmoid(double)
+    void fbp_tanh_f32(float* z, Py_ssize_t n)
+    void fbp_tanh_f64(double* z, Py_ssize_t n)
+    void fbp_sigmoid_f32(float* z, Py_ssize_t n)
+    void fbp_sigmoid_f64(double* z, Py_ssize_t n)
+    void fbp_sgd_f32(float* p, const float* g, float* buf, Py_ssize_t n, float lr,
+                     float momentum, float wd, int nesterov)
+    void fbp_sgd_f64(double* p, const double* g, double* buf, Py_ssize_t n, double lr,
+                     double momentum, double wd, int nesterov)
+    void fbp_adam_f32(float* p, const float* g, float* m, float* v, Py_ssize_t n,
+                      float step_size, float bias2_sqrt, float one_minus_beta1, float beta2,
+                      float one_minus_beta2, float wd, float eps)
+    void fbp_adam_f64(double* p, const double* g, double* m, double* v, Py_ssize_t n,
+                      double step_size, double bias2_sqrt, double one_minus_beta1,
+                      double beta2, double one_minus_beta2, double wd, double eps)
 
 
 cdef inline floating _exp(floating x) noexcept nogil:
@@ -132,13 +140,6 @@ cdef inline floating _exp(floating x) noexcept nogil:
         return fbp_expf(x)
     else:
         return fbp_exp(x)
-
-
-cdef inline floating _tanh(floating x) noexcept nogil:
-    if floating is float:
-        return fbp_tanhf(x)
-    else:
-        return fbp_tanh(x)
 
 
 cdef inline floating _sigmoid(floating x) noexcept nogil:
@@ -215,11 +216,15 @@ cdef void _bias_act(floating* z, const floating* bias, Py_ssize_t rows, Py_ssize
             v = z[i]
             z[i] = v * slope if v < 0 else v
     elif act == ACT_SIGMOID:
-        for i in range(size):
-            z[i] = _sigmoid(z[i])
+        if floating is float:
+            fbp_sigmoid_f32(z, size)
+        else:
+            fbp_sigmoid_f64(z, size)
     elif act == ACT_TANH:
-        for i in range(size):
-            z[i] = _tanh(z[i])
+        if floating is float:
+            fbp_tanh_f32(z, size)
+        else:
+            fbp_tanh_f64(z, size)
     elif act == ACT_SOFTMAX:
         _softmax_rows(z, rows, cols)
 
@@ -427,42 +432,24 @@ cdef void _sgd_update(floating* p, const floating* g, floating* buf, Py_ssize_t 
                       floating lr, floating momentum, floating weight_decay,
                       bint nesterov) noexcept nogil:
     """PyTorch's SGD (dampening 0). ``buf`` starts at zero, so the first step sets it to g."""
-    cdef Py_ssize_t i
-    cdef floating gi
-    if momentum == 0:
-        for i in range(n):
-            gi = g[i] + weight_decay * p[i]
-            p[i] = p[i] - lr * gi
-    elif nesterov:
-        for i in range(n):
-            gi = g[i] + weight_decay * p[i]
-            buf[i] = momentum * buf[i] + gi
-            p[i] = p[i] - lr * (gi + momentum * buf[i])
+    if floating is float:
+        fbp_sgd_f32(p, g, buf, n, lr, momentum, weight_decay, nesterov)
     else:
-        for i in range(n):
-            gi = g[i] + weight_decay * p[i]
-            buf[i] = momentum * buf[i] + gi
-            p[i] = p[i] - lr * buf[i]
+        fbp_sgd_f64(p, g, buf, n, lr, momentum, weight_decay, nesterov)
 
 
 cdef void _adam_update(floating* p, const floating* g, floating* m, floating* v,
                        Py_ssize_t n, double lr, double beta1, double beta2, double eps,
                        double weight_decay, long long step) noexcept nogil:
     """PyTorch's Adam (L2 weight decay added to the gradient); ``step`` counts from 1."""
-    cdef Py_ssize_t i
-    cdef floating gi
-    cdef floating step_size = lr / (1 - pow(beta1, <double>step))
-    cdef floating bias2_sqrt = sqrt(1 - pow(beta2, <double>step))
-    cdef floating b1c = 1 - beta1
-    cdef floating b2 = beta2
-    cdef floating b2c = 1 - beta2
-    cdef floating wd = weight_decay
-    cdef floating epsilon = eps
-    for i in range(n):
-        gi = g[i] + wd * p[i]
-        m[i] = m[i] + b1c * (gi - m[i])
-        v[i] = b2 * v[i] + b2c * gi * gi
-        p[i] = p[i] - step_size * m[i] / (_sqrt(v[i]) / bias2_sqrt + epsilon)
+    cdef double step_size = lr / (1 - pow(beta1, <double>step))
+    cdef double bias2_sqrt = sqrt(1 - pow(beta2, <double>step))
+    if floating is float:
+        fbp_adam_f32(p, g, m, v, n, step_size, bias2_sqrt, 1 - beta1, beta2, 1 - beta2,
+                     weight_decay, eps)
+    else:
+        fbp_adam_f64(p, g, m, v, n, step_size, bias2_sqrt, 1 - beta1, beta2, 1 - beta2,
+                     weight_decay, eps)
 
 
 cdef void _optimizer_step(int kind, floating* p, const floating* g, floating* s1,

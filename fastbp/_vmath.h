@@ -14,6 +14,7 @@
 #define FASTBP_VMATH_H
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -111,5 +112,75 @@ static inline double fbp_sigmoid(double x)
     double e = fbp_exp(-fabs(x));
     return (x >= 0.0 ? 1.0 : e) / (1.0 + e);
 }
+
+/* ------------------------------------------------------------------------------
+ * Array loops compiled for several instruction sets and chosen at load time
+ * (GCC function multi-versioning on x86-64 Linux: AVX-512, AVX2, or the SSE2
+ * baseline that any x86-64 has; elsewhere the one baseline version). Floating-point
+ * contraction is off (see setup.py), so every version computes the same bits.
+ * ----------------------------------------------------------------------------*/
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define FBP_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+#endif
+#ifndef FBP_MULTIVERSION
+#define FBP_MULTIVERSION
+#endif
+
+#define FBP_DEFINE_LOOPS(T, SUFFIX, TANH, SIGMOID, SQRT)                                   \
+/* In place z = tanh(z). */                                                          \
+FBP_MULTIVERSION static void fbp_tanh_##SUFFIX(T *z, ptrdiff_t n)                     \
+{                                                                                    \
+    for (ptrdiff_t i = 0; i < n; i++) z[i] = TANH(z[i]);                             \
+}                                                                                    \
+/* In place z = sigmoid(z). */                                                       \
+FBP_MULTIVERSION static void fbp_sigmoid_##SUFFIX(T *z, ptrdiff_t n)                  \
+{                                                                                    \
+    for (ptrdiff_t i = 0; i < n; i++) z[i] = SIGMOID(z[i]);                          \
+}                                                                                    \
+/* PyTorch's SGD, dampening 0: g += wd p; buf = momentum buf + g (buf starts at 0);  \
+ * p -= lr (g + momentum buf) with Nesterov, p -= lr buf without, p -= lr g when      \
+ * momentum is 0 (buf unused). */                                                    \
+FBP_MULTIVERSION static void fbp_sgd_##SUFFIX(T *p, const T *g, T *buf, ptrdiff_t n,  \
+                                              T lr, T momentum, T wd, int nesterov)  \
+{                                                                                    \
+    if (momentum == 0) {                                                             \
+        for (ptrdiff_t i = 0; i < n; i++) p[i] = p[i] - lr * (g[i] + wd * p[i]);     \
+    } else if (nesterov) {                                                           \
+        for (ptrdiff_t i = 0; i < n; i++) {                                          \
+            T gi = g[i] + wd * p[i];                                                 \
+            T b = momentum * buf[i] + gi;                                            \
+            buf[i] = b;                                                              \
+            p[i] = p[i] - lr * (gi + momentum * b);                                  \
+        }                                                                            \
+    } else {                                                                         \
+        for (ptrdiff_t i = 0; i < n; i++) {                                          \
+            T b = momentum * buf[i] + (g[i] + wd * p[i]);                            \
+            buf[i] = b;                                                              \
+            p[i] = p[i] - lr * b;                                                    \
+        }                                                                            \
+    }                                                                                \
+}                                                                                    \
+/* PyTorch's Adam: g += wd p; m += (1 - beta1) (g - m); v = beta2 v + (1 - beta2) g^2; \
+ * p -= step_size m / (sqrt(v) / bias2_sqrt + eps), with step_size =                  \
+ * lr / (1 - beta1^t) and bias2_sqrt = sqrt(1 - beta2^t). */                         \
+FBP_MULTIVERSION static void fbp_adam_##SUFFIX(T *p, const T *g, T *m, T *v,          \
+                                               ptrdiff_t n, T step_size, T bias2_sqrt, \
+                                               T one_minus_beta1, T beta2,             \
+                                               T one_minus_beta2, T wd, T eps)         \
+{                                                                                    \
+    for (ptrdiff_t i = 0; i < n; i++) {                                              \
+        T gi = g[i] + wd * p[i];                                                     \
+        T mi = m[i] + one_minus_beta1 * (gi - m[i]);                                 \
+        T vi = beta2 * v[i] + one_minus_beta2 * gi * gi;                             \
+        m[i] = mi;                                                                   \
+        v[i] = vi;                                                                   \
+        p[i] = p[i] - step_size * mi / (SQRT(vi) / bias2_sqrt + eps);                \
+    }                                                                                \
+}
+
+FBP_DEFINE_LOOPS(float, f32, fbp_tanhf, fbp_sigmoidf, sqrtf)
+FBP_DEFINE_LOOPS(double, f64, fbp_tanh, fbp_sigmoid, sqrt)
 
 #endif
