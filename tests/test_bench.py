@@ -1,0 +1,103 @@
+"""Smoke tests of the benchmark scripts in bench/: they run at tiny sizes, write
+their Markdown and JSON, and leave out torch and scikit-learn when those are absent."""
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN = os.path.join(ROOT, "bench", "run.py")
+DIGITS = os.path.join(ROOT, "bench", "digits.py")
+SMOKE_NETWORKS = ["tiny", "deep", "large"]  # what run.py --smoke selects
+
+
+def have(module):
+    return importlib.util.find_spec(module) is not None
+
+
+def expected_implementations():
+    return ["fastbp", "numpy"] + [name for name, module in (("torch", "torch"),
+                                                            ("sklearn", "sklearn"))
+                                  if have(module)]
+
+
+def run(args, timeout=120):
+    proc = subprocess.run([sys.executable] + args, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert "CHECK FAILED" not in proc.stdout, proc.stdout
+    return proc
+
+
+def table_rows(markdown):
+    """(first cell, second cell) of every Markdown table row."""
+    rows = []
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) >= 2 and not set(cells[0]) <= set(":-"):
+            rows.append((cells[0], cells[1]))
+    return rows
+
+
+def test_run_smoke(tmp_path):
+    proc = run([RUN, "--smoke", "--out", str(tmp_path)])
+    impls = expected_implementations()
+    markdown = (tmp_path / "RESULTS.md").read_text()
+    assert markdown.strip() == proc.stdout.strip()
+    data = json.loads((tmp_path / "results.json").read_text())
+
+    assert data["meta"]["smoke"] and not data["failures"]
+    assert all(check["ok"] for check in data["checks"]), data["checks"]
+    assert {c["implementation"] for c in data["checks"] if "implementation" in c} == set(impls)
+    assert data["gemm"] and all(g["gflops"]["peak"] > 0 for g in data["gemm"])
+    for opt, title in (("sgd", "SGD"), ("adam", "Adam")):
+        block = [r for r in data["results"] if r["optimizer"] == opt]
+        assert sorted((r["network"], r["implementation"]) for r in block) == sorted(
+            (n, i) for n in SMOKE_NETWORKS for i in impls)
+        for r in block:
+            assert r["median"] > 0 and r["step_times"] and min(r["step_times"]) > 0
+            assert r["gflops"] > 0 and r["samples_per_s"] > 0 and r["finite"]
+            if r["implementation"] == "fastbp":
+                assert r["ratio_to_fastbp"] == pytest.approx(1.0)
+        section = markdown.split(f"### float32, 1 BLAS thread, {title}")[1].split("###")[0]
+        assert sorted(table_rows(section)[1:]) == sorted(
+            (n, i) for n in SMOKE_NETWORKS for i in impls)
+    assert re.search(r"core type \w+", markdown)
+
+
+def test_run_without_torch_and_sklearn(tmp_path):
+    """With torch and scikit-learn unimportable, run.py leaves them out."""
+    code = ("import runpy, sys\n"
+            "sys.modules['torch'] = None\n"
+            "sys.modules['sklearn'] = None\n"
+            f"sys.argv = [{RUN!r}, '--smoke', '--networks', 'tiny', '--optimizer', 'sgd',"
+            f" '--out', {str(tmp_path)!r}]\n"
+            f"runpy.run_path({RUN!r}, run_name='__main__')\n")
+    proc = run(["-c", code])
+    assert "left out: torch, sklearn" in proc.stderr
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert sorted(r["implementation"] for r in data["results"]) == ["fastbp", "numpy"]
+
+
+@pytest.mark.skipif(not have("sklearn"), reason="the digits data set comes with scikit-learn")
+def test_digits_quick(tmp_path):
+    out = tmp_path / "digits.json"
+    proc = run([DIGITS, "--quick", "--json", str(out)])
+    impls = expected_implementations()
+    data = json.loads(out.read_text())
+    assert [r["implementation"] for r in data["digits"]] == impls
+    for r in data["digits"]:
+        assert r["median"] > 0 and r["accuracy"] > 0.5
+    assert [r["implementation"] for r in data["memory"]] == impls
+    for r in data["memory"]:
+        assert 0 < r["before_mib"] <= r["peak_mib"]
+    assert [r["what"] for r in data["imports"]][:2] == ["import numpy", "import fastbp"]
+    assert all(r["median"] > 0 for r in data["imports"])
+    rows = [first for first, _ in table_rows(proc.stdout)]
+    for name in impls:
+        assert rows.count(name) == 2  # digits and memory tables
+    assert "`import fastbp`" in rows
