@@ -37,6 +37,7 @@ from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 cimport numpy as cnp
+from cython.parallel cimport parallel
 
 cnp.import_array()
 
@@ -72,16 +73,21 @@ cdef enum:
     SPEC_B_OFF = 4
     SPEC_WIDTH = 5
 
-# Entries of the workspace layout.
+# Entries of the workspace layout: the gathered batch, then for each layer l its
+# output at LAY_ACT0 + l and its delta dL/dz at LAY_ACT0 + n_layers + l.
 cdef enum:
     LAY_XB = 0
     LAY_YB = 1
-    LAY_D0 = 2
-    LAY_D1 = 3
-    LAY_ACT0 = 4
+    LAY_ACT0 = 2
+
+# Most threads one training step is split over.
+cdef enum:
+    MAX_PARTS = 64
 
 SPEC_COLUMNS = SPEC_WIDTH
 LAYOUT_FIXED = LAY_ACT0
+MAX_THREADS = MAX_PARTS
+HAVE_OPENMP = bool(FBP_HAVE_OPENMP)
 
 # Status codes returned by train_run.
 cdef enum:
@@ -108,6 +114,14 @@ cdef inline floating _log1p(floating x) noexcept nogil:
         return log1pf(x)
     else:
         return log1p(x)
+
+
+cdef extern from "_parallel.h" nogil:
+    # OpenMP glue: a barrier for the current team, and the team as it runs.
+    const int FBP_HAVE_OPENMP
+    void fbp_barrier()
+    int fbp_team_size()
+    int fbp_thread_id()
 
 
 cdef extern from "_vmath.h" nogil:
@@ -263,15 +277,16 @@ cdef void _act_backward(const floating* a, floating* d, Py_ssize_t rows, Py_ssiz
                 drow[j] = arow[j] * (drow[j] - dot)
 
 
-cdef void _col_sums(const floating* d, Py_ssize_t rows, Py_ssize_t cols,
+cdef void _col_sums(const floating* d, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
                     floating* out) noexcept nogil:
-    """``out[j] = sum_i d[i, j]`` (the bias gradient)."""
+    """``out[j] = sum_i d[i, j]`` over a (rows x cols) block with row stride ``ld``
+    (the bias gradient)."""
     cdef Py_ssize_t i, j
     cdef const floating* row
     for j in range(cols):
         out[j] = 0
     for i in range(rows):
-        row = d + i * cols
+        row = d + i * ld
         for j in range(cols):
             out[j] = out[j] + row[j]
 
@@ -466,63 +481,185 @@ cdef void _optimizer_step(int kind, floating* p, const floating* g, floating* s1
 # Forward and backward through the whole network.
 # ---------------------------------------------------------------------------
 
-cdef floating* _forward(const floating* params, floating* work, const intp* spec,
-                        const double* act_param, const intp* layout, Py_ssize_t n_layers,
-                        const floating* x, Py_ssize_t rows) noexcept nogil:
-    """Forward pass of ``rows`` rows of ``x``; returns the last layer's output."""
+cdef void _forward(const floating* params, floating* work, const intp* spec,
+                   const double* act_param, const intp* layout, Py_ssize_t n_layers,
+                   const floating* x, Py_ssize_t row0, Py_ssize_t rows) noexcept nogil:
+    """Forward pass of rows ``row0 <= i < row0 + rows`` of the batch, whose first row
+    is at ``x``; each layer's output lands in those rows of its buffer."""
     cdef Py_ssize_t l, n_in, n_out
     cdef const intp* s
-    cdef floating* out = NULL
+    cdef floating* out
     for l in range(n_layers):
         s = spec + l * SPEC_WIDTH
         n_in = s[SPEC_N_IN]
         n_out = s[SPEC_N_OUT]
-        out = work + layout[LAY_ACT0 + l]
+        out = work + layout[LAY_ACT0 + l] + row0 * n_out
         _gemm(False, False, <int>rows, <int>n_out, <int>n_in, <floating>1,
               x, <int>n_in, params + s[SPEC_W_OFF], <int>n_out, <floating>0, out, <int>n_out)
         _bias_act(out, params + s[SPEC_B_OFF], rows, n_out, <int>s[SPEC_ACT],
                   <floating>act_param[l])
         x = out
-    return out
 
 
-cdef void _backward(const floating* params, floating* grads, floating* work,
-                    const intp* spec, const double* act_param, const intp* layout,
-                    Py_ssize_t n_layers, const floating* x, Py_ssize_t rows,
-                    floating* delta) noexcept nogil:
-    """Backward pass: ``delta`` holds dL/d(output) of the last layer; fills ``grads``.
+cdef inline floating* _output(floating* work, const intp* layout, Py_ssize_t n_layers) noexcept nogil:
+    return work + layout[LAY_ACT0 + n_layers - 1]
 
-    ``delta`` is one of the two ping-pong buffers; the other receives the next
-    layer's delta. The first layer skips its input gradient.
+
+cdef inline floating* _delta(floating* work, const intp* layout, Py_ssize_t n_layers,
+                             Py_ssize_t l) noexcept nogil:
+    return work + layout[LAY_ACT0 + n_layers + l]
+
+
+cdef void _deltas(const floating* params, floating* work, const intp* spec,
+                  const double* act_param, const intp* layout, Py_ssize_t n_layers,
+                  Py_ssize_t row0, Py_ssize_t rows) noexcept nogil:
+    """Backward pass of the deltas for rows ``row0 <= i < row0 + rows``.
+
+    On entry the last layer's delta buffer holds dL/d(output) (from the loss); on
+    return every layer's holds dL/dz: through the last activation (identity when it
+    is fused with the loss), then ``delta_{l-1} = (delta_l @ W_l^T) * f'(a_{l-1})``.
+    The first layer's input gradient is skipped.
     """
     cdef Py_ssize_t l, n_in, n_out
-    cdef const intp* s
-    cdef const floating* a_prev
-    cdef floating* other
-    cdef floating* d0 = work + layout[LAY_D0]
-    cdef floating* d1 = work + layout[LAY_D1]
-    # dL/d(output) -> dL/dz through the last activation (identity when fused with the loss)
-    s = spec + (n_layers - 1) * SPEC_WIDTH
-    _act_backward(work + layout[LAY_ACT0 + n_layers - 1], delta, rows, s[SPEC_N_OUT],
-                  <int>s[SPEC_ACT], <floating>act_param[n_layers - 1])
-    for l in range(n_layers - 1, -1, -1):
+    cdef const intp* s = spec + (n_layers - 1) * SPEC_WIDTH
+    n_out = s[SPEC_N_OUT]
+    _act_backward(_output(work, layout, n_layers) + row0 * n_out,
+                  _delta(work, layout, n_layers, n_layers - 1) + row0 * n_out,
+                  rows, n_out, <int>s[SPEC_ACT], <floating>act_param[n_layers - 1])
+    for l in range(n_layers - 1, 0, -1):
         s = spec + l * SPEC_WIDTH
         n_in = s[SPEC_N_IN]
         n_out = s[SPEC_N_OUT]
-        a_prev = x if l == 0 else work + layout[LAY_ACT0 + l - 1]
-        # grad_weight = a_prev^T @ delta, grad_bias = column sums of delta
-        _gemm(True, False, <int>n_in, <int>n_out, <int>rows, <floating>1,
-              a_prev, <int>n_in, delta, <int>n_out, <floating>0, grads + s[SPEC_W_OFF], <int>n_out)
-        _col_sums(delta, rows, n_out, grads + s[SPEC_B_OFF])
-        if l == 0:
-            break
-        other = d1 if delta == d0 else d0
-        # delta_prev = (delta @ W^T) * f'(a_prev)
         _gemm(False, True, <int>rows, <int>n_in, <int>n_out, <floating>1,
-              delta, <int>n_out, params + s[SPEC_W_OFF], <int>n_out, <floating>0, other, <int>n_in)
-        _act_backward(a_prev, other, rows, n_in, <int>spec[(l - 1) * SPEC_WIDTH + SPEC_ACT],
-                      <floating>act_param[l - 1])
-        delta = other
+              _delta(work, layout, n_layers, l) + row0 * n_out, <int>n_out,
+              params + s[SPEC_W_OFF], <int>n_out, <floating>0,
+              _delta(work, layout, n_layers, l - 1) + row0 * n_in, <int>n_in)
+        _act_backward(work + layout[LAY_ACT0 + l - 1] + row0 * n_in,
+                      _delta(work, layout, n_layers, l - 1) + row0 * n_in, rows, n_in,
+                      <int>spec[(l - 1) * SPEC_WIDTH + SPEC_ACT], <floating>act_param[l - 1])
+
+
+cdef void _gradients(floating* grads, floating* work, const intp* spec, const intp* layout,
+                     Py_ssize_t n_layers, const floating* x, Py_ssize_t rows,
+                     int part, int n_parts) noexcept nogil:
+    """Weight and bias gradients over all ``rows`` rows of the batch, for part
+    ``part`` of ``n_parts`` of each layer's output columns:
+    ``grad_weight[:, cols] = a_prev^T @ delta[:, cols]``, ``grad_bias[cols] =
+    column sums of delta[:, cols]``. Parts write disjoint entries."""
+    cdef Py_ssize_t l, n_in, n_out, c0, c1
+    cdef const intp* s
+    cdef const floating* a_prev
+    cdef const floating* delta
+    for l in range(n_layers):
+        s = spec + l * SPEC_WIDTH
+        n_in = s[SPEC_N_IN]
+        n_out = s[SPEC_N_OUT]
+        c0 = n_out * part // n_parts
+        c1 = n_out * (part + 1) // n_parts
+        if c1 == c0:
+            continue
+        a_prev = x if l == 0 else work + layout[LAY_ACT0 + l - 1]
+        delta = _delta(work, layout, n_layers, l) + c0
+        _gemm(True, False, <int>n_in, <int>(c1 - c0), <int>rows, <floating>1,
+              a_prev, <int>n_in, delta, <int>n_out, <floating>0,
+              grads + s[SPEC_W_OFF] + c0, <int>n_out)
+        _col_sums(delta, rows, c1 - c0, n_out, grads + s[SPEC_B_OFF] + c0)
+
+
+cdef void _train_part(int part, int n_parts,
+                      floating* params, floating* grads, floating* work, intp* label_work,
+                      const floating* X, Py_ssize_t n, Py_ssize_t d,
+                      const floating* targets, const intp* labels, const intp* order,
+                      Py_ssize_t batch_size, Py_ssize_t first_batch, Py_ssize_t stop_batch,
+                      const intp* spec, const double* act_param, const intp* layout,
+                      Py_ssize_t n_layers, int loss_kind, int opt_kind, const double* hyper,
+                      floating* state1, floating* state2, Py_ssize_t n_params,
+                      double* batch_loss, intp* batch_correct, double* part_loss,
+                      intp* part_correct, long long* step, int* status,
+                      Py_ssize_t* done) noexcept nogil:
+    """The training loop as run by one of ``n_parts`` threads (all of it when 1).
+
+    Each thread takes a share of each batch's rows through gather, forward, loss and
+    the deltas, then a share of each layer's columns for the gradients, then a share
+    of the flat buffer for the optimizer update, with a barrier after each phase.
+    Every thread sums the per-thread losses itself, so all agree on stopping.
+    """
+    cdef Py_ssize_t k = spec[(n_layers - 1) * SPEC_WIDTH + SPEC_N_OUT]
+    cdef Py_ssize_t b, i, t, start, rows, r0, r1, src, p0, p1
+    cdef bint use_labels = loss_kind == LOSS_CE_LABELS
+    cdef floating* xb = work + layout[LAY_XB]
+    cdef floating* yb = work + layout[LAY_YB]
+    cdef const floating* xin
+    cdef const floating* tin
+    cdef const intp* lin
+    cdef double value, scale
+    cdef intp correct
+    cdef long long local_step = step[0]
+    cdef Py_ssize_t local_done = 0
+    cdef int local_status = ST_OK
+    p0 = n_params * part // n_parts
+    p1 = n_params * (part + 1) // n_parts
+    for b in range(first_batch, stop_batch):
+        start = b * batch_size
+        rows = batch_size if start + batch_size <= n else n - start
+        r0 = rows * part // n_parts
+        r1 = rows * (part + 1) // n_parts
+        if order != NULL:
+            for i in range(r0, r1):
+                src = order[start + i]
+                memcpy(xb + i * d, X + src * d, d * sizeof(floating))
+                if use_labels:
+                    label_work[i] = labels[src]
+                else:
+                    memcpy(yb + i * k, targets + src * k, k * sizeof(floating))
+            xin, tin, lin = xb, yb, label_work
+        else:
+            xin = X + start * d
+            tin = NULL if use_labels else targets + start * k
+            lin = labels + start if use_labels else NULL
+        scale = _loss_scale(loss_kind, rows, k)
+        part_loss[part] = 0
+        part_correct[part] = 0
+        if r1 > r0:
+            _forward(params, work, spec, act_param, layout, n_layers, xin + r0 * d, r0, r1 - r0)
+            correct = 0
+            part_loss[part] = _loss(loss_kind, _output(work, layout, n_layers) + r0 * k,
+                                    NULL if use_labels else tin + r0 * k,
+                                    lin + r0 if use_labels else NULL, r1 - r0, k,
+                                    _delta(work, layout, n_layers, n_layers - 1) + r0 * k,
+                                    <floating>scale, &correct)
+            part_correct[part] = correct
+            _deltas(params, work, spec, act_param, layout, n_layers, r0, r1 - r0)
+        if n_parts > 1:
+            fbp_barrier()
+        value = 0
+        correct = 0
+        for t in range(n_parts):
+            value += part_loss[t]
+            correct += part_correct[t]
+        if not isfinite(value):
+            if part == 0:
+                batch_loss[b] = value
+            local_status = ST_NONFINITE_LOSS
+            break
+        if part == 0:
+            batch_loss[b] = value * scale
+            batch_correct[b] = correct
+        _gradients(grads, work, spec, layout, n_layers, xin, rows, part, n_parts)
+        if n_parts > 1:
+            fbp_barrier()
+        local_step += 1
+        if p1 > p0:
+            _optimizer_step(opt_kind, params + p0, grads + p0,
+                            state1 + p0 if state1 != NULL else NULL,
+                            state2 + p0 if state2 != NULL else NULL, p1 - p0, hyper, local_step)
+        if n_parts > 1:
+            fbp_barrier()
+        local_done += 1
+    if part == 0:
+        step[0] = local_step
+        status[0] = local_status
+        done[0] = local_done
 
 
 # ---------------------------------------------------------------------------
@@ -537,7 +674,7 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
               const intp[:, ::1] spec, const double[::1] act_param, const intp[::1] layout,
               int loss_kind, int opt_kind, const double[::1] hyper,
               floating[::1] state1, floating[::1] state2, long long step,
-              double[::1] batch_loss, intp[::1] batch_correct):
+              double[::1] batch_loss, intp[::1] batch_correct, int n_threads=1):
     """Train on minibatches ``first_batch <= b < stop_batch`` of one epoch.
 
     Rows ``order[b * batch_size : (b + 1) * batch_size]`` of ``X`` form batch ``b``
@@ -547,29 +684,22 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
     of correct predictions (classification). Stops early, before updating, at a batch
     whose loss is not finite.
 
+    ``n_threads > 1`` splits every step over that many OpenMP threads (BLAS should
+    then run single-threaded); the result depends on the thread count only through
+    the order of floating-point sums inside BLAS.
+
     Returns ``(status, batches_done, step)`` where ``step`` is the optimizer's step
     count afterwards.
     """
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = spec[spec.shape[0] - 1, SPEC_N_OUT]
     cdef Py_ssize_t n_layers = spec.shape[0], n_params = params.shape[0]
-    cdef Py_ssize_t b, i, start, rows, src
     cdef bint shuffled = order.shape[0] > 0
     cdef bint use_labels = loss_kind == LOSS_CE_LABELS
-    cdef floating* wp = &work[0]
-    cdef floating* xb = wp + layout[LAY_XB]
-    cdef floating* yb = wp + layout[LAY_YB]
-    cdef floating* delta = wp + layout[LAY_D0]
-    cdef intp* lb = &label_work[0] if label_work.shape[0] > 0 else NULL
-    cdef const floating* xin
-    cdef const floating* tin = NULL
-    cdef const intp* lin = NULL
-    cdef floating* out
-    cdef floating* s2 = &state2[0] if state2.shape[0] > 0 else NULL
-    cdef floating* s1 = &state1[0] if state1.shape[0] > 0 else NULL
-    cdef double value
-    cdef intp correct
+    cdef double part_loss[MAX_PARTS]
+    cdef intp part_correct[MAX_PARTS]
     cdef int status = ST_OK
     cdef Py_ssize_t done = 0
+    cdef int team
 
     if grads.shape[0] != params.shape[0]:
         raise ValueError("grads and params differ in size")
@@ -587,51 +717,47 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
         _check_labels(labels, k)
     if shuffled and order.shape[0] != n:
         raise ValueError("order must have one entry per row")
+    if shuffled:
+        _check_order(order, n)
     if batch_loss.shape[0] < stop_batch or batch_correct.shape[0] < stop_batch:
         raise ValueError("batch_loss and batch_correct are too short")
     if opt_kind == OPT_SGD and hyper[1] != 0 and state1.shape[0] != n_params:
         raise ValueError("momentum buffer has the wrong size")
     if opt_kind == OPT_ADAM and (state1.shape[0] != n_params or state2.shape[0] != n_params):
         raise ValueError("Adam state has the wrong size")
+    if n_threads < 1 or n_threads > MAX_PARTS:
+        raise ValueError("n_threads must lie in [1, %d]" % MAX_PARTS)
+    if stop_batch == first_batch:
+        return status, done, step
 
-    with nogil:
-        for b in range(first_batch, stop_batch):
-            start = b * batch_size
-            rows = batch_size if start + batch_size <= n else n - start
-            if shuffled:
-                for i in range(rows):
-                    src = order[start + i]
-                    memcpy(xb + i * d, &X[src, 0], d * sizeof(floating))
-                    if use_labels:
-                        lb[i] = labels[src]
-                    else:
-                        memcpy(yb + i * k, &targets[src, 0], k * sizeof(floating))
-                xin = xb
-                tin = yb
-                lin = lb
-            else:
-                xin = &X[start, 0]
-                if use_labels:
-                    lin = &labels[start]
-                else:
-                    tin = &targets[start, 0]
-            out = _forward(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0],
-                           n_layers, xin, rows)
-            correct = 0
-            value = _loss(loss_kind, out, tin, lin, rows, k, delta,
-                          _loss_scale(loss_kind, rows, k), &correct)
-            if not isfinite(value):
-                batch_loss[b] = value
-                status = ST_NONFINITE_LOSS
-                break
-            batch_loss[b] = value * _loss_scale(loss_kind, rows, k)
-            batch_correct[b] = correct
-            _backward(&params[0], &grads[0], wp, &spec[0, 0], &act_param[0], &layout[0],
-                      n_layers, xin, rows, delta)
-            step += 1
-            _optimizer_step(opt_kind, &params[0], &grads[0], s1, s2, n_params,
-                            &hyper[0], step)
-            done += 1
+    if n_threads == 1 or not FBP_HAVE_OPENMP:
+        with nogil:
+            _train_part(
+                0, 1, &params[0], &grads[0], &work[0],
+                &label_work[0] if label_work.shape[0] else NULL, &X[0, 0], n, d,
+                &targets[0, 0] if not use_labels else NULL,
+                &labels[0] if use_labels else NULL, &order[0] if shuffled else NULL,
+                batch_size, first_batch, stop_batch, &spec[0, 0], &act_param[0], &layout[0],
+                n_layers, loss_kind, opt_kind, &hyper[0],
+                &state1[0] if state1.shape[0] else NULL,
+                &state2[0] if state2.shape[0] else NULL, n_params,
+                &batch_loss[0], &batch_correct[0], part_loss, part_correct,
+                &step, &status, &done)
+    else:
+        with nogil, parallel(num_threads=n_threads):
+            # The team may be smaller than asked (nested or limited OpenMP): split
+            # over the threads that actually run.
+            _train_part(
+                fbp_thread_id(), fbp_team_size(), &params[0], &grads[0], &work[0],
+                &label_work[0] if label_work.shape[0] else NULL, &X[0, 0], n, d,
+                &targets[0, 0] if not use_labels else NULL,
+                &labels[0] if use_labels else NULL, &order[0] if shuffled else NULL,
+                batch_size, first_batch, stop_batch, &spec[0, 0], &act_param[0], &layout[0],
+                n_layers, loss_kind, opt_kind, &hyper[0],
+                &state1[0] if state1.shape[0] else NULL,
+                &state2[0] if state2.shape[0] else NULL, n_params,
+                &batch_loss[0], &batch_correct[0], part_loss, part_correct,
+                &step, &status, &done)
     return status, done, step
 
 
@@ -644,9 +770,8 @@ def loss_grad(floating[::1] params, floating[::1] grads, floating[::1] work,
     The workspace must hold ``X.shape[0]`` rows.
     """
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = spec[spec.shape[0] - 1, SPEC_N_OUT]
+    cdef Py_ssize_t n_layers = spec.shape[0]
     cdef floating* wp = &work[0]
-    cdef floating* out
-    cdef floating* delta = wp + layout[LAY_D0]
     cdef double value
     cdef intp correct = 0
     cdef const floating* tin = &targets[0, 0] if loss_kind != LOSS_CE_LABELS else NULL
@@ -661,12 +786,13 @@ def loss_grad(floating[::1] params, floating[::1] grads, floating[::1] work,
     if use_labels:
         _check_labels(labels, k)
     with nogil:
-        out = _forward(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0],
-                       spec.shape[0], &X[0, 0], n)
-        value = _loss(loss_kind, out, tin, lin, n, k, delta,
+        _forward(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0], n_layers,
+                 &X[0, 0], 0, n)
+        value = _loss(loss_kind, _output(wp, &layout[0], n_layers), tin, lin, n, k,
+                      _delta(wp, &layout[0], n_layers, n_layers - 1),
                       _loss_scale(loss_kind, n, k), &correct)
-        _backward(&params[0], &grads[0], wp, &spec[0, 0], &act_param[0], &layout[0],
-                  spec.shape[0], &X[0, 0], n, delta)
+        _deltas(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0], n_layers, 0, n)
+        _gradients(&grads[0], wp, &spec[0, 0], &layout[0], n_layers, &X[0, 0], n, 0, 1)
     return value * _loss_scale(loss_kind, n, k)
 
 
@@ -689,8 +815,9 @@ def predict_run(const floating[::1] params, floating[::1] work, const floating[:
         start = 0
         while start < n:
             rows = capacity if start + capacity <= n else n - start
-            res = _forward(&params[0], &work[0], &spec[0, 0], &act_param[0], &layout[0],
-                           spec.shape[0], &X[start, 0], rows)
+            _forward(&params[0], &work[0], &spec[0, 0], &act_param[0], &layout[0],
+                     spec.shape[0], &X[start, 0], 0, rows)
+            res = _output(&work[0], &layout[0], spec.shape[0])
             _bias_act(res, <floating*>NULL, rows, k, output_act, <floating>0)
             memcpy(&out[start, 0], res, rows * k * sizeof(floating))
             start += rows
@@ -719,14 +846,26 @@ def evaluate_run(const floating[::1] params, floating[::1] work, const floating[
         start = 0
         while start < n:
             rows = capacity if start + capacity <= n else n - start
-            res = _forward(&params[0], &work[0], &spec[0, 0], &act_param[0], &layout[0],
-                           spec.shape[0], &X[start, 0], rows)
+            _forward(&params[0], &work[0], &spec[0, 0], &act_param[0], &layout[0],
+                     spec.shape[0], &X[start, 0], 0, rows)
+            res = _output(&work[0], &layout[0], spec.shape[0])
             total += _loss(loss_kind, res,
                            NULL if use_labels else &targets[start, 0],
                            &labels[start] if use_labels else NULL,
                            rows, k, <floating*>NULL, <floating>1, &correct)
             start += rows
     return total * _loss_scale(loss_kind, n, k), correct
+
+
+cdef _check_order(const intp[::1] order, Py_ssize_t n):
+    # An out-of-range index would gather from outside X.
+    cdef Py_ssize_t i
+    cdef bint bad = False
+    with nogil:
+        for i in range(order.shape[0]):
+            bad |= (order[i] < 0) | (order[i] >= n)
+    if bad:
+        raise ValueError("order holds row indices outside [0, %d)" % n)
 
 
 cdef _check_labels(const intp[::1] labels, Py_ssize_t n_classes):
@@ -749,7 +888,7 @@ cdef _check_network(const floating[::1] params, const floating[::1] work, const 
     cdef Py_ssize_t l, n_layers = spec.shape[0], widest = 0, size = work.shape[0]
     if n_layers < 1 or spec.shape[1] != SPEC_WIDTH:
         raise ValueError("spec must have shape (n_layers, %d)" % SPEC_WIDTH)
-    if act_param.shape[0] != n_layers or layout.shape[0] != LAY_ACT0 + n_layers:
+    if act_param.shape[0] != n_layers or layout.shape[0] != LAY_ACT0 + 2 * n_layers:
         raise ValueError("act_param or layout does not match spec")
     if spec[0, SPEC_N_IN] != d:
         raise ValueError("X has %d features, the network expects %d" % (d, spec[0, SPEC_N_IN]))
@@ -768,9 +907,10 @@ cdef _check_network(const floating[::1] params, const floating[::1] work, const 
             raise ValueError("workspace too small for layer %d" % l)
         widest = max(widest, spec[l, SPEC_N_OUT])
     if backward:
-        for l in (LAY_D0, LAY_D1):
-            if layout[l] < 0 or layout[l] + rows * widest > size:
-                raise ValueError("delta workspace too small")
+        for l in range(n_layers):
+            if layout[LAY_ACT0 + n_layers + l] < 0 or \
+                    layout[LAY_ACT0 + n_layers + l] + rows * spec[l, SPEC_N_OUT] > size:
+                raise ValueError("delta workspace too small for layer %d" % l)
     if gathered:
         if layout[LAY_XB] < 0 or layout[LAY_XB] + rows * d > size \
                 or layout[LAY_YB] < 0 or layout[LAY_YB] + rows * spec[n_layers - 1, SPEC_N_OUT] > size:
@@ -834,7 +974,7 @@ def col_sums(const floating[:, ::1] d, floating[::1] out):
     if d.shape[1] == 0:
         return
     with nogil:
-        _col_sums(&d[0, 0] if d.shape[0] else NULL, d.shape[0], d.shape[1], &out[0])
+        _col_sums(&d[0, 0] if d.shape[0] else NULL, d.shape[0], d.shape[1], d.shape[1], &out[0])
 
 
 def loss_delta(int kind, const floating[:, ::1] out, const floating[:, ::1] targets,

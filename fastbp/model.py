@@ -51,15 +51,14 @@ class History:
 
 class _Workspace:
     """One flat buffer holding every per-batch array of a forward/backward pass for
-    up to ``capacity`` rows: gathered inputs and targets, two delta buffers and one
-    activation buffer per layer. ``layout`` gives each one's offset."""
+    up to ``capacity`` rows: gathered inputs and targets, then each layer's output,
+    then each layer's delta (training only). ``layout`` gives each one's offset."""
 
     def __init__(self, n_inputs, widths, capacity, dtype, training):
         self.capacity = capacity
-        widest = max(widths)
-        sizes = ([capacity * n_inputs, capacity * widths[-1], capacity * widest,
-                  capacity * widest] if training else [0, 0, 0, 0])
-        sizes += [capacity * w for w in widths]
+        sizes = [capacity * n_inputs, capacity * widths[-1]] if training else [0, 0]
+        sizes += [capacity * w for w in widths]  # layer outputs
+        sizes += [capacity * w for w in widths] if training else [0] * len(widths)  # deltas
         self.layout = np.zeros(len(sizes), dtype=np.intp)
         self.layout[1:] = np.cumsum(sizes[:-1])
         self.buffer = np.empty(int(sum(sizes)), dtype=dtype)
