@@ -10,6 +10,7 @@ from .activations import ACTIVATIONS
 from .layers import Dense, Layer
 from .losses import LOSS_BCE, get_loss
 from .optimizers import get_optimizer
+from . import _threads
 from ._backend import core
 
 # Rows per chunk for predict and evaluate.
@@ -86,6 +87,11 @@ class Sequential:
     input_dim : int, optional
         Number of input features. With it the weights are created now; without it,
         at the first ``fit`` (or ``set_weights``).
+    threads : int, optional
+        Threads for training and inference. By default, as many as BLAS uses now
+        (which ``threadpoolctl.threadpool_limits`` or ``OMP_NUM_THREADS`` set).
+        fastbp chooses how to use them: for all but tiny networks it splits each
+        training step over its own threads, BLAS running single-threaded inside.
 
     Notes
     -----
@@ -96,7 +102,7 @@ class Sequential:
     """
 
     def __init__(self, layers=None, loss=None, optimizer="adam", seed=None,
-                 dtype="float32", input_dim=None):
+                 dtype="float32", input_dim=None, threads=None):
         self.layers = []
         for layer in layers or []:
             self.add(layer)
@@ -106,6 +112,7 @@ class Sequential:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed must be an integer or None, got {seed!r}")
         self.seed = seed
+        self.threads = None if threads is None else val.positive_int(threads, "threads")
         self._rng = np.random.default_rng(seed)
         self.history = History()
         self.built = False
@@ -273,46 +280,48 @@ class Sequential:
         batch_rows[-1] = n - batch * (n_batches - 1)
         per_sample = targets.shape[1] if kind == LOSS_BCE else 1  # predictions per sample
         train_run = core().train_run
-
+        step_threads, blas_threads = _threads.plan(6 * self.flat_params.size * batch,
+                                                   self.threads)
         # Start-of-epoch copies, restored if training diverges.
         saved = [np.empty_like(a) for a in (self.flat_params, state1, state2)]
 
-        for _ in range(epochs):
-            started = time.perf_counter()
-            for copy, live in zip(saved, (self.flat_params, state1, state2)):
-                np.copyto(copy, live)
-            saved_step = self.optimizer.iterations
-            if shuffle:
-                self._rng.shuffle(order)
-            status, done, step = train_run(
-                self.flat_params, self.flat_grads, ws.buffer, ws.labels, X, targets, labels,
-                order, batch, 0, n_batches, self._spec, self._act_param, ws.layout,
-                kind, self.optimizer.code, hyper, state1, state2, self.optimizer.iterations,
-                batch_loss, batch_correct)
-            self.optimizer.iterations = step
-            if status != core().STATUS_OK or not val.all_finite(self.flat_params):
+        with _threads.blas_limited(blas_threads):
+            for _ in range(epochs):
+                started = time.perf_counter()
                 for copy, live in zip(saved, (self.flat_params, state1, state2)):
-                    np.copyto(live, copy)
-                self.optimizer.iterations = saved_step
-                what = (f"the training loss became {batch_loss[done]} at minibatch {done}"
-                        if status != core().STATUS_OK else "the weights became NaN or infinite")
-                raise FloatingPointError(
-                    f"training diverged in epoch {self._epochs_done}: {what}. The weights and"
-                    f" optimizer state are restored to the start of that epoch. Try a smaller"
-                    f" learning rate (now {self.optimizer.lr}) or scale the inputs."
-                )
-            metrics = {"loss": float(batch_loss @ batch_rows) / n}
-            if self.loss.is_classifier:
-                metrics["accuracy"] = batch_correct.sum() / (n * per_sample)
-            if validation_data is not None:
-                for key, value in self._evaluate_checked(*val_data).items():
-                    metrics["val_" + key] = value
-            self.history._append(self._epochs_done, metrics)
-            self._epochs_done += 1
-            if verbose:
-                shown = " - ".join(f"{k}: {v:.4f}" for k, v in metrics.items())
-                print(f"epoch {self._epochs_done}: {shown} - {time.perf_counter() - started:.3f}s",
-                      file=sys.stdout, flush=True)
+                    np.copyto(copy, live)
+                saved_step = self.optimizer.iterations
+                if shuffle:
+                    self._rng.shuffle(order)
+                status, done, step = train_run(
+                    self.flat_params, self.flat_grads, ws.buffer, ws.labels, X, targets, labels,
+                    order, batch, 0, n_batches, self._spec, self._act_param, ws.layout,
+                    kind, self.optimizer.code, hyper, state1, state2, self.optimizer.iterations,
+                    batch_loss, batch_correct, step_threads)
+                self.optimizer.iterations = step
+                if status != core().STATUS_OK or not val.all_finite(self.flat_params):
+                    for copy, live in zip(saved, (self.flat_params, state1, state2)):
+                        np.copyto(live, copy)
+                    self.optimizer.iterations = saved_step
+                    what = (f"the training loss became {batch_loss[done]} at minibatch {done}"
+                            if status != core().STATUS_OK else "the weights became NaN or infinite")
+                    raise FloatingPointError(
+                        f"training diverged in epoch {self._epochs_done}: {what}. The weights and"
+                        f" optimizer state are restored to the start of that epoch. Try a smaller"
+                        f" learning rate (now {self.optimizer.lr}) or scale the inputs."
+                    )
+                metrics = {"loss": float(batch_loss @ batch_rows) / n}
+                if self.loss.is_classifier:
+                    metrics["accuracy"] = batch_correct.sum() / (n * per_sample)
+                if validation_data is not None:
+                    for key, value in self._evaluate_checked(*val_data).items():
+                        metrics["val_" + key] = value
+                self.history._append(self._epochs_done, metrics)
+                self._epochs_done += 1
+                if verbose:
+                    shown = " - ".join(f"{k}: {v:.4f}" for k, v in metrics.items())
+                    print(f"epoch {self._epochs_done}: {shown} - {time.perf_counter() - started:.3f}s",
+                          file=sys.stdout, flush=True)
         return self.history
 
     # -- inference ----------------------------------------------------------------

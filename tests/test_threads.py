@@ -1,0 +1,102 @@
+"""Training split over threads (OpenMP) gives the single-threaded result."""
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import _threads
+from fastbp._backend import core
+
+needs_openmp = pytest.mark.skipif(not core().HAVE_OPENMP, reason="built without OpenMP")
+
+
+@pytest.fixture
+def always_parallel(monkeypatch):
+    """Split every step over the threads, however small the network."""
+    monkeypatch.setattr(_threads, "PARALLEL_MIN_FLOPS_PER_THREAD", 0)
+
+
+def train(threads, loss, optimizer, batch_size, n=37, seed=0, dtype="float64"):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 6))
+    if loss == "cross_entropy":
+        y = rng.integers(0, 3, n)
+    elif loss == "soft":
+        y = rng.dirichlet(np.ones(3), n)
+        loss = "cross_entropy"
+    elif loss == "binary_cross_entropy":
+        y = rng.uniform(0, 1, (n, 3))
+    else:
+        y = rng.normal(size=(n, 3))
+    model = fastbp.Sequential([fastbp.Dense(9, "tanh"), fastbp.Dense(5, "relu"), fastbp.Dense(3)],
+                              loss=loss, optimizer=optimizer, seed=seed, dtype=dtype,
+                              threads=threads)
+    history = model.fit(X, y, epochs=3, batch_size=batch_size)
+    return model, history
+
+
+@needs_openmp
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy", "soft", "binary_cross_entropy"])
+@pytest.mark.parametrize("batch_size", [1, 2, 5, 16, 37])
+def test_threads_match_one_thread(always_parallel, loss, batch_size):
+    one, h1 = train(1, loss, fastbp.SGD(lr=0.05, momentum=0.9), batch_size)
+    two, h2 = train(2, loss, fastbp.SGD(lr=0.05, momentum=0.9), batch_size)
+    np.testing.assert_allclose(two.flat_params, one.flat_params, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(h2["loss"], h1["loss"], rtol=1e-10)
+    if "accuracy" in h1.history:
+        assert h2["accuracy"] == h1["accuracy"]
+
+
+@needs_openmp
+@pytest.mark.parametrize("threads", [2, 3, 5])
+def test_adam_over_threads_and_more_threads_than_rows(always_parallel, threads):
+    one, _ = train(1, "cross_entropy", fastbp.Adam(lr=0.01), batch_size=4)
+    many, _ = train(threads, "cross_entropy", fastbp.Adam(lr=0.01), batch_size=4)
+    np.testing.assert_allclose(many.flat_params, one.flat_params, rtol=1e-10, atol=1e-12)
+    assert many.optimizer.iterations == one.optimizer.iterations == 30
+
+
+@needs_openmp
+def test_threaded_training_is_deterministic(always_parallel):
+    first, _ = train(2, "cross_entropy", fastbp.SGD(lr=0.1, momentum=0.5), 8, dtype="float32")
+    second, _ = train(2, "cross_entropy", fastbp.SGD(lr=0.1, momentum=0.5), 8, dtype="float32")
+    np.testing.assert_array_equal(first.flat_params, second.flat_params)
+
+
+@needs_openmp
+def test_divergence_detected_over_threads(always_parallel):
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(40, 3)) * 1e3, rng.normal(size=40) * 1e3
+    model = fastbp.Sequential([fastbp.Dense(8, "relu"), fastbp.Dense(1)], loss="mse",
+                              optimizer=fastbp.SGD(lr=1e3), seed=0, threads=2)
+    model.build(3)
+    before = model.flat_params.copy()
+    with pytest.raises(FloatingPointError, match="learning rate"):
+        model.fit(X, y, epochs=3, batch_size=8)
+    np.testing.assert_array_equal(model.flat_params, before)
+
+
+def test_plan_keeps_tiny_steps_on_one_thread():
+    assert _threads.plan(10_000, threads=2) == (1, 2)
+    assert _threads.plan(10**9, threads=1) == (1, 1)
+    if core().HAVE_OPENMP:
+        assert _threads.plan(10**9, threads=2) == (2, 1)
+
+
+def test_threads_argument_checked():
+    with pytest.raises(ValueError, match="threads"):
+        fastbp.Sequential([fastbp.Dense(1)], threads=0)
+    with pytest.raises(TypeError, match="threads"):
+        fastbp.Sequential([fastbp.Dense(1)], threads=1.5)
+
+
+def test_train_run_rejects_bad_thread_count():
+    model = fastbp.Sequential([fastbp.Dense(1)], loss="mse", input_dim=2)
+    X, y = np.ones((4, 2), dtype=np.float32), np.ones(4, dtype=np.float32)
+    with pytest.raises(ValueError, match="n_threads"):
+        ws = model._workspace(4, training=True)
+        s1, s2 = model.optimizer.flat_state(model.flat_params.size, np.float32)
+        core().train_run(model.flat_params, model.flat_grads, ws.buffer, ws.labels, X,
+                         y.reshape(-1, 1), np.empty(0, np.intp), np.empty(0, np.intp), 4, 0, 1,
+                         model._spec, model._act_param, ws.layout, 0, model.optimizer.code,
+                         model.optimizer.hyperparameters(), s1, s2, 0, np.zeros(1),
+                         np.zeros(1, np.intp), 0)
