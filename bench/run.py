@@ -131,6 +131,7 @@ def parse_args(argv=None):
     if min(args.threads) < 1:
         parser.error("thread counts must be positive")
     args.repeats = args.repeats or (1 if args.smoke else 2 if args.quick else 7)
+    args.settle = 0.0 if args.smoke else 0.1
     if args.steps is None:
         args.steps_for = (lambda n: SMOKE_STEPS) if args.smoke else (
             (lambda n: QUICK_STEPS[n]) if args.quick else (lambda n: STEPS[n]))
@@ -272,13 +273,14 @@ def run_checks(names, dtype, opt, seed):
 
 
 # -- timing -----------------------------------------------------------------------
-def measure_network(net, names, dtype, opt, steps, repeats, seed):
+def measure_network(net, names, dtype, opt, steps, repeats, seed, settle=0.0):
     """Time one network for every implementation, interleaved.
 
     Each implementation is built from the same initial weights and data, warmed up
     on a quarter of the data (at least 2 minibatches), then timed for ``repeats``
     epochs of ``steps`` minibatches, round-robin: repeat r runs every
-    implementation once, starting from the (r mod n)-th. An implementation that
+    implementation once, starting from the (r mod n)-th, each after a pause of
+    ``settle`` seconds. An implementation that
     raises (a diverging fit, say) is reported and left out of the rest.
 
     Returns
@@ -307,6 +309,10 @@ def measure_network(net, names, dtype, opt, steps, repeats, seed):
         running = [n for n in names if n in impls and n not in errors]
         shift = r % max(1, len(running))
         for name in running[shift:] + running[:shift]:
+            # Let the worker threads of the implementation timed before this one
+            # (OpenMP and BLAS pools spin for a while after their work) go idle, so
+            # that they do not take a core from this one.
+            time.sleep(settle)
             start = time.perf_counter()
             try:
                 impls[name].epoch(data[name])
@@ -342,7 +348,7 @@ def time_network(args, net, names, dtype, threads, opt_name, peak, describe):
     """
     steps = args.steps_for(net.name)
     res, errors = measure_network(net, names, dtype, default_optimizer(opt_name), steps,
-                                  args.repeats, args.seed)
+                                  args.repeats, args.seed, settle=args.settle)
     failures = []
     for name, error in errors.items():
         print(f"{CHECK_FAILED}: {name} {net.name} ({dtype}, {threads} threads, {opt_name})"
