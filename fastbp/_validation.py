@@ -8,11 +8,12 @@ import numbers
 import numpy as np
 
 
-def as_float_matrix(X, dtype, name="X", allow_1d=False):
+def as_float_matrix(X, dtype, name="X", allow_1d=False, finite=True):
     """Return ``X`` as a finite, non-empty, C-contiguous 2-D array of ``dtype``.
 
     Converts once: an array that already has the right dtype and layout is returned
     without a copy. ``allow_1d`` turns a 1-D array into a single column.
+    ``finite=False`` leaves the scan for NaN and infinity to the caller.
     """
     arr = _numeric_array(X, name)
     if arr.ndim == 1 and allow_1d:
@@ -27,8 +28,10 @@ def as_float_matrix(X, dtype, name="X", allow_1d=False):
         raise ValueError(f"{name} is empty: it has 0 samples")
     if arr.shape[1] == 0:
         raise ValueError(f"{name} is empty: it has 0 features")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
-    check_finite(arr, name)
+    with np.errstate(over="ignore"):  # an overflow to infinity is reported below
+        arr = np.ascontiguousarray(arr, dtype=dtype)
+    if finite:
+        check_finite(arr, name)
     return arr
 
 

@@ -49,13 +49,14 @@ class Loss:
         self._delta = None
 
     # -- preparing targets (used by the model, once per call) -------------------
-    def prepare_targets(self, y, n_outputs, dtype, name="y"):
+    def prepare_targets(self, y, n_outputs, dtype, name="y", finite=True):
         """Return ``(kind, targets, labels)`` for the kernels.
 
         ``targets`` is a float matrix of shape (n_samples, n_outputs) and ``labels``
-        an intp vector; the one the loss does not use is empty.
+        an intp vector; the one the loss does not use is empty. ``finite=False``
+        leaves the scan of float targets for NaN and infinity to the caller.
         """
-        targets = val.as_float_matrix(y, dtype, name=name, allow_1d=True)
+        targets = val.as_float_matrix(y, dtype, name=name, allow_1d=True, finite=finite)
         self._check_width(targets, n_outputs, name)
         return self._float_kind, targets, np.empty(0, dtype=np.intp)
 
@@ -128,14 +129,15 @@ class CrossEntropy(Loss):
                 " for a single output unit use binary_cross_entropy"
             )
 
-    def prepare_targets(self, y, n_outputs, dtype, name="y"):
+    def prepare_targets(self, y, n_outputs, dtype, name="y", finite=True):
         arr = np.asarray(y)
         if arr.ndim == 1:
             labels = val.as_labels(arr, n_outputs, name=name)
             return LOSS_CE_LABELS, np.empty((0, n_outputs), dtype=dtype), labels
-        targets = val.as_float_matrix(arr, dtype, name=name)
+        targets = val.as_float_matrix(arr, dtype, name=name, finite=finite)
         self._check_width(targets, n_outputs, name)
         if (targets < 0).any():
+            val.check_finite(targets, name)
             raise ValueError(f"{name} holds negative class probabilities")
         return LOSS_CE_SOFT, targets, np.empty(0, dtype=np.intp)
 
@@ -152,9 +154,10 @@ class BinaryCrossEntropy(Loss):
     is_classifier = True
     _float_kind = LOSS_BCE
 
-    def prepare_targets(self, y, n_outputs, dtype, name="y"):
-        kind, targets, labels = super().prepare_targets(y, n_outputs, dtype, name)
-        if targets.min() < 0 or targets.max() > 1:
+    def prepare_targets(self, y, n_outputs, dtype, name="y", finite=True):
+        kind, targets, labels = super().prepare_targets(y, n_outputs, dtype, name, finite)
+        if not (targets.min() >= 0 and targets.max() <= 1):  # NaN fails too
+            val.check_finite(targets, name)
             raise ValueError(
                 f"{name} must lie in [0, 1] for binary_cross_entropy, found values from"
                 f" {targets.min()} to {targets.max()}"

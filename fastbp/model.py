@@ -209,12 +209,14 @@ class Sequential:
         self._ensure_built(X.shape[1], name)
         return X
 
-    def _check_Xy(self, X, y, names=("X", "y")):
+    def _check_Xy(self, X, y, names=("X", "y"), finite=True):
         # Everything is checked before the model is built from X's width, so that a
-        # call rejected for its y leaves an unbuilt model unbuilt.
-        X = val.as_float_matrix(X, self.dtype, name=names[0])
+        # call rejected for its y leaves an unbuilt model unbuilt. finite=False skips
+        # the scan for NaN and infinity (fit finds them through the loss instead).
+        X = val.as_float_matrix(X, self.dtype, name=names[0], finite=finite)
         loss = self._resolve_loss()
-        kind, targets, labels = loss.prepare_targets(y, self.n_outputs, self.dtype, names[1])
+        kind, targets, labels = loss.prepare_targets(y, self.n_outputs, self.dtype, names[1],
+                                                     finite)
         val.check_same_length(X, labels if labels.size else targets, names)
         if labels.size:
             targets = np.empty((0, self.n_outputs), dtype=self.dtype)
@@ -254,13 +256,20 @@ class Sequential:
 
         Raises
         ------
+        ValueError
+            For bad input, among others NaN or infinity in X or y (found when a
+            minibatch holding them makes the loss non-finite; the weights and
+            optimizer state are then restored to the start of that epoch).
         FloatingPointError
             When the training loss or the weights become NaN or infinite; the weights
             and optimizer state are restored to the start of that epoch.
         """
         epochs = val.positive_int(epochs, "epochs", minimum=0)
         batch_size = val.positive_int(batch_size, "batch_size")
-        X, kind, targets, labels = self._check_Xy(X, y)
+        # NaN or infinity in X or y makes a minibatch's loss non-finite: the compiled
+        # step stops there, and X and y are scanned only then, so that a clean fit
+        # pays no separate pass over the data.
+        X, kind, targets, labels = self._check_Xy(X, y, finite=False)
         if validation_data is not None:
             try:
                 X_val, y_val = validation_data
@@ -303,6 +312,8 @@ class Sequential:
                     for copy, live in zip(saved, (self.flat_params, state1, state2)):
                         np.copyto(live, copy)
                     self.optimizer.iterations = saved_step
+                    val.check_finite(X, "X")
+                    val.check_finite(targets, "y")
                     what = (f"the training loss became {batch_loss[done]} at minibatch {done}"
                             if status != core().STATUS_OK else "the weights became NaN or infinite")
                     raise FloatingPointError(

@@ -283,3 +283,19 @@ def test_summary_and_repr():
     text = model.summary()
     assert "Dense(4, activation='leaky_relu', negative_slope=0.1)" in text
     assert "total parameters: 17" in text
+
+
+@pytest.mark.parametrize("where", ["X", "y"])
+def test_nan_found_mid_epoch_restores_weights(where):
+    """NaN in the data is found when its minibatch's loss turns NaN: the error names
+    it and the weights are those from before the epoch, not half-trained ones."""
+    rng = np.random.default_rng(10)
+    X, y = rng.normal(size=(64, 3)), rng.normal(size=64)
+    (X if where == "X" else y)[60] = np.nan
+    model = fastbp.Sequential([fastbp.Dense(4, "tanh"), fastbp.Dense(1)], loss="mse",
+                              optimizer=fastbp.SGD(lr=0.1), seed=0, input_dim=3)
+    before = model.flat_params.copy()
+    with pytest.raises(ValueError, match=f"{where} contains NaN"):
+        model.fit(X, y, epochs=2, batch_size=8, shuffle=False)
+    np.testing.assert_array_equal(model.flat_params, before)
+    assert model.optimizer.iterations == 0 and len(model.history) == 0
