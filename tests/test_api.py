@@ -118,3 +118,25 @@ def test_demo_runs():
     out = subprocess.run([sys.executable, "-m", "fastbp", "--epochs", "3", "--samples", "100"],
                          capture_output=True, text=True, check=True, cwd="/").stdout
     assert "test accuracy" in out and "R^2" in out and "epoch 3:" in out
+
+
+def test_first_model_leaves_scipy_linalg_unimported_and_intact():
+    out = run_python(
+        "import sys, numpy as np, fastbp\n"
+        "m = fastbp.Sequential([fastbp.Dense(1)], loss='mse', input_dim=2)\n"
+        "m.fit(np.ones((4, 2)), np.ones(4))\n"
+        "print('scipy.linalg' in sys.modules)\n"
+        "import scipy.linalg, scipy.linalg.cython_blas\n"
+        "print(scipy.linalg.cython_blas is sys.modules['scipy.linalg.cython_blas'])\n"
+        "print(scipy.linalg.solve(2 * np.eye(2), np.ones(2)).tolist())\n"
+        "m.fit(np.ones((4, 2)), np.ones(4)); print(m.predict(np.ones((1, 2))).shape)\n")
+    assert out.split("\n")[:4] == ["False", "True", "[0.5, 0.5]", "(1, 1)"]
+
+
+def test_works_when_scipy_linalg_is_imported_first():
+    out = run_python(
+        "import scipy.linalg, numpy as np, fastbp\n"
+        "m = fastbp.Sequential([fastbp.Dense(2)], loss='cross_entropy', input_dim=3, seed=0)\n"
+        "m.fit(np.eye(3)[:2], np.array([0, 1]), epochs=50)\n"
+        "print(m.predict_classes(np.eye(3)[:2]).tolist())\n")
+    assert out.strip() == "[0, 1]"
