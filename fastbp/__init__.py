@@ -15,6 +15,7 @@ from .layers import Dense, Layer
 from .losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss
 from .model import History, Sequential
 from .optimizers import SGD, Adam, Optimizer
+from .persistence import ModelFileError, load
 
 __version__ = "0.1.0"
 
@@ -26,12 +27,14 @@ __all__ = [
     "History",
     "Layer",
     "Loss",
+    "ModelFileError",
     "MSE",
     "Optimizer",
     "SGD",
     "Sequential",
     "activations",
     "initializers",
+    "load",
     "losses",
     "optimizers",
 ]

@@ -181,6 +181,16 @@ class Dense(Layer):
         kernels.matmul(delta, self.weight, grad_input, trans_b=True)
         return grad_input
 
+    def get_config(self):
+        """The constructor arguments, as JSON-compatible values (an initializer given
+        as a callable is not saved: a rebuilt layer uses the default)."""
+        def plain(init):
+            return init if isinstance(init, (str, int, float)) else None
+
+        return {"units": self.units, "activation": self.activation,
+                "negative_slope": self.negative_slope, "init": plain(self.init),
+                "bias_init": plain(self.bias_init) or "zeros", "input_dim": self.input_dim}
+
     def __repr__(self):
         extra = f", negative_slope={self.negative_slope}" if self.activation == "leaky_relu" else ""
         return f"Dense({self.units}, activation={self.activation!r}{extra})"

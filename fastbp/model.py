@@ -9,7 +9,7 @@ from . import _validation as val
 from .activations import ACTIVATIONS
 from .layers import Dense, Layer
 from .losses import LOSS_BCE, get_loss
-from .optimizers import get_optimizer
+from .optimizers import OPTIMIZERS, get_optimizer
 from . import _threads
 from ._backend import core
 
@@ -431,6 +431,74 @@ class Sequential:
         for layer, (w, b) in zip(self.layers, pairs):
             layer.weight[...] = w
             layer.bias[...] = b
+
+    # -- persistence --------------------------------------------------------------
+    def save(self, path):
+        """Save architecture, weights, optimizer state, random state and history to
+        ``path`` (a ``.npz`` file; see ``fastbp.persistence`` for the format).
+        Returns the path written. Load with ``fastbp.load(path)``."""
+        from .persistence import save
+
+        return save(self, path)
+
+    def get_config(self):
+        """The model as JSON-compatible values (weights excluded)."""
+        self._require_built()
+        return {
+            "layers": [{"class": type(layer).__name__, "config": layer.get_config()}
+                       for layer in self.layers],
+            "loss": self.loss.name,
+            "optimizer": {"class": type(self.optimizer).__name__,
+                          "config": self.optimizer.get_config(),
+                          "iterations": self.optimizer.iterations},
+            "dtype": np.dtype(self.dtype).name,
+            "seed": self.seed,
+            "threads": self.threads,
+            "input_dim": self.input_dim,
+            "rng_state": self._rng.bit_generator.state,
+            "history": {"epoch": self.history.epoch, "history": self.history.history},
+            "epochs_done": self._epochs_done,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        """A built model (fresh weights) from ``get_config()``'s output."""
+        layers = []
+        for entry in config["layers"]:
+            if entry.get("class") != "Dense":
+                raise ValueError(f"unknown layer class {entry.get('class')!r}")
+            layers.append(Dense(**entry["config"]))
+        opt = config["optimizer"]
+        by_class = {klass.__name__: klass for klass in OPTIMIZERS.values()}
+        if opt.get("class") not in by_class:
+            raise ValueError(f"unknown optimizer class {opt.get('class')!r}")
+        model = cls(layers, loss=config["loss"], optimizer=by_class[opt["class"]](**opt["config"]),
+                    seed=config["seed"], dtype=config["dtype"], threads=config["threads"])
+        model.build(val.positive_int(config["input_dim"], "input_dim"))
+        return model
+
+    def _restore(self, params, state1, state2, config):
+        """Set weights, optimizer state, random state and history saved by ``save``."""
+        if params.dtype != self.dtype or params.shape != self.flat_params.shape:
+            raise ValueError(f"params of {params.dtype} {params.shape} do not fit the"
+                             f" architecture ({np.dtype(self.dtype).name} {self.flat_params.shape})")
+        if not val.all_finite(params):
+            raise ValueError("params hold NaN or infinity")
+        live = self.optimizer.flat_state(self.flat_params.size, self.dtype)
+        for saved, buffer in zip((state1, state2), live):
+            if saved.dtype != self.dtype or saved.shape != buffer.shape:
+                raise ValueError("optimizer state does not fit the optimizer")
+        np.copyto(self.flat_params, params)
+        for saved, buffer in zip((state1, state2), live):
+            np.copyto(buffer, saved)
+        self.optimizer.iterations = val.positive_int(config["optimizer"]["iterations"],
+                                                     "iterations", minimum=0)
+        self._rng.bit_generator.state = config["rng_state"]
+        history = config["history"]
+        self.history.epoch = [int(e) for e in history["epoch"]]
+        self.history.history = {str(k): [float(v) for v in values]
+                                for k, values in history["history"].items()}
+        self._epochs_done = val.positive_int(config["epochs_done"], "epochs_done", minimum=0)
 
     def count_params(self):
         self._require_built()

@@ -1,0 +1,148 @@
+"""model.save / fastbp.load: exact round trips, atomic writes, refusal of bad files."""
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+import fastbp
+
+
+@pytest.fixture
+def trained():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 5)), rng.integers(0, 3, 60)
+    model = fastbp.Sequential(
+        [fastbp.Dense(7, "leaky_relu", negative_slope=0.05), fastbp.Dense(3, "softmax")],
+        optimizer=fastbp.Adam(lr=0.01, betas=(0.8, 0.99)), seed=3)
+    model.fit(X, y, epochs=4, batch_size=16, validation_data=(X[:10], y[:10]))
+    return model, X, y
+
+
+def test_round_trip_is_exact(trained, tmp_path):
+    model, X, y = trained
+    path = model.save(tmp_path / "model")
+    assert path.endswith("model.npz") and os.path.exists(path)
+    loaded = fastbp.load(path)
+    np.testing.assert_array_equal(loaded.flat_params, model.flat_params)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    assert loaded.history.history == model.history.history
+    assert loaded.optimizer.iterations == model.optimizer.iterations == 16
+    assert loaded.optimizer.betas == (0.8, 0.99) and loaded.layers[0].negative_slope == 0.05
+    assert loaded.flat_params.dtype == np.float32 and loaded.loss.name == "cross_entropy"
+    # Training goes on exactly as it would have: optimizer state and shuffling included.
+    model.fit(X, y, epochs=2, batch_size=16)
+    loaded.fit(X, y, epochs=2, batch_size=16)
+    np.testing.assert_array_equal(loaded.flat_params, model.flat_params)
+    assert loaded.history.epoch == model.history.epoch == list(range(6))
+
+
+@pytest.mark.parametrize("optimizer", [fastbp.SGD(lr=0.1, momentum=0.9, nesterov=True),
+                                       fastbp.SGD(lr=0.1)])
+def test_round_trip_float64_sgd(optimizer, tmp_path):
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(30, 2)), rng.normal(size=30)
+    model = fastbp.Sequential([fastbp.Dense(4, "tanh"), fastbp.Dense(1)], loss="mse",
+                              optimizer=optimizer, dtype="float64", seed=0)
+    model.fit(X, y, epochs=2, batch_size=8)
+    loaded = fastbp.load(model.save(tmp_path / "m.npz"))
+    assert loaded.flat_params.dtype == np.float64
+    model.fit(X, y, epochs=1, batch_size=8)
+    loaded.fit(X, y, epochs=1, batch_size=8)
+    np.testing.assert_array_equal(loaded.flat_params, model.flat_params)
+
+
+def test_save_is_atomic_and_leaves_no_temporary(trained, tmp_path, monkeypatch):
+    model, X, _ = trained
+    path = model.save(tmp_path / "m.npz")
+    before = open(path, "rb").read()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(path)
+    assert open(path, "rb").read() == before  # the old file is untouched
+    assert os.listdir(tmp_path) == ["m.npz"]
+
+
+def test_unbuilt_model_cannot_be_saved(tmp_path):
+    with pytest.raises(RuntimeError, match="no weights"):
+        fastbp.Sequential([fastbp.Dense(1)]).save(tmp_path / "m.npz")
+
+
+def rewrite(path, change):
+    """Rewrite a saved model with ``change(arrays)`` applied to its arrays."""
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    change(arrays)
+    np.savez(path, **arrays)
+
+
+def edit_config(update):
+    def change(arrays):
+        config = json.loads(str(arrays["config"]))
+        update(config)
+        arrays["config"] = np.array(json.dumps(config))
+    return change
+
+
+@pytest.mark.parametrize("change,message", [
+    (edit_config(lambda c: c.update(format="something-else")), "not a fastbp model"),
+    (edit_config(lambda c: c.update(format_version=99)), "upgrade fastbp"),
+    (edit_config(lambda c: c["layers"][0]["config"].update(activation="swish")),
+     "unknown activation"),
+    (edit_config(lambda c: c["layers"][0]["config"].update(units=8)), "inconsistent"),
+    (edit_config(lambda c: c["optimizer"].update({"class": "Evil"})), "unknown optimizer"),
+    (edit_config(lambda c: c["layers"][0].update({"class": "os.system"})), "unknown layer"),
+    (edit_config(lambda c: c.update(dtype="int64")), "dtype"),
+    (lambda a: a.update(config=np.array("{not json")), "corrupt config"),
+    (lambda a: a.pop("params"), "lacks"),
+    (lambda a: a.update(params=a["params"][:-1]), "do not fit"),
+    (lambda a: a["params"].__setitem__(0, np.nan), "NaN"),
+    (lambda a: a.update(optimizer_state_0=a["optimizer_state_0"][:3]), "optimizer state"),
+], ids=["format", "version", "activation", "units", "optimizer", "layer", "dtype", "json",
+        "missing", "size", "nan", "state"])
+def test_tampered_files_are_refused(trained, tmp_path, change, message):
+    model, _, _ = trained
+    path = model.save(tmp_path / "m.npz")
+    rewrite(path, change)
+    with pytest.raises(fastbp.ModelFileError, match=message):
+        fastbp.load(path)
+
+
+def test_truncated_foreign_and_pickled_files_are_refused(trained, tmp_path):
+    model, _, _ = trained
+    path = model.save(tmp_path / "m.npz")
+    data = open(path, "rb").read()
+    for cut in (10, len(data) // 2, len(data) - 5):
+        with open(tmp_path / "cut.npz", "wb") as f:
+            f.write(data[:cut])
+        with pytest.raises(fastbp.ModelFileError):
+            fastbp.load(tmp_path / "cut.npz")
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(fastbp.ModelFileError):
+        fastbp.load(tmp_path / "text.npz")
+    np.savez(tmp_path / "foreign.npz", a=np.ones(3))
+    with pytest.raises(fastbp.ModelFileError, match="lacks"):
+        fastbp.load(tmp_path / "foreign.npz")
+    # An object array needs pickle to load: refused, and nothing in it runs.
+    np.savez(tmp_path / "pickled.npz", config=np.array([{"x": 1}], dtype=object),
+             params=np.ones(3), optimizer_state_0=np.ones(0), optimizer_state_1=np.ones(0))
+    with pytest.raises(fastbp.ModelFileError):
+        fastbp.load(tmp_path / "pickled.npz")
+    with pytest.raises(FileNotFoundError):
+        fastbp.load(tmp_path / "absent.npz")
+
+
+def test_file_is_a_plain_npz_with_documented_entries(trained, tmp_path):
+    model, _, _ = trained
+    path = model.save(tmp_path / "m.npz")
+    assert sorted(zipfile.ZipFile(path).namelist()) == [
+        "config.npy", "optimizer_state_0.npy", "optimizer_state_1.npy", "params.npy"]
+    with np.load(path, allow_pickle=False) as archive:
+        config = json.loads(str(archive["config"]))
+    assert config["format"] == "fastbp-model" and config["fastbp_version"] == fastbp.__version__
+    assert [layer["config"]["units"] for layer in config["layers"]] == [7, 3]
