@@ -93,6 +93,20 @@ def positive_int(value, name, minimum=1):
     return int(value)
 
 
+def nonnegative_float(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) \
+            or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def fraction(value, name):
+    """A number in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
 def float_dtype(dtype):
     """Return np.float32 or np.float64 for a dtype given by name or object."""
     if dtype is None:

@@ -1,20 +1,32 @@
 """The Sequential model: owns the flat parameter buffer and the workspaces, checks
 inputs once per call, and hands whole epochs of minibatches to the compiled step."""
-import sys
 import time
+import warnings
 
 import numpy as np
 
 from . import _validation as val
 from .activations import ACTIVATIONS
 from .layers import Dense, Layer
-from .losses import LOSS_BCE, get_loss
+from .losses import LOSS_BCE, LOSS_CE_LABELS, get_loss
 from .optimizers import OPTIMIZERS, get_optimizer
-from . import _threads
+from . import _interrupt, _progress, _threads
 from ._backend import core
+from .callbacks import Callback
 
 # Rows per chunk for predict and evaluate.
 INFERENCE_CHUNK = 512
+# Floating-point operations per compiled training call (about 10 ms of work).
+CHUNK_FLOPS = 4e9
+
+
+def _check_callbacks(callbacks):
+    callbacks = list(callbacks or [])
+    for callback in callbacks:
+        if not isinstance(callback, Callback):
+            raise TypeError(f"callbacks must be fastbp.callbacks.Callback instances, got"
+                            f" {type(callback).__name__}")
+    return callbacks
 
 
 class History:
@@ -119,6 +131,8 @@ class Sequential:
         self.flat_params = self.flat_grads = None
         self._train_ws = self._infer_ws = None
         self._epochs_done = 0
+        self._classes_seen = False
+        self.stop_training = False
         self.loss = get_loss(loss) if loss is not None else None
         if input_dim is not None:
             self.build(val.positive_int(input_dim, "input_dim"))
@@ -225,8 +239,8 @@ class Sequential:
 
     # -- training -----------------------------------------------------------------
     def fit(self, X, y, epochs=10, batch_size=32, shuffle=True, validation_data=None,
-            verbose=0):
-        """Train by minibatch gradient descent.
+            validation_split=0.0, callbacks=None, verbose=0, tol=None, n_iter_no_change=10):
+        """Train by minibatch gradient descent, continuing from the current weights.
 
         Parameters
         ----------
@@ -245,14 +259,31 @@ class Sequential:
         shuffle : bool, default True
             Reshuffle the samples before each epoch (from the model seed).
         validation_data : (X_val, y_val), optional
-            Evaluated after each epoch: "val_loss" (and "val_accuracy").
-        verbose : int, default 0
-            0 silent, 1 one line per epoch.
+            Evaluated after each epoch: "val_loss", and "val_accuracy" for
+            classification or "val_mae" and "val_r2" for regression.
+        validation_split : float, default 0
+            Instead of validation_data: hold out this fraction of (X, y), drawn at
+            random from the model seed, stratified by class for classification.
+        callbacks : list of fastbp.callbacks.Callback, optional
+            EarlyStopping, ModelCheckpoint, LearningRateScheduler, ... .
+        verbose : {0, 1, 2}, default 0
+            0 silent; 1 a progress bar (tqdm when installed); 2 one line per epoch.
+        tol : float, optional
+            With ``n_iter_no_change``: stop when the loss (the validation loss when
+            there is validation data) has not improved by at least ``tol`` for that
+            many epochs in a row, as scikit-learn's MLP does. None: never.
+        n_iter_no_change : int, default 10
 
         Returns
         -------
         History
             The model's history (``model.history``), extended by this call.
+
+        Notes
+        -----
+        Ctrl-C stops training at the end of the run of minibatches in progress (a
+        few milliseconds): the weights keep every completed update, the History keeps
+        the completed epochs, and fit returns after a warning.
 
         Raises
         ------
@@ -266,22 +297,89 @@ class Sequential:
         """
         epochs = val.positive_int(epochs, "epochs", minimum=0)
         batch_size = val.positive_int(batch_size, "batch_size")
+        callbacks = _check_callbacks(callbacks)
+        if tol is not None:
+            tol = val.nonnegative_float(tol, "tol")
+            n_iter_no_change = val.positive_int(n_iter_no_change, "n_iter_no_change")
+        split = val.fraction(validation_split, "validation_split")
+        if split and validation_data is not None:
+            raise ValueError("give validation_data or validation_split, not both")
         # NaN or infinity in X or y makes a minibatch's loss non-finite: the compiled
         # step stops there, and X and y are scanned only then, so that a clean fit
         # pays no separate pass over the data.
         X, kind, targets, labels = self._check_Xy(X, y, finite=False)
+        val_data = None
         if validation_data is not None:
             try:
                 X_val, y_val = validation_data
             except (TypeError, ValueError):
                 raise ValueError("validation_data must be a pair (X_val, y_val)") from None
             val_data = self._check_Xy(X_val, y_val, ("X_val", "y_val"))
+        elif split:
+            (X, targets, labels), val_data = self._split(X, kind, targets, labels, split)
+        return self._train(X, kind, targets, labels, epochs, batch_size, shuffle, val_data,
+                           callbacks, verbose, tol, n_iter_no_change)
+
+    def partial_fit(self, X, y, classes=None, batch_size=32, shuffle=True):
+        """One more epoch on (X, y), continuing from the current weights and
+        optimizer state (online learning).
+
+        For cross-entropy with class labels, the first call takes ``classes``, the
+        full list of classes the model will ever see (the integers 0 to
+        n_outputs - 1), so that a first batch lacking some classes is no surprise.
+        """
+        loss = self._resolve_loss()
+        if classes is not None or (loss.name == "cross_entropy" and np.ndim(y) == 1
+                                   and not self._classes_seen):
+            if loss.name != "cross_entropy":
+                raise ValueError(f"classes applies to cross_entropy, not {loss.name}")
+            if classes is None:
+                raise ValueError("the first partial_fit of a classifier needs classes="
+                                 " (all class labels, 0 to n_outputs - 1)")
+            classes = np.asarray(classes)
+            if classes.ndim != 1 or classes.dtype.kind not in "iu" or \
+                    sorted(classes.tolist()) != list(range(self.n_outputs)):
+                raise ValueError(f"classes must be the labels 0 to {self.n_outputs - 1} (one per"
+                                 f" output unit), got {classes.tolist()}")
+            self._classes_seen = True
+        return self.fit(X, y, epochs=1, batch_size=batch_size, shuffle=shuffle)
+
+    def _split(self, X, kind, targets, labels, fraction):
+        """Split checked arrays into training and validation parts (``fraction`` of
+        the rows, stratified by class for classification)."""
+        n = X.shape[0]
+        strata = None
+        if kind == LOSS_CE_LABELS:
+            strata = labels
+        elif self.loss.is_classifier:
+            strata = targets.argmax(axis=1) if kind != LOSS_BCE or targets.shape[1] > 1 \
+                else (targets[:, 0] >= 0.5).astype(np.intp)
+        if strata is None:
+            held = self._rng.permutation(n)[:int(round(n * fraction))]
+        else:
+            held = np.concatenate([
+                self._rng.permutation(np.flatnonzero(strata == c))[
+                    :int(round(np.count_nonzero(strata == c) * fraction))]
+                for c in np.unique(strata)])
+        if held.size == 0 or held.size == n:
+            raise ValueError(f"validation_split={fraction} of {n} samples leaves an empty"
+                             " training or validation set")
+        keep = np.ones(n, dtype=bool)
+        keep[held] = False
+        held.sort()
+        pick = (lambda a, rows: a[rows] if a.size else a)
+        X_val, t_val, l_val = X[held], pick(targets, held), pick(labels, held)
+        val.check_finite(X_val, "X")
+        val.check_finite(t_val, "y")
+        return (X[keep], pick(targets, keep), pick(labels, keep)), (X_val, kind, t_val, l_val)
+
+    def _train(self, X, kind, targets, labels, epochs, batch_size, shuffle, val_data,
+               callbacks, verbose, tol, n_iter_no_change):
         n = X.shape[0]
         batch = min(batch_size, n)
         n_batches = -(-n // batch)
         ws = self._workspace(batch, training=True)
         state1, state2 = self.optimizer.flat_state(self.flat_params.size, self.dtype)
-        hyper = self.optimizer.hyperparameters()
         order = np.arange(n, dtype=np.intp) if shuffle else np.empty(0, dtype=np.intp)
         batch_loss = np.zeros(n_batches)
         batch_correct = np.zeros(n_batches, dtype=np.intp)
@@ -289,50 +387,95 @@ class Sequential:
         batch_rows[-1] = n - batch * (n_batches - 1)
         per_sample = targets.shape[1] if kind == LOSS_BCE else 1  # predictions per sample
         train_run = core().train_run
-        step_threads, blas_threads = _threads.plan(6 * self.flat_params.size * batch,
-                                                   self.threads)
+        flops_per_step = 6 * self.flat_params.size * batch
+        step_threads, blas_threads = _threads.plan(flops_per_step, self.threads)
+        # Minibatches per compiled call: enough work to make the Python between
+        # calls (callbacks, Ctrl-C, progress) negligible, little enough to answer
+        # Ctrl-C within milliseconds.
+        chunk = max(1, int(CHUNK_FLOPS // flops_per_step))
         # Start-of-epoch copies, restored if training diverges.
         saved = [np.empty_like(a) for a in (self.flat_params, state1, state2)]
-
-        with _threads.blas_limited(blas_threads):
-            for _ in range(epochs):
-                started = time.perf_counter()
-                for copy, live in zip(saved, (self.flat_params, state1, state2)):
-                    np.copyto(copy, live)
-                saved_step = self.optimizer.iterations
-                if shuffle:
-                    self._rng.shuffle(order)
-                status, done, step = train_run(
-                    self.flat_params, self.flat_grads, ws.buffer, ws.labels, X, targets, labels,
-                    order, batch, 0, n_batches, self._spec, self._act_param, ws.layout,
-                    kind, self.optimizer.code, hyper, state1, state2, self.optimizer.iterations,
-                    batch_loss, batch_correct, step_threads)
-                self.optimizer.iterations = step
-                if status != core().STATUS_OK or not val.all_finite(self.flat_params):
+        progress = _progress.make(verbose, epochs, n_batches, self._epochs_done)
+        self.stop_training = False
+        for callback in callbacks:
+            callback.set_model(self)
+            callback.on_train_begin({})
+        best, stale = np.inf, 0
+        interrupted = None
+        try:
+            with _threads.blas_limited(blas_threads), _interrupt.requests() as stop_requested:
+                for _ in range(epochs):
+                    epoch, started = self._epochs_done, time.perf_counter()
+                    for callback in callbacks:
+                        callback.on_epoch_begin(epoch, {})
+                    hyper = self.optimizer.hyperparameters()  # a callback may change lr
                     for copy, live in zip(saved, (self.flat_params, state1, state2)):
-                        np.copyto(live, copy)
-                    self.optimizer.iterations = saved_step
-                    val.check_finite(X, "X")
-                    val.check_finite(targets, "y")
-                    what = (f"the training loss became {batch_loss[done]} at minibatch {done}"
-                            if status != core().STATUS_OK else "the weights became NaN or infinite")
-                    raise FloatingPointError(
-                        f"training diverged in epoch {self._epochs_done}: {what}. The weights and"
-                        f" optimizer state are restored to the start of that epoch. Try a smaller"
-                        f" learning rate (now {self.optimizer.lr}) or scale the inputs."
-                    )
-                metrics = {"loss": float(batch_loss @ batch_rows) / n}
-                if self.loss.is_classifier:
-                    metrics["accuracy"] = batch_correct.sum() / (n * per_sample)
-                if validation_data is not None:
-                    for key, value in self._evaluate_checked(*val_data).items():
-                        metrics["val_" + key] = value
-                self.history._append(self._epochs_done, metrics)
-                self._epochs_done += 1
-                if verbose:
-                    shown = " - ".join(f"{k}: {v:.4f}" for k, v in metrics.items())
-                    print(f"epoch {self._epochs_done}: {shown} - {time.perf_counter() - started:.3f}s",
-                          file=sys.stdout, flush=True)
+                        np.copyto(copy, live)
+                    saved_step = self.optimizer.iterations
+                    if shuffle:
+                        self._rng.shuffle(order)
+                    done = 0
+                    while done < n_batches:
+                        status, ran, step = train_run(
+                            self.flat_params, self.flat_grads, ws.buffer, ws.labels, X,
+                            targets, labels, order, batch, done, min(n_batches, done + chunk),
+                            self._spec, self._act_param, ws.layout, kind, self.optimizer.code,
+                            hyper, state1, state2, self.optimizer.iterations, batch_loss,
+                            batch_correct, step_threads)
+                        self.optimizer.iterations = step
+                        done += ran
+                        if status != core().STATUS_OK:
+                            break
+                        progress.batches(ran)
+                        for callback in callbacks:
+                            callback.on_batch_chunk_end(done, {"batch": done})
+                        if stop_requested():
+                            interrupted = (epoch, done)
+                            break
+                    if status != core().STATUS_OK or not val.all_finite(self.flat_params):
+                        for copy, live in zip(saved, (self.flat_params, state1, state2)):
+                            np.copyto(live, copy)
+                        self.optimizer.iterations = saved_step
+                        val.check_finite(X, "X")
+                        val.check_finite(targets, "y")
+                        what = (f"the training loss became {batch_loss[done]} at minibatch {done}"
+                                if status != core().STATUS_OK
+                                else "the weights became NaN or infinite")
+                        raise FloatingPointError(
+                            f"training diverged in epoch {epoch}: {what}. The weights and"
+                            f" optimizer state are restored to the start of that epoch. Try a"
+                            f" smaller learning rate (now {self.optimizer.lr}) or scale the"
+                            " inputs.")
+                    if interrupted:
+                        break
+                    metrics = {"loss": float(batch_loss @ batch_rows) / n}
+                    if self.loss.is_classifier:
+                        metrics["accuracy"] = batch_correct.sum() / (n * per_sample)
+                    if val_data is not None:
+                        for key, value in self._evaluate_checked(*val_data).items():
+                            metrics["val_" + key] = value
+                    for callback in callbacks:
+                        callback.on_epoch_end(epoch, metrics)
+                    self.history._append(epoch, metrics)
+                    self._epochs_done += 1
+                    progress.epoch_end(epoch, metrics, time.perf_counter() - started)
+                    if tol is not None:
+                        current = metrics["val_loss" if val_data is not None else "loss"]
+                        stale = stale + 1 if current > best - tol else 0
+                        best = min(best, current)
+                        if stale >= n_iter_no_change:
+                            self.stop_training = True
+                    if self.stop_training:
+                        break
+        finally:
+            progress.close()
+        for callback in callbacks:
+            callback.on_train_end({})
+        if interrupted:
+            warnings.warn(f"training interrupted (Ctrl-C) in epoch {interrupted[0]} after"
+                          f" {interrupted[1]} of {n_batches} minibatches: the weights keep"
+                          " those updates; the History holds the completed epochs",
+                          stacklevel=3)
         return self.history
 
     # -- inference ----------------------------------------------------------------

@@ -270,9 +270,9 @@ def test_regression_metrics():
 
 def test_verbose_prints_one_line_per_epoch(capsys):
     model = fastbp.Sequential([fastbp.Dense(2)], loss="cross_entropy", seed=0)
-    model.fit(XOR_X, XOR_Y, epochs=3, verbose=1)
+    model.fit(XOR_X, XOR_Y, epochs=3, verbose=2)
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3 and lines[0].startswith("epoch 1:") and "accuracy" in lines[0]
+    assert len(lines) == 3 and lines[0].startswith("epoch 1/3:") and "accuracy" in lines[0]
     model.fit(XOR_X, XOR_Y, epochs=2, verbose=0)
     assert capsys.readouterr().out == ""
 

@@ -1,0 +1,255 @@
+"""Callbacks: code that runs at points of ``fit`` (Keras conventions).
+
+``fit(..., callbacks=[...])`` calls, on each callback:
+
+- ``on_train_begin(logs)`` and ``on_train_end(logs)``,
+- ``on_epoch_begin(epoch, logs)`` and ``on_epoch_end(epoch, logs)``, where the end's
+  ``logs`` holds the epoch's metrics ("loss", "accuracy", "val_loss", ...),
+- ``on_batch_chunk_end(batch, logs)`` after each run of minibatches that the
+  compiled step trained in one call (``batch`` counts the epoch's minibatches done).
+
+A callback stops training by setting ``model.stop_training = True``. Learning-rate
+schedules and early stopping live here, not in the optimizer.
+"""
+import math
+import numbers
+import os
+
+import numpy as np
+
+
+class Callback:
+    """Base class: every hook does nothing. ``self.model`` is the model being fit."""
+
+    def __init__(self):
+        self.model = None
+
+    def set_model(self, model):
+        self.model = model
+
+    def on_train_begin(self, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+    def on_epoch_begin(self, epoch, logs=None):
+        pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def on_batch_chunk_end(self, batch, logs=None):
+        pass
+
+
+def _mode_for(monitor, mode):
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    if mode != "auto":
+        return mode
+    return "max" if any(word in monitor for word in ("accuracy", "acc", "r2")) else "min"
+
+
+class _Monitor:
+    """Tracks the best value of a monitored metric."""
+
+    def __init__(self, monitor, mode, min_delta):
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be a metric name, got {monitor!r}")
+        if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real) \
+                or not min_delta >= 0:
+            raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
+        self.monitor = monitor
+        self.mode = _mode_for(monitor, mode)
+        self.min_delta = float(min_delta)
+        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def value(self, logs, who):
+        if self.monitor not in logs:
+            raise ValueError(
+                f"{who} monitors {self.monitor!r}, which fit does not report (it reports"
+                f" {sorted(logs)}); give validation_data or validation_split for 'val_*'"
+                " metrics"
+            )
+        return logs[self.monitor]
+
+    def improved(self, value):
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+
+def _check_int(value, name, minimum=0):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class EarlyStopping(Callback):
+    """Stop when a monitored metric stops improving.
+
+    Parameters
+    ----------
+    monitor : str, default "val_loss"
+        A key of the epoch logs ("loss", "val_loss", "val_accuracy", ...).
+    patience : int, default 0
+        Epochs without improvement to wait before stopping.
+    min_delta : float, default 0
+        The least change that counts as an improvement.
+    mode : {"auto", "min", "max"}, default "auto"
+        Whether lower or higher is better; "auto" takes higher for accuracy and R^2.
+    restore_best_weights : bool, default False
+        At the end of training, set the weights to those of the best epoch.
+
+    Attributes
+    ----------
+    stopped_epoch : int or None
+        The epoch after which training stopped, None when it ran to the end.
+    best_epoch : int or None
+    """
+
+    def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto",
+                 restore_best_weights=False):
+        super().__init__()
+        self._monitor = _Monitor(monitor, mode, min_delta)
+        self.monitor = monitor
+        self.patience = _check_int(patience, "patience")
+        self.restore_best_weights = bool(restore_best_weights)
+
+    def on_train_begin(self, logs=None):
+        self._monitor.best = math.inf if self._monitor.mode == "min" else -math.inf
+        self.wait = 0
+        self.stopped_epoch = None
+        self.best_epoch = None
+        self._best_weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = self._monitor.value(logs, "EarlyStopping")
+        if self._monitor.improved(value):
+            self._monitor.best = value
+            self.best_epoch = epoch
+            self.wait = 0
+            if self.restore_best_weights:
+                self._best_weights = self.model.flat_params.copy()
+            return
+        self.wait += 1
+        if self.wait > self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.restore_best_weights and self._best_weights is not None:
+            np.copyto(self.model.flat_params, self._best_weights)
+
+    @property
+    def best(self):
+        return self._monitor.best
+
+
+class ModelCheckpoint(Callback):
+    """Save the model after epochs (``model.save``).
+
+    Parameters
+    ----------
+    path : str
+        File to write; may hold ``{epoch}`` (from 1) and metric fields, as in
+        ``"ckpt-{epoch:03d}-{val_loss:.3f}.npz"``.
+    monitor : str, default "val_loss"
+    save_best_only : bool, default False
+        Save only when the monitored metric improves.
+    mode : {"auto", "min", "max"}, default "auto"
+    """
+
+    def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto"):
+        super().__init__()
+        self.path = os.fspath(path)
+        self._monitor = _Monitor(monitor, mode, 0.0)
+        self.save_best_only = bool(save_best_only)
+        self.saved = []
+
+    def on_train_begin(self, logs=None):
+        self._monitor.best = math.inf if self._monitor.mode == "min" else -math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.save_best_only:
+            value = self._monitor.value(logs, "ModelCheckpoint")
+            if not self._monitor.improved(value):
+                return
+            self._monitor.best = value
+        self.saved.append(self.model.save(self.path.format(epoch=epoch + 1, **logs)))
+
+
+class LearningRateScheduler(Callback):
+    """Set the optimizer's learning rate at the start of every epoch.
+
+    Parameters
+    ----------
+    schedule : callable
+        ``schedule(epoch) -> lr``, epoch counted from 0 across fit calls; for
+        example a schedule from ``fastbp.schedules``.
+    """
+
+    def __init__(self, schedule):
+        super().__init__()
+        if not callable(schedule):
+            raise TypeError(f"schedule must be callable, got {schedule!r}")
+        self.schedule = schedule
+
+    def on_epoch_begin(self, epoch, logs=None):
+        lr = self.schedule(epoch)
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (
+                math.isfinite(lr) and lr >= 0):
+            raise ValueError(f"the schedule gave learning rate {lr!r} for epoch {epoch}:"
+                             " it must be a finite number >= 0")
+        self.model.optimizer.lr = float(lr)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["lr"] = self.model.optimizer.lr
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when a metric stops improving.
+
+    Parameters
+    ----------
+    monitor : str, default "val_loss"
+    factor : float, default 0.1
+        In (0, 1).
+    patience : int, default 10
+        Epochs without improvement before a reduction.
+    min_delta : float, default 1e-4
+    min_lr : float, default 0
+        The learning rate never goes below it.
+    mode : {"auto", "min", "max"}, default "auto"
+    """
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, min_delta=1e-4,
+                 min_lr=0.0, mode="auto"):
+        super().__init__()
+        if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or \
+                not 0 < factor < 1:
+            raise ValueError(f"factor must lie in (0, 1), got {factor!r}")
+        if isinstance(min_lr, bool) or not isinstance(min_lr, numbers.Real) or not min_lr >= 0:
+            raise ValueError(f"min_lr must be a number >= 0, got {min_lr!r}")
+        self._monitor = _Monitor(monitor, mode, min_delta)
+        self.factor = float(factor)
+        self.patience = _check_int(patience, "patience")
+        self.min_lr = float(min_lr)
+
+    def on_train_begin(self, logs=None):
+        self._monitor.best = math.inf if self._monitor.mode == "min" else -math.inf
+        self.wait = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = self._monitor.value(logs, "ReduceLROnPlateau")
+        if self._monitor.improved(value):
+            self._monitor.best = value
+            self.wait = 0
+        else:
+            self.wait += 1
+            if self.wait > self.patience:
+                optimizer = self.model.optimizer
+                optimizer.lr = max(optimizer.lr * self.factor, self.min_lr)
+                self.wait = 0
+        logs["lr"] = self.model.optimizer.lr
