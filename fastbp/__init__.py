@@ -10,17 +10,19 @@ optimizer loops) under a small Python API::
     model.fit(X, y, epochs=20, batch_size=32)
     probabilities = model.predict(X)
 """
-from . import activations, initializers, losses, optimizers
+from . import activations, callbacks, initializers, losses, optimizers, schedules
 from .layers import Dense, Layer
 from .losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss
 from .model import History, Sequential
-from .optimizers import SGD, Adam, Optimizer
+from .optimizers import SGD, Adagrad, Adam, AdamW, Optimizer, RMSProp
 from .persistence import ModelFileError, load
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adagrad",
     "Adam",
+    "AdamW",
     "BinaryCrossEntropy",
     "CrossEntropy",
     "Dense",
@@ -30,11 +32,14 @@ __all__ = [
     "ModelFileError",
     "MSE",
     "Optimizer",
+    "RMSProp",
     "SGD",
     "Sequential",
     "activations",
+    "callbacks",
     "initializers",
     "load",
     "losses",
     "optimizers",
+    "schedules",
 ]

@@ -25,6 +25,8 @@ Design, in a few points:
 
 Layer table (``spec``, an intp array of shape (n_layers, SPEC_WIDTH)), per layer:
 ``n_in, n_out, activation code, weight offset, bias offset`` into the flat parameter
+and gradient buffers, ``trainable`` (0: no gradient is computed for the layer, and
+no delta below the lowest trainable layer)
 and gradient buffers. Workspace layout (``layout``, an intp array): offsets into the
 flat workspace of the gathered input batch, the gathered target batch, the two
 ping-pong delta buffers, then one activation buffer per layer. Each buffer holds up
@@ -63,6 +65,14 @@ cdef enum:
 cdef enum:
     OPT_SGD = 0
     OPT_ADAM = 1
+    OPT_RMSPROP = 2
+    OPT_ADAGRAD = 3
+
+# The hyperparameter vector: the optimizer's own in 0..7, then gradient clipping.
+cdef enum:
+    HYPER_CLIPNORM = 8
+    HYPER_CLIPVALUE = 9
+    HYPER_SIZE = 10
 
 # Columns of the layer table.
 cdef enum:
@@ -71,7 +81,8 @@ cdef enum:
     SPEC_ACT = 2
     SPEC_W_OFF = 3
     SPEC_B_OFF = 4
-    SPEC_WIDTH = 5
+    SPEC_TRAINABLE = 5
+    SPEC_WIDTH = 6
 
 # Entries of the workspace layout: the gathered batch, then for each layer l its
 # output at LAY_ACT0 + l and its delta dL/dz at LAY_ACT0 + n_layers + l.
@@ -85,6 +96,8 @@ cdef enum:
     MAX_PARTS = 64
 
 SPEC_COLUMNS = SPEC_WIDTH
+SPEC = {"n_in": SPEC_N_IN, "n_out": SPEC_N_OUT, "activation": SPEC_ACT,
+        "weight_offset": SPEC_W_OFF, "bias_offset": SPEC_B_OFF, "trainable": SPEC_TRAINABLE}
 LAYOUT_FIXED = LAY_ACT0
 MAX_THREADS = MAX_PARTS
 HAVE_OPENMP = bool(FBP_HAVE_OPENMP)
@@ -143,10 +156,27 @@ cdef extern from "_vmath.h" nogil:
                      double momentum, double wd, int nesterov)
     void fbp_adam_f32(float* p, const float* g, float* m, float* v, Py_ssize_t n,
                       float step_size, float bias2_sqrt, float one_minus_beta1, float beta2,
-                      float one_minus_beta2, float wd, float eps)
+                      float one_minus_beta2, float wd, float eps, float decay)
     void fbp_adam_f64(double* p, const double* g, double* m, double* v, Py_ssize_t n,
                       double step_size, double bias2_sqrt, double one_minus_beta1,
-                      double beta2, double one_minus_beta2, double wd, double eps)
+                      double beta2, double one_minus_beta2, double wd, double eps,
+                      double decay)
+    void fbp_rmsprop_f32(float* p, const float* g, float* v, float* buf, float* avg,
+                         Py_ssize_t n, float lr, float alpha, float eps, float wd,
+                         float momentum)
+    void fbp_rmsprop_f64(double* p, const double* g, double* v, double* buf, double* avg,
+                         Py_ssize_t n, double lr, double alpha, double eps, double wd,
+                         double momentum)
+    void fbp_adagrad_f32(float* p, const float* g, float* sum, Py_ssize_t n, float clr,
+                         float wd, float eps)
+    void fbp_adagrad_f64(double* p, const double* g, double* sum, Py_ssize_t n, double clr,
+                         double wd, double eps)
+    double fbp_sum_squares_f32(const float* g, Py_ssize_t n)
+    double fbp_sum_squares_f64(const double* g, Py_ssize_t n)
+    void fbp_scale_f32(float* g, Py_ssize_t n, float factor)
+    void fbp_scale_f64(double* g, Py_ssize_t n, double factor)
+    void fbp_clamp_f32(float* g, Py_ssize_t n, float limit)
+    void fbp_clamp_f64(double* g, Py_ssize_t n, double limit)
 
 
 cdef inline floating _exp(floating x) noexcept nogil:
@@ -455,26 +485,78 @@ cdef void _sgd_update(floating* p, const floating* g, floating* buf, Py_ssize_t 
 
 cdef void _adam_update(floating* p, const floating* g, floating* m, floating* v,
                        Py_ssize_t n, double lr, double beta1, double beta2, double eps,
-                       double weight_decay, long long step) noexcept nogil:
-    """PyTorch's Adam (L2 weight decay added to the gradient); ``step`` counts from 1."""
+                       double weight_decay, bint decoupled, long long step) noexcept nogil:
+    """PyTorch's Adam (L2 weight decay added to the gradient) or AdamW (decoupled:
+    the weights shrink by lr * weight_decay first); ``step`` counts from 1."""
     cdef double step_size = lr / (1 - pow(beta1, <double>step))
     cdef double bias2_sqrt = sqrt(1 - pow(beta2, <double>step))
+    cdef double wd = 0 if decoupled else weight_decay
+    cdef double decay = 1 - lr * weight_decay if decoupled else 1
     if floating is float:
         fbp_adam_f32(p, g, m, v, n, step_size, bias2_sqrt, 1 - beta1, beta2, 1 - beta2,
-                     weight_decay, eps)
+                     wd, eps, decay)
     else:
         fbp_adam_f64(p, g, m, v, n, step_size, bias2_sqrt, 1 - beta1, beta2, 1 - beta2,
-                     weight_decay, eps)
+                     wd, eps, decay)
 
 
-cdef void _optimizer_step(int kind, floating* p, const floating* g, floating* s1,
-                          floating* s2, Py_ssize_t n, const double* h,
+cdef void _optimizer_step(int kind, floating* p, const floating* g, floating* state,
+                          Py_ssize_t stride, Py_ssize_t n, const double* h,
                           long long step) noexcept nogil:
-    # h: SGD (lr, momentum, weight_decay, nesterov); Adam (lr, beta1, beta2, eps, weight_decay).
+    """One update of ``n`` parameters from ``p``; the optimizer's state buffers are the
+    rows of ``state`` (row stride ``stride``), offset like ``p``. ``h`` holds:
+    SGD (lr, momentum, weight_decay, nesterov); Adam (lr, beta1, beta2, eps,
+    weight_decay, decoupled); RMSprop (lr, alpha, eps, weight_decay, momentum,
+    centered); Adagrad (lr, lr_decay, weight_decay, eps)."""
+    cdef floating* row1 = state + stride
+    cdef floating* row2 = state + 2 * stride
     if kind == OPT_SGD:
-        _sgd_update(p, g, s1, n, <floating>h[0], <floating>h[1], <floating>h[2], h[3] != 0)
+        _sgd_update(p, g, state, n, <floating>h[0], <floating>h[1], <floating>h[2], h[3] != 0)
+    elif kind == OPT_ADAM:
+        _adam_update(p, g, state, row1, n, h[0], h[1], h[2], h[3], h[4], h[5] != 0, step)
+    elif kind == OPT_RMSPROP:
+        if floating is float:
+            fbp_rmsprop_f32(p, g, state, row1 if h[4] != 0 else NULL,
+                            (row2 if h[4] != 0 else row1) if h[5] != 0 else NULL,
+                            n, h[0], h[1], h[2], h[3], h[4])
+        else:
+            fbp_rmsprop_f64(p, g, state, row1 if h[4] != 0 else NULL,
+                            (row2 if h[4] != 0 else row1) if h[5] != 0 else NULL,
+                            n, h[0], h[1], h[2], h[3], h[4])
     else:
-        _adam_update(p, g, s1, s2, n, h[0], h[1], h[2], h[3], h[4], step)
+        if floating is float:
+            fbp_adagrad_f32(p, g, state, n, h[0] / (1 + (step - 1) * h[1]), h[2], h[3])
+        else:
+            fbp_adagrad_f64(p, g, state, n, h[0] / (1 + (step - 1) * h[1]), h[2], h[3])
+
+
+cdef inline double _sum_squares(const floating* g, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return fbp_sum_squares_f32(g, n)
+    else:
+        return fbp_sum_squares_f64(g, n)
+
+
+cdef inline void _scale(floating* g, Py_ssize_t n, floating factor) noexcept nogil:
+    if floating is float:
+        fbp_scale_f32(g, n, factor)
+    else:
+        fbp_scale_f64(g, n, factor)
+
+
+cdef inline void _clamp(floating* g, Py_ssize_t n, floating limit) noexcept nogil:
+    if floating is float:
+        fbp_clamp_f32(g, n, limit)
+    else:
+        fbp_clamp_f64(g, n, limit)
+
+
+cdef inline bint _overlap(const intp* segments, Py_ssize_t s, Py_ssize_t lo, Py_ssize_t hi,
+                          Py_ssize_t* a, Py_ssize_t* b) noexcept nogil:
+    """Intersect trainable segment ``s`` with [lo, hi) into [a, b); whether non-empty."""
+    a[0] = segments[2 * s] if segments[2 * s] > lo else lo
+    b[0] = segments[2 * s + 1] if segments[2 * s + 1] < hi else hi
+    return b[0] > a[0]
 
 
 # ---------------------------------------------------------------------------
@@ -518,15 +600,18 @@ cdef void _deltas(const floating* params, floating* work, const intp* spec,
     On entry the last layer's delta buffer holds dL/d(output) (from the loss); on
     return every layer's holds dL/dz: through the last activation (identity when it
     is fused with the loss), then ``delta_{l-1} = (delta_l @ W_l^T) * f'(a_{l-1})``.
-    The first layer's input gradient is skipped.
+    The first layer's input gradient is skipped, and so are the deltas below the
+    lowest trainable layer (frozen layers need none).
     """
-    cdef Py_ssize_t l, n_in, n_out
+    cdef Py_ssize_t l, n_in, n_out, lowest = 0
     cdef const intp* s = spec + (n_layers - 1) * SPEC_WIDTH
+    while lowest < n_layers and not spec[lowest * SPEC_WIDTH + SPEC_TRAINABLE]:
+        lowest += 1
     n_out = s[SPEC_N_OUT]
     _act_backward(_output(work, layout, n_layers) + row0 * n_out,
                   _delta(work, layout, n_layers, n_layers - 1) + row0 * n_out,
                   rows, n_out, <int>s[SPEC_ACT], <floating>act_param[n_layers - 1])
-    for l in range(n_layers - 1, 0, -1):
+    for l in range(n_layers - 1, lowest, -1):
         s = spec + l * SPEC_WIDTH
         n_in = s[SPEC_N_IN]
         n_out = s[SPEC_N_OUT]
@@ -556,7 +641,7 @@ cdef void _gradients(floating* grads, floating* work, const intp* spec, const in
         n_out = s[SPEC_N_OUT]
         c0 = n_out * part // n_parts
         c1 = n_out * (part + 1) // n_parts
-        if c1 == c0:
+        if c1 == c0 or not s[SPEC_TRAINABLE]:
             continue
         a_prev = x if l == 0 else work + layout[LAY_ACT0 + l - 1]
         delta = _delta(work, layout, n_layers, l) + c0
@@ -573,16 +658,17 @@ cdef void _train_part(int part, int n_parts,
                       Py_ssize_t batch_size, Py_ssize_t first_batch, Py_ssize_t stop_batch,
                       const intp* spec, const double* act_param, const intp* layout,
                       Py_ssize_t n_layers, int loss_kind, int opt_kind, const double* hyper,
-                      floating* state1, floating* state2, Py_ssize_t n_params,
-                      double* batch_loss, intp* batch_correct, double* part_loss,
-                      intp* part_correct, long long* step, int* status,
-                      Py_ssize_t* done) noexcept nogil:
+                      floating* state, Py_ssize_t n_params, const intp* segments,
+                      Py_ssize_t n_segments, double* batch_loss, intp* batch_correct,
+                      double* part_loss, intp* part_correct, double* part_norm,
+                      long long* step, int* status, Py_ssize_t* done) noexcept nogil:
     """The training loop as run by one of ``n_parts`` threads (all of it when 1).
 
     Each thread takes a share of each batch's rows through gather, forward, loss and
     the deltas, then a share of each layer's columns for the gradients, then a share
-    of the flat buffer for the optimizer update, with a barrier after each phase.
-    Every thread sums the per-thread losses itself, so all agree on stopping.
+    of the flat buffer for gradient clipping and the optimizer update (within the
+    trainable ``segments`` of it), with a barrier after each phase. Every thread sums
+    the per-thread losses (and squared gradient norms) itself, so all agree.
     """
     cdef Py_ssize_t k = spec[(n_layers - 1) * SPEC_WIDTH + SPEC_N_OUT]
     cdef Py_ssize_t b, i, t, start, rows, r0, r1, src, p0, p1
@@ -592,13 +678,17 @@ cdef void _train_part(int part, int n_parts,
     cdef const floating* xin
     cdef const floating* tin
     cdef const intp* lin
-    cdef double value, scale
+    cdef double value, scale, norm
+    cdef Py_ssize_t seg, a, z
+    cdef double clipnorm = hyper[HYPER_CLIPNORM], clipvalue = hyper[HYPER_CLIPVALUE]
     cdef intp correct
     cdef long long local_step = step[0]
     cdef Py_ssize_t local_done = 0
     cdef int local_status = ST_OK
     p0 = n_params * part // n_parts
     p1 = n_params * (part + 1) // n_parts
+    if n_parts > 1 and clipnorm > 0:
+        fbp_barrier()  # part_norm may still be read by a thread from the last call
     for b in range(first_batch, stop_batch):
         start = b * batch_size
         rows = batch_size if start + batch_size <= n else n - start
@@ -648,11 +738,28 @@ cdef void _train_part(int part, int n_parts,
         _gradients(grads, work, spec, layout, n_layers, xin, rows, part, n_parts)
         if n_parts > 1:
             fbp_barrier()
+        if clipnorm > 0:  # the global norm over all trainable gradients
+            part_norm[part] = 0
+            for seg in range(n_segments):
+                if _overlap(segments, seg, p0, p1, &a, &z):
+                    part_norm[part] += _sum_squares(grads + a, z - a)
+            if n_parts > 1:
+                fbp_barrier()
+            norm = 0
+            for t in range(n_parts):
+                norm += part_norm[t]
+            norm = clipnorm / (sqrt(norm) + 1e-6)
+            if norm < 1:
+                for seg in range(n_segments):
+                    if _overlap(segments, seg, p0, p1, &a, &z):
+                        _scale(grads + a, z - a, <floating>norm)
         local_step += 1
-        if p1 > p0:
-            _optimizer_step(opt_kind, params + p0, grads + p0,
-                            state1 + p0 if state1 != NULL else NULL,
-                            state2 + p0 if state2 != NULL else NULL, p1 - p0, hyper, local_step)
+        for seg in range(n_segments):
+            if _overlap(segments, seg, p0, p1, &a, &z):
+                if clipvalue > 0:
+                    _clamp(grads + a, z - a, <floating>clipvalue)
+                _optimizer_step(opt_kind, params + a, grads + a, state + a, n_params, z - a,
+                                hyper, local_step)
         if n_parts > 1:
             fbp_barrier()
         local_done += 1
@@ -673,7 +780,7 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
               Py_ssize_t first_batch, Py_ssize_t stop_batch,
               const intp[:, ::1] spec, const double[::1] act_param, const intp[::1] layout,
               int loss_kind, int opt_kind, const double[::1] hyper,
-              floating[::1] state1, floating[::1] state2, long long step,
+              floating[:, ::1] state, const intp[:, ::1] segments, long long step,
               double[::1] batch_loss, intp[::1] batch_correct, int n_threads=1):
     """Train on minibatches ``first_batch <= b < stop_batch`` of one epoch.
 
@@ -683,6 +790,10 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
     ``batch_loss[b]`` receives the batch's mean loss, ``batch_correct[b]`` its count
     of correct predictions (classification). Stops early, before updating, at a batch
     whose loss is not finite.
+
+    The optimizer (``opt_kind``, hyperparameters ``hyper``, state buffers the rows of
+    ``state``) updates the flat ranges ``[start, stop)`` listed in ``segments`` (the
+    trainable layers) and nothing else.
 
     ``n_threads > 1`` splits every step over that many OpenMP threads (BLAS should
     then run single-threaded); the result depends on the thread count only through
@@ -696,7 +807,10 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
     cdef bint shuffled = order.shape[0] > 0
     cdef bint use_labels = loss_kind == LOSS_CE_LABELS
     cdef double part_loss[MAX_PARTS]
+    cdef double part_norm[MAX_PARTS]
     cdef intp part_correct[MAX_PARTS]
+    cdef floating* state_ptr = &state[0, 0] if state.shape[0] and state.shape[1] else NULL
+    cdef const intp* segment_ptr = &segments[0, 0] if segments.shape[0] else NULL
     cdef int status = ST_OK
     cdef Py_ssize_t done = 0
     cdef int team
@@ -721,10 +835,8 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
         _check_order(order, n)
     if batch_loss.shape[0] < stop_batch or batch_correct.shape[0] < stop_batch:
         raise ValueError("batch_loss and batch_correct are too short")
-    if opt_kind == OPT_SGD and hyper[1] != 0 and state1.shape[0] != n_params:
-        raise ValueError("momentum buffer has the wrong size")
-    if opt_kind == OPT_ADAM and (state1.shape[0] != n_params or state2.shape[0] != n_params):
-        raise ValueError("Adam state has the wrong size")
+    _check_optimizer(opt_kind, hyper, state, n_params)
+    _check_segments(segments, n_params)
     if n_threads < 1 or n_threads > MAX_PARTS:
         raise ValueError("n_threads must lie in [1, %d]" % MAX_PARTS)
     if stop_batch == first_batch:
@@ -738,11 +850,9 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
                 &targets[0, 0] if not use_labels else NULL,
                 &labels[0] if use_labels else NULL, &order[0] if shuffled else NULL,
                 batch_size, first_batch, stop_batch, &spec[0, 0], &act_param[0], &layout[0],
-                n_layers, loss_kind, opt_kind, &hyper[0],
-                &state1[0] if state1.shape[0] else NULL,
-                &state2[0] if state2.shape[0] else NULL, n_params,
-                &batch_loss[0], &batch_correct[0], part_loss, part_correct,
-                &step, &status, &done)
+                n_layers, loss_kind, opt_kind, &hyper[0], state_ptr, n_params,
+                segment_ptr, segments.shape[0], &batch_loss[0], &batch_correct[0],
+                part_loss, part_correct, part_norm, &step, &status, &done)
     else:
         with nogil, parallel(num_threads=n_threads):
             # The team may be smaller than asked (nested or limited OpenMP): split
@@ -753,11 +863,9 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
                 &targets[0, 0] if not use_labels else NULL,
                 &labels[0] if use_labels else NULL, &order[0] if shuffled else NULL,
                 batch_size, first_batch, stop_batch, &spec[0, 0], &act_param[0], &layout[0],
-                n_layers, loss_kind, opt_kind, &hyper[0],
-                &state1[0] if state1.shape[0] else NULL,
-                &state2[0] if state2.shape[0] else NULL, n_params,
-                &batch_loss[0], &batch_correct[0], part_loss, part_correct,
-                &step, &status, &done)
+                n_layers, loss_kind, opt_kind, &hyper[0], state_ptr, n_params,
+                segment_ptr, segments.shape[0], &batch_loss[0], &batch_correct[0],
+                part_loss, part_correct, part_norm, &step, &status, &done)
     return status, done, step
 
 
@@ -855,6 +963,35 @@ def evaluate_run(const floating[::1] params, floating[::1] work, const floating[
                            rows, k, <floating*>NULL, <floating>1, &correct)
             start += rows
     return total * _loss_scale(loss_kind, n, k), correct
+
+
+cdef _check_optimizer(int kind, const double[::1] hyper, const floating[:, ::1] state,
+                      Py_ssize_t n_params):
+    # The state rows each optimizer reads (see _optimizer_step).
+    cdef Py_ssize_t rows
+    if hyper.shape[0] != HYPER_SIZE:
+        raise ValueError("hyper must have %d entries" % HYPER_SIZE)
+    if kind == OPT_SGD:
+        rows = 1 if hyper[1] != 0 else 0
+    elif kind == OPT_ADAM:
+        rows = 2
+    elif kind == OPT_RMSPROP:
+        rows = 1 + (hyper[4] != 0) + (hyper[5] != 0)
+    elif kind == OPT_ADAGRAD:
+        rows = 1
+    else:
+        raise ValueError("unknown optimizer code %d" % kind)
+    if state.shape[0] < rows or (rows and state.shape[1] != n_params):
+        raise ValueError("the optimizer needs %d state rows of %d entries" % (rows, n_params))
+
+
+cdef _check_segments(const intp[:, ::1] segments, Py_ssize_t n_params):
+    cdef Py_ssize_t s
+    if segments.shape[0] and segments.shape[1] != 2:
+        raise ValueError("segments must have shape (n, 2)")
+    for s in range(segments.shape[0]):
+        if not 0 <= segments[s, 0] <= segments[s, 1] <= n_params:
+            raise ValueError("segment %d is outside the parameter buffer" % s)
 
 
 cdef _check_order(const intp[::1] order, Py_ssize_t n):
@@ -1022,8 +1159,9 @@ def sgd_update(floating[::1] params, const floating[::1] grads, floating[::1] mo
 
 def adam_update(floating[::1] params, const floating[::1] grads, floating[::1] exp_avg,
                 floating[::1] exp_avg_sq, long long step, double lr, double beta1,
-                double beta2, double eps, double weight_decay=0.0):
-    """One Adam step in place; ``step`` is this step's number, from 1."""
+                double beta2, double eps, double weight_decay=0.0, bint decoupled=False):
+    """One Adam (or, decoupled, AdamW) step in place; ``step`` is this step's number,
+    from 1."""
     cdef Py_ssize_t n = params.shape[0]
     if grads.shape[0] != n or exp_avg.shape[0] != n or exp_avg_sq.shape[0] != n:
         raise ValueError("params, grads and Adam state differ in size")
@@ -1033,7 +1171,25 @@ def adam_update(floating[::1] params, const floating[::1] grads, floating[::1] e
         return
     with nogil:
         _adam_update(&params[0], &grads[0], &exp_avg[0], &exp_avg_sq[0], n, lr, beta1,
-                     beta2, eps, weight_decay, step)
+                     beta2, eps, weight_decay, decoupled, step)
+
+
+def optimizer_update(int kind, floating[::1] params, const floating[::1] grads,
+                     floating[:, ::1] state, const double[::1] hyper, long long step):
+    """One step of any optimizer in place (codes in OPTIMIZER_CODES, ``hyper`` as
+    ``Optimizer.hyperparameters()`` gives it, state buffers the rows of ``state``).
+    Gradient clipping is not applied here."""
+    cdef Py_ssize_t n = params.shape[0]
+    if grads.shape[0] != n:
+        raise ValueError("params and grads differ in size")
+    if step < 1:
+        raise ValueError("step counts from 1")
+    _check_optimizer(kind, hyper, state, n)
+    if n == 0:
+        return
+    with nogil:
+        _optimizer_step(kind, &params[0], &grads[0],
+                        &state[0, 0] if state.shape[0] else NULL, n, n, &hyper[0], step)
 
 
 # Codes as seen from Python (the Python modules mirror these; a test checks they agree).
@@ -1041,4 +1197,6 @@ ACTIVATION_CODES = {"identity": ACT_IDENTITY, "sigmoid": ACT_SIGMOID, "tanh": AC
                     "relu": ACT_RELU, "leaky_relu": ACT_LEAKY_RELU, "softmax": ACT_SOFTMAX}
 LOSS_CODES = {"mse": LOSS_MSE, "cross_entropy_labels": LOSS_CE_LABELS,
               "cross_entropy": LOSS_CE_SOFT, "binary_cross_entropy": LOSS_BCE}
-OPTIMIZER_CODES = {"sgd": OPT_SGD, "adam": OPT_ADAM}
+OPTIMIZER_CODES = {"sgd": OPT_SGD, "adam": OPT_ADAM, "rmsprop": OPT_RMSPROP,
+                   "adagrad": OPT_ADAGRAD}
+HYPERPARAMETERS = HYPER_SIZE

@@ -164,19 +164,82 @@ FBP_MULTIVERSION static void fbp_sgd_##SUFFIX(T *p, const T *g, T *buf, ptrdiff_
 }                                                                                    \
 /* PyTorch's Adam: g += wd p; m += (1 - beta1) (g - m); v = beta2 v + (1 - beta2) g^2; \
  * p -= step_size m / (sqrt(v) / bias2_sqrt + eps), with step_size =                  \
- * lr / (1 - beta1^t) and bias2_sqrt = sqrt(1 - beta2^t). */                         \
+ * lr / (1 - beta1^t) and bias2_sqrt = sqrt(1 - beta2^t). AdamW (decoupled weight     \
+ * decay): p *= 1 - lr wd first, and wd = 0 in the gradient (decay is the caller's    \
+ * factor, 1 for Adam). */                                                           \
 FBP_MULTIVERSION static void fbp_adam_##SUFFIX(T *p, const T *g, T *m, T *v,          \
                                                ptrdiff_t n, T step_size, T bias2_sqrt, \
                                                T one_minus_beta1, T beta2,             \
-                                               T one_minus_beta2, T wd, T eps)         \
+                                               T one_minus_beta2, T wd, T eps, T decay) \
 {                                                                                    \
     for (ptrdiff_t i = 0; i < n; i++) {                                              \
-        T gi = g[i] + wd * p[i];                                                     \
+        T pi = p[i] * decay;                                                         \
+        T gi = g[i] + wd * pi;                                                       \
         T mi = m[i] + one_minus_beta1 * (gi - m[i]);                                 \
         T vi = beta2 * v[i] + one_minus_beta2 * gi * gi;                             \
         m[i] = mi;                                                                   \
         v[i] = vi;                                                                   \
-        p[i] = p[i] - step_size * mi / (SQRT(vi) / bias2_sqrt + eps);                \
+        p[i] = pi - step_size * mi / (SQRT(vi) / bias2_sqrt + eps);                  \
+    }                                                                                \
+}                                                                                    \
+/* PyTorch's RMSprop: g += wd p; v = alpha v + (1 - alpha) g^2; centered: a = alpha a  \
+ * + (1 - alpha) g and the denominator is sqrt(v - a^2) + eps, else sqrt(v) + eps;     \
+ * momentum: buf = momentum buf + g / denominator, p -= lr buf; else                  \
+ * p -= lr g / denominator. */                                                       \
+FBP_MULTIVERSION static void fbp_rmsprop_##SUFFIX(T *p, const T *g, T *v, T *buf,    \
+                                                  T *avg, ptrdiff_t n, T lr, T alpha, \
+                                                  T eps, T wd, T momentum)            \
+{                                                                                    \
+    for (ptrdiff_t i = 0; i < n; i++) {                                              \
+        T gi = g[i] + wd * p[i];                                                     \
+        T vi = alpha * v[i] + (1 - alpha) * gi * gi;                                 \
+        T denom;                                                                     \
+        v[i] = vi;                                                                   \
+        if (avg) {                                                                   \
+            T ai = alpha * avg[i] + (1 - alpha) * gi;                                \
+            avg[i] = ai;                                                             \
+            denom = SQRT(vi - ai * ai) + eps;                                        \
+        } else {                                                                     \
+            denom = SQRT(vi) + eps;                                                  \
+        }                                                                            \
+        if (buf) {                                                                   \
+            T b = momentum * buf[i] + gi / denom;                                    \
+            buf[i] = b;                                                              \
+            p[i] = p[i] - lr * b;                                                    \
+        } else {                                                                     \
+            p[i] = p[i] - lr * (gi / denom);                                         \
+        }                                                                            \
+    }                                                                                \
+}                                                                                    \
+/* PyTorch's Adagrad: g += wd p; sum += g^2; p -= clr g / (sqrt(sum) + eps), with     \
+ * clr = lr / (1 + (t - 1) lr_decay) from the caller. */                             \
+FBP_MULTIVERSION static void fbp_adagrad_##SUFFIX(T *p, const T *g, T *sum,          \
+                                                  ptrdiff_t n, T clr, T wd, T eps)    \
+{                                                                                    \
+    for (ptrdiff_t i = 0; i < n; i++) {                                              \
+        T gi = g[i] + wd * p[i];                                                     \
+        T si = sum[i] + gi * gi;                                                     \
+        sum[i] = si;                                                                 \
+        p[i] = p[i] - clr * (gi / (SQRT(si) + eps));                                 \
+    }                                                                                \
+}                                                                                    \
+/* Gradient clipping: sum of squares (for the global norm), scaling, clamping. */    \
+FBP_MULTIVERSION static double fbp_sum_squares_##SUFFIX(const T *g, ptrdiff_t n)      \
+{                                                                                    \
+    double total = 0;                                                                \
+    for (ptrdiff_t i = 0; i < n; i++) total += (double)g[i] * g[i];                  \
+    return total;                                                                    \
+}                                                                                    \
+FBP_MULTIVERSION static void fbp_scale_##SUFFIX(T *g, ptrdiff_t n, T factor)          \
+{                                                                                    \
+    for (ptrdiff_t i = 0; i < n; i++) g[i] = g[i] * factor;                          \
+}                                                                                    \
+FBP_MULTIVERSION static void fbp_clamp_##SUFFIX(T *g, ptrdiff_t n, T limit)           \
+{                                                                                    \
+    for (ptrdiff_t i = 0; i < n; i++) {                                              \
+        T v = g[i];                                                                  \
+        v = v > limit ? limit : v;                                                   \
+        g[i] = v < -limit ? -limit : v;                                              \
     }                                                                                \
 }
 

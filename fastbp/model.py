@@ -213,7 +213,7 @@ class Sequential:
             code = layer.activation_code
             if i == len(self.layers) - 1 and layer.activation == self.loss.output_activation:
                 code = ACTIVATIONS["identity"]  # fused into the loss
-            spec[i] = (n_in, layer.units, code, lo, lo + n_in * layer.units)
+            spec[i] = (n_in, layer.units, code, lo, lo + n_in * layer.units, 1)
             self._act_param[i] = layer.negative_slope
             n_in = layer.units
         self._spec = spec
@@ -241,6 +241,24 @@ class Sequential:
         elif n_features != self.input_dim:
             raise ValueError(
                 f"{name} has {n_features} features, but the model expects {self.input_dim}")
+
+    def _trainable_segments(self):
+        """The flat ranges [start, stop) of the trainable layers' parameters, merged
+        where adjacent; the spec's trainable column follows the layers' flags, and a
+        frozen layer's gradient is zero (never computed in training)."""
+        segments = []
+        for i, layer in enumerate(self.layers):
+            trainable = bool(layer.trainable)
+            self._spec[i, core().SPEC["trainable"]] = trainable
+            lo = self._spec[i, core().SPEC["weight_offset"]]
+            hi = self._spec[i, core().SPEC["bias_offset"]] + layer.units
+            if not trainable:
+                self.flat_grads[lo:hi] = 0
+            elif segments and segments[-1][1] == lo:
+                segments[-1][1] = hi
+            else:
+                segments.append([lo, hi])
+        return np.array(segments, dtype=np.intp).reshape(-1, 2)
 
     def _widths(self):
         return [layer.units for layer in self.layers]
@@ -419,7 +437,8 @@ class Sequential:
         batch = min(batch_size, n)
         n_batches = -(-n // batch)
         ws = self._workspace(batch, training=True)
-        state1, state2 = self.optimizer.flat_state(self.flat_params.size, self.dtype)
+        state = self.optimizer.flat_state(self.flat_params.size, self.dtype)
+        segments = self._trainable_segments()
         order = np.arange(n, dtype=np.intp) if shuffle else np.empty(0, dtype=np.intp)
         batch_loss = np.zeros(n_batches)
         batch_correct = np.zeros(n_batches, dtype=np.intp)
@@ -434,7 +453,7 @@ class Sequential:
         # Ctrl-C within milliseconds.
         chunk = max(1, int(CHUNK_FLOPS // flops_per_step))
         # Start-of-epoch copies, restored if training diverges.
-        saved = [np.empty_like(a) for a in (self.flat_params, state1, state2)]
+        saved = [np.empty_like(a) for a in (self.flat_params, state)]
         progress = _progress.make(verbose, epochs, n_batches, self._epochs_done)
         self.stop_training = False
         for callback in callbacks:
@@ -449,7 +468,7 @@ class Sequential:
                     for callback in callbacks:
                         callback.on_epoch_begin(epoch, {})
                     hyper = self.optimizer.hyperparameters()  # a callback may change lr
-                    for copy, live in zip(saved, (self.flat_params, state1, state2)):
+                    for copy, live in zip(saved, (self.flat_params, state)):
                         np.copyto(copy, live)
                     saved_step = self.optimizer.iterations
                     if shuffle:
@@ -460,7 +479,7 @@ class Sequential:
                             self.flat_params, self.flat_grads, ws.buffer, ws.labels, X,
                             targets, labels, order, batch, done, min(n_batches, done + chunk),
                             self._spec, self._act_param, ws.layout, kind, self.optimizer.code,
-                            hyper, state1, state2, self.optimizer.iterations, batch_loss,
+                            hyper, state, segments, self.optimizer.iterations, batch_loss,
                             batch_correct, step_threads)
                         self.optimizer.iterations = step
                         done += ran
@@ -473,7 +492,7 @@ class Sequential:
                             interrupted = (epoch, done)
                             break
                     if status != core().STATUS_OK or not val.all_finite(self.flat_params):
-                        for copy, live in zip(saved, (self.flat_params, state1, state2)):
+                        for copy, live in zip(saved, (self.flat_params, state)):
                             np.copyto(live, copy)
                         self.optimizer.iterations = saved_step
                         val.check_finite(X, "X")
@@ -575,8 +594,10 @@ class Sequential:
         of (X, y) in layer order, without changing the weights."""
         X, kind, targets, labels = self._check_Xy(X, y)
         ws = _Workspace(self.input_dim, self._widths(), X.shape[0], self.dtype, training=True)
+        spec = self._spec.copy()
+        spec[:, core().SPEC["trainable"]] = 1  # true gradients of every layer, frozen or not
         loss = core().loss_grad(self.flat_params, self.flat_grads, ws.buffer, X, targets,
-                                labels, self._spec, self._act_param, ws.layout, kind)
+                                labels, spec, self._act_param, ws.layout, kind)
         return loss, [(layer.grad_weight.copy(), layer.grad_bias.copy()) for layer in self.layers]
 
     # -- weights ------------------------------------------------------------------
@@ -628,8 +649,8 @@ class Sequential:
         """The model as JSON-compatible values (weights excluded)."""
         self._require_built()
         return {
-            "layers": [{"class": type(layer).__name__, "config": layer.get_config()}
-                       for layer in self.layers],
+            "layers": [{"class": type(layer).__name__, "config": layer.get_config(),
+                        "trainable": bool(layer.trainable)} for layer in self.layers],
             "loss": self.loss.name,
             "optimizer": {"class": type(self.optimizer).__name__,
                           "config": self.optimizer.get_config(),
@@ -650,7 +671,9 @@ class Sequential:
         for entry in config["layers"]:
             if entry.get("class") != "Dense":
                 raise ValueError(f"unknown layer class {entry.get('class')!r}")
-            layers.append(Dense(**entry["config"]))
+            layer = Dense(**entry["config"])
+            layer.trainable = bool(entry.get("trainable", True))
+            layers.append(layer)
         opt = config["optimizer"]
         by_class = {klass.__name__: klass for klass in OPTIMIZERS.values()}
         if opt.get("class") not in by_class:
@@ -660,7 +683,7 @@ class Sequential:
         model.build(val.positive_int(config["input_dim"], "input_dim"))
         return model
 
-    def _restore(self, params, state1, state2, config):
+    def _restore(self, params, state, config):
         """Set weights, optimizer state, random state and history saved by ``save``."""
         if params.dtype != self.dtype or params.shape != self.flat_params.shape:
             raise ValueError(f"params of {params.dtype} {params.shape} do not fit the"
@@ -668,12 +691,11 @@ class Sequential:
         if not val.all_finite(params):
             raise ValueError("params hold NaN or infinity")
         live = self.optimizer.flat_state(self.flat_params.size, self.dtype)
-        for saved, buffer in zip((state1, state2), live):
-            if saved.dtype != self.dtype or saved.shape != buffer.shape:
-                raise ValueError("optimizer state does not fit the optimizer")
+        if state.dtype != self.dtype or state.shape != live.shape:
+            raise ValueError(f"optimizer state of shape {state.shape} does not fit the"
+                             f" optimizer (shape {live.shape})")
         np.copyto(self.flat_params, params)
-        for saved, buffer in zip((state1, state2), live):
-            np.copyto(buffer, saved)
+        np.copyto(live, state)
         self.optimizer.iterations = val.positive_int(config["optimizer"]["iterations"],
                                                      "iterations", minimum=0)
         self._rng.bit_generator.state = config["rng_state"]

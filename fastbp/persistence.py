@@ -7,8 +7,8 @@ A fastbp model file is a NumPy ``.npz`` archive (a zip of ``.npy`` arrays) holdi
   the loss, the optimizer (class, hyperparameters, step count), the dtype, the seed
   and random generator state, and the training history;
 - ``params``: the flat parameter buffer (every layer's weight then bias, in order);
-- ``optimizer_state_0``, ``optimizer_state_1``: the optimizer's flat state buffers
-  (momentum; or Adam's first and second moments), empty when unused.
+- ``optimizer_state``: the optimizer's state buffers, one row each (momentum; Adam's
+  first and second moments; ...), of shape (n_buffers, n_params).
 
 It is read with ``allow_pickle=False``: loading never runs code from the file. The
 file is written to a temporary file in the same folder, then renamed over the
@@ -21,7 +21,7 @@ import numpy as np
 
 FORMAT = "fastbp-model"
 FORMAT_VERSION = 1
-_KEYS = ("config", "params", "optimizer_state_0", "optimizer_state_1")
+_KEYS = ("config", "params", "optimizer_state")
 
 
 class ModelFileError(ValueError):
@@ -43,12 +43,10 @@ def save(model, path):
         path += ".npz"
     config = model.get_config()
     config.update(format=FORMAT, format_version=FORMAT_VERSION, fastbp_version=__version__)
-    state1, state2 = model.optimizer.flat_state(model.flat_params.size, model.dtype)
     arrays = {
         "config": np.array(json.dumps(config)),
         "params": model.flat_params,
-        "optimizer_state_0": state1,
-        "optimizer_state_1": state2,
+        "optimizer_state": model.optimizer.flat_state(model.flat_params.size, model.dtype),
     }
     folder = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=".fastbp-", suffix=".npz.tmp", dir=folder)
@@ -93,8 +91,7 @@ def load(path):
     config = _read_config(arrays["config"], path)
     try:
         model = Sequential.from_config(config)
-        model._restore(arrays["params"], arrays["optimizer_state_0"],
-                       arrays["optimizer_state_1"], config)
+        model._restore(arrays["params"], arrays["optimizer_state"], config)
     except (ValueError, TypeError, KeyError) as exc:
         raise ModelFileError(f"{path} holds an inconsistent fastbp model: {exc}") from exc
     return model

@@ -16,7 +16,10 @@ def test_python_codes_mirror_compiled_codes():
     assert core().LOSS_CODES == {"mse": losses.LOSS_MSE, "cross_entropy_labels": losses.LOSS_CE_LABELS,
                                  "cross_entropy": losses.LOSS_CE_SOFT,
                                  "binary_cross_entropy": losses.LOSS_BCE}
-    assert core().OPTIMIZER_CODES == {"sgd": optimizers.OPT_SGD, "adam": optimizers.OPT_ADAM}
+    assert core().OPTIMIZER_CODES == {"sgd": optimizers.OPT_SGD, "adam": optimizers.OPT_ADAM,
+                                      "rmsprop": optimizers.OPT_RMSPROP,
+                                      "adagrad": optimizers.OPT_ADAGRAD}
+    assert core().HYPERPARAMETERS == optimizers.HYPERPARAMETERS
 
 
 def test_dense_forward_backward_by_hand():

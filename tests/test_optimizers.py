@@ -138,3 +138,83 @@ def test_optimizer_by_name():
     model = fastbp.Sequential([fastbp.Dense(1)], optimizer="sgd", input_dim=2)
     assert isinstance(model.optimizer, fastbp.SGD) and model.optimizer.lr == 0.01
     assert isinstance(fastbp.Sequential([fastbp.Dense(1)]).optimizer, fastbp.Adam)
+
+
+def test_adamw_one_step_decays_then_moves_by_lr():
+    w, b = weights_after(one_weight_model(fastbp.AdamW(lr=0.01, weight_decay=0.5)), 1)
+    assert w == pytest.approx(0.5 * (1 - 0.01 * 0.5) + 0.01 * 8 / (8 + 1e-8), rel=1e-14)
+
+
+def test_adagrad_one_step():
+    w, b = weights_after(one_weight_model(fastbp.Adagrad(lr=0.1, initial_accumulator_value=1.0)), 1)
+    assert w == pytest.approx(0.5 + 0.1 * 8 / (np.sqrt(1 + 64) + 1e-10), rel=1e-14)
+    assert b == pytest.approx(0.0 + 0.1 * 4 / (np.sqrt(1 + 16) + 1e-10), rel=1e-14)
+
+
+def test_rmsprop_one_step():
+    w, _ = weights_after(one_weight_model(fastbp.RMSProp(lr=0.01, alpha=0.9)), 1)
+    assert w == pytest.approx(0.5 + 0.01 * 8 / (np.sqrt(0.1 * 64) + 1e-8), rel=1e-14)
+
+
+def test_clipnorm_by_hand():
+    # Gradient (-8, -4) has norm sqrt(80); clipped to norm 1 it is (-8, -4) / sqrt(80).
+    w, b = weights_after(one_weight_model(fastbp.SGD(lr=1.0, clipnorm=1.0)), 1)
+    scale = 1.0 / (np.sqrt(80) + 1e-6)
+    assert w == pytest.approx(0.5 + 8 * scale, rel=1e-12)
+    assert b == pytest.approx(0.0 + 4 * scale, rel=1e-12)
+
+
+def test_clipvalue_by_hand():
+    w, b = weights_after(one_weight_model(fastbp.SGD(lr=0.1, clipvalue=5.0)), 1)
+    assert w == pytest.approx(0.5 + 0.1 * 5.0) and b == pytest.approx(0.0 + 0.1 * 4.0)
+
+
+@pytest.mark.parametrize("optimizer", [
+    fastbp.SGD(lr=0.1, momentum=0.9, weight_decay=0.1), fastbp.AdamW(lr=0.1),
+    fastbp.RMSProp(lr=0.1, momentum=0.5), fastbp.Adagrad(lr=0.1)], ids=str)
+def test_frozen_layer_is_not_updated(optimizer):
+    """trainable=False: the layer's weights stay exactly as they were (no update, no
+    momentum, no weight decay) while the other layers train."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 4)), rng.integers(0, 3, 40)
+    model = fastbp.Sequential([fastbp.Dense(8, "tanh"), fastbp.Dense(6, "tanh"),
+                               fastbp.Dense(3, "softmax")], optimizer=optimizer, seed=0,
+                              dtype="float64", input_dim=4)
+    before = model.get_weights()
+    model.layers[1].trainable = False
+    model.fit(X, y, epochs=3, batch_size=8)
+    after = model.get_weights()
+    np.testing.assert_array_equal(after[1][0], before[1][0])
+    np.testing.assert_array_equal(after[1][1], before[1][1])
+    assert not np.array_equal(after[0][0], before[0][0])
+    assert not np.array_equal(after[2][0], before[2][0])
+    # loss_and_gradients still reports the frozen layer's true gradient.
+    _, grads = model.loss_and_gradients(X, y)
+    assert np.abs(grads[1][0]).max() > 0
+    # Unfrozen, it trains again.
+    model.layers[1].trainable = True
+    model.fit(X, y, epochs=1, batch_size=8)
+    assert not np.array_equal(model.get_weights()[1][0], before[1][0])
+
+
+def test_frozen_first_layers_equal_training_on_their_features():
+    """Freezing the first layer (transfer learning) trains the rest exactly as a model
+    fed the frozen layer's outputs would."""
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(30, 3)), rng.normal(size=30)
+    model = fastbp.Sequential([fastbp.Dense(5, "tanh"), fastbp.Dense(1)], loss="mse",
+                              optimizer=fastbp.SGD(lr=0.1), seed=0, dtype="float64", input_dim=3)
+    model.layers[0].trainable = False
+    (w1, b1), (w2, b2) = model.get_weights()
+    head = fastbp.Sequential([fastbp.Dense(1)], loss="mse", optimizer=fastbp.SGD(lr=0.1),
+                             dtype="float64", input_dim=5)
+    head.set_weights([(w2, b2)])
+    model.fit(X, y, epochs=2, batch_size=10, shuffle=False)
+    head.fit(np.tanh(X @ w1 + b1), y, epochs=2, batch_size=10, shuffle=False)
+    np.testing.assert_allclose(model.get_weights()[1][0], head.get_weights()[0][0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [dict(clipnorm=0), dict(clipvalue=-1), dict(clipnorm=float("nan"))])
+def test_clipping_arguments_checked(bad):
+    with pytest.raises(ValueError, match="clip"):
+        fastbp.Adam(**bad)

@@ -102,7 +102,7 @@ def edit_config(update):
     (lambda a: a.pop("params"), "lacks"),
     (lambda a: a.update(params=a["params"][:-1]), "do not fit"),
     (lambda a: a["params"].__setitem__(0, np.nan), "NaN"),
-    (lambda a: a.update(optimizer_state_0=a["optimizer_state_0"][:3]), "optimizer state"),
+    (lambda a: a.update(optimizer_state=a["optimizer_state"][:, :3]), "optimizer state"),
 ], ids=["format", "version", "activation", "units", "optimizer", "layer", "dtype", "json",
         "missing", "size", "nan", "state"])
 def test_tampered_files_are_refused(trained, tmp_path, change, message):
@@ -130,7 +130,7 @@ def test_truncated_foreign_and_pickled_files_are_refused(trained, tmp_path):
         fastbp.load(tmp_path / "foreign.npz")
     # An object array needs pickle to load: refused, and nothing in it runs.
     np.savez(tmp_path / "pickled.npz", config=np.array([{"x": 1}], dtype=object),
-             params=np.ones(3), optimizer_state_0=np.ones(0), optimizer_state_1=np.ones(0))
+             params=np.ones(3), optimizer_state=np.ones((0, 3)))
     with pytest.raises(fastbp.ModelFileError):
         fastbp.load(tmp_path / "pickled.npz")
     with pytest.raises(FileNotFoundError):
@@ -141,7 +141,7 @@ def test_file_is_a_plain_npz_with_documented_entries(trained, tmp_path):
     model, _, _ = trained
     path = model.save(tmp_path / "m.npz")
     assert sorted(zipfile.ZipFile(path).namelist()) == [
-        "config.npy", "optimizer_state_0.npy", "optimizer_state_1.npy", "params.npy"]
+        "config.npy", "optimizer_state.npy", "params.npy"]
     with np.load(path, allow_pickle=False) as archive:
         config = json.loads(str(archive["config"]))
     assert config["format"] == "fastbp-model" and config["fastbp_version"] == fastbp.__version__

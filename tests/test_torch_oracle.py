@@ -73,7 +73,19 @@ def test_loss_and_gradients_match_autograd(loss, activations):
     lambda: (fastbp.Adam(lr=0.01, weight_decay=0.001), dict(lr=0.01, weight_decay=0.001), "Adam"),
     lambda: (fastbp.Adam(lr=0.003, betas=(0.8, 0.95), eps=1e-6),
              dict(lr=0.003, betas=(0.8, 0.95), eps=1e-6), "Adam"),
-], ids=["momentum", "nesterov-wd", "adam-wd", "adam-betas"])
+    lambda: (fastbp.AdamW(lr=0.01, weight_decay=0.1), dict(lr=0.01, weight_decay=0.1), "AdamW"),
+    lambda: (fastbp.RMSProp(lr=0.01), dict(lr=0.01), "RMSprop"),
+    lambda: (fastbp.RMSProp(lr=0.005, alpha=0.9, momentum=0.5, centered=True, weight_decay=0.01),
+             dict(lr=0.005, alpha=0.9, momentum=0.5, centered=True, weight_decay=0.01),
+             "RMSprop"),
+    lambda: (fastbp.RMSProp(lr=0.005, centered=True), dict(lr=0.005, centered=True), "RMSprop"),
+    lambda: (fastbp.RMSProp(lr=0.005, momentum=0.9), dict(lr=0.005, momentum=0.9), "RMSprop"),
+    lambda: (fastbp.Adagrad(lr=0.1, lr_decay=0.01, weight_decay=0.01,
+                            initial_accumulator_value=0.1),
+             dict(lr=0.1, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.1),
+             "Adagrad"),
+], ids=["momentum", "nesterov-wd", "adam-wd", "adam-betas", "adamw", "rmsprop",
+        "rmsprop-centered-momentum", "rmsprop-centered", "rmsprop-momentum", "adagrad"])
 def test_training_steps_match_torch_optim(make):
     """Ten minibatch steps (last batch smaller) match torch.optim step by step."""
     optimizer, kwargs, name = make()
@@ -113,3 +125,33 @@ def test_float32_training_close_to_torch_float32():
     model.fit(X, y, epochs=1, batch_size=16, shuffle=False)
     for got, want in zip([a for pair in model.get_weights() for a in pair], params):
         np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("clip", [dict(clipnorm=0.05), dict(clipvalue=0.01),
+                                  dict(clipnorm=0.05, clipvalue=0.01), dict(clipnorm=100.0)],
+                         ids=["norm", "value", "both", "norm-inactive"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gradient_clipping_matches_torch(clip, threads, monkeypatch):
+    from fastbp import _threads
+
+    monkeypatch.setattr(_threads, "PARALLEL_MIN_FLOPS_PER_THREAD", 0)
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(20, 4)) * 3, rng.integers(0, 3, 20)
+    model = fastbp.Sequential([fastbp.Dense(6, "relu"), fastbp.Dense(3)], loss="cross_entropy",
+                              optimizer=fastbp.SGD(lr=0.5, momentum=0.5, **clip),
+                              dtype="float64", seed=0, input_dim=4, threads=threads)
+    params = [torch.tensor(a, requires_grad=True) for pair in model.get_weights() for a in pair]
+    torch_opt = torch.optim.SGD(params, lr=0.5, momentum=0.5)
+    for start in range(0, 20, 5):
+        torch_opt.zero_grad()
+        out = torch_forward([(params[0], params[1]), (params[2], params[3])],
+                            ["relu", "identity"], torch.tensor(X[start:start + 5]))
+        torch.nn.functional.cross_entropy(out, torch.tensor(y[start:start + 5])).backward()
+        if "clipnorm" in clip:
+            torch.nn.utils.clip_grad_norm_(params, clip["clipnorm"])
+        if "clipvalue" in clip:
+            torch.nn.utils.clip_grad_value_(params, clip["clipvalue"])
+        torch_opt.step()
+    model.fit(X, y, epochs=1, batch_size=5, shuffle=False)
+    for got, want in zip([a for pair in model.get_weights() for a in pair], params):
+        np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-9, atol=1e-12)
