@@ -10,7 +10,7 @@ optimizer loops) under a small Python API::
     model.fit(X, y, epochs=20, batch_size=32)
     probabilities = model.predict(X)
 """
-from . import activations, callbacks, initializers, losses, optimizers, schedules
+from . import activations, callbacks, initializers, losses, optimizers, regularizers, schedules
 from .layers import Dense, Layer
 from .losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss
 from .model import History, Sequential
@@ -41,5 +41,6 @@ __all__ = [
     "load",
     "losses",
     "optimizers",
+    "regularizers",
     "schedules",
 ]

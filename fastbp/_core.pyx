@@ -624,17 +624,21 @@ cdef void _deltas(const floating* params, floating* work, const intp* spec,
                       <int>spec[(l - 1) * SPEC_WIDTH + SPEC_ACT], <floating>act_param[l - 1])
 
 
-cdef void _gradients(floating* grads, floating* work, const intp* spec, const intp* layout,
-                     Py_ssize_t n_layers, const floating* x, Py_ssize_t rows,
-                     int part, int n_parts) noexcept nogil:
+cdef double _gradients(const floating* params, floating* grads, floating* work,
+                       const intp* spec, const intp* layout, const double* reg,
+                       Py_ssize_t n_layers, const floating* x, Py_ssize_t rows,
+                       int part, int n_parts) noexcept nogil:
     """Weight and bias gradients over all ``rows`` rows of the batch, for part
-    ``part`` of ``n_parts`` of each layer's output columns:
+    ``part`` of ``n_parts`` of each trainable layer's output columns:
     ``grad_weight[:, cols] = a_prev^T @ delta[:, cols]``, ``grad_bias[cols] =
-    column sums of delta[:, cols]``. Parts write disjoint entries."""
+    column sums of delta[:, cols]``, plus the gradients of the layer's L1 and L2
+    penalties (``reg``: l1 and l2 of the weight, l1 and l2 of the bias, per layer).
+    Parts write disjoint entries. Returns this part's share of the penalty."""
     cdef Py_ssize_t l, n_in, n_out, c0, c1
     cdef const intp* s
     cdef const floating* a_prev
     cdef const floating* delta
+    cdef double penalty = 0
     for l in range(n_layers):
         s = spec + l * SPEC_WIDTH
         n_in = s[SPEC_N_IN]
@@ -649,6 +653,30 @@ cdef void _gradients(floating* grads, floating* work, const intp* spec, const in
               a_prev, <int>n_in, delta, <int>n_out, <floating>0,
               grads + s[SPEC_W_OFF] + c0, <int>n_out)
         _col_sums(delta, rows, c1 - c0, n_out, grads + s[SPEC_B_OFF] + c0)
+        if reg[4 * l] != 0 or reg[4 * l + 1] != 0:
+            penalty += _penalize(params + s[SPEC_W_OFF] + c0, grads + s[SPEC_W_OFF] + c0,
+                                 n_in, c1 - c0, n_out, reg[4 * l], reg[4 * l + 1])
+        if reg[4 * l + 2] != 0 or reg[4 * l + 3] != 0:
+            penalty += _penalize(params + s[SPEC_B_OFF] + c0, grads + s[SPEC_B_OFF] + c0,
+                                 1, c1 - c0, n_out, reg[4 * l + 2], reg[4 * l + 3])
+    return penalty
+
+
+cdef double _penalize(const floating* w, floating* g, Py_ssize_t rows, Py_ssize_t cols,
+                      Py_ssize_t ld, double l1, double l2) noexcept nogil:
+    """Add the gradient of ``l1 * sum|w| + l2 * sum(w^2)`` over a (rows x cols) block
+    (row stride ``ld``) to ``g``; return the penalty."""
+    cdef Py_ssize_t i, j
+    cdef floating v
+    cdef floating a1 = l1, a2 = 2 * l2
+    cdef double absolute = 0, square = 0
+    for i in range(rows):
+        for j in range(cols):
+            v = w[i * ld + j]
+            absolute += fabs(v)
+            square += v * v
+            g[i * ld + j] += a1 * ((v > 0) - (v < 0)) + a2 * v
+    return l1 * absolute + l2 * square
 
 
 cdef void _train_part(int part, int n_parts,
@@ -659,8 +687,9 @@ cdef void _train_part(int part, int n_parts,
                       const intp* spec, const double* act_param, const intp* layout,
                       Py_ssize_t n_layers, int loss_kind, int opt_kind, const double* hyper,
                       floating* state, Py_ssize_t n_params, const intp* segments,
-                      Py_ssize_t n_segments, double* batch_loss, intp* batch_correct,
-                      double* part_loss, intp* part_correct, double* part_norm,
+                      Py_ssize_t n_segments, const double* reg, double* batch_loss,
+                      intp* batch_correct, double* part_loss, intp* part_correct,
+                      double* part_norm, double* part_penalty,
                       long long* step, int* status, Py_ssize_t* done) noexcept nogil:
     """The training loop as run by one of ``n_parts`` threads (all of it when 1).
 
@@ -735,9 +764,13 @@ cdef void _train_part(int part, int n_parts,
         if part == 0:
             batch_loss[b] = value * scale
             batch_correct[b] = correct
-        _gradients(grads, work, spec, layout, n_layers, xin, rows, part, n_parts)
+        part_penalty[part] = _gradients(params, grads, work, spec, layout, reg, n_layers, xin,
+                                        rows, part, n_parts)
         if n_parts > 1:
             fbp_barrier()
+        if part == 0:
+            for t in range(n_parts):
+                batch_loss[b] += part_penalty[t]
         if clipnorm > 0:  # the global norm over all trainable gradients
             part_norm[part] = 0
             for seg in range(n_segments):
@@ -779,7 +812,7 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
               const intp[::1] order, Py_ssize_t batch_size,
               Py_ssize_t first_batch, Py_ssize_t stop_batch,
               const intp[:, ::1] spec, const double[::1] act_param, const intp[::1] layout,
-              int loss_kind, int opt_kind, const double[::1] hyper,
+              const double[:, ::1] reg, int loss_kind, int opt_kind, const double[::1] hyper,
               floating[:, ::1] state, const intp[:, ::1] segments, long long step,
               double[::1] batch_loss, intp[::1] batch_correct, int n_threads=1):
     """Train on minibatches ``first_batch <= b < stop_batch`` of one epoch.
@@ -808,6 +841,7 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
     cdef bint use_labels = loss_kind == LOSS_CE_LABELS
     cdef double part_loss[MAX_PARTS]
     cdef double part_norm[MAX_PARTS]
+    cdef double part_penalty[MAX_PARTS]
     cdef intp part_correct[MAX_PARTS]
     cdef floating* state_ptr = &state[0, 0] if state.shape[0] and state.shape[1] else NULL
     cdef const intp* segment_ptr = &segments[0, 0] if segments.shape[0] else NULL
@@ -837,6 +871,7 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
         raise ValueError("batch_loss and batch_correct are too short")
     _check_optimizer(opt_kind, hyper, state, n_params)
     _check_segments(segments, n_params)
+    _check_reg(reg, n_layers)
     if n_threads < 1 or n_threads > MAX_PARTS:
         raise ValueError("n_threads must lie in [1, %d]" % MAX_PARTS)
     if stop_batch == first_batch:
@@ -851,8 +886,8 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
                 &labels[0] if use_labels else NULL, &order[0] if shuffled else NULL,
                 batch_size, first_batch, stop_batch, &spec[0, 0], &act_param[0], &layout[0],
                 n_layers, loss_kind, opt_kind, &hyper[0], state_ptr, n_params,
-                segment_ptr, segments.shape[0], &batch_loss[0], &batch_correct[0],
-                part_loss, part_correct, part_norm, &step, &status, &done)
+                segment_ptr, segments.shape[0], &reg[0, 0], &batch_loss[0], &batch_correct[0],
+                part_loss, part_correct, part_norm, part_penalty, &step, &status, &done)
     else:
         with nogil, parallel(num_threads=n_threads):
             # The team may be smaller than asked (nested or limited OpenMP): split
@@ -864,23 +899,24 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
                 &labels[0] if use_labels else NULL, &order[0] if shuffled else NULL,
                 batch_size, first_batch, stop_batch, &spec[0, 0], &act_param[0], &layout[0],
                 n_layers, loss_kind, opt_kind, &hyper[0], state_ptr, n_params,
-                segment_ptr, segments.shape[0], &batch_loss[0], &batch_correct[0],
-                part_loss, part_correct, part_norm, &step, &status, &done)
+                segment_ptr, segments.shape[0], &reg[0, 0], &batch_loss[0], &batch_correct[0],
+                part_loss, part_correct, part_norm, part_penalty, &step, &status, &done)
     return status, done, step
 
 
 def loss_grad(floating[::1] params, floating[::1] grads, floating[::1] work,
               const floating[:, ::1] X, const floating[:, ::1] targets, const intp[::1] labels,
               const intp[:, ::1] spec, const double[::1] act_param, const intp[::1] layout,
-              int loss_kind):
-    """Mean loss over all rows of ``X`` and its gradient into ``grads``; no update.
+              const double[:, ::1] reg, int loss_kind):
+    """Mean loss over all rows of ``X`` plus the layers' penalties, and its gradient
+    into ``grads``; no update.
 
     The workspace must hold ``X.shape[0]`` rows.
     """
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = spec[spec.shape[0] - 1, SPEC_N_OUT]
     cdef Py_ssize_t n_layers = spec.shape[0]
     cdef floating* wp = &work[0]
-    cdef double value
+    cdef double value, penalty
     cdef intp correct = 0
     cdef const floating* tin = &targets[0, 0] if loss_kind != LOSS_CE_LABELS else NULL
     cdef const intp* lin = &labels[0] if loss_kind == LOSS_CE_LABELS else NULL
@@ -893,6 +929,7 @@ def loss_grad(floating[::1] params, floating[::1] grads, floating[::1] work,
         raise ValueError("targets do not match X")
     if use_labels:
         _check_labels(labels, k)
+    _check_reg(reg, n_layers)
     with nogil:
         _forward(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0], n_layers,
                  &X[0, 0], 0, n)
@@ -900,8 +937,9 @@ def loss_grad(floating[::1] params, floating[::1] grads, floating[::1] work,
                       _delta(wp, &layout[0], n_layers, n_layers - 1),
                       _loss_scale(loss_kind, n, k), &correct)
         _deltas(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0], n_layers, 0, n)
-        _gradients(&grads[0], wp, &spec[0, 0], &layout[0], n_layers, &X[0, 0], n, 0, 1)
-    return value * _loss_scale(loss_kind, n, k)
+        penalty = _gradients(&params[0], &grads[0], wp, &spec[0, 0], &layout[0], &reg[0, 0],
+                             n_layers, &X[0, 0], n, 0, 1)
+    return value * _loss_scale(loss_kind, n, k) + penalty
 
 
 def predict_run(const floating[::1] params, floating[::1] work, const floating[:, ::1] X,
@@ -983,6 +1021,11 @@ cdef _check_optimizer(int kind, const double[::1] hyper, const floating[:, ::1] 
         raise ValueError("unknown optimizer code %d" % kind)
     if state.shape[0] < rows or (rows and state.shape[1] != n_params):
         raise ValueError("the optimizer needs %d state rows of %d entries" % (rows, n_params))
+
+
+cdef _check_reg(const double[:, ::1] reg, Py_ssize_t n_layers):
+    if reg.shape[0] != n_layers or reg.shape[1] != 4:
+        raise ValueError("reg must have shape (n_layers, 4)")
 
 
 cdef _check_segments(const intp[:, ::1] segments, Py_ssize_t n_params):

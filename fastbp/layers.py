@@ -20,6 +20,7 @@ import numpy as np
 from . import _validation as val
 from . import activations as act
 from . import initializers as inits
+from . import regularizers
 from ._backend import core
 
 
@@ -69,6 +70,9 @@ class Dense(Layer):
         relu and leaky_relu, "glorot_uniform" otherwise.
     bias_init : str, number or callable, default "zeros"
         Bias initializer.
+    kernel_regularizer, bias_regularizer : fastbp.regularizers.Regularizer, optional
+        Penalties on the weight and the bias (``L1(a)``, ``L2(a)``, ``L1L2(l1, l2)``),
+        added to the loss and its gradient.
     input_dim : int, optional
         Number of inputs; inferred from the data when not given.
 
@@ -81,7 +85,8 @@ class Dense(Layer):
     """
 
     def __init__(self, units, activation=None, *, negative_slope=0.01, init=None,
-                 bias_init="zeros", input_dim=None):
+                 bias_init="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 input_dim=None):
         super().__init__()
         self.units = val.positive_int(units, "units")
         self.activation = act.canonical_name(activation)
@@ -90,6 +95,8 @@ class Dense(Layer):
         inits.get_initializer(self.init)  # an unknown name fails here, not at build
         self.bias_init = bias_init
         inits.get_initializer(self.bias_init)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
         self.input_dim = None if input_dim is None else val.positive_int(input_dim, "input_dim")
         self.weight = self.bias = self.grad_weight = self.grad_bias = None
         self._input = self._output = None
@@ -187,9 +194,24 @@ class Dense(Layer):
         def plain(init):
             return init if isinstance(init, (str, int, float)) else None
 
+        def penalty(regularizer):
+            return None if regularizer is None else regularizer.get_config()
+
         return {"units": self.units, "activation": self.activation,
                 "negative_slope": self.negative_slope, "init": plain(self.init),
-                "bias_init": plain(self.bias_init) or "zeros", "input_dim": self.input_dim}
+                "bias_init": plain(self.bias_init) or "zeros",
+                "kernel_regularizer": penalty(self.kernel_regularizer),
+                "bias_regularizer": penalty(self.bias_regularizer), "input_dim": self.input_dim}
+
+    def penalty(self):
+        """The current value of the layer's weight and bias penalties."""
+        return sum(r.penalty(w) for r, w in ((self.kernel_regularizer, self.weight),
+                                             (self.bias_regularizer, self.bias)) if r)
+
+    def penalty_coefficients(self):
+        """(l1, l2) of the weight, then of the bias, as the compiled step reads them."""
+        k, b = self.kernel_regularizer, self.bias_regularizer
+        return [k.l1 if k else 0.0, k.l2 if k else 0.0, b.l1 if b else 0.0, b.l2 if b else 0.0]
 
     def __repr__(self):
         extra = f", negative_slope={self.negative_slope}" if self.activation == "leaky_relu" else ""

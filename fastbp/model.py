@@ -217,6 +217,8 @@ class Sequential:
             self._act_param[i] = layer.negative_slope
             n_in = layer.units
         self._spec = spec
+        self._reg = np.array([layer.penalty_coefficients() for layer in self.layers],
+                             dtype=np.float64).reshape(len(self.layers), 4)
         self._output_act = ACTIVATIONS[self.loss.output_activation]
         self.input_dim = input_dim
         self.built = True
@@ -478,7 +480,8 @@ class Sequential:
                         status, ran, step = train_run(
                             self.flat_params, self.flat_grads, ws.buffer, ws.labels, X,
                             targets, labels, order, batch, done, min(n_batches, done + chunk),
-                            self._spec, self._act_param, ws.layout, kind, self.optimizer.code,
+                            self._spec, self._act_param, ws.layout, self._reg, kind,
+                            self.optimizer.code,
                             hyper, state, segments, self.optimizer.iterations, batch_loss,
                             batch_correct, step_threads)
                         self.optimizer.iterations = step
@@ -507,7 +510,9 @@ class Sequential:
                             " inputs.")
                     if interrupted:
                         break
-                    metrics = {"loss": float(batch_loss @ batch_rows) / n}
+                    # Frozen layers' penalties are constants the step does not compute.
+                    metrics = {"loss": float(batch_loss @ batch_rows) / n + sum(
+                        layer.penalty() for layer in self.layers if not layer.trainable)}
                     if self.loss.is_classifier:
                         metrics["accuracy"] = batch_correct.sum() / (n * per_sample)
                     if val_data is not None:
@@ -579,7 +584,7 @@ class Sequential:
         loss, correct = core().evaluate_run(self.flat_params, ws.buffer, X, targets, labels,
                                             ws.capacity, self._spec, self._act_param,
                                             ws.layout, kind)
-        metrics = {"loss": loss}
+        metrics = {"loss": loss + sum(layer.penalty() for layer in self.layers)}
         if self.loss.is_classifier:
             metrics["accuracy"] = correct / (n * (targets.shape[1] if kind == LOSS_BCE else 1))
         else:
@@ -597,7 +602,7 @@ class Sequential:
         spec = self._spec.copy()
         spec[:, core().SPEC["trainable"]] = 1  # true gradients of every layer, frozen or not
         loss = core().loss_grad(self.flat_params, self.flat_grads, ws.buffer, X, targets,
-                                labels, spec, self._act_param, ws.layout, kind)
+                                labels, spec, self._act_param, ws.layout, self._reg, kind)
         return loss, [(layer.grad_weight.copy(), layer.grad_bias.copy()) for layer in self.layers]
 
     # -- weights ------------------------------------------------------------------

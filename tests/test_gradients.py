@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import fastbp
+from _gradcheck import flatten, numerical_gradient, relative_error
 
 ACTIVATIONS = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softmax"]
 LOSSES = ["mse", "cross_entropy", "binary_cross_entropy"]
@@ -19,28 +20,6 @@ def make_targets(loss, n, k, rng, soft=False):
             return t / t.sum(axis=1, keepdims=True)
         return rng.integers(0, k, size=n)
     return rng.uniform(0, 1, size=(n, k))
-
-
-def numerical_gradient(model, X, y, h=1e-6):
-    flat = model.flat_params
-    grad = np.empty_like(flat)
-    for i in range(flat.size):
-        saved = flat[i]
-        flat[i] = saved + h
-        up, _ = model.loss_and_gradients(X, y)
-        flat[i] = saved - h
-        down, _ = model.loss_and_gradients(X, y)
-        flat[i] = saved
-        grad[i] = (up - down) / (2 * h)
-    return grad
-
-
-def flatten(grads):
-    return np.concatenate([np.concatenate([gw.ravel(), gb]) for gw, gb in grads])
-
-
-def relative_error(a, b):
-    return np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-300)
 
 
 def build(widths, activation, output_activation, loss, n_features, seed):
