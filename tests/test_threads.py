@@ -97,7 +97,8 @@ def test_train_run_rejects_bad_thread_count():
         state = model.optimizer.flat_state(model.flat_params.size, np.float32)
         core().train_run(model.flat_params, model.flat_grads, ws.buffer, ws.labels, X,
                          y.reshape(-1, 1), np.empty(0, np.intp), np.empty(0, np.intp), 4, 0, 1,
-                         model._spec, model._act_param, ws.layout, 0, model.optimizer.code,
+                         model._spec, model._act_param, ws.layout, np.zeros((1, 4)), 0,
+                         model.optimizer.code,
                          model.optimizer.hyperparameters(), state,
                          np.array([[0, model.flat_params.size]], dtype=np.intp), 0, np.zeros(1),
                          np.zeros(1, np.intp), 0)
