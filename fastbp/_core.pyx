@@ -560,14 +560,93 @@ cdef inline bint _overlap(const intp* segments, Py_ssize_t s, Py_ssize_t lo, Py_
 
 
 # ---------------------------------------------------------------------------
+# Dropout: masks from a counter-based hash of (seed, step, layer, row, column), so
+# that forward and backward agree without storing a mask, and the mask does not
+# depend on how rows are split over threads.
+# ---------------------------------------------------------------------------
+
+cdef struct Dropout:
+    const double* rate          # n_layers + 1: the input's, then each layer output's
+    unsigned long long seed
+    long long step              # the optimizer step being taken (a new mask each step)
+
+
+cdef inline unsigned long long _mix(unsigned long long z) noexcept nogil:
+    # splitmix64's finalizer: every input bit affects every output bit.
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL
+    return z ^ (z >> 31)
+
+
+cdef inline unsigned long long _drop_key(const Dropout* drop, Py_ssize_t site) noexcept nogil:
+    return _mix(drop.seed ^ _mix((<unsigned long long>drop.step << 8) ^ <unsigned long long>site))
+
+
+cdef inline unsigned long long _threshold(double rate) noexcept nogil:
+    # Drop where the hash is below rate * 2^64.
+    return <unsigned long long>(rate * 18446744073709551616.0)
+
+
+cdef void _dropout_forward(floating* a, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t row0,
+                           const Dropout* drop, Py_ssize_t site) noexcept nogil:
+    """Inverted dropout in place on rows ``row0 <= i < row0 + rows`` of the batch:
+    each entry is zeroed with probability rate, else scaled by 1 / (1 - rate)."""
+    cdef double rate = drop.rate[site]
+    cdef unsigned long long key = _drop_key(drop, site), threshold = _threshold(rate), row_key
+    cdef floating scale = 1 / (1 - rate)
+    cdef Py_ssize_t i, j
+    cdef floating* row
+    for i in range(rows):
+        row_key = _mix(key ^ <unsigned long long>(row0 + i))
+        row = a + i * cols
+        for j in range(cols):
+            row[j] = 0 if _mix(row_key + <unsigned long long>j * 0x9e3779b97f4a7c15ULL) < threshold \
+                else row[j] * scale
+
+
+cdef void _dropout_act_backward(const floating* a, floating* d, Py_ssize_t rows,
+                                Py_ssize_t cols, Py_ssize_t row0, const Dropout* drop,
+                                Py_ssize_t site, int act, floating slope) noexcept nogil:
+    """``d = d * mask / (1 - rate) * f'(z)`` for a layer whose output ``a`` went through
+    dropout: the derivative is taken at the output before dropout, a * (1 - rate)
+    where kept (softmax is not allowed before dropout)."""
+    cdef double rate = drop.rate[site]
+    cdef unsigned long long key = _drop_key(drop, site), threshold = _threshold(rate), row_key
+    cdef floating scale = 1 / (1 - rate), keep = 1 - rate, v, g
+    cdef Py_ssize_t i, j, k
+    for i in range(rows):
+        row_key = _mix(key ^ <unsigned long long>(row0 + i))
+        for j in range(cols):
+            k = i * cols + j
+            if _mix(row_key + <unsigned long long>j * 0x9e3779b97f4a7c15ULL) < threshold:
+                d[k] = 0
+                continue
+            v = a[k] * keep
+            if act == ACT_SIGMOID:
+                g = v * (1 - v)
+            elif act == ACT_TANH:
+                g = 1 - v * v
+            elif act == ACT_RELU:
+                g = 1 if v > 0 else 0
+            elif act == ACT_LEAKY_RELU:
+                g = 1 if v > 0 else slope
+            else:
+                g = 1
+            d[k] = d[k] * scale * g
+
+
+# ---------------------------------------------------------------------------
 # Forward and backward through the whole network.
 # ---------------------------------------------------------------------------
 
 cdef void _forward(const floating* params, floating* work, const intp* spec,
                    const double* act_param, const intp* layout, Py_ssize_t n_layers,
-                   const floating* x, Py_ssize_t row0, Py_ssize_t rows) noexcept nogil:
+                   const floating* x, Py_ssize_t row0, Py_ssize_t rows,
+                   const Dropout* drop) noexcept nogil:
     """Forward pass of rows ``row0 <= i < row0 + rows`` of the batch, whose first row
-    is at ``x``; each layer's output lands in those rows of its buffer."""
+    is at ``x``; each layer's output lands in those rows of its buffer. ``drop``
+    (NULL in inference) applies dropout to the layers' outputs; the input's dropout
+    is the caller's, on its copy of the batch."""
     cdef Py_ssize_t l, n_in, n_out
     cdef const intp* s
     cdef floating* out
@@ -580,6 +659,8 @@ cdef void _forward(const floating* params, floating* work, const intp* spec,
               x, <int>n_in, params + s[SPEC_W_OFF], <int>n_out, <floating>0, out, <int>n_out)
         _bias_act(out, params + s[SPEC_B_OFF], rows, n_out, <int>s[SPEC_ACT],
                   <floating>act_param[l])
+        if drop != NULL and drop.rate[l + 1] > 0:
+            _dropout_forward(out, rows, n_out, row0, drop, l + 1)
         x = out
 
 
@@ -594,7 +675,7 @@ cdef inline floating* _delta(floating* work, const intp* layout, Py_ssize_t n_la
 
 cdef void _deltas(const floating* params, floating* work, const intp* spec,
                   const double* act_param, const intp* layout, Py_ssize_t n_layers,
-                  Py_ssize_t row0, Py_ssize_t rows) noexcept nogil:
+                  Py_ssize_t row0, Py_ssize_t rows, const Dropout* drop) noexcept nogil:
     """Backward pass of the deltas for rows ``row0 <= i < row0 + rows``.
 
     On entry the last layer's delta buffer holds dL/d(output) (from the loss); on
@@ -619,9 +700,16 @@ cdef void _deltas(const floating* params, floating* work, const intp* spec,
               _delta(work, layout, n_layers, l) + row0 * n_out, <int>n_out,
               params + s[SPEC_W_OFF], <int>n_out, <floating>0,
               _delta(work, layout, n_layers, l - 1) + row0 * n_in, <int>n_in)
-        _act_backward(work + layout[LAY_ACT0 + l - 1] + row0 * n_in,
-                      _delta(work, layout, n_layers, l - 1) + row0 * n_in, rows, n_in,
-                      <int>spec[(l - 1) * SPEC_WIDTH + SPEC_ACT], <floating>act_param[l - 1])
+        if drop != NULL and drop.rate[l] > 0:  # dropout on layer l-1's output
+            _dropout_act_backward(work + layout[LAY_ACT0 + l - 1] + row0 * n_in,
+                                  _delta(work, layout, n_layers, l - 1) + row0 * n_in, rows,
+                                  n_in, row0, drop, l,
+                                  <int>spec[(l - 1) * SPEC_WIDTH + SPEC_ACT],
+                                  <floating>act_param[l - 1])
+        else:
+            _act_backward(work + layout[LAY_ACT0 + l - 1] + row0 * n_in,
+                          _delta(work, layout, n_layers, l - 1) + row0 * n_in, rows, n_in,
+                          <int>spec[(l - 1) * SPEC_WIDTH + SPEC_ACT], <floating>act_param[l - 1])
 
 
 cdef double _gradients(const floating* params, floating* grads, floating* work,
@@ -687,7 +775,8 @@ cdef void _train_part(int part, int n_parts,
                       const intp* spec, const double* act_param, const intp* layout,
                       Py_ssize_t n_layers, int loss_kind, int opt_kind, const double* hyper,
                       floating* state, Py_ssize_t n_params, const intp* segments,
-                      Py_ssize_t n_segments, const double* reg, double* batch_loss,
+                      Py_ssize_t n_segments, const double* reg, const double* dropout,
+                      unsigned long long seed, double* batch_loss,
                       intp* batch_correct, double* part_loss, intp* part_correct,
                       double* part_norm, double* part_penalty,
                       long long* step, int* status, Py_ssize_t* done) noexcept nogil:
@@ -712,8 +801,15 @@ cdef void _train_part(int part, int n_parts,
     cdef double clipnorm = hyper[HYPER_CLIPNORM], clipvalue = hyper[HYPER_CLIPVALUE]
     cdef intp correct
     cdef long long local_step = step[0]
+    cdef Dropout drop
+    cdef const Dropout* dropping = NULL
+    cdef bint input_dropout = dropout != NULL and dropout[0] > 0
     cdef Py_ssize_t local_done = 0
     cdef int local_status = ST_OK
+    if dropout != NULL:
+        drop.rate = dropout
+        drop.seed = seed
+        dropping = &drop
     p0 = n_params * part // n_parts
     p1 = n_params * (part + 1) // n_parts
     if n_parts > 1 and clipnorm > 0:
@@ -723,6 +819,7 @@ cdef void _train_part(int part, int n_parts,
         rows = batch_size if start + batch_size <= n else n - start
         r0 = rows * part // n_parts
         r1 = rows * (part + 1) // n_parts
+        drop.step = local_step + 1
         if order != NULL:
             for i in range(r0, r1):
                 src = order[start + i]
@@ -736,11 +833,17 @@ cdef void _train_part(int part, int n_parts,
             xin = X + start * d
             tin = NULL if use_labels else targets + start * k
             lin = labels + start if use_labels else NULL
+            if input_dropout:  # dropout needs a copy of the input to change
+                memcpy(xb + r0 * d, xin + r0 * d, (r1 - r0) * d * sizeof(floating))
+                xin = xb
+        if input_dropout:
+            _dropout_forward(xb + r0 * d, r1 - r0, d, r0, dropping, 0)
         scale = _loss_scale(loss_kind, rows, k)
         part_loss[part] = 0
         part_correct[part] = 0
         if r1 > r0:
-            _forward(params, work, spec, act_param, layout, n_layers, xin + r0 * d, r0, r1 - r0)
+            _forward(params, work, spec, act_param, layout, n_layers, xin + r0 * d, r0, r1 - r0,
+                     dropping)
             correct = 0
             part_loss[part] = _loss(loss_kind, _output(work, layout, n_layers) + r0 * k,
                                     NULL if use_labels else tin + r0 * k,
@@ -748,7 +851,7 @@ cdef void _train_part(int part, int n_parts,
                                     _delta(work, layout, n_layers, n_layers - 1) + r0 * k,
                                     <floating>scale, &correct)
             part_correct[part] = correct
-            _deltas(params, work, spec, act_param, layout, n_layers, r0, r1 - r0)
+            _deltas(params, work, spec, act_param, layout, n_layers, r0, r1 - r0, dropping)
         if n_parts > 1:
             fbp_barrier()
         value = 0
@@ -812,7 +915,8 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
               const intp[::1] order, Py_ssize_t batch_size,
               Py_ssize_t first_batch, Py_ssize_t stop_batch,
               const intp[:, ::1] spec, const double[::1] act_param, const intp[::1] layout,
-              const double[:, ::1] reg, int loss_kind, int opt_kind, const double[::1] hyper,
+              const double[:, ::1] reg, const double[::1] dropout, unsigned long long seed,
+              int loss_kind, int opt_kind, const double[::1] hyper,
               floating[:, ::1] state, const intp[:, ::1] segments, long long step,
               double[::1] batch_loss, intp[::1] batch_correct, int n_threads=1):
     """Train on minibatches ``first_batch <= b < stop_batch`` of one epoch.
@@ -872,6 +976,9 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
     _check_optimizer(opt_kind, hyper, state, n_params)
     _check_segments(segments, n_params)
     _check_reg(reg, n_layers)
+    _check_dropout(dropout, n_layers)
+    if dropout.shape[0] and dropout[0] > 0 and not shuffled:
+        _check_network(params, work, spec, act_param, layout, d, batch_size, True, True)
     if n_threads < 1 or n_threads > MAX_PARTS:
         raise ValueError("n_threads must lie in [1, %d]" % MAX_PARTS)
     if stop_batch == first_batch:
@@ -886,7 +993,8 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
                 &labels[0] if use_labels else NULL, &order[0] if shuffled else NULL,
                 batch_size, first_batch, stop_batch, &spec[0, 0], &act_param[0], &layout[0],
                 n_layers, loss_kind, opt_kind, &hyper[0], state_ptr, n_params,
-                segment_ptr, segments.shape[0], &reg[0, 0], &batch_loss[0], &batch_correct[0],
+                segment_ptr, segments.shape[0], &reg[0, 0],
+                &dropout[0] if dropout.shape[0] else NULL, seed, &batch_loss[0], &batch_correct[0],
                 part_loss, part_correct, part_norm, part_penalty, &step, &status, &done)
     else:
         with nogil, parallel(num_threads=n_threads):
@@ -899,7 +1007,8 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
                 &labels[0] if use_labels else NULL, &order[0] if shuffled else NULL,
                 batch_size, first_batch, stop_batch, &spec[0, 0], &act_param[0], &layout[0],
                 n_layers, loss_kind, opt_kind, &hyper[0], state_ptr, n_params,
-                segment_ptr, segments.shape[0], &reg[0, 0], &batch_loss[0], &batch_correct[0],
+                segment_ptr, segments.shape[0], &reg[0, 0],
+                &dropout[0] if dropout.shape[0] else NULL, seed, &batch_loss[0], &batch_correct[0],
                 part_loss, part_correct, part_norm, part_penalty, &step, &status, &done)
     return status, done, step
 
@@ -907,9 +1016,12 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
 def loss_grad(floating[::1] params, floating[::1] grads, floating[::1] work,
               const floating[:, ::1] X, const floating[:, ::1] targets, const intp[::1] labels,
               const intp[:, ::1] spec, const double[::1] act_param, const intp[::1] layout,
-              const double[:, ::1] reg, int loss_kind):
+              const double[:, ::1] reg, int loss_kind, const double[::1] dropout=None,
+              unsigned long long seed=0, long long step=0):
     """Mean loss over all rows of ``X`` plus the layers' penalties, and its gradient
-    into ``grads``; no update.
+    into ``grads``; no update. With ``dropout`` rates (as train_run takes them), the
+    dropout masks of training step ``step`` apply (the input's included), so that
+    repeated calls see the same masks.
 
     The workspace must hold ``X.shape[0]`` rows.
     """
@@ -930,15 +1042,31 @@ def loss_grad(floating[::1] params, floating[::1] grads, floating[::1] work,
     if use_labels:
         _check_labels(labels, k)
     _check_reg(reg, n_layers)
+    cdef Dropout drop
+    cdef const Dropout* dropping = NULL
+    cdef const floating* xin = &X[0, 0]
+    if dropout is not None and dropout.shape[0]:
+        _check_dropout(dropout, n_layers)
+        drop.rate = &dropout[0]
+        drop.seed = seed
+        drop.step = step
+        dropping = &drop
+        if dropout[0] > 0:
+            _check_network(params, work, spec, act_param, layout, d, n, True, True)
     with nogil:
+        if dropping != NULL and dropout[0] > 0:
+            memcpy(wp + layout[LAY_XB], xin, n * d * sizeof(floating))
+            _dropout_forward(wp + layout[LAY_XB], n, d, 0, dropping, 0)
+            xin = wp + layout[LAY_XB]
         _forward(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0], n_layers,
-                 &X[0, 0], 0, n)
+                 xin, 0, n, dropping)
         value = _loss(loss_kind, _output(wp, &layout[0], n_layers), tin, lin, n, k,
                       _delta(wp, &layout[0], n_layers, n_layers - 1),
                       _loss_scale(loss_kind, n, k), &correct)
-        _deltas(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0], n_layers, 0, n)
+        _deltas(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0], n_layers, 0, n,
+                dropping)
         penalty = _gradients(&params[0], &grads[0], wp, &spec[0, 0], &layout[0], &reg[0, 0],
-                             n_layers, &X[0, 0], n, 0, 1)
+                             n_layers, xin, n, 0, 1)
     return value * _loss_scale(loss_kind, n, k) + penalty
 
 
@@ -962,7 +1090,7 @@ def predict_run(const floating[::1] params, floating[::1] work, const floating[:
         while start < n:
             rows = capacity if start + capacity <= n else n - start
             _forward(&params[0], &work[0], &spec[0, 0], &act_param[0], &layout[0],
-                     spec.shape[0], &X[start, 0], 0, rows)
+                     spec.shape[0], &X[start, 0], 0, rows, NULL)
             res = _output(&work[0], &layout[0], spec.shape[0])
             _bias_act(res, <floating*>NULL, rows, k, output_act, <floating>0)
             memcpy(&out[start, 0], res, rows * k * sizeof(floating))
@@ -993,7 +1121,7 @@ def evaluate_run(const floating[::1] params, floating[::1] work, const floating[
         while start < n:
             rows = capacity if start + capacity <= n else n - start
             _forward(&params[0], &work[0], &spec[0, 0], &act_param[0], &layout[0],
-                     spec.shape[0], &X[start, 0], 0, rows)
+                     spec.shape[0], &X[start, 0], 0, rows, NULL)
             res = _output(&work[0], &layout[0], spec.shape[0])
             total += _loss(loss_kind, res,
                            NULL if use_labels else &targets[start, 0],
@@ -1021,6 +1149,21 @@ cdef _check_optimizer(int kind, const double[::1] hyper, const floating[:, ::1] 
         raise ValueError("unknown optimizer code %d" % kind)
     if state.shape[0] < rows or (rows and state.shape[1] != n_params):
         raise ValueError("the optimizer needs %d state rows of %d entries" % (rows, n_params))
+
+
+cdef _check_dropout(const double[::1] dropout, Py_ssize_t n_layers):
+    # Empty: no dropout. Else one rate for the input, then one per layer output, the
+    # last layer's 0 (its output goes to the loss).
+    cdef Py_ssize_t i
+    if dropout.shape[0] == 0:
+        return
+    if dropout.shape[0] != n_layers + 1:
+        raise ValueError("dropout must have n_layers + 1 entries")
+    for i in range(n_layers + 1):
+        if not 0 <= dropout[i] < 1:
+            raise ValueError("dropout rates must lie in [0, 1)")
+    if dropout[n_layers] != 0:
+        raise ValueError("the output layer cannot have dropout")
 
 
 cdef _check_reg(const double[:, ::1] reg, Py_ssize_t n_layers):

@@ -218,6 +218,51 @@ class Dense(Layer):
         return f"Dense({self.units}, activation={self.activation!r}{extra})"
 
 
+class Dropout(Layer):
+    """Inverted dropout: in training, each output of the previous layer is zeroed with
+    probability ``rate`` and the others are scaled by ``1 / (1 - rate)``, so that
+    nothing changes in inference, where dropout is off (``predict``, ``evaluate``).
+
+    Masks come from the model seed and the training step: the same seed gives the
+    same masks, whatever the thread count. Place it after a Dense layer (not after a
+    softmax one) or first, on the inputs; not last.
+
+    Parameters
+    ----------
+    rate : float
+        Fraction of the units dropped, in [0, 1).
+    """
+
+    def __init__(self, rate):
+        super().__init__()
+        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) \
+                or not 0 <= rate < 1:
+            raise ValueError(f"Dropout rate must be a number in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self.built = True
+
+    def get_config(self):
+        return {"rate": self.rate}
+
+    def forward(self, x, training=True, rng=None):
+        """Apply dropout by hand (a fresh mask from ``rng`` each call) when training;
+        the identity otherwise."""
+        x = np.asarray(x)
+        if not training or self.rate == 0:
+            return x
+        rng = rng if rng is not None else np.random.default_rng()
+        self._mask = (rng.random(x.shape) >= self.rate) / (1 - self.rate)
+        return x * self._mask
+
+    def backward(self, grad_output):
+        if getattr(self, "_mask", None) is None:
+            raise RuntimeError("call forward(x) before backward(grad_output)")
+        return np.asarray(grad_output) * self._mask
+
+    def __repr__(self):
+        return f"Dropout({self.rate})"
+
+
 def _dtype_of(x):
     dtype = getattr(x, "dtype", None)
     return np.float64 if dtype == np.float64 else np.float32

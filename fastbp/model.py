@@ -7,7 +7,7 @@ import numpy as np
 
 from . import _validation as val
 from .activations import ACTIVATIONS
-from .layers import Dense, Layer
+from .layers import Dense, Dropout, Layer
 from .losses import LOSS_BCE, LOSS_CE_LABELS, get_loss
 from .optimizers import OPTIMIZERS, get_optimizer
 from . import _interrupt, _progress, _threads
@@ -183,8 +183,9 @@ class Sequential:
             raise RuntimeError("cannot add layers to a model that is already built")
         if not isinstance(layer, Layer):
             raise TypeError(f"layers must be Layer instances, got {type(layer).__name__}")
-        if not isinstance(layer, Dense):
-            raise TypeError(f"Sequential supports Dense layers, got {type(layer).__name__}")
+        if not isinstance(layer, (Dense, Dropout)):
+            raise TypeError(f"Sequential supports Dense and Dropout layers, got"
+                            f" {type(layer).__name__}")
         if any(layer is other for other in self.layers):
             raise ValueError("the same layer instance appears twice in the model")
         self.layers.append(layer)
@@ -193,48 +194,71 @@ class Sequential:
     def build(self, input_dim):
         """Create the weights for ``input_dim`` input features."""
         self._resolve_loss()
+        dense = self._dense
+        self._dropout = self._dropout_rates()
         sizes, n_in = [], input_dim
-        for layer in self.layers:
+        for layer in dense:
             sizes.append(layer.n_params(n_in))
             n_in = layer.output_dim(n_in)
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         self.flat_params = np.empty(int(offsets[-1]), dtype=self.dtype)
         self.flat_grads = np.zeros(int(offsets[-1]), dtype=self.dtype)
         # BLAS takes 32-bit sizes.
-        if max([input_dim] + [layer.units for layer in self.layers]) >= 2**31:
+        if max([input_dim] + [layer.units for layer in dense]) >= 2**31:
             raise ValueError("layer widths must be below 2**31")
 
-        spec = np.zeros((len(self.layers), core().SPEC_COLUMNS), dtype=np.intp)
-        self._act_param = np.zeros(len(self.layers))
+        spec = np.zeros((len(dense), core().SPEC_COLUMNS), dtype=np.intp)
+        self._act_param = np.zeros(len(dense))
         n_in = input_dim
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(dense):
             lo, hi = offsets[i], offsets[i + 1]
             layer.bind(n_in, self.flat_params[lo:hi], self.flat_grads[lo:hi], self._rng)
             code = layer.activation_code
-            if i == len(self.layers) - 1 and layer.activation == self.loss.output_activation:
+            if i == len(dense) - 1 and layer.activation == self.loss.output_activation:
                 code = ACTIVATIONS["identity"]  # fused into the loss
             spec[i] = (n_in, layer.units, code, lo, lo + n_in * layer.units, 1)
             self._act_param[i] = layer.negative_slope
             n_in = layer.units
         self._spec = spec
-        self._reg = np.array([layer.penalty_coefficients() for layer in self.layers],
-                             dtype=np.float64).reshape(len(self.layers), 4)
+        self._reg = np.array([layer.penalty_coefficients() for layer in dense],
+                             dtype=np.float64).reshape(len(dense), 4)
+        self._dropout_seed = int(self._rng.integers(0, 2**63))
         self._output_act = ACTIVATIONS[self.loss.output_activation]
         self.input_dim = input_dim
         self.built = True
         self._train_ws = self._infer_ws = None
         return self
 
+    @property
+    def _dense(self):
+        return [layer for layer in self.layers if isinstance(layer, Dense)]
+
+    def _dropout_rates(self):
+        """Dropout rate of the input (index 0) and of each Dense layer's output, as the
+        compiled step reads them; empty when the model has no dropout."""
+        rates = [0.0]
+        for layer in self.layers:
+            if isinstance(layer, Dense):
+                rates.append(0.0)
+            elif rates[-1] or layer.rate:  # consecutive dropouts: keep probabilities multiply
+                rates[-1] = 1 - (1 - rates[-1]) * (1 - layer.rate)
+        if isinstance(self.layers[-1], Dropout):
+            raise ValueError("Dropout cannot be the last layer: its output is the loss's input")
+        for i, layer in enumerate(self._dense):
+            if rates[i + 1] and layer.activation == "softmax":
+                raise ValueError("Dropout after a softmax layer is not supported")
+        return np.array(rates if any(rates) else [], dtype=np.float64)
+
     def _resolve_loss(self):
         """Fix the loss (inferred from the last activation when not given) and check
         that the output layer suits it."""
-        if not self.layers:
-            raise ValueError("the model has no layers")
+        if not self._dense:
+            raise ValueError("the model has no Dense layers")
         if self.loss is None:
-            last = self.layers[-1].activation
+            last = self._dense[-1].activation
             self.loss = get_loss({"softmax": "cross_entropy",
                                   "sigmoid": "binary_cross_entropy"}.get(last, "mse"))
-        self.loss.check_output_units(self.layers[-1].units)
+        self.loss.check_output_units(self._dense[-1].units)
         return self.loss
 
     def _ensure_built(self, n_features, name="X"):
@@ -249,7 +273,7 @@ class Sequential:
         where adjacent; the spec's trainable column follows the layers' flags, and a
         frozen layer's gradient is zero (never computed in training)."""
         segments = []
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self._dense):
             trainable = bool(layer.trainable)
             self._spec[i, core().SPEC["trainable"]] = trainable
             lo = self._spec[i, core().SPEC["weight_offset"]]
@@ -263,7 +287,7 @@ class Sequential:
         return np.array(segments, dtype=np.intp).reshape(-1, 2)
 
     def _widths(self):
-        return [layer.units for layer in self.layers]
+        return [layer.units for layer in self._dense]
 
     def _workspace(self, rows, training):
         attr = "_train_ws" if training else "_infer_ws"
@@ -275,7 +299,7 @@ class Sequential:
 
     @property
     def n_outputs(self):
-        return self.layers[-1].units
+        return self._dense[-1].units
 
     # -- input checks -------------------------------------------------------------
     def _check_X(self, X, name="X"):
@@ -480,8 +504,8 @@ class Sequential:
                         status, ran, step = train_run(
                             self.flat_params, self.flat_grads, ws.buffer, ws.labels, X,
                             targets, labels, order, batch, done, min(n_batches, done + chunk),
-                            self._spec, self._act_param, ws.layout, self._reg, kind,
-                            self.optimizer.code,
+                            self._spec, self._act_param, ws.layout, self._reg, self._dropout,
+                            self._dropout_seed, kind, self.optimizer.code,
                             hyper, state, segments, self.optimizer.iterations, batch_loss,
                             batch_correct, step_threads)
                         self.optimizer.iterations = step
@@ -512,7 +536,7 @@ class Sequential:
                         break
                     # Frozen layers' penalties are constants the step does not compute.
                     metrics = {"loss": float(batch_loss @ batch_rows) / n + sum(
-                        layer.penalty() for layer in self.layers if not layer.trainable)}
+                        layer.penalty() for layer in self._dense if not layer.trainable)}
                     if self.loss.is_classifier:
                         metrics["accuracy"] = batch_correct.sum() / (n * per_sample)
                     if val_data is not None:
@@ -584,7 +608,7 @@ class Sequential:
         loss, correct = core().evaluate_run(self.flat_params, ws.buffer, X, targets, labels,
                                             ws.capacity, self._spec, self._act_param,
                                             ws.layout, kind)
-        metrics = {"loss": loss + sum(layer.penalty() for layer in self.layers)}
+        metrics = {"loss": loss + sum(layer.penalty() for layer in self._dense)}
         if self.loss.is_classifier:
             metrics["accuracy"] = correct / (n * (targets.shape[1] if kind == LOSS_BCE else 1))
         else:
@@ -594,29 +618,40 @@ class Sequential:
             metrics["r2"] = 1.0 - float((residual ** 2).sum() / spread) if spread > 0 else 0.0
         return metrics
 
-    def loss_and_gradients(self, X, y):
+    def loss_and_gradients(self, X, y, training=False):
         """Return ``(loss, [(grad_weight, grad_bias), ...])`` of the mean loss over all
-        of (X, y) in layer order, without changing the weights."""
+        of (X, y) (with the layers' penalties) in Dense layer order, without changing
+        the weights.
+
+        ``training=True`` applies dropout with the masks of the next training step
+        (the same on every call until the model trains), as fit would.
+        """
         X, kind, targets, labels = self._check_Xy(X, y)
         ws = _Workspace(self.input_dim, self._widths(), X.shape[0], self.dtype, training=True)
         spec = self._spec.copy()
         spec[:, core().SPEC["trainable"]] = 1  # true gradients of every layer, frozen or not
+        extra = {}
+        if training and self._dropout.size:
+            extra = dict(dropout=self._dropout, seed=self._dropout_seed,
+                         step=self.optimizer.iterations + 1)
         loss = core().loss_grad(self.flat_params, self.flat_grads, ws.buffer, X, targets,
-                                labels, spec, self._act_param, ws.layout, self._reg, kind)
-        return loss, [(layer.grad_weight.copy(), layer.grad_bias.copy()) for layer in self.layers]
+                                labels, spec, self._act_param, ws.layout, self._reg, kind,
+                                **extra)
+        return loss, [(layer.grad_weight.copy(), layer.grad_bias.copy()) for layer in self._dense]
 
     # -- weights ------------------------------------------------------------------
     def get_weights(self):
         """Return copies of the weights: a list of (weight, bias) in layer order."""
         self._require_built()
-        return [(layer.weight.copy(), layer.bias.copy()) for layer in self.layers]
+        return [(layer.weight.copy(), layer.bias.copy()) for layer in self._dense]
 
     def set_weights(self, weights):
         """Set the weights from a list of (weight, bias) pairs in layer order, shaped
         (n_inputs, units) and (units,). Builds the model if needed."""
         weights = list(weights)
-        if len(weights) != len(self.layers):
-            raise ValueError(f"got {len(weights)} (weight, bias) pairs for {len(self.layers)} layers")
+        dense = self._dense
+        if len(weights) != len(dense):
+            raise ValueError(f"got {len(weights)} (weight, bias) pairs for {len(dense)} layers")
         pairs = []
         for i, pair in enumerate(weights):
             try:
@@ -631,13 +666,13 @@ class Sequential:
             pairs.append((w, b))
         if not self.built:
             self.build(pairs[0][0].shape[0])
-        for i, (layer, (w, b)) in enumerate(zip(self.layers, pairs)):
+        for i, (layer, (w, b)) in enumerate(zip(dense, pairs)):
             if w.shape != layer.weight.shape or b.shape != layer.bias.shape:
                 raise ValueError(
                     f"layer {i} expects weight {layer.weight.shape} and bias {layer.bias.shape},"
                     f" got {w.shape} and {b.shape}"
                 )
-        for layer, (w, b) in zip(self.layers, pairs):
+        for layer, (w, b) in zip(dense, pairs):
             layer.weight[...] = w
             layer.bias[...] = b
 
@@ -665,6 +700,7 @@ class Sequential:
             "threads": self.threads,
             "input_dim": self.input_dim,
             "rng_state": self._rng.bit_generator.state,
+            "dropout_seed": self._dropout_seed,
             "history": {"epoch": self.history.epoch, "history": self.history.history},
             "epochs_done": self._epochs_done,
         }
@@ -674,9 +710,9 @@ class Sequential:
         """A built model (fresh weights) from ``get_config()``'s output."""
         layers = []
         for entry in config["layers"]:
-            if entry.get("class") != "Dense":
+            if entry.get("class") not in ("Dense", "Dropout"):
                 raise ValueError(f"unknown layer class {entry.get('class')!r}")
-            layer = Dense(**entry["config"])
+            layer = (Dense if entry["class"] == "Dense" else Dropout)(**entry["config"])
             layer.trainable = bool(entry.get("trainable", True))
             layers.append(layer)
         opt = config["optimizer"]
@@ -704,6 +740,7 @@ class Sequential:
         self.optimizer.iterations = val.positive_int(config["optimizer"]["iterations"],
                                                      "iterations", minimum=0)
         self._rng.bit_generator.state = config["rng_state"]
+        self._dropout_seed = val.positive_int(config["dropout_seed"], "dropout_seed", minimum=0)
         history = config["history"]
         self.history.epoch = [int(e) for e in history["epoch"]]
         self.history.history = {str(k): [float(v) for v in values]
@@ -719,7 +756,11 @@ class Sequential:
         self._require_built()
         lines = [f"{'layer':<40}{'output':>12}{'params':>12}"]
         for layer in self.layers:
-            lines.append(f"{repr(layer):<40}{layer.units:>12}{layer.weight.size + layer.bias.size:>12}")
+            if isinstance(layer, Dense):
+                lines.append(f"{repr(layer):<40}{layer.units:>12}"
+                             f"{layer.weight.size + layer.bias.size:>12}")
+            else:
+                lines.append(f"{repr(layer):<40}{'':>12}{0:>12}")
         lines.append(f"total parameters: {self.count_params()}; loss: {self.loss.name};"
                      f" optimizer: {self.optimizer!r}; dtype: {np.dtype(self.dtype).name}")
         return "\n".join(lines)

@@ -87,18 +87,3 @@ def test_threads_argument_checked():
         fastbp.Sequential([fastbp.Dense(1)], threads=0)
     with pytest.raises(TypeError, match="threads"):
         fastbp.Sequential([fastbp.Dense(1)], threads=1.5)
-
-
-def test_train_run_rejects_bad_thread_count():
-    model = fastbp.Sequential([fastbp.Dense(1)], loss="mse", input_dim=2)
-    X, y = np.ones((4, 2), dtype=np.float32), np.ones(4, dtype=np.float32)
-    with pytest.raises(ValueError, match="n_threads"):
-        ws = model._workspace(4, training=True)
-        state = model.optimizer.flat_state(model.flat_params.size, np.float32)
-        core().train_run(model.flat_params, model.flat_grads, ws.buffer, ws.labels, X,
-                         y.reshape(-1, 1), np.empty(0, np.intp), np.empty(0, np.intp), 4, 0, 1,
-                         model._spec, model._act_param, ws.layout, np.zeros((1, 4)), 0,
-                         model.optimizer.code,
-                         model.optimizer.hyperparameters(), state,
-                         np.array([[0, model.flat_params.size]], dtype=np.intp), 0, np.zeros(1),
-                         np.zeros(1, np.intp), 0)

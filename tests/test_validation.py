@@ -709,7 +709,7 @@ def test_layers_must_be_dense_instances():
 
 def test_model_without_layers():
     X, y = reg_data()
-    with pytest.raises(ValueError, match=r"the model has no layers"):
+    with pytest.raises(ValueError, match=r"the model has no Dense layers"):
         fastbp.Sequential([]).fit(X, y, epochs=1)
 
 
