@@ -34,7 +34,7 @@ to ``capacity`` rows; a batch of ``rows <= capacity`` uses the leading rows.
 """
 
 from cython cimport floating
-from libc.math cimport log, logf, log1p, log1pf, sqrt, fabs, isfinite, pow
+from libc.math cimport log, logf, log1p, log1pf, sqrt, fabs, isfinite, pow, exp, erf, M_SQRT1_2
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
@@ -53,6 +53,9 @@ cdef enum:
     ACT_RELU = 3
     ACT_LEAKY_RELU = 4
     ACT_SOFTMAX = 5
+    ACT_ELU = 6
+    ACT_GELU = 7
+    ACT_SOFTPLUS = 8
 
 # Loss codes (mirrored in fastbp/losses.py).
 cdef enum:
@@ -85,7 +88,8 @@ cdef enum:
     SPEC_WIDTH = 6
 
 # Entries of the workspace layout: the gathered batch, then for each layer l its
-# output at LAY_ACT0 + l and its delta dL/dz at LAY_ACT0 + n_layers + l.
+# output at LAY_ACT0 + l, its delta dL/dz at LAY_ACT0 + n_layers + l, and its kept
+# pre-activation at LAY_ACT0 + 2 n_layers + l (-1: none).
 cdef enum:
     LAY_XB = 0
     LAY_YB = 1
@@ -146,6 +150,8 @@ cdef extern from "_vmath.h" nogil:
     double fbp_tanh(double)
     float fbp_sigmoidf(float)
     double fbp_sigmoid(double)
+    float fbp_expm1_negf(float)
+    double fbp_expm1_neg(double)
     void fbp_tanh_f32(float* z, Py_ssize_t n)
     void fbp_tanh_f64(double* z, Py_ssize_t n)
     void fbp_sigmoid_f32(float* z, Py_ssize_t n)
@@ -191,6 +197,18 @@ cdef inline floating _sigmoid(floating x) noexcept nogil:
         return fbp_sigmoidf(x)
     else:
         return fbp_sigmoid(x)
+
+
+cdef inline floating _expm1_neg(floating x) noexcept nogil:
+    if floating is float:
+        return fbp_expm1_negf(x)
+    else:
+        return fbp_expm1_neg(x)
+
+
+# GELU's derivative needs the input z: Phi(z) + z phi(z), phi the standard normal density.
+cdef inline double _gelu_grad(double z) noexcept nogil:
+    return 0.5 * (1 + erf(z * M_SQRT1_2)) + z * 0.3989422804014327 * exp(-0.5 * z * z)
 
 
 # ---------------------------------------------------------------------------
@@ -239,8 +257,10 @@ cdef void _softmax_rows(floating* z, Py_ssize_t rows, Py_ssize_t cols) noexcept 
 
 
 cdef void _bias_act(floating* z, const floating* bias, Py_ssize_t rows, Py_ssize_t cols,
-                    int act, floating slope) noexcept nogil:
-    """In place ``z = f(z + bias)`` (bias broadcast over rows; NULL for none).
+                    int act, floating param, floating* keep_z) noexcept nogil:
+    """In place ``z = f(z + bias)`` (bias broadcast over rows; NULL for none). When
+    ``keep_z`` is not NULL, ``z + bias`` is copied there first (GELU's backward
+    needs it). ``param``: leaky_relu's negative slope, ELU's alpha.
 
     One loop per activation, branch-free in the element, so that each vectorizes.
     """
@@ -252,13 +272,15 @@ cdef void _bias_act(floating* z, const floating* bias, Py_ssize_t rows, Py_ssize
             row = z + i * cols
             for j in range(cols):
                 row[j] = row[j] + bias[j]
+    if keep_z != NULL:
+        memcpy(keep_z, z, size * sizeof(floating))
     if act == ACT_RELU:
         for i in range(size):
             z[i] = 0 if z[i] < 0 else z[i]  # NaN passes through
     elif act == ACT_LEAKY_RELU:
         for i in range(size):
             v = z[i]
-            z[i] = v * slope if v < 0 else v
+            z[i] = v * param if v < 0 else v
     elif act == ACT_SIGMOID:
         if floating is float:
             fbp_sigmoid_f32(z, size)
@@ -271,11 +293,44 @@ cdef void _bias_act(floating* z, const floating* bias, Py_ssize_t rows, Py_ssize
             fbp_tanh_f64(z, size)
     elif act == ACT_SOFTMAX:
         _softmax_rows(z, rows, cols)
+    elif act == ACT_ELU:
+        for i in range(size):
+            v = z[i]
+            z[i] = param * _expm1_neg(v) if v < 0 else v
+    elif act == ACT_SOFTPLUS:
+        # log(1 + e^z), PyTorch's threshold: z itself above 20, where they agree.
+        for i in range(size):
+            v = z[i]
+            z[i] = v if v > 20 else log1p(exp(v))
+    elif act == ACT_GELU:
+        for i in range(size):
+            v = z[i]
+            z[i] = 0.5 * v * (1 + erf(v * M_SQRT1_2))
 
 
-cdef void _act_backward(const floating* a, floating* d, Py_ssize_t rows, Py_ssize_t cols,
-                        int act, floating slope) noexcept nogil:
-    """In place ``d = d * f'(z)``, with the derivative written from the output ``a = f(z)``."""
+cdef inline floating _derivative(int act, floating a, floating z, floating param) noexcept nogil:
+    """f'(z) from the output ``a = f(z)`` (and ``z`` itself for GELU)."""
+    if act == ACT_SIGMOID:
+        return a * (1 - a)
+    if act == ACT_TANH:
+        return 1 - a * a
+    if act == ACT_RELU:
+        return 1 if a > 0 else 0
+    if act == ACT_LEAKY_RELU:
+        return 1 if a > 0 else param
+    if act == ACT_ELU:
+        return 1 if a > 0 else a + param
+    if act == ACT_SOFTPLUS:
+        return -_expm1_neg(-a)  # sigmoid(z) = 1 - e^(-a), exact for small a
+    if act == ACT_GELU:
+        return <floating>_gelu_grad(z)
+    return 1
+
+
+cdef void _act_backward(const floating* a, const floating* z, floating* d, Py_ssize_t rows,
+                        Py_ssize_t cols, int act, floating param) noexcept nogil:
+    """In place ``d = d * f'(z)``, with the derivative written from the output ``a = f(z)``
+    (GELU: from ``z``, which it keeps)."""
     cdef Py_ssize_t i, j, size = rows * cols
     cdef floating v, dot
     cdef const floating* arow
@@ -286,7 +341,7 @@ cdef void _act_backward(const floating* a, floating* d, Py_ssize_t rows, Py_ssiz
     elif act == ACT_LEAKY_RELU:
         # slope >= 0 (checked in Python), so a > 0 exactly where z > 0.
         for i in range(size):
-            d[i] = d[i] if a[i] > 0 else d[i] * slope
+            d[i] = d[i] if a[i] > 0 else d[i] * param
     elif act == ACT_SIGMOID:
         for i in range(size):
             v = a[i]
@@ -295,6 +350,17 @@ cdef void _act_backward(const floating* a, floating* d, Py_ssize_t rows, Py_ssiz
         for i in range(size):
             v = a[i]
             d[i] = d[i] * (1 - v * v)
+    elif act == ACT_ELU:
+        # alpha > 0 (checked in Python), so a > 0 exactly where z > 0.
+        for i in range(size):
+            v = a[i]
+            d[i] = d[i] if v > 0 else d[i] * (v + param)
+    elif act == ACT_SOFTPLUS:
+        for i in range(size):
+            d[i] = d[i] * -_expm1_neg(-a[i])
+    elif act == ACT_GELU:
+        for i in range(size):
+            d[i] = d[i] * <floating>_gelu_grad(z[i])
     elif act == ACT_SOFTMAX:
         # Jacobian-vector product of softmax: d_z = a * (d_a - sum(d_a * a)).
         for i in range(rows):
@@ -604,15 +670,16 @@ cdef void _dropout_forward(floating* a, Py_ssize_t rows, Py_ssize_t cols, Py_ssi
                 else row[j] * scale
 
 
-cdef void _dropout_act_backward(const floating* a, floating* d, Py_ssize_t rows,
-                                Py_ssize_t cols, Py_ssize_t row0, const Dropout* drop,
-                                Py_ssize_t site, int act, floating slope) noexcept nogil:
+cdef void _dropout_act_backward(const floating* a, const floating* z, floating* d,
+                                Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t row0,
+                                const Dropout* drop, Py_ssize_t site, int act,
+                                floating param) noexcept nogil:
     """``d = d * mask / (1 - rate) * f'(z)`` for a layer whose output ``a`` went through
     dropout: the derivative is taken at the output before dropout, a * (1 - rate)
     where kept (softmax is not allowed before dropout)."""
     cdef double rate = drop.rate[site]
     cdef unsigned long long key = _drop_key(drop, site), threshold = _threshold(rate), row_key
-    cdef floating scale = 1 / (1 - rate), keep = 1 - rate, v, g
+    cdef floating scale = 1 / (1 - rate), keep = 1 - rate
     cdef Py_ssize_t i, j, k
     for i in range(rows):
         row_key = _mix(key ^ <unsigned long long>(row0 + i))
@@ -620,19 +687,9 @@ cdef void _dropout_act_backward(const floating* a, floating* d, Py_ssize_t rows,
             k = i * cols + j
             if _mix(row_key + <unsigned long long>j * 0x9e3779b97f4a7c15ULL) < threshold:
                 d[k] = 0
-                continue
-            v = a[k] * keep
-            if act == ACT_SIGMOID:
-                g = v * (1 - v)
-            elif act == ACT_TANH:
-                g = 1 - v * v
-            elif act == ACT_RELU:
-                g = 1 if v > 0 else 0
-            elif act == ACT_LEAKY_RELU:
-                g = 1 if v > 0 else slope
             else:
-                g = 1
-            d[k] = d[k] * scale * g
+                d[k] = d[k] * scale * _derivative(act, a[k] * keep,
+                                                  z[k] if z != NULL else 0, param)
 
 
 # ---------------------------------------------------------------------------
@@ -658,7 +715,7 @@ cdef void _forward(const floating* params, floating* work, const intp* spec,
         _gemm(False, False, <int>rows, <int>n_out, <int>n_in, <floating>1,
               x, <int>n_in, params + s[SPEC_W_OFF], <int>n_out, <floating>0, out, <int>n_out)
         _bias_act(out, params + s[SPEC_B_OFF], rows, n_out, <int>s[SPEC_ACT],
-                  <floating>act_param[l])
+                  <floating>act_param[l], _kept_z(work, layout, n_layers, l, row0 * n_out))
         if drop != NULL and drop.rate[l + 1] > 0:
             _dropout_forward(out, rows, n_out, row0, drop, l + 1)
         x = out
@@ -671,6 +728,14 @@ cdef inline floating* _output(floating* work, const intp* layout, Py_ssize_t n_l
 cdef inline floating* _delta(floating* work, const intp* layout, Py_ssize_t n_layers,
                              Py_ssize_t l) noexcept nogil:
     return work + layout[LAY_ACT0 + n_layers + l]
+
+
+cdef inline floating* _kept_z(floating* work, const intp* layout, Py_ssize_t n_layers,
+                              Py_ssize_t l, Py_ssize_t at) noexcept nogil:
+    """Layer l's pre-activation buffer (at entry ``at``), kept for activations whose
+    derivative needs it (GELU) in training; NULL where there is none (-1)."""
+    cdef intp offset = layout[LAY_ACT0 + 2 * n_layers + l]
+    return work + offset + at if offset >= 0 else NULL
 
 
 cdef void _deltas(const floating* params, floating* work, const intp* spec,
@@ -690,6 +755,7 @@ cdef void _deltas(const floating* params, floating* work, const intp* spec,
         lowest += 1
     n_out = s[SPEC_N_OUT]
     _act_backward(_output(work, layout, n_layers) + row0 * n_out,
+                  _kept_z(work, layout, n_layers, n_layers - 1, row0 * n_out),
                   _delta(work, layout, n_layers, n_layers - 1) + row0 * n_out,
                   rows, n_out, <int>s[SPEC_ACT], <floating>act_param[n_layers - 1])
     for l in range(n_layers - 1, lowest, -1):
@@ -702,12 +768,14 @@ cdef void _deltas(const floating* params, floating* work, const intp* spec,
               _delta(work, layout, n_layers, l - 1) + row0 * n_in, <int>n_in)
         if drop != NULL and drop.rate[l] > 0:  # dropout on layer l-1's output
             _dropout_act_backward(work + layout[LAY_ACT0 + l - 1] + row0 * n_in,
+                                  _kept_z(work, layout, n_layers, l - 1, row0 * n_in),
                                   _delta(work, layout, n_layers, l - 1) + row0 * n_in, rows,
                                   n_in, row0, drop, l,
                                   <int>spec[(l - 1) * SPEC_WIDTH + SPEC_ACT],
                                   <floating>act_param[l - 1])
         else:
             _act_backward(work + layout[LAY_ACT0 + l - 1] + row0 * n_in,
+                          _kept_z(work, layout, n_layers, l - 1, row0 * n_in),
                           _delta(work, layout, n_layers, l - 1) + row0 * n_in, rows, n_in,
                           <int>spec[(l - 1) * SPEC_WIDTH + SPEC_ACT], <floating>act_param[l - 1])
 
@@ -1092,7 +1160,7 @@ def predict_run(const floating[::1] params, floating[::1] work, const floating[:
             _forward(&params[0], &work[0], &spec[0, 0], &act_param[0], &layout[0],
                      spec.shape[0], &X[start, 0], 0, rows, NULL)
             res = _output(&work[0], &layout[0], spec.shape[0])
-            _bias_act(res, <floating*>NULL, rows, k, output_act, <floating>0)
+            _bias_act(res, <floating*>NULL, rows, k, output_act, <floating>0, <floating*>NULL)
             memcpy(&out[start, 0], res, rows * k * sizeof(floating))
             start += rows
 
@@ -1211,7 +1279,7 @@ cdef _check_network(const floating[::1] params, const floating[::1] work, const 
     cdef Py_ssize_t l, n_layers = spec.shape[0], widest = 0, size = work.shape[0]
     if n_layers < 1 or spec.shape[1] != SPEC_WIDTH:
         raise ValueError("spec must have shape (n_layers, %d)" % SPEC_WIDTH)
-    if act_param.shape[0] != n_layers or layout.shape[0] != LAY_ACT0 + 2 * n_layers:
+    if act_param.shape[0] != n_layers or layout.shape[0] != LAY_ACT0 + 3 * n_layers:
         raise ValueError("act_param or layout does not match spec")
     if spec[0, SPEC_N_IN] != d:
         raise ValueError("X has %d features, the network expects %d" % (d, spec[0, SPEC_N_IN]))
@@ -1229,6 +1297,12 @@ cdef _check_network(const floating[::1] params, const floating[::1] work, const 
         if layout[LAY_ACT0 + l] < 0 or layout[LAY_ACT0 + l] + rows * spec[l, SPEC_N_OUT] > size:
             raise ValueError("workspace too small for layer %d" % l)
         widest = max(widest, spec[l, SPEC_N_OUT])
+    for l in range(n_layers):
+        if layout[LAY_ACT0 + 2 * n_layers + l] >= 0 and \
+                layout[LAY_ACT0 + 2 * n_layers + l] + rows * spec[l, SPEC_N_OUT] > size:
+            raise ValueError("pre-activation workspace too small for layer %d" % l)
+        if backward and spec[l, SPEC_ACT] == ACT_GELU and layout[LAY_ACT0 + 2 * n_layers + l] < 0:
+            raise ValueError("layer %d (GELU) needs a pre-activation buffer" % l)
     if backward:
         for l in range(n_layers):
             if layout[LAY_ACT0 + n_layers + l] < 0 or \
@@ -1277,17 +1351,24 @@ def bias_act_forward(floating[:, ::1] z, const floating[::1] bias, int act, doub
         return
     with nogil:
         _bias_act(&z[0, 0], &bias[0] if bias.shape[0] else NULL, z.shape[0], z.shape[1],
-                  act, <floating>slope)
+                  act, <floating>slope, NULL)
 
 
-def act_backward(const floating[:, ::1] a, floating[:, ::1] delta, int act, double slope=0.0):
-    """In place ``delta *= f'(z)`` given the activation output ``a = f(z)``."""
+def act_backward(const floating[:, ::1] a, floating[:, ::1] delta, int act, double slope=0.0,
+                 const floating[:, ::1] z=None):
+    """In place ``delta *= f'(z)`` given the activation output ``a = f(z)`` (and, for
+    GELU, the input ``z``)."""
     if a.shape[0] != delta.shape[0] or a.shape[1] != delta.shape[1]:
         raise ValueError("a and delta differ in shape")
+    if act == ACT_GELU and (z is None or z.shape[0] != a.shape[0] or z.shape[1] != a.shape[1]):
+        raise ValueError("GELU's derivative needs z of a's shape")
+    if act < ACT_IDENTITY or act > ACT_SOFTPLUS:
+        raise ValueError("unknown activation code %d" % act)
     if a.shape[0] == 0 or a.shape[1] == 0:
         return
     with nogil:
-        _act_backward(&a[0, 0], &delta[0, 0], a.shape[0], a.shape[1], act, <floating>slope)
+        _act_backward(&a[0, 0], &z[0, 0] if act == ACT_GELU else NULL, &delta[0, 0],
+                      a.shape[0], a.shape[1], act, <floating>slope)
 
 
 def col_sums(const floating[:, ::1] d, floating[::1] out):
@@ -1380,7 +1461,8 @@ def optimizer_update(int kind, floating[::1] params, const floating[::1] grads,
 
 # Codes as seen from Python (the Python modules mirror these; a test checks they agree).
 ACTIVATION_CODES = {"identity": ACT_IDENTITY, "sigmoid": ACT_SIGMOID, "tanh": ACT_TANH,
-                    "relu": ACT_RELU, "leaky_relu": ACT_LEAKY_RELU, "softmax": ACT_SOFTMAX}
+                    "relu": ACT_RELU, "leaky_relu": ACT_LEAKY_RELU, "softmax": ACT_SOFTMAX,
+                    "elu": ACT_ELU, "gelu": ACT_GELU, "softplus": ACT_SOFTPLUS}
 LOSS_CODES = {"mse": LOSS_MSE, "cross_entropy_labels": LOSS_CE_LABELS,
               "cross_entropy": LOSS_CE_SOFT, "binary_cross_entropy": LOSS_BCE}
 OPTIMIZER_CODES = {"sgd": OPT_SGD, "adam": OPT_ADAM, "rmsprop": OPT_RMSPROP,

@@ -76,6 +76,23 @@ static inline double fbp_exp(double u)
     return u > hi ? INFINITY : res;
 }
 
+/* expm1(u) for u <= 0 (ELU and softplus's derivative): exact near 0, -1 far below. */
+static inline float fbp_expm1_negf(float u)
+{
+    float v = u < -87.0f ? -87.0f : u;
+    float scale;
+    float q = fbp_pow2_expm1f(v, &scale);
+    return scale * q + (scale - 1.0f);
+}
+
+static inline double fbp_expm1_neg(double u)
+{
+    double v = u < -708.0 ? -708.0 : u;
+    double scale;
+    double q = fbp_pow2_expm1(v, &scale);
+    return scale * q + (scale - 1.0);
+}
+
 /* tanh(x) = sign(x) expm1(2|x|) / (expm1(2|x|) + 2): accurate near zero too, where
  * expm1 is the series itself (n = 0) and nothing cancels. */
 static inline float fbp_tanhf(float x)

@@ -1,4 +1,5 @@
-"""Activation functions by name.
+"""Activation functions by name: identity, sigmoid, tanh, relu, leaky_relu
+(negative_slope), softmax, elu (alpha), gelu (exact, with erf) and softplus.
 
 The kernels live in ``fastbp._core``; this module maps names to kernel codes and
 offers NumPy-facing helpers (``apply`` and ``derivative``) for hand-written loops.
@@ -17,6 +18,9 @@ ACTIVATIONS = {
     "relu": 3,
     "leaky_relu": 4,
     "softmax": 5,
+    "elu": 6,
+    "gelu": 7,
+    "softplus": 8,
 }
 
 _ALIASES = {None: "identity", "linear": "identity", "none": "identity", "logistic": "sigmoid"}
@@ -49,17 +53,37 @@ def check_negative_slope(negative_slope):
     return slope
 
 
-def apply(x, activation, negative_slope=0.01):
+def check_alpha(alpha):
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real):
+        raise TypeError(f"alpha must be a number, got {alpha!r}")
+    if not np.isfinite(alpha) or alpha <= 0:
+        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
+    return float(alpha)
+
+
+def parameter(name, negative_slope=0.01, alpha=1.0):
+    """The activation's parameter as the kernels read it: leaky_relu's negative
+    slope, ELU's alpha, 0 for the others."""
+    if name == "leaky_relu":
+        return check_negative_slope(negative_slope)
+    if name == "elu":
+        return check_alpha(alpha)
+    return 0.0
+
+
+def apply(x, activation, negative_slope=0.01, alpha=1.0):
     """Return ``f(x)`` for a float32 or float64 array of shape (n_samples, n_units)."""
     name = canonical_name(activation)
     out = np.array(x, dtype=_float_dtype(x), order="C", copy=True)
     _check_2d(out, "x")
-    core().bias_act_forward(out, out[:0, 0], ACTIVATIONS[name], check_negative_slope(negative_slope))
+    core().bias_act_forward(out, out[:0, 0], ACTIVATIONS[name],
+                            parameter(name, negative_slope, alpha))
     return out
 
 
-def derivative(output, grad_output, activation, negative_slope=0.01):
-    """Return ``grad_output * f'(z)`` given the activation's output ``f(z)``.
+def derivative(output, grad_output, activation, negative_slope=0.01, alpha=1.0, z=None):
+    """Return ``grad_output * f'(z)`` given the activation's output ``f(z)`` (GELU
+    needs its input ``z`` too).
 
     For softmax this is the Jacobian-vector product, not an elementwise product.
     """
@@ -70,7 +94,12 @@ def derivative(output, grad_output, activation, negative_slope=0.01):
     _check_2d(a, "output")
     if a.shape != d.shape:
         raise ValueError(f"output has shape {a.shape} but grad_output has shape {d.shape}")
-    core().act_backward(a, d, ACTIVATIONS[name], check_negative_slope(negative_slope))
+    if name == "gelu":
+        if z is None:
+            raise ValueError("the derivative of gelu needs its input z")
+        z = np.ascontiguousarray(z, dtype=dtype)
+    core().act_backward(a, d, ACTIVATIONS[name], parameter(name, negative_slope, alpha),
+                        z if name == "gelu" else None)
     return d
 
 

@@ -95,7 +95,8 @@ _ALIASES = {
 
 def default_for(activation):
     """The default weight initializer for an activation name."""
-    return "he_uniform" if activation in ("relu", "leaky_relu") else "glorot_uniform"
+    return ("he_uniform" if activation in ("relu", "leaky_relu", "elu", "gelu")
+            else "glorot_uniform")
 
 
 def get_initializer(init):

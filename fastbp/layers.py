@@ -62,9 +62,12 @@ class Dense(Layer):
     units : int
         Number of neurons (outputs), >= 1.
     activation : str or None, default None
-        "identity" (or None), "sigmoid", "tanh", "relu", "leaky_relu" or "softmax".
+        "identity" (or None), "sigmoid", "tanh", "relu", "leaky_relu", "softmax",
+        "elu", "gelu" or "softplus".
     negative_slope : float, default 0.01
         Slope of leaky_relu for negative inputs, >= 0.
+    alpha : float, default 1.0
+        ELU's alpha (its value tends to -alpha for large negative inputs), > 0.
     init : str, number or callable, optional
         Weight initializer (see ``fastbp.initializers``); default "he_uniform" for
         relu and leaky_relu, "glorot_uniform" otherwise.
@@ -84,13 +87,14 @@ class Dense(Layer):
         Gradients of the loss from the last ``backward`` (or model step).
     """
 
-    def __init__(self, units, activation=None, *, negative_slope=0.01, init=None,
+    def __init__(self, units, activation=None, *, negative_slope=0.01, alpha=1.0, init=None,
                  bias_init="zeros", kernel_regularizer=None, bias_regularizer=None,
                  input_dim=None):
         super().__init__()
         self.units = val.positive_int(units, "units")
         self.activation = act.canonical_name(activation)
         self.negative_slope = act.check_negative_slope(negative_slope)
+        self.alpha = act.check_alpha(alpha)
         self.init = inits.default_for(self.activation) if init is None else init
         inits.get_initializer(self.init)  # an unknown name fails here, not at build
         self.bias_init = bias_init
@@ -104,6 +108,10 @@ class Dense(Layer):
     @property
     def activation_code(self):
         return act.ACTIVATIONS[self.activation]
+
+    @property
+    def activation_param(self):
+        return act.parameter(self.activation, self.negative_slope, self.alpha)
 
     def n_params(self, n_inputs):
         return n_inputs * self.units + self.units
@@ -166,7 +174,13 @@ class Dense(Layer):
         out = np.empty((x.shape[0], self.units), dtype=dtype)
         kernels = core()
         kernels.matmul(x, self.weight, out)
-        kernels.bias_act_forward(out, self.bias, self.activation_code, self.negative_slope)
+        self._z = None
+        if self.activation == "gelu":  # its derivative needs the input
+            kernels.bias_act_forward(out, self.bias, act.ACTIVATIONS["identity"])
+            self._z = out.copy()
+            kernels.bias_act_forward(out, out[:0, 0], self.activation_code)
+        else:
+            kernels.bias_act_forward(out, self.bias, self.activation_code, self.activation_param)
         self._input, self._output = x, out
         return out
 
@@ -181,7 +195,8 @@ class Dense(Layer):
             )
         val.check_finite(delta, "grad_output")
         kernels = core()
-        kernels.act_backward(self._output, delta, self.activation_code, self.negative_slope)
+        kernels.act_backward(self._output, delta, self.activation_code, self.activation_param,
+                             self._z)
         kernels.matmul(self._input, delta, self.grad_weight, trans_a=True)
         kernels.col_sums(delta, self.grad_bias)
         grad_input = np.empty_like(self._input)
@@ -198,7 +213,8 @@ class Dense(Layer):
             return None if regularizer is None else regularizer.get_config()
 
         return {"units": self.units, "activation": self.activation,
-                "negative_slope": self.negative_slope, "init": plain(self.init),
+                "negative_slope": self.negative_slope, "alpha": self.alpha,
+                "init": plain(self.init),
                 "bias_init": plain(self.bias_init) or "zeros",
                 "kernel_regularizer": penalty(self.kernel_regularizer),
                 "bias_regularizer": penalty(self.bias_regularizer), "input_dim": self.input_dim}
@@ -214,7 +230,8 @@ class Dense(Layer):
         return [k.l1 if k else 0.0, k.l2 if k else 0.0, b.l1 if b else 0.0, b.l2 if b else 0.0]
 
     def __repr__(self):
-        extra = f", negative_slope={self.negative_slope}" if self.activation == "leaky_relu" else ""
+        extra = (f", negative_slope={self.negative_slope}" if self.activation == "leaky_relu"
+                 else f", alpha={self.alpha}" if self.activation == "elu" else "")
         return f"Dense({self.units}, activation={self.activation!r}{extra})"
 
 

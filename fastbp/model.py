@@ -105,15 +105,19 @@ class History:
 class _Workspace:
     """One flat buffer holding every per-batch array of a forward/backward pass for
     up to ``capacity`` rows: gathered inputs and targets, then each layer's output,
-    then each layer's delta (training only). ``layout`` gives each one's offset."""
+    then each layer's delta and, for layers whose derivative needs it (GELU), its
+    pre-activation (training only). ``layout`` gives each one's offset (-1: none)."""
 
-    def __init__(self, n_inputs, widths, capacity, dtype, training):
+    def __init__(self, n_inputs, widths, capacity, dtype, training, keep_z=None):
         self.capacity = capacity
+        keep_z = keep_z if training and keep_z is not None else [False] * len(widths)
         sizes = [capacity * n_inputs, capacity * widths[-1]] if training else [0, 0]
         sizes += [capacity * w for w in widths]  # layer outputs
         sizes += [capacity * w for w in widths] if training else [0] * len(widths)  # deltas
+        sizes += [capacity * w if keep else 0 for w, keep in zip(widths, keep_z)]  # kept z
         self.layout = np.zeros(len(sizes), dtype=np.intp)
         self.layout[1:] = np.cumsum(sizes[:-1])
+        self.layout[len(sizes) - len(widths):][~np.asarray(keep_z, dtype=bool)] = -1
         self.buffer = np.empty(int(sum(sizes)), dtype=dtype)
         self.labels = np.empty(capacity if training else 0, dtype=np.intp)
 
@@ -217,7 +221,7 @@ class Sequential:
             if i == len(dense) - 1 and layer.activation == self.loss.output_activation:
                 code = ACTIVATIONS["identity"]  # fused into the loss
             spec[i] = (n_in, layer.units, code, lo, lo + n_in * layer.units, 1)
-            self._act_param[i] = layer.negative_slope
+            self._act_param[i] = layer.activation_param
             n_in = layer.units
         self._spec = spec
         self._reg = np.array([layer.penalty_coefficients() for layer in dense],
@@ -286,6 +290,9 @@ class Sequential:
                 segments.append([lo, hi])
         return np.array(segments, dtype=np.intp).reshape(-1, 2)
 
+    def _keep_z(self):
+        return [layer.activation == "gelu" for layer in self._dense]
+
     def _widths(self):
         return [layer.units for layer in self._dense]
 
@@ -293,7 +300,8 @@ class Sequential:
         attr = "_train_ws" if training else "_infer_ws"
         ws = getattr(self, attr)
         if ws is None or ws.capacity < rows:
-            ws = _Workspace(self.input_dim, self._widths(), rows, self.dtype, training)
+            ws = _Workspace(self.input_dim, self._widths(), rows, self.dtype, training,
+                            self._keep_z())
             setattr(self, attr, ws)
         return ws
 
@@ -627,7 +635,8 @@ class Sequential:
         (the same on every call until the model trains), as fit would.
         """
         X, kind, targets, labels = self._check_Xy(X, y)
-        ws = _Workspace(self.input_dim, self._widths(), X.shape[0], self.dtype, training=True)
+        ws = _Workspace(self.input_dim, self._widths(), X.shape[0], self.dtype, training=True,
+                        keep_z=self._keep_z())
         spec = self._spec.copy()
         spec[:, core().SPEC["trainable"]] = 1  # true gradients of every layer, frozen or not
         extra = {}

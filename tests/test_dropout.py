@@ -22,7 +22,8 @@ def numerical_gradient_training(model, X, y, h=1e-6):
     return grad
 
 
-@pytest.mark.parametrize("activation", ["identity", "sigmoid", "tanh", "relu", "leaky_relu"])
+@pytest.mark.parametrize("activation", ["identity", "sigmoid", "tanh", "relu", "leaky_relu",
+                                        "elu", "gelu", "softplus"])
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
 def test_gradient_with_dropout_masks(activation, loss):
     rng = np.random.default_rng(0)

@@ -7,7 +7,8 @@ import pytest
 import fastbp
 from _gradcheck import flatten, numerical_gradient, relative_error
 
-ACTIVATIONS = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softmax"]
+ACTIVATIONS = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softmax", "elu", "gelu",
+               "softplus"]
 LOSSES = ["mse", "cross_entropy", "binary_cross_entropy"]
 
 

@@ -873,3 +873,40 @@ def test_vectorized_math_within_4_ulp(dtype, name):
 def _apply(name, z):
     _core.bias_act_forward(z, np.empty(0, dtype=z.dtype), _core.ACTIVATION_CODES[name])
     return z
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_elu_gelu_softplus_against_reference(dtype):
+    import math
+
+    x = np.concatenate([np.linspace(-30, 30, 2001), [-1e-7, 0.0, 1e-7, 19.9, 20.1, -100.0]])
+    z = x.astype(dtype).reshape(1, -1)
+    x64 = z[0].astype(np.float64)
+    erf = np.vectorize(math.erf)
+    references = {
+        "elu": np.where(x64 > 0, x64, 1.5 * np.expm1(np.minimum(x64, 0))),
+        "gelu": 0.5 * x64 * (1 + erf(x64 / math.sqrt(2))),
+        "softplus": np.where(x64 > 20, x64, np.log1p(np.exp(np.minimum(x64, 20)))),
+    }
+    derivatives = {
+        "elu": np.where(x64 > 0, 1.0, 1.5 * np.exp(np.minimum(x64, 0))),
+        "gelu": 0.5 * (1 + erf(x64 / math.sqrt(2))) + x64 * np.exp(-x64 ** 2 / 2) / math.sqrt(2 * math.pi),
+        "softplus": 1 / (1 + np.exp(-x64)),
+    }
+    rtol = 4e-6 if dtype == np.float32 else 1e-13
+    for name, want in references.items():
+        out = z.copy()
+        _core.bias_act_forward(out, np.empty(0, dtype=dtype), _core.ACTIVATION_CODES[name], 1.5)
+        np.testing.assert_allclose(out[0], want, rtol=rtol, atol=np.finfo(dtype).tiny * 10)
+        d = np.ones_like(z)
+        _core.act_backward(out, d, _core.ACTIVATION_CODES[name], 1.5, z)
+        # ELU's derivative is a + alpha from the output a (as PyTorch computes it), so
+        # it is exact to an ulp of alpha, not relatively, where it is tiny.
+        np.testing.assert_allclose(d[0], derivatives[name], rtol=rtol * 10,
+                                   atol=4e-7 if dtype == np.float32 else 1e-15)
+
+
+def test_gelu_backward_needs_z():
+    a = np.zeros((1, 2))
+    with pytest.raises(ValueError, match="needs z"):
+        _core.act_backward(a, a.copy(), _core.ACTIVATION_CODES["gelu"])

@@ -13,6 +13,9 @@ TORCH_ACT = {
     "relu": torch.relu,
     "leaky_relu": lambda z: torch.nn.functional.leaky_relu(z, 0.01),
     "softmax": lambda z: torch.softmax(z, dim=1),
+    "elu": torch.nn.functional.elu,
+    "gelu": torch.nn.functional.gelu,
+    "softplus": torch.nn.functional.softplus,
 }
 
 
@@ -38,6 +41,9 @@ def torch_forward(weights, activations, X):
     ("cross_entropy", ["tanh", "sigmoid"]),
     ("binary_cross_entropy", ["relu", "identity"]),
     ("binary_cross_entropy", ["leaky_relu", "tanh"]),
+    ("mse", ["elu", "gelu", "softplus"]),
+    ("cross_entropy", ["gelu", "elu", "identity"]),
+    ("binary_cross_entropy", ["softplus", "gelu"]),
 ])
 def test_loss_and_gradients_match_autograd(loss, activations):
     rng = np.random.default_rng(0)

@@ -533,7 +533,7 @@ def test_zero_epochs_builds_without_training():
 # names and types of activations, losses, optimizers
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["relu6", "gelu", "", "soft max"])
+@pytest.mark.parametrize("name", ["relu6", "swishy", "", "soft max"])
 def test_unknown_activation(name):
     with pytest.raises(ValueError, match=r"unknown activation.*expected one of"):
         fastbp.Dense(3, name)
