@@ -56,6 +56,7 @@ cdef enum:
     ACT_ELU = 6
     ACT_GELU = 7
     ACT_SOFTPLUS = 8
+    ACT_EXP = 9
 
 # Loss codes (mirrored in fastbp/losses.py).
 cdef enum:
@@ -63,6 +64,9 @@ cdef enum:
     LOSS_CE_LABELS = 1
     LOSS_CE_SOFT = 2
     LOSS_BCE = 3
+    LOSS_MAE = 4
+    LOSS_HUBER = 5
+    LOSS_POISSON = 6
 
 # Optimizer codes (mirrored in fastbp/optimizers.py).
 cdef enum:
@@ -306,6 +310,9 @@ cdef void _bias_act(floating* z, const floating* bias, Py_ssize_t rows, Py_ssize
         for i in range(size):
             v = z[i]
             z[i] = 0.5 * v * (1 + erf(v * M_SQRT1_2))
+    elif act == ACT_EXP:
+        for i in range(size):
+            z[i] = _exp(z[i])
 
 
 cdef inline floating _derivative(int act, floating a, floating z, floating param) noexcept nogil:
@@ -324,6 +331,8 @@ cdef inline floating _derivative(int act, floating a, floating z, floating param
         return -_expm1_neg(-a)  # sigmoid(z) = 1 - e^(-a), exact for small a
     if act == ACT_GELU:
         return <floating>_gelu_grad(z)
+    if act == ACT_EXP:
+        return a
     return 1
 
 
@@ -361,6 +370,9 @@ cdef void _act_backward(const floating* a, const floating* z, floating* d, Py_ss
     elif act == ACT_GELU:
         for i in range(size):
             d[i] = d[i] * <floating>_gelu_grad(z[i])
+    elif act == ACT_EXP:
+        for i in range(size):
+            d[i] = d[i] * a[i]
     elif act == ACT_SOFTMAX:
         # Jacobian-vector product of softmax: d_z = a * (d_a - sum(d_a * a)).
         for i in range(rows):
@@ -393,32 +405,19 @@ cdef void _col_sums(const floating* d, Py_ssize_t rows, Py_ssize_t cols, Py_ssiz
 # ``scale * d(sum)/dz``. ``delta`` may be NULL to compute the value only.
 # ---------------------------------------------------------------------------
 
-cdef double _loss_mse(const floating* out, const floating* target, Py_ssize_t rows,
-                      Py_ssize_t cols, floating* delta, floating scale) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef floating r
-    cdef double total = 0
-    cdef floating twice = 2 * scale
-    for i in range(rows * cols):
-        r = out[i] - target[i]
-        total += r * r
-        if delta != NULL:
-            delta[i] = twice * r
-    return total
-
-
-cdef double _loss_ce_labels(const floating* z, const intp* labels, Py_ssize_t rows,
-                            Py_ssize_t cols, floating* delta, floating scale,
+cdef double _loss_ce_labels(const floating* z, const intp* labels, const floating* weights,
+                            Py_ssize_t rows, Py_ssize_t cols, floating* delta, floating scale,
                             intp* n_correct) noexcept nogil:
-    """Softmax cross-entropy on logits with integer class labels."""
+    """Softmax cross-entropy on logits with integer class labels (rows weighted)."""
     cdef Py_ssize_t i, j, best
     cdef const floating* row
     cdef floating* drow
-    cdef floating top, total, e
+    cdef floating top, total, e, w
     cdef double loss = 0
     cdef intp correct = 0
     for i in range(rows):
         row = z + i * cols
+        w = weights[i] if weights != NULL else 1
         top = row[0]
         best = 0
         for j in range(1, cols):
@@ -434,21 +433,21 @@ cdef double _loss_ce_labels(const floating* z, const intp* labels, Py_ssize_t ro
                 e = _exp(row[j] - top)
                 drow[j] = e
                 total = total + e
-            loss += _log(total) + top - row[labels[i]]
-            total = scale / total
+            loss += w * (_log(total) + top - row[labels[i]])
+            total = scale * w / total
             for j in range(cols):
                 drow[j] = drow[j] * total
-            drow[labels[i]] = drow[labels[i]] - scale
+            drow[labels[i]] = drow[labels[i]] - scale * w
         else:
             for j in range(cols):
                 total = total + _exp(row[j] - top)
-            loss += _log(total) + top - row[labels[i]]
+            loss += w * (_log(total) + top - row[labels[i]])
     n_correct[0] += correct
     return loss
 
 
-cdef double _loss_ce_soft(const floating* z, const floating* target, Py_ssize_t rows,
-                          Py_ssize_t cols, floating* delta, floating scale,
+cdef double _loss_ce_soft(const floating* z, const floating* target, const floating* weights,
+                          Py_ssize_t rows, Py_ssize_t cols, floating* delta, floating scale,
                           intp* n_correct) noexcept nogil:
     """Softmax cross-entropy on logits with probability (or one-hot) targets.
 
@@ -458,12 +457,13 @@ cdef double _loss_ce_soft(const floating* z, const floating* target, Py_ssize_t 
     cdef const floating* row
     cdef const floating* trow
     cdef floating* drow
-    cdef floating top, top_t, total, lse, mass
-    cdef double loss = 0
+    cdef floating top, top_t, total, lse, mass, w
+    cdef double loss = 0, row_loss
     cdef intp correct = 0
     for i in range(rows):
         row = z + i * cols
         trow = target + i * cols
+        w = weights[i] if weights != NULL else 1
         top = row[0]
         best = 0
         top_t = trow[0]
@@ -483,56 +483,98 @@ cdef double _loss_ce_soft(const floating* z, const floating* target, Py_ssize_t 
         for j in range(cols):
             total = total + _exp(row[j] - top)
         lse = _log(total) + top
+        row_loss = 0
         for j in range(cols):
-            loss += trow[j] * (lse - row[j])
+            row_loss += trow[j] * (lse - row[j])
+        loss += w * row_loss
         if delta != NULL:
             drow = delta + i * cols
             for j in range(cols):
-                drow[j] = scale * (_exp(row[j] - lse) * mass - trow[j])
+                drow[j] = scale * w * (_exp(row[j] - lse) * mass - trow[j])
     n_correct[0] += correct
     return loss
 
 
-cdef double _loss_bce(const floating* z, const floating* target, Py_ssize_t rows,
-                      Py_ssize_t cols, floating* delta, floating scale,
-                      intp* n_correct) noexcept nogil:
-    """Binary cross-entropy on logits (sigmoid fused), stable for any |z|.
+cdef double _loss_elementwise(int kind, double param, const floating* out,
+                              const floating* target, const floating* weights, Py_ssize_t rows,
+                              Py_ssize_t cols, floating* delta, floating scale,
+                              intp* n_correct) noexcept nogil:
+    """The losses that average over every element (rows weighted), value and delta:
 
-    loss = max(z, 0) - z * t + log(1 + exp(-|z|)); d loss / dz = sigmoid(z) - t.
+    - mse: (o - t)^2, 2 (o - t);
+    - mae: |o - t|, sign(o - t);
+    - huber (param = delta): (o - t)^2 / 2 within delta, else delta (|o - t| - delta / 2);
+      its derivative o - t, clipped to [-delta, delta];
+    - binary cross-entropy on logits z (sigmoid fused, stable for any |z|):
+      max(z, 0) - z t + log(1 + exp(-|z|)), sigmoid(z) - t; counts correct 0/1 guesses;
+    - poisson on log-rates z (exp fused): exp(z) - t z, exp(z) - t.
     """
-    cdef Py_ssize_t i
-    cdef floating v, t
-    cdef double loss = 0
+    cdef Py_ssize_t i, j
+    cdef const floating* o
+    cdef const floating* t
+    cdef floating* d
+    cdef floating v, r, w, g
+    cdef floating huber = param
+    cdef double loss = 0, row_loss
     cdef intp correct = 0
-    for i in range(rows * cols):
-        v = z[i]
-        t = target[i]
-        loss += (v if v > 0 else 0) - v * t + _log1p(_exp(-fabs(v)))
-        if (v > 0) == (t >= 0.5):
-            correct += 1
-        if delta != NULL:
-            delta[i] = scale * (_sigmoid(v) - t)
+    for i in range(rows):
+        o = out + i * cols
+        t = target + i * cols
+        d = delta + i * cols if delta != NULL else NULL
+        w = weights[i] if weights != NULL else 1
+        row_loss = 0
+        for j in range(cols):
+            v = o[j]
+            if kind == LOSS_MSE:
+                r = v - t[j]
+                row_loss += r * r
+                g = 2 * r
+            elif kind == LOSS_MAE:
+                r = v - t[j]
+                row_loss += fabs(r)
+                g = (r > 0) - (r < 0)
+            elif kind == LOSS_HUBER:
+                r = v - t[j]
+                if fabs(r) <= huber:
+                    row_loss += 0.5 * r * r
+                    g = r
+                else:
+                    row_loss += huber * (fabs(r) - 0.5 * huber)
+                    g = huber if r > 0 else -huber
+            elif kind == LOSS_BCE:
+                row_loss += (v if v > 0 else 0) - v * t[j] + _log1p(_exp(-fabs(v)))
+                if (v > 0) == (t[j] >= 0.5):
+                    correct += 1
+                g = _sigmoid(v) - t[j]
+            else:  # LOSS_POISSON
+                row_loss += exp(v) - t[j] * v
+                g = exp(v) - t[j]
+            if d != NULL:
+                d[j] = scale * w * g
+        loss += w * row_loss
     n_correct[0] += correct
     return loss
 
 
-cdef double _loss(int kind, const floating* out, const floating* target,
-                  const intp* labels, Py_ssize_t rows, Py_ssize_t cols,
-                  floating* delta, floating scale, intp* n_correct) noexcept nogil:
-    if kind == LOSS_MSE:
-        return _loss_mse(out, target, rows, cols, delta, scale)
+cdef double _loss(int kind, double param, const floating* out, const floating* target,
+                  const intp* labels, const floating* weights, Py_ssize_t rows,
+                  Py_ssize_t cols, floating* delta, floating scale,
+                  intp* n_correct) noexcept nogil:
+    """Weighted sum of the loss over ``rows`` rows; writes ``scale * w_i * dloss/dout``
+    into ``delta`` (NULL: value only). ``weights`` NULL: every row weighs 1."""
     if kind == LOSS_CE_LABELS:
-        return _loss_ce_labels(out, labels, rows, cols, delta, scale, n_correct)
+        return _loss_ce_labels(out, labels, weights, rows, cols, delta, scale, n_correct)
     if kind == LOSS_CE_SOFT:
-        return _loss_ce_soft(out, target, rows, cols, delta, scale, n_correct)
-    return _loss_bce(out, target, rows, cols, delta, scale, n_correct)
+        return _loss_ce_soft(out, target, weights, rows, cols, delta, scale, n_correct)
+    return _loss_elementwise(kind, param, out, target, weights, rows, cols, delta, scale,
+                             n_correct)
 
 
-cdef inline double _loss_scale(int kind, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
-    # MSE and binary cross-entropy average over every element, cross-entropy over rows.
-    if kind == LOSS_MSE or kind == LOSS_BCE:
-        return 1.0 / (<double>rows * cols)
-    return 1.0 / <double>rows
+cdef inline double _loss_scale(int kind, double total_weight, Py_ssize_t cols) noexcept nogil:
+    # Cross-entropy averages over (weighted) rows, the others over every element.
+    if kind == LOSS_CE_LABELS or kind == LOSS_CE_SOFT:
+        return 1.0 / total_weight
+    return 1.0 / (total_weight * cols)
 
 
 # ---------------------------------------------------------------------------
@@ -841,7 +883,9 @@ cdef void _train_part(int part, int n_parts,
                       const floating* targets, const intp* labels, const intp* order,
                       Py_ssize_t batch_size, Py_ssize_t first_batch, Py_ssize_t stop_batch,
                       const intp* spec, const double* act_param, const intp* layout,
-                      Py_ssize_t n_layers, int loss_kind, int opt_kind, const double* hyper,
+                      Py_ssize_t n_layers, int loss_kind, double loss_param,
+                      const floating* sample_weight, floating* weight_work,
+                      int opt_kind, const double* hyper,
                       floating* state, Py_ssize_t n_params, const intp* segments,
                       Py_ssize_t n_segments, const double* reg, const double* dropout,
                       unsigned long long seed, double* batch_loss,
@@ -864,7 +908,8 @@ cdef void _train_part(int part, int n_parts,
     cdef const floating* xin
     cdef const floating* tin
     cdef const intp* lin
-    cdef double value, scale, norm
+    cdef const floating* win
+    cdef double value, scale, norm, total_weight
     cdef Py_ssize_t seg, a, z
     cdef double clipnorm = hyper[HYPER_CLIPNORM], clipvalue = hyper[HYPER_CLIPVALUE]
     cdef intp correct
@@ -888,6 +933,7 @@ cdef void _train_part(int part, int n_parts,
         r0 = rows * part // n_parts
         r1 = rows * (part + 1) // n_parts
         drop.step = local_step + 1
+        total_weight = rows
         if order != NULL:
             for i in range(r0, r1):
                 src = order[start + i]
@@ -896,26 +942,39 @@ cdef void _train_part(int part, int n_parts,
                     label_work[i] = labels[src]
                 else:
                     memcpy(yb + i * k, targets + src * k, k * sizeof(floating))
+                if sample_weight != NULL:
+                    weight_work[i] = sample_weight[src]
             xin, tin, lin = xb, yb, label_work
+            win = weight_work if sample_weight != NULL else NULL
+            if sample_weight != NULL:  # every thread needs the whole batch's weight
+                total_weight = 0
+                for i in range(rows):
+                    total_weight += sample_weight[order[start + i]]
         else:
             xin = X + start * d
             tin = NULL if use_labels else targets + start * k
             lin = labels + start if use_labels else NULL
+            win = sample_weight + start if sample_weight != NULL else NULL
+            if sample_weight != NULL:
+                total_weight = 0
+                for i in range(rows):
+                    total_weight += sample_weight[start + i]
             if input_dropout:  # dropout needs a copy of the input to change
                 memcpy(xb + r0 * d, xin + r0 * d, (r1 - r0) * d * sizeof(floating))
                 xin = xb
         if input_dropout:
             _dropout_forward(xb + r0 * d, r1 - r0, d, r0, dropping, 0)
-        scale = _loss_scale(loss_kind, rows, k)
+        scale = _loss_scale(loss_kind, total_weight, k)
         part_loss[part] = 0
         part_correct[part] = 0
         if r1 > r0:
             _forward(params, work, spec, act_param, layout, n_layers, xin + r0 * d, r0, r1 - r0,
                      dropping)
             correct = 0
-            part_loss[part] = _loss(loss_kind, _output(work, layout, n_layers) + r0 * k,
+            part_loss[part] = _loss(loss_kind, loss_param, _output(work, layout, n_layers) + r0 * k,
                                     NULL if use_labels else tin + r0 * k,
-                                    lin + r0 if use_labels else NULL, r1 - r0, k,
+                                    lin + r0 if use_labels else NULL,
+                                    win + r0 if win != NULL else NULL, r1 - r0, k,
                                     _delta(work, layout, n_layers, n_layers - 1) + r0 * k,
                                     <floating>scale, &correct)
             part_correct[part] = correct
@@ -984,7 +1043,8 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
               Py_ssize_t first_batch, Py_ssize_t stop_batch,
               const intp[:, ::1] spec, const double[::1] act_param, const intp[::1] layout,
               const double[:, ::1] reg, const double[::1] dropout, unsigned long long seed,
-              int loss_kind, int opt_kind, const double[::1] hyper,
+              int loss_kind, double loss_param, const floating[::1] sample_weight,
+              floating[::1] weight_work, int opt_kind, const double[::1] hyper,
               floating[:, ::1] state, const intp[:, ::1] segments, long long step,
               double[::1] batch_loss, intp[::1] batch_correct, int n_threads=1):
     """Train on minibatches ``first_batch <= b < stop_batch`` of one epoch.
@@ -992,8 +1052,9 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
     Rows ``order[b * batch_size : (b + 1) * batch_size]`` of ``X`` form batch ``b``
     (``order`` empty: rows in storage order, read in place without a copy). Each
     step gathers the batch, runs forward, loss, backward and the optimizer update.
-    ``batch_loss[b]`` receives the batch's mean loss, ``batch_correct[b]`` its count
-    of correct predictions (classification). Stops early, before updating, at a batch
+    ``batch_loss[b]`` receives the batch's mean loss (weighted by ``sample_weight``
+    when not empty: sum(w_i loss_i) / sum(w_i)), ``batch_correct[b]`` its count of
+    correct predictions (classification). Stops early, before updating, at a batch
     whose loss is not finite.
 
     The optimizer (``opt_kind``, hyperparameters ``hyper``, state buffers the rows of
@@ -1047,6 +1108,9 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
     _check_dropout(dropout, n_layers)
     if dropout.shape[0] and dropout[0] > 0 and not shuffled:
         _check_network(params, work, spec, act_param, layout, d, batch_size, True, True)
+    if sample_weight.shape[0] and (sample_weight.shape[0] != n or
+                                   (shuffled and weight_work.shape[0] < batch_size)):
+        raise ValueError("sample_weight must have one entry per row of X")
     if n_threads < 1 or n_threads > MAX_PARTS:
         raise ValueError("n_threads must lie in [1, %d]" % MAX_PARTS)
     if stop_batch == first_batch:
@@ -1060,7 +1124,10 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
                 &targets[0, 0] if not use_labels else NULL,
                 &labels[0] if use_labels else NULL, &order[0] if shuffled else NULL,
                 batch_size, first_batch, stop_batch, &spec[0, 0], &act_param[0], &layout[0],
-                n_layers, loss_kind, opt_kind, &hyper[0], state_ptr, n_params,
+                n_layers, loss_kind, loss_param,
+                &sample_weight[0] if sample_weight.shape[0] else NULL,
+                &weight_work[0] if weight_work.shape[0] else NULL,
+                opt_kind, &hyper[0], state_ptr, n_params,
                 segment_ptr, segments.shape[0], &reg[0, 0],
                 &dropout[0] if dropout.shape[0] else NULL, seed, &batch_loss[0], &batch_correct[0],
                 part_loss, part_correct, part_norm, part_penalty, &step, &status, &done)
@@ -1074,7 +1141,10 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
                 &targets[0, 0] if not use_labels else NULL,
                 &labels[0] if use_labels else NULL, &order[0] if shuffled else NULL,
                 batch_size, first_batch, stop_batch, &spec[0, 0], &act_param[0], &layout[0],
-                n_layers, loss_kind, opt_kind, &hyper[0], state_ptr, n_params,
+                n_layers, loss_kind, loss_param,
+                &sample_weight[0] if sample_weight.shape[0] else NULL,
+                &weight_work[0] if weight_work.shape[0] else NULL,
+                opt_kind, &hyper[0], state_ptr, n_params,
                 segment_ptr, segments.shape[0], &reg[0, 0],
                 &dropout[0] if dropout.shape[0] else NULL, seed, &batch_loss[0], &batch_correct[0],
                 part_loss, part_correct, part_norm, part_penalty, &step, &status, &done)
@@ -1084,8 +1154,8 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
 def loss_grad(floating[::1] params, floating[::1] grads, floating[::1] work,
               const floating[:, ::1] X, const floating[:, ::1] targets, const intp[::1] labels,
               const intp[:, ::1] spec, const double[::1] act_param, const intp[::1] layout,
-              const double[:, ::1] reg, int loss_kind, const double[::1] dropout=None,
-              unsigned long long seed=0, long long step=0):
+              const double[:, ::1] reg, int loss_kind, double loss_param=0,
+              const double[::1] dropout=None, unsigned long long seed=0, long long step=0):
     """Mean loss over all rows of ``X`` plus the layers' penalties, and its gradient
     into ``grads``; no update. With ``dropout`` rates (as train_run takes them), the
     dropout masks of training step ``step`` apply (the input's included), so that
@@ -1128,8 +1198,8 @@ def loss_grad(floating[::1] params, floating[::1] grads, floating[::1] work,
             xin = wp + layout[LAY_XB]
         _forward(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0], n_layers,
                  xin, 0, n, dropping)
-        value = _loss(loss_kind, _output(wp, &layout[0], n_layers), tin, lin, n, k,
-                      _delta(wp, &layout[0], n_layers, n_layers - 1),
+        value = _loss(loss_kind, loss_param, _output(wp, &layout[0], n_layers), tin, lin,
+                      <floating*>NULL, n, k, _delta(wp, &layout[0], n_layers, n_layers - 1),
                       _loss_scale(loss_kind, n, k), &correct)
         _deltas(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0], n_layers, 0, n,
                 dropping)
@@ -1168,7 +1238,7 @@ def predict_run(const floating[::1] params, floating[::1] work, const floating[:
 def evaluate_run(const floating[::1] params, floating[::1] work, const floating[:, ::1] X,
                  const floating[:, ::1] targets, const intp[::1] labels, Py_ssize_t capacity,
                  const intp[:, ::1] spec, const double[::1] act_param, const intp[::1] layout,
-                 int loss_kind):
+                 int loss_kind, double loss_param=0):
     """Mean loss and count of correct predictions over all rows of ``X``."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = spec[spec.shape[0] - 1, SPEC_N_OUT]
     cdef Py_ssize_t start, rows
@@ -1191,9 +1261,9 @@ def evaluate_run(const floating[::1] params, floating[::1] work, const floating[
             _forward(&params[0], &work[0], &spec[0, 0], &act_param[0], &layout[0],
                      spec.shape[0], &X[start, 0], 0, rows, NULL)
             res = _output(&work[0], &layout[0], spec.shape[0])
-            total += _loss(loss_kind, res,
+            total += _loss(loss_kind, loss_param, res,
                            NULL if use_labels else &targets[start, 0],
-                           &labels[start] if use_labels else NULL,
+                           &labels[start] if use_labels else NULL, <floating*>NULL,
                            rows, k, <floating*>NULL, <floating>1, &correct)
             start += rows
     return total * _loss_scale(loss_kind, n, k), correct
@@ -1362,7 +1432,7 @@ def act_backward(const floating[:, ::1] a, floating[:, ::1] delta, int act, doub
         raise ValueError("a and delta differ in shape")
     if act == ACT_GELU and (z is None or z.shape[0] != a.shape[0] or z.shape[1] != a.shape[1]):
         raise ValueError("GELU's derivative needs z of a's shape")
-    if act < ACT_IDENTITY or act > ACT_SOFTPLUS:
+    if act < ACT_IDENTITY or act > ACT_EXP:
         raise ValueError("unknown activation code %d" % act)
     if a.shape[0] == 0 or a.shape[1] == 0:
         return
@@ -1382,7 +1452,7 @@ def col_sums(const floating[:, ::1] d, floating[::1] out):
 
 
 def loss_delta(int kind, const floating[:, ::1] out, const floating[:, ::1] targets,
-               const intp[::1] labels, floating[:, ::1] delta):
+               const intp[::1] labels, floating[:, ::1] delta, double param=1.0):
     """Mean loss of ``out`` against ``targets`` (or integer ``labels`` for
     cross-entropy with labels) and its gradient with respect to ``out`` in ``delta``.
 
@@ -1399,14 +1469,14 @@ def loss_delta(int kind, const floating[:, ::1] out, const floating[:, ::1] targ
         _check_labels(labels, cols)
     elif targets.shape[0] != rows or targets.shape[1] != cols:
         raise ValueError("targets and out differ in shape")
-    if kind < LOSS_MSE or kind > LOSS_BCE:
+    if kind < LOSS_MSE or kind > LOSS_POISSON:
         raise ValueError("unknown loss code %d" % kind)
     if rows == 0 or cols == 0:
         raise ValueError("empty batch")
     with nogil:
-        value = _loss(kind, &out[0, 0],
+        value = _loss(kind, param, &out[0, 0],
                       &targets[0, 0] if kind != LOSS_CE_LABELS else NULL,
-                      &labels[0] if kind == LOSS_CE_LABELS else NULL,
+                      &labels[0] if kind == LOSS_CE_LABELS else NULL, <floating*>NULL,
                       rows, cols, &delta[0, 0], _loss_scale(kind, rows, cols), &correct)
     return value * _loss_scale(kind, rows, cols), correct
 
@@ -1462,9 +1532,11 @@ def optimizer_update(int kind, floating[::1] params, const floating[::1] grads,
 # Codes as seen from Python (the Python modules mirror these; a test checks they agree).
 ACTIVATION_CODES = {"identity": ACT_IDENTITY, "sigmoid": ACT_SIGMOID, "tanh": ACT_TANH,
                     "relu": ACT_RELU, "leaky_relu": ACT_LEAKY_RELU, "softmax": ACT_SOFTMAX,
-                    "elu": ACT_ELU, "gelu": ACT_GELU, "softplus": ACT_SOFTPLUS}
+                    "elu": ACT_ELU, "gelu": ACT_GELU, "softplus": ACT_SOFTPLUS,
+                    "exponential": ACT_EXP}
 LOSS_CODES = {"mse": LOSS_MSE, "cross_entropy_labels": LOSS_CE_LABELS,
-              "cross_entropy": LOSS_CE_SOFT, "binary_cross_entropy": LOSS_BCE}
+              "cross_entropy": LOSS_CE_SOFT, "binary_cross_entropy": LOSS_BCE, "mae": LOSS_MAE,
+              "huber": LOSS_HUBER, "poisson": LOSS_POISSON}
 OPTIMIZER_CODES = {"sgd": OPT_SGD, "adam": OPT_ADAM, "rmsprop": OPT_RMSPROP,
                    "adagrad": OPT_ADAGRAD}
 HYPERPARAMETERS = HYPER_SIZE

@@ -1,5 +1,6 @@
 """Activation functions by name: identity, sigmoid, tanh, relu, leaky_relu
-(negative_slope), softmax, elu (alpha), gelu (exact, with erf) and softplus.
+(negative_slope), softmax, elu (alpha), gelu (exact, with erf), softplus and
+exponential.
 
 The kernels live in ``fastbp._core``; this module maps names to kernel codes and
 offers NumPy-facing helpers (``apply`` and ``derivative``) for hand-written loops.
@@ -21,9 +22,11 @@ ACTIVATIONS = {
     "elu": 6,
     "gelu": 7,
     "softplus": 8,
+    "exponential": 9,
 }
 
-_ALIASES = {None: "identity", "linear": "identity", "none": "identity", "logistic": "sigmoid"}
+_ALIASES = {None: "identity", "linear": "identity", "none": "identity", "logistic": "sigmoid",
+            "exp": "exponential"}
 
 
 def canonical_name(activation):

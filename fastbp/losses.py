@@ -1,9 +1,10 @@
 """Loss functions.
 
 Each loss computes its value and the delta ``dL/d output`` in one compiled pass.
-Losses are means over the batch: ``MSE`` averages over every element,
-``CrossEntropy`` over samples, ``BinaryCrossEntropy`` over every element (as
-PyTorch's ``MSELoss``, ``CrossEntropyLoss`` and ``BCEWithLogitsLoss`` do).
+Losses are means over the batch: ``CrossEntropy`` averages over samples, the
+others (``MSE``, ``MAE``, ``Huber``, ``Poisson``, ``BinaryCrossEntropy``) over every
+element, as PyTorch's losses do. With sample weights the mean is weighted:
+``sum(w_i loss_i) / sum(w_i)``.
 
 ``CrossEntropy`` and ``BinaryCrossEntropy`` take logits: the softmax (or sigmoid)
 is fused into the loss, so that the delta is simply ``probabilities - targets``
@@ -20,6 +21,9 @@ LOSS_MSE = 0
 LOSS_CE_LABELS = 1
 LOSS_CE_SOFT = 2
 LOSS_BCE = 3
+LOSS_MAE = 4
+LOSS_HUBER = 5
+LOSS_POISSON = 6
 
 
 class Loss:
@@ -44,6 +48,7 @@ class Loss:
     name = None
     output_activation = "identity"
     is_classifier = False
+    param = 0.0  # read by the kernel (Huber's delta)
 
     def __init__(self):
         self._delta = None
@@ -85,7 +90,7 @@ class Loss:
         if labels.size:
             targets = np.empty((0, out.shape[1]), dtype=dtype)
         delta = np.empty_like(out)
-        value, _ = core().loss_delta(kind, out, targets, labels, delta)
+        value, _ = core().loss_delta(kind, out, targets, labels, delta, self.param)
         self._delta = delta
         return value
 
@@ -96,6 +101,9 @@ class Loss:
         if self._delta is None:
             raise RuntimeError("call forward(output, y) before backward()")
         return self._delta
+
+    def get_config(self):
+        return {}
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -165,7 +173,63 @@ class BinaryCrossEntropy(Loss):
         return kind, targets, labels
 
 
-LOSSES = {cls.name: cls for cls in (MSE, CrossEntropy, BinaryCrossEntropy)}
+class MAE(Loss):
+    """Mean absolute error, averaged over every element: ``L = mean(|output - y|)``,
+    ``dL/d output = sign(output - y) / output.size`` (0 where they are equal)."""
+
+    name = "mae"
+    _float_kind = LOSS_MAE
+
+
+class Huber(Loss):
+    """Huber loss (PyTorch's ``HuberLoss``), averaged over every element: with
+    ``r = output - y``, ``r^2 / 2`` where ``|r| <= delta`` and
+    ``delta (|r| - delta / 2)`` beyond; quadratic near the target, linear (robust to
+    outliers) far from it.
+
+    Parameters
+    ----------
+    delta : float, default 1.0
+        Where the loss turns from quadratic to linear, > 0.
+    """
+
+    name = "huber"
+    _float_kind = LOSS_HUBER
+
+    def __init__(self, delta=1.0):
+        super().__init__()
+        if isinstance(delta, bool) or not isinstance(delta, (int, float, np.floating)) \
+                or not np.isfinite(delta) or delta <= 0:
+            raise ValueError(f"Huber delta must be a finite number > 0, got {delta!r}")
+        self.param = self.delta = float(delta)
+
+    def get_config(self):
+        return {"delta": self.delta}
+
+    def __repr__(self):
+        return f"Huber(delta={self.delta!r})"
+
+
+class Poisson(Loss):
+    """Poisson negative log-likelihood on log-rates (PyTorch's ``PoissonNLLLoss``
+    with ``log_input=True``), averaged over every element: the network outputs
+    ``z = log(rate)``; ``L = mean(exp(z) - y z)``, ``dL/dz = (exp(z) - y) / z.size``.
+    ``predict`` returns the rates ``exp(z)``; a final "exponential" layer is fused.
+    Targets are counts (or any values) >= 0."""
+
+    name = "poisson"
+    output_activation = "exponential"
+    _float_kind = LOSS_POISSON
+
+    def prepare_targets(self, y, n_outputs, dtype, name="y", finite=True):
+        kind, targets, labels = super().prepare_targets(y, n_outputs, dtype, name, finite)
+        if not targets.min() >= 0:  # NaN fails too
+            val.check_finite(targets, name)
+            raise ValueError(f"{name} must be >= 0 for the poisson loss, found {targets.min()}")
+        return kind, targets, labels
+
+
+LOSSES = {cls.name: cls for cls in (MSE, CrossEntropy, BinaryCrossEntropy, MAE, Huber, Poisson)}
 _ALIASES = {
     "mean_squared_error": "mse",
     "categorical_crossentropy": "cross_entropy",
@@ -173,6 +237,8 @@ _ALIASES = {
     "crossentropy": "cross_entropy",
     "binary_crossentropy": "binary_cross_entropy",
     "bce": "binary_cross_entropy",
+    "mean_absolute_error": "mae",
+    "poisson_nll": "poisson",
 }
 
 

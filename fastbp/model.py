@@ -120,6 +120,7 @@ class _Workspace:
         self.layout[len(sizes) - len(widths):][~np.asarray(keep_z, dtype=bool)] = -1
         self.buffer = np.empty(int(sum(sizes)), dtype=dtype)
         self.labels = np.empty(capacity if training else 0, dtype=np.intp)
+        self.weights = np.empty(capacity if training else 0, dtype=dtype)
 
 
 class Sequential:
@@ -331,7 +332,8 @@ class Sequential:
 
     # -- training -----------------------------------------------------------------
     def fit(self, X, y, epochs=10, batch_size=32, shuffle=True, validation_data=None,
-            validation_split=0.0, callbacks=None, verbose=0, tol=None, n_iter_no_change=10):
+            validation_split=0.0, callbacks=None, verbose=0, tol=None, n_iter_no_change=10,
+            sample_weight=None, class_weight=None):
         """Train by minibatch gradient descent, continuing from the current weights.
 
         Parameters
@@ -365,6 +367,14 @@ class Sequential:
             there is validation data) has not improved by at least ``tol`` for that
             many epochs in a row, as scikit-learn's MLP does. None: never.
         n_iter_no_change : int, default 10
+        sample_weight : array-like of shape (n_samples,), optional
+            Weights >= 0 of the samples in the training loss: each minibatch's loss
+            is the weighted mean sum(w_i loss_i) / sum(w_i) (validation metrics are
+            not weighted).
+        class_weight : dict or "balanced", optional
+            For classification with class labels: a weight per class (missing
+            classes weigh 1), or "balanced" (n_samples / (n_classes * count)), as
+            scikit-learn defines it; multiplies sample_weight.
 
         Returns
         -------
@@ -400,6 +410,7 @@ class Sequential:
         # step stops there, and X and y are scanned only then, so that a clean fit
         # pays no separate pass over the data.
         X, kind, targets, labels = self._check_Xy(X, y, finite=False)
+        weights = self._sample_weights(X.shape[0], kind, labels, sample_weight, class_weight)
         val_data = None
         if validation_data is not None:
             try:
@@ -408,9 +419,46 @@ class Sequential:
                 raise ValueError("validation_data must be a pair (X_val, y_val)") from None
             val_data = self._check_Xy(X_val, y_val, ("X_val", "y_val"))
         elif split:
-            (X, targets, labels), val_data = self._split(X, kind, targets, labels, split)
-        return self._train(X, kind, targets, labels, epochs, batch_size, shuffle, val_data,
-                           callbacks, verbose, tol, n_iter_no_change)
+            (X, targets, labels, weights), val_data = self._split(X, kind, targets, labels,
+                                                                  weights, split)
+        return self._train(X, kind, targets, labels, weights, epochs, batch_size, shuffle,
+                           val_data, callbacks, verbose, tol, n_iter_no_change)
+
+    def _sample_weights(self, n, kind, labels, sample_weight, class_weight):
+        """The per-sample weights as the compiled step reads them (empty: none)."""
+        weights = None
+        if sample_weight is not None:
+            weights = val.as_float_matrix(sample_weight, self.dtype, name="sample_weight",
+                                          allow_1d=True)
+            if weights.shape[1] != 1 or np.ndim(sample_weight) != 1:
+                raise ValueError(f"sample_weight must be 1-D, got shape {np.shape(sample_weight)}")
+            weights = np.ascontiguousarray(weights[:, 0])
+            if weights.shape[0] != n:
+                raise ValueError(f"sample_weight has {weights.shape[0]} entries for {n} samples")
+            if weights.min() < 0 or weights.max() == 0:
+                raise ValueError("sample_weight must be >= 0 and not all zero")
+        if class_weight is not None:
+            if kind != LOSS_CE_LABELS:
+                raise ValueError("class_weight needs cross_entropy with class labels")
+            k = self.n_outputs
+            if isinstance(class_weight, str):
+                if class_weight != "balanced":
+                    raise ValueError(f"class_weight must be a dict or 'balanced', got {class_weight!r}")
+                counts = np.bincount(labels, minlength=k).astype(np.float64)
+                per_class = np.where(counts > 0, n / (np.count_nonzero(counts) * np.maximum(counts, 1)), 1.0)
+            elif isinstance(class_weight, dict):
+                per_class = np.ones(k)
+                for c, w in class_weight.items():
+                    if not (isinstance(c, (int, np.integer)) and 0 <= c < k):
+                        raise ValueError(f"class_weight has a key {c!r} that is not a class in [0, {k})")
+                    w = val.nonnegative_float(w, f"class_weight[{c}]")
+                    per_class[c] = w
+            else:
+                raise TypeError(f"class_weight must be a dict or 'balanced', got {class_weight!r}")
+            weights = per_class[labels].astype(self.dtype) * (weights if weights is not None else 1)
+            if weights.max() == 0:
+                raise ValueError("class_weight gives every sample weight 0")
+        return np.ascontiguousarray(weights) if weights is not None else np.empty(0, self.dtype)
 
     def partial_fit(self, X, y, classes=None, batch_size=32, shuffle=True):
         """One more epoch on (X, y), continuing from the current weights and
@@ -436,7 +484,7 @@ class Sequential:
             self._classes_seen = True
         return self.fit(X, y, epochs=1, batch_size=batch_size, shuffle=shuffle)
 
-    def _split(self, X, kind, targets, labels, fraction):
+    def _split(self, X, kind, targets, labels, weights, fraction):
         """Split checked arrays into training and validation parts (``fraction`` of
         the rows, stratified by class for classification)."""
         n = X.shape[0]
@@ -463,9 +511,10 @@ class Sequential:
         X_val, t_val, l_val = X[held], pick(targets, held), pick(labels, held)
         val.check_finite(X_val, "X")
         val.check_finite(t_val, "y")
-        return (X[keep], pick(targets, keep), pick(labels, keep)), (X_val, kind, t_val, l_val)
+        return ((X[keep], pick(targets, keep), pick(labels, keep), pick(weights, keep)),
+                (X_val, kind, t_val, l_val))
 
-    def _train(self, X, kind, targets, labels, epochs, batch_size, shuffle, val_data,
+    def _train(self, X, kind, targets, labels, weights, epochs, batch_size, shuffle, val_data,
                callbacks, verbose, tol, n_iter_no_change):
         n = X.shape[0]
         batch = min(batch_size, n)
@@ -513,7 +562,8 @@ class Sequential:
                             self.flat_params, self.flat_grads, ws.buffer, ws.labels, X,
                             targets, labels, order, batch, done, min(n_batches, done + chunk),
                             self._spec, self._act_param, ws.layout, self._reg, self._dropout,
-                            self._dropout_seed, kind, self.optimizer.code,
+                            self._dropout_seed, kind, self.loss.param, weights, ws.weights,
+                            self.optimizer.code,
                             hyper, state, segments, self.optimizer.iterations, batch_loss,
                             batch_correct, step_threads)
                         self.optimizer.iterations = step
@@ -615,7 +665,7 @@ class Sequential:
         ws = self._workspace(min(n, INFERENCE_CHUNK), training=False)
         loss, correct = core().evaluate_run(self.flat_params, ws.buffer, X, targets, labels,
                                             ws.capacity, self._spec, self._act_param,
-                                            ws.layout, kind)
+                                            ws.layout, kind, self.loss.param)
         metrics = {"loss": loss + sum(layer.penalty() for layer in self._dense)}
         if self.loss.is_classifier:
             metrics["accuracy"] = correct / (n * (targets.shape[1] if kind == LOSS_BCE else 1))
@@ -645,7 +695,7 @@ class Sequential:
                          step=self.optimizer.iterations + 1)
         loss = core().loss_grad(self.flat_params, self.flat_grads, ws.buffer, X, targets,
                                 labels, spec, self._act_param, ws.layout, self._reg, kind,
-                                **extra)
+                                self.loss.param, **extra)
         return loss, [(layer.grad_weight.copy(), layer.grad_bias.copy()) for layer in self._dense]
 
     # -- weights ------------------------------------------------------------------
@@ -701,6 +751,7 @@ class Sequential:
             "layers": [{"class": type(layer).__name__, "config": layer.get_config(),
                         "trainable": bool(layer.trainable)} for layer in self.layers],
             "loss": self.loss.name,
+            "loss_config": self.loss.get_config(),
             "optimizer": {"class": type(self.optimizer).__name__,
                           "config": self.optimizer.get_config(),
                           "iterations": self.optimizer.iterations},
@@ -728,7 +779,12 @@ class Sequential:
         by_class = {klass.__name__: klass for klass in OPTIMIZERS.values()}
         if opt.get("class") not in by_class:
             raise ValueError(f"unknown optimizer class {opt.get('class')!r}")
-        model = cls(layers, loss=config["loss"], optimizer=by_class[opt["class"]](**opt["config"]),
+        from .losses import LOSSES
+
+        if config["loss"] not in LOSSES:
+            raise ValueError(f"unknown loss {config['loss']!r}")
+        loss = LOSSES[config["loss"]](**config.get("loss_config", {}))
+        model = cls(layers, loss=loss, optimizer=by_class[opt["class"]](**opt["config"]),
                     seed=config["seed"], dtype=config["dtype"], threads=config["threads"])
         model.build(val.positive_int(config["input_dim"], "input_dim"))
         return model

@@ -15,7 +15,8 @@ def test_python_codes_mirror_compiled_codes():
     assert activations.ACTIVATIONS == core().ACTIVATION_CODES
     assert core().LOSS_CODES == {"mse": losses.LOSS_MSE, "cross_entropy_labels": losses.LOSS_CE_LABELS,
                                  "cross_entropy": losses.LOSS_CE_SOFT,
-                                 "binary_cross_entropy": losses.LOSS_BCE}
+                                 "binary_cross_entropy": losses.LOSS_BCE, "mae": losses.LOSS_MAE,
+                                 "huber": losses.LOSS_HUBER, "poisson": losses.LOSS_POISSON}
     assert core().OPTIMIZER_CODES == {"sgd": optimizers.OPT_SGD, "adam": optimizers.OPT_ADAM,
                                       "rmsprop": optimizers.OPT_RMSPROP,
                                       "adagrad": optimizers.OPT_ADAGRAD}

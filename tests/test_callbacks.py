@@ -171,9 +171,9 @@ def test_validation_split_is_stratified_and_disjoint():
     X = X[:100]
     model = classifier()
     model.fit(X, y, epochs=1, validation_split=0.2)
-    (X_train, t, l_train), (X_val, _, _, l_val) = model._split(
-        *model._check_Xy(X, y)[:1], model._check_Xy(X, y)[1], model._check_Xy(X, y)[2],
-        model._check_Xy(X, y)[3], 0.2)
+    X_checked, kind, targets, labels = model._check_Xy(X, y)
+    (X_train, _, _, _), (X_val, _, _, l_val) = model._split(
+        X_checked, kind, targets, labels, np.empty(0), 0.2)
     assert np.bincount(l_val).tolist() == [14, 4, 2]
     assert len(X_train) + len(X_val) == 100
     rows = {tuple(r) for r in X_train}

@@ -9,12 +9,14 @@ from _gradcheck import flatten, numerical_gradient, relative_error
 
 ACTIVATIONS = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softmax", "elu", "gelu",
                "softplus"]
-LOSSES = ["mse", "cross_entropy", "binary_cross_entropy"]
+LOSSES = ["mse", "cross_entropy", "binary_cross_entropy", "mae", "huber", "poisson"]
 
 
 def make_targets(loss, n, k, rng, soft=False):
-    if loss == "mse":
-        return rng.normal(size=(n, k))
+    if loss in ("mse", "mae", "huber"):
+        return rng.normal(size=(n, k)) * 2
+    if loss == "poisson":
+        return rng.poisson(2.0, size=(n, k)).astype(float)
     if loss == "cross_entropy":
         if soft:
             t = rng.uniform(0.1, 1.0, size=(n, k))
@@ -24,8 +26,10 @@ def make_targets(loss, n, k, rng, soft=False):
 
 
 def build(widths, activation, output_activation, loss, n_features, seed):
-    layers = [fastbp.Dense(w, activation) for w in widths[:-1]]
-    layers.append(fastbp.Dense(widths[-1], output_activation))
+    # Nonzero biases: with zero ones, a sample whose ReLU layer is all zero gives the
+    # next layer z = 0 exactly, on the kink, where no finite difference applies.
+    layers = [fastbp.Dense(w, activation, bias_init=0.05) for w in widths[:-1]]
+    layers.append(fastbp.Dense(widths[-1], output_activation, bias_init=0.05))
     return fastbp.Sequential(layers, loss=loss, dtype="float64", seed=seed, input_dim=n_features)
 
 

@@ -22,6 +22,12 @@ TORCH_ACT = {
 def torch_loss(name, output, y):
     if name == "mse":
         return torch.nn.functional.mse_loss(output, y)
+    if name == "mae":
+        return torch.nn.functional.l1_loss(output, y)
+    if name == "huber":
+        return torch.nn.functional.huber_loss(output, y, delta=1.0)
+    if name == "poisson":
+        return torch.nn.functional.poisson_nll_loss(output, y, log_input=True)
     if name == "cross_entropy":
         return torch.nn.functional.cross_entropy(output, y)
     return torch.nn.functional.binary_cross_entropy_with_logits(output, y)
@@ -44,6 +50,9 @@ def torch_forward(weights, activations, X):
     ("mse", ["elu", "gelu", "softplus"]),
     ("cross_entropy", ["gelu", "elu", "identity"]),
     ("binary_cross_entropy", ["softplus", "gelu"]),
+    ("mae", ["tanh", "identity"]),
+    ("huber", ["relu", "elu", "identity"]),
+    ("poisson", ["tanh", "identity"]),
 ])
 def test_loss_and_gradients_match_autograd(loss, activations):
     rng = np.random.default_rng(0)
@@ -52,8 +61,11 @@ def test_loss_and_gradients_match_autograd(loss, activations):
     model = fastbp.Sequential([fastbp.Dense(w, a) for w, a in zip(widths, activations)],
                               loss=loss, dtype="float64", seed=3, input_dim=d)
     X = rng.normal(size=(n, d))
-    if loss == "mse":
-        y = rng.normal(size=(n, k))
+    if loss in ("mse", "mae", "huber"):
+        y = rng.normal(size=(n, k)) * 2
+        y_torch = torch.tensor(y)
+    elif loss == "poisson":
+        y = rng.poisson(2.0, size=(n, k)).astype(float)
         y_torch = torch.tensor(y)
     elif loss == "cross_entropy":
         y = rng.integers(0, k, n)

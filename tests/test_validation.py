@@ -545,7 +545,7 @@ def test_activation_of_wrong_type(bad):
         fastbp.Dense(3, bad)
 
 
-@pytest.mark.parametrize("name", ["hinge", "mae", ""])
+@pytest.mark.parametrize("name", ["hinge", "kld", ""])
 def test_unknown_loss(name):
     with pytest.raises(ValueError, match=r"unknown loss.*expected one of"):
         fastbp.Sequential([fastbp.Dense(1)], loss=name)
