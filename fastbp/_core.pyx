@@ -1208,6 +1208,73 @@ def loss_grad(floating[::1] params, floating[::1] grads, floating[::1] work,
     return value * _loss_scale(loss_kind, n, k) + penalty
 
 
+def input_gradient_run(const floating[::1] params, floating[::1] work,
+                       const floating[:, ::1] X, const floating[:, ::1] targets,
+                       const intp[::1] labels, floating[:, ::1] out,
+                       const intp[:, ::1] spec, const double[::1] act_param,
+                       const intp[::1] layout, int loss_kind, double loss_param,
+                       Py_ssize_t output, int output_act):
+    """Gradient with respect to the inputs, by the same backward pass, into ``out``
+    (shape of ``X``): row i is d loss_i / d x_i, sample i's own loss (``output`` < 0),
+    or d f_i / d x_i for output column ``output`` as predict gives it (after the
+    output activation ``output_act``). The workspace must hold ``X.shape[0]`` rows
+    with deltas; every layer counts as trainable here."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], n_layers = spec.shape[0]
+    cdef Py_ssize_t k = spec[n_layers - 1, SPEC_N_OUT], i, j
+    cdef floating* wp = &work[0]
+    cdef floating* res
+    cdef floating* seed
+    cdef floating p
+    cdef intp correct = 0
+    cdef bint use_labels = loss_kind == LOSS_CE_LABELS
+    _check_network(params, work, spec, act_param, layout, d, n, True, False)
+    if out.shape[0] != n or out.shape[1] != d:
+        raise ValueError("out must have the shape of X")
+    if output >= k:
+        raise ValueError("output %d is not below the %d outputs" % (output, k))
+    if output < 0:
+        if (use_labels and labels.shape[0] != n) or \
+                (not use_labels and (targets.shape[0] != n or targets.shape[1] != k)):
+            raise ValueError("targets do not match X")
+        if use_labels:
+            _check_labels(labels, k)
+    for i in range(n_layers):
+        if not spec[i, SPEC_TRAINABLE]:
+            raise ValueError("input_gradient_run needs every layer marked trainable")
+    with nogil:
+        _forward(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0], n_layers, &X[0, 0],
+                 0, n, NULL)
+        res = _output(wp, &layout[0], n_layers)
+        seed = _delta(wp, &layout[0], n_layers, n_layers - 1)
+        if output < 0:
+            # scale 1 per row (times k for the elementwise losses): each row's own loss.
+            _loss(loss_kind, loss_param, res, NULL if use_labels else &targets[0, 0],
+                  &labels[0] if use_labels else NULL, <floating*>NULL, n, k, seed,
+                  <floating>(1 if use_labels or loss_kind == LOSS_CE_SOFT else 1.0 / k),
+                  &correct)
+        else:
+            memset(seed, 0, n * k * sizeof(floating))
+            if output_act == ACT_SOFTMAX:
+                # d p_j / d z = p_j (e_j - p)
+                _softmax_rows(res, n, k)
+                for i in range(n):
+                    p = res[i * k + output]
+                    for j in range(k):
+                        seed[i * k + j] = -p * res[i * k + j]
+                    seed[i * k + output] += p
+            else:
+                for i in range(n):
+                    seed[i * k + output] = 1
+                if output_act != ACT_IDENTITY:  # sigmoid, exponential: elementwise
+                    _bias_act(res, <floating*>NULL, n, k, output_act, <floating>0, <floating*>NULL)
+                    _act_backward(res, NULL, seed, n, k, output_act, <floating>0)
+        _deltas(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0], n_layers, 0, n, NULL)
+        _gemm(False, True, <int>n, <int>d, <int>spec[0, SPEC_N_OUT], <floating>1,
+              _delta(wp, &layout[0], n_layers, 0), <int>spec[0, SPEC_N_OUT],
+              &params[0] + spec[0, SPEC_W_OFF], <int>spec[0, SPEC_N_OUT], <floating>0,
+              &out[0, 0], <int>d)
+
+
 def predict_run(const floating[::1] params, floating[::1] work, const floating[:, ::1] X,
                 floating[:, ::1] out, Py_ssize_t capacity,
                 const intp[:, ::1] spec, const double[::1] act_param, const intp[::1] layout,

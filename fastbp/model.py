@@ -698,6 +698,46 @@ class Sequential:
                                 self.loss.param, **extra)
         return loss, [(layer.grad_weight.copy(), layer.grad_bias.copy()) for layer in self._dense]
 
+    def input_gradient(self, X, y=None, output=None):
+        """The gradient with respect to the inputs, by the same backward pass: a
+        saliency map of how each input feature moves the loss or a prediction.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like, optional
+            With targets, row i is the gradient of sample i's own loss
+            (d loss_i / d x_i; the batch loss is the mean of the loss_i).
+        output : int, optional
+            Without targets: row i is the gradient of output ``output`` of sample i as
+            ``predict`` returns it (a class probability for classifiers), default 0.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+        """
+        self._require_built()
+        if y is not None and output is not None:
+            raise ValueError("give y (for the loss) or output (for a prediction), not both")
+        if y is None:
+            X = self._check_X(X)
+            output = 0 if output is None else val.positive_int(output, "output", minimum=0)
+            if output >= self.n_outputs:
+                raise ValueError(f"output must be below {self.n_outputs}, got {output}")
+            kind, targets, labels = 0, np.empty((0, self.n_outputs), self.dtype), np.empty(0, np.intp)
+        else:
+            X, kind, targets, labels = self._check_Xy(X, y)
+            output = -1
+        ws = _Workspace(self.input_dim, self._widths(), X.shape[0], self.dtype, training=True,
+                        keep_z=self._keep_z())
+        spec = self._spec.copy()
+        spec[:, core().SPEC["trainable"]] = 1
+        gradient = np.empty_like(X)
+        core().input_gradient_run(self.flat_params, ws.buffer, X, targets, labels, gradient,
+                                  spec, self._act_param, ws.layout, kind, self.loss.param,
+                                  output, self._output_act)
+        return gradient
+
     # -- weights ------------------------------------------------------------------
     def get_weights(self):
         """Return copies of the weights: a list of (weight, bias) in layer order."""
