@@ -11,7 +11,7 @@ optimizer loops) under a small Python API::
     probabilities = model.predict(X)
 """
 from . import activations, callbacks, initializers, losses, optimizers, regularizers, schedules
-from .layers import Dense, Dropout, Layer
+from .layers import Dense, Dropout, Layer, Residual
 from .losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss
 from .model import History, Sequential
 from .optimizers import SGD, Adagrad, Adam, AdamW, Optimizer, RMSProp
@@ -34,6 +34,7 @@ __all__ = [
     "MSE",
     "Optimizer",
     "RMSProp",
+    "Residual",
     "SGD",
     "Sequential",
     "activations",

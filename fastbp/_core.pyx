@@ -26,7 +26,9 @@ Design, in a few points:
 Layer table (``spec``, an intp array of shape (n_layers, SPEC_WIDTH)), per layer:
 ``n_in, n_out, activation code, weight offset, bias offset`` into the flat parameter
 and gradient buffers, ``trainable`` (0: no gradient is computed for the layer, and
-no delta below the lowest trainable layer)
+no delta below the lowest trainable layer), ``skip`` (a residual connection: the
+layer's output is f(z) plus the output of that layer, -1 for the network input, -2
+for none; the sum goes to its own buffer, the next layer's input)
 and gradient buffers. Workspace layout (``layout``, an intp array): offsets into the
 flat workspace of the gathered input batch, the gathered target batch, the two
 ping-pong delta buffers, then one activation buffer per layer. Each buffer holds up
@@ -89,11 +91,18 @@ cdef enum:
     SPEC_W_OFF = 3
     SPEC_B_OFF = 4
     SPEC_TRAINABLE = 5
-    SPEC_WIDTH = 6
+    SPEC_SKIP = 6
+    SPEC_WIDTH = 7
+
+# SPEC_SKIP values: no skip connection; the network input; else a layer's index.
+cdef enum:
+    NO_SKIP = -2
+    SKIP_INPUT = -1
 
 # Entries of the workspace layout: the gathered batch, then for each layer l its
-# output at LAY_ACT0 + l, its delta dL/dz at LAY_ACT0 + n_layers + l, and its kept
-# pre-activation at LAY_ACT0 + 2 n_layers + l (-1: none).
+# output at LAY_ACT0 + l, its delta dL/dz at LAY_ACT0 + n_layers + l, its kept
+# pre-activation at LAY_ACT0 + 2 n_layers + l and its residual sum at
+# LAY_ACT0 + 3 n_layers + l (-1: none).
 cdef enum:
     LAY_XB = 0
     LAY_YB = 1
@@ -105,7 +114,9 @@ cdef enum:
 
 SPEC_COLUMNS = SPEC_WIDTH
 SPEC = {"n_in": SPEC_N_IN, "n_out": SPEC_N_OUT, "activation": SPEC_ACT,
-        "weight_offset": SPEC_W_OFF, "bias_offset": SPEC_B_OFF, "trainable": SPEC_TRAINABLE}
+        "weight_offset": SPEC_W_OFF, "bias_offset": SPEC_B_OFF, "trainable": SPEC_TRAINABLE,
+        "skip": SPEC_SKIP}
+SKIP_NONE = NO_SKIP
 LAYOUT_FIXED = LAY_ACT0
 MAX_THREADS = MAX_PARTS
 HAVE_OPENMP = bool(FBP_HAVE_OPENMP)
@@ -738,17 +749,28 @@ cdef void _dropout_act_backward(const floating* a, const floating* z, floating* 
 # Forward and backward through the whole network.
 # ---------------------------------------------------------------------------
 
+cdef inline floating* _layer_output(floating* work, const intp* layout, Py_ssize_t n_layers,
+                                    Py_ssize_t l) noexcept nogil:
+    """What layer l passes on: its residual sum where it has one, else its output."""
+    cdef intp offset = layout[LAY_ACT0 + 3 * n_layers + l]
+    return work + (offset if offset >= 0 else layout[LAY_ACT0 + l])
+
+
 cdef void _forward(const floating* params, floating* work, const intp* spec,
                    const double* act_param, const intp* layout, Py_ssize_t n_layers,
                    const floating* x, Py_ssize_t row0, Py_ssize_t rows,
                    const Dropout* drop) noexcept nogil:
     """Forward pass of rows ``row0 <= i < row0 + rows`` of the batch, whose first row
-    is at ``x``; each layer's output lands in those rows of its buffer. ``drop``
-    (NULL in inference) applies dropout to the layers' outputs; the input's dropout
-    is the caller's, on its copy of the batch."""
-    cdef Py_ssize_t l, n_in, n_out
+    is at ``x``; each layer's output lands in those rows of its buffer (a residual
+    layer's sum with its skip source in its sum buffer). ``drop`` (NULL in inference)
+    applies dropout to the layers' outputs; the input's dropout is the caller's, on
+    its copy of the batch."""
+    cdef Py_ssize_t l, i, n_in, n_out, src
     cdef const intp* s
     cdef floating* out
+    cdef floating* total
+    cdef const floating* skip
+    cdef const floating* x0 = x
     for l in range(n_layers):
         s = spec + l * SPEC_WIDTH
         n_in = s[SPEC_N_IN]
@@ -758,13 +780,20 @@ cdef void _forward(const floating* params, floating* work, const intp* spec,
               x, <int>n_in, params + s[SPEC_W_OFF], <int>n_out, <floating>0, out, <int>n_out)
         _bias_act(out, params + s[SPEC_B_OFF], rows, n_out, <int>s[SPEC_ACT],
                   <floating>act_param[l], _kept_z(work, layout, n_layers, l, row0 * n_out))
+        src = s[SPEC_SKIP]
+        if src != NO_SKIP:
+            skip = x0 if src == SKIP_INPUT else _layer_output(work, layout, n_layers, src) + row0 * n_out
+            total = _layer_output(work, layout, n_layers, l) + row0 * n_out
+            for i in range(rows * n_out):
+                total[i] = out[i] + skip[i]
+            out = total
         if drop != NULL and drop.rate[l + 1] > 0:
             _dropout_forward(out, rows, n_out, row0, drop, l + 1)
         x = out
 
 
 cdef inline floating* _output(floating* work, const intp* layout, Py_ssize_t n_layers) noexcept nogil:
-    return work + layout[LAY_ACT0 + n_layers - 1]
+    return _layer_output(work, layout, n_layers, n_layers - 1)
 
 
 cdef inline floating* _delta(floating* work, const intp* layout, Py_ssize_t n_layers,
@@ -782,44 +811,53 @@ cdef inline floating* _kept_z(floating* work, const intp* layout, Py_ssize_t n_l
 
 cdef void _deltas(const floating* params, floating* work, const intp* spec,
                   const double* act_param, const intp* layout, Py_ssize_t n_layers,
-                  Py_ssize_t row0, Py_ssize_t rows, const Dropout* drop) noexcept nogil:
+                  Py_ssize_t row0, Py_ssize_t rows, const Dropout* drop,
+                  floating* input_skip) noexcept nogil:
     """Backward pass of the deltas for rows ``row0 <= i < row0 + rows``.
 
-    On entry the last layer's delta buffer holds dL/d(output) (from the loss); on
-    return every layer's holds dL/dz: through the last activation (identity when it
-    is fused with the loss), then ``delta_{l-1} = (delta_l @ W_l^T) * f'(a_{l-1})``.
-    The first layer's input gradient is skipped, and so are the deltas below the
-    lowest trainable layer (frozen layers need none).
+    On entry the last layer's delta buffer holds dL/d(output) (from the loss). Going
+    down, each layer's buffer holds dL/d(what the layer passes on); a residual layer
+    copies it to its skip source's buffer (``input_skip`` for the network input, when
+    not NULL), then every layer turns it into dL/dz through its activation (and the
+    dropout after it), and passes ``delta_l @ W_l^T`` down, added to a skip copy
+    already there. The first layer's input gradient is skipped, and so are the deltas
+    below the lowest trainable layer (frozen layers need none).
     """
-    cdef Py_ssize_t l, n_in, n_out, lowest = 0
-    cdef const intp* s = spec + (n_layers - 1) * SPEC_WIDTH
+    cdef Py_ssize_t l, j, n_in, n_out, src, lowest = 0
+    cdef const intp* s
+    cdef floating* dl
+    cdef floating beta
     while lowest < n_layers and not spec[lowest * SPEC_WIDTH + SPEC_TRAINABLE]:
         lowest += 1
-    n_out = s[SPEC_N_OUT]
-    _act_backward(_output(work, layout, n_layers) + row0 * n_out,
-                  _kept_z(work, layout, n_layers, n_layers - 1, row0 * n_out),
-                  _delta(work, layout, n_layers, n_layers - 1) + row0 * n_out,
-                  rows, n_out, <int>s[SPEC_ACT], <floating>act_param[n_layers - 1])
-    for l in range(n_layers - 1, lowest, -1):
+    for l in range(n_layers - 1, lowest - 1, -1):
         s = spec + l * SPEC_WIDTH
         n_in = s[SPEC_N_IN]
         n_out = s[SPEC_N_OUT]
-        _gemm(False, True, <int>rows, <int>n_in, <int>n_out, <floating>1,
-              _delta(work, layout, n_layers, l) + row0 * n_out, <int>n_out,
-              params + s[SPEC_W_OFF], <int>n_out, <floating>0,
-              _delta(work, layout, n_layers, l - 1) + row0 * n_in, <int>n_in)
-        if drop != NULL and drop.rate[l] > 0:  # dropout on layer l-1's output
-            _dropout_act_backward(work + layout[LAY_ACT0 + l - 1] + row0 * n_in,
-                                  _kept_z(work, layout, n_layers, l - 1, row0 * n_in),
-                                  _delta(work, layout, n_layers, l - 1) + row0 * n_in, rows,
-                                  n_in, row0, drop, l,
-                                  <int>spec[(l - 1) * SPEC_WIDTH + SPEC_ACT],
-                                  <floating>act_param[l - 1])
+        dl = _delta(work, layout, n_layers, l) + row0 * n_out
+        src = s[SPEC_SKIP]
+        if src >= lowest:
+            memcpy(_delta(work, layout, n_layers, src) + row0 * n_out, dl,
+                   rows * n_out * sizeof(floating))
+        elif src == SKIP_INPUT and input_skip != NULL:
+            memcpy(input_skip + row0 * n_out, dl, rows * n_out * sizeof(floating))
+        if drop != NULL and drop.rate[l + 1] > 0:
+            _dropout_act_backward(work + layout[LAY_ACT0 + l] + row0 * n_out,
+                                  _kept_z(work, layout, n_layers, l, row0 * n_out), dl, rows,
+                                  n_out, row0, drop, l + 1, <int>s[SPEC_ACT],
+                                  <floating>act_param[l])
         else:
-            _act_backward(work + layout[LAY_ACT0 + l - 1] + row0 * n_in,
-                          _kept_z(work, layout, n_layers, l - 1, row0 * n_in),
-                          _delta(work, layout, n_layers, l - 1) + row0 * n_in, rows, n_in,
-                          <int>spec[(l - 1) * SPEC_WIDTH + SPEC_ACT], <floating>act_param[l - 1])
+            _act_backward(work + layout[LAY_ACT0 + l] + row0 * n_out,
+                          _kept_z(work, layout, n_layers, l, row0 * n_out), dl, rows, n_out,
+                          <int>s[SPEC_ACT], <floating>act_param[l])
+        if l == lowest:
+            break
+        beta = 0
+        for j in range(l, n_layers):  # does a skip copy already wait in delta_{l-1}?
+            if spec[j * SPEC_WIDTH + SPEC_SKIP] == l - 1:
+                beta = 1
+        _gemm(False, True, <int>rows, <int>n_in, <int>n_out, <floating>1, dl, <int>n_out,
+              params + s[SPEC_W_OFF], <int>n_out, beta,
+              _delta(work, layout, n_layers, l - 1) + row0 * n_in, <int>n_in)
 
 
 cdef double _gradients(const floating* params, floating* grads, floating* work,
@@ -845,7 +883,7 @@ cdef double _gradients(const floating* params, floating* grads, floating* work,
         c1 = n_out * (part + 1) // n_parts
         if c1 == c0 or not s[SPEC_TRAINABLE]:
             continue
-        a_prev = x if l == 0 else work + layout[LAY_ACT0 + l - 1]
+        a_prev = x if l == 0 else _layer_output(work, layout, n_layers, l - 1)
         delta = _delta(work, layout, n_layers, l) + c0
         _gemm(True, False, <int>n_in, <int>(c1 - c0), <int>rows, <floating>1,
               a_prev, <int>n_in, delta, <int>n_out, <floating>0,
@@ -978,7 +1016,7 @@ cdef void _train_part(int part, int n_parts,
                                     _delta(work, layout, n_layers, n_layers - 1) + r0 * k,
                                     <floating>scale, &correct)
             part_correct[part] = correct
-            _deltas(params, work, spec, act_param, layout, n_layers, r0, r1 - r0, dropping)
+            _deltas(params, work, spec, act_param, layout, n_layers, r0, r1 - r0, dropping, NULL)
         if n_parts > 1:
             fbp_barrier()
         value = 0
@@ -1202,7 +1240,7 @@ def loss_grad(floating[::1] params, floating[::1] grads, floating[::1] work,
                       <floating*>NULL, n, k, _delta(wp, &layout[0], n_layers, n_layers - 1),
                       _loss_scale(loss_kind, n, k), &correct)
         _deltas(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0], n_layers, 0, n,
-                dropping)
+                dropping, NULL)
         penalty = _gradients(&params[0], &grads[0], wp, &spec[0, 0], &layout[0], &reg[0, 0],
                              n_layers, xin, n, 0, 1)
     return value * _loss_scale(loss_kind, n, k) + penalty
@@ -1238,9 +1276,11 @@ def input_gradient_run(const floating[::1] params, floating[::1] work,
             raise ValueError("targets do not match X")
         if use_labels:
             _check_labels(labels, k)
+    cdef bint input_skip = False
     for i in range(n_layers):
         if not spec[i, SPEC_TRAINABLE]:
             raise ValueError("input_gradient_run needs every layer marked trainable")
+        input_skip |= spec[i, SPEC_SKIP] == SKIP_INPUT
     with nogil:
         _forward(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0], n_layers, &X[0, 0],
                  0, n, NULL)
@@ -1268,11 +1308,13 @@ def input_gradient_run(const floating[::1] params, floating[::1] work,
                 if output_act != ACT_IDENTITY:  # sigmoid, exponential: elementwise
                     _bias_act(res, <floating*>NULL, n, k, output_act, <floating>0, <floating*>NULL)
                     _act_backward(res, NULL, seed, n, k, output_act, <floating>0)
-        _deltas(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0], n_layers, 0, n, NULL)
+        # A residual connection from the input leaves its share in out first.
+        _deltas(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0], n_layers, 0, n, NULL,
+                &out[0, 0])
         _gemm(False, True, <int>n, <int>d, <int>spec[0, SPEC_N_OUT], <floating>1,
               _delta(wp, &layout[0], n_layers, 0), <int>spec[0, SPEC_N_OUT],
-              &params[0] + spec[0, SPEC_W_OFF], <int>spec[0, SPEC_N_OUT], <floating>0,
-              &out[0, 0], <int>d)
+              &params[0] + spec[0, SPEC_W_OFF], <int>spec[0, SPEC_N_OUT],
+              <floating>(1 if input_skip else 0), &out[0, 0], <int>d)
 
 
 def predict_run(const floating[::1] params, floating[::1] work, const floating[:, ::1] X,
@@ -1413,10 +1455,10 @@ cdef _check_network(const floating[::1] params, const floating[::1] work, const 
     # Cheap structural checks once per call, so that a bad table or a workspace too
     # small for ``rows`` rows raises instead of touching memory out of bounds. The
     # model builds these tables; users never do.
-    cdef Py_ssize_t l, n_layers = spec.shape[0], widest = 0, size = work.shape[0]
+    cdef Py_ssize_t l, src, n_layers = spec.shape[0], widest = 0, size = work.shape[0]
     if n_layers < 1 or spec.shape[1] != SPEC_WIDTH:
         raise ValueError("spec must have shape (n_layers, %d)" % SPEC_WIDTH)
-    if act_param.shape[0] != n_layers or layout.shape[0] != LAY_ACT0 + 3 * n_layers:
+    if act_param.shape[0] != n_layers or layout.shape[0] != LAY_ACT0 + 4 * n_layers:
         raise ValueError("act_param or layout does not match spec")
     if spec[0, SPEC_N_IN] != d:
         raise ValueError("X has %d features, the network expects %d" % (d, spec[0, SPEC_N_IN]))
@@ -1435,6 +1477,14 @@ cdef _check_network(const floating[::1] params, const floating[::1] work, const 
             raise ValueError("workspace too small for layer %d" % l)
         widest = max(widest, spec[l, SPEC_N_OUT])
     for l in range(n_layers):
+        src = spec[l, SPEC_SKIP]
+        if src != NO_SKIP:
+            if not SKIP_INPUT <= src < l or \
+                    spec[l, SPEC_N_OUT] != (d if src == SKIP_INPUT else spec[src, SPEC_N_OUT]):
+                raise ValueError("layer %d has a bad skip connection" % l)
+            if layout[LAY_ACT0 + 3 * n_layers + l] < 0 or \
+                    layout[LAY_ACT0 + 3 * n_layers + l] + rows * spec[l, SPEC_N_OUT] > size:
+                raise ValueError("residual workspace too small for layer %d" % l)
         if layout[LAY_ACT0 + 2 * n_layers + l] >= 0 and \
                 layout[LAY_ACT0 + 2 * n_layers + l] + rows * spec[l, SPEC_N_OUT] > size:
             raise ValueError("pre-activation workspace too small for layer %d" % l)

@@ -280,6 +280,49 @@ class Dropout(Layer):
         return f"Dropout({self.rate})"
 
 
+class Residual(Layer):
+    """A residual block: ``x + f(x)``, with f the block's layers (Dense, with Dropout
+    between them). The skip connection lets the gradient reach early layers of a
+    deep network undiminished (He et al., 2016).
+
+    Parameters
+    ----------
+    layers : Layer or list of Layer
+        f: Dense layers (and Dropout), the last one Dense with as many units as the
+        block's input has features.
+    """
+
+    def __init__(self, layers):
+        super().__init__()
+        layers = [layers] if isinstance(layers, Layer) else list(layers)
+        if not layers:
+            raise ValueError("a Residual block needs at least one layer")
+        for layer in layers:
+            if not isinstance(layer, (Dense, Dropout)):
+                raise TypeError(f"a Residual block holds Dense and Dropout layers, got"
+                                f" {type(layer).__name__}")
+        if not isinstance(layers[-1], Dense):
+            raise ValueError("a Residual block must end with a Dense layer")
+        self.layers = layers
+        self.built = True
+
+    @property
+    def trainable(self):
+        return all(layer.trainable for layer in self.layers)
+
+    @trainable.setter
+    def trainable(self, value):
+        for layer in getattr(self, "layers", []):
+            layer.trainable = value
+
+    def get_config(self):
+        return {"layers": [{"class": type(layer).__name__, "config": layer.get_config(),
+                            "trainable": bool(layer.trainable)} for layer in self.layers]}
+
+    def __repr__(self):
+        return f"Residual({self.layers!r})"
+
+
 def _dtype_of(x):
     dtype = getattr(x, "dtype", None)
     return np.float64 if dtype == np.float64 else np.float32

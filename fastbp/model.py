@@ -7,7 +7,7 @@ import numpy as np
 
 from . import _validation as val
 from .activations import ACTIVATIONS
-from .layers import Dense, Dropout, Layer
+from .layers import Dense, Dropout, Layer, Residual
 from .losses import LOSS_BCE, LOSS_CE_LABELS, get_loss
 from .optimizers import OPTIMIZERS, get_optimizer
 from . import _interrupt, _progress, _threads
@@ -108,16 +108,20 @@ class _Workspace:
     then each layer's delta and, for layers whose derivative needs it (GELU), its
     pre-activation (training only). ``layout`` gives each one's offset (-1: none)."""
 
-    def __init__(self, n_inputs, widths, capacity, dtype, training, keep_z=None):
+    def __init__(self, n_inputs, widths, capacity, dtype, training, keep_z=None, sums=None):
         self.capacity = capacity
         keep_z = keep_z if training and keep_z is not None else [False] * len(widths)
+        sums = sums if sums is not None else [False] * len(widths)
         sizes = [capacity * n_inputs, capacity * widths[-1]] if training else [0, 0]
         sizes += [capacity * w for w in widths]  # layer outputs
         sizes += [capacity * w for w in widths] if training else [0] * len(widths)  # deltas
         sizes += [capacity * w if keep else 0 for w, keep in zip(widths, keep_z)]  # kept z
+        sizes += [capacity * w if total else 0 for w, total in zip(widths, sums)]  # residual sums
         self.layout = np.zeros(len(sizes), dtype=np.intp)
         self.layout[1:] = np.cumsum(sizes[:-1])
-        self.layout[len(sizes) - len(widths):][~np.asarray(keep_z, dtype=bool)] = -1
+        n = len(widths)
+        self.layout[len(sizes) - 2 * n:len(sizes) - n][~np.asarray(keep_z, dtype=bool)] = -1
+        self.layout[len(sizes) - n:][~np.asarray(sums, dtype=bool)] = -1
         self.buffer = np.empty(int(sum(sizes)), dtype=dtype)
         self.labels = np.empty(capacity if training else 0, dtype=np.intp)
         self.weights = np.empty(capacity if training else 0, dtype=dtype)
@@ -188,8 +192,8 @@ class Sequential:
             raise RuntimeError("cannot add layers to a model that is already built")
         if not isinstance(layer, Layer):
             raise TypeError(f"layers must be Layer instances, got {type(layer).__name__}")
-        if not isinstance(layer, (Dense, Dropout)):
-            raise TypeError(f"Sequential supports Dense and Dropout layers, got"
+        if not isinstance(layer, (Dense, Dropout, Residual)):
+            raise TypeError(f"Sequential supports Dense, Dropout and Residual layers, got"
                             f" {type(layer).__name__}")
         if any(layer is other for other in self.layers):
             raise ValueError("the same layer instance appears twice in the model")
@@ -214,14 +218,21 @@ class Sequential:
 
         spec = np.zeros((len(dense), core().SPEC_COLUMNS), dtype=np.intp)
         self._act_param = np.zeros(len(dense))
+        skips = self._flatten()[2]
         n_in = input_dim
         for i, layer in enumerate(dense):
             lo, hi = offsets[i], offsets[i + 1]
+            skip = skips[i]
+            width = input_dim if skip == -1 else dense[skip].units if skip >= 0 else layer.units
+            if width != layer.units:
+                raise ValueError(f"a Residual block adds its input ({width} features) to its"
+                                 f" output ({layer.units} units): they must match")
             layer.bind(n_in, self.flat_params[lo:hi], self.flat_grads[lo:hi], self._rng)
             code = layer.activation_code
-            if i == len(dense) - 1 and layer.activation == self.loss.output_activation:
+            if i == len(dense) - 1 and layer.activation == self.loss.output_activation \
+                    and skip == -2:
                 code = ACTIVATIONS["identity"]  # fused into the loss
-            spec[i] = (n_in, layer.units, code, lo, lo + n_in * layer.units, 1)
+            spec[i] = (n_in, layer.units, code, lo, lo + n_in * layer.units, 1, skip)
             self._act_param[i] = layer.activation_param
             n_in = layer.units
         self._spec = spec
@@ -234,22 +245,44 @@ class Sequential:
         self._train_ws = self._infer_ws = None
         return self
 
+    def _flatten(self):
+        """The Dense layers in order, the dropout rate of the input and after each of
+        them, and each one's skip source (-2: none; -1: the input; i: Dense layer i),
+        as the compiled step reads them."""
+        dense, rates, skips = [], [0.0], []
+
+        def walk(layers, inside):
+            for position, layer in enumerate(layers):
+                if isinstance(layer, Dense):
+                    dense.append(layer)
+                    rates.append(0.0)
+                    skips.append(-2)
+                elif isinstance(layer, Dropout):
+                    if position > 0 and isinstance(layers[position - 1], Residual):
+                        raise ValueError("Dropout right after a Residual block is not"
+                                         " supported: put it inside the block")
+                    rates[-1] = 1 - (1 - rates[-1]) * (1 - layer.rate)
+                else:
+                    if inside:
+                        raise ValueError("Residual blocks cannot be nested")
+                    source = len(dense) - 1
+                    walk(layer.layers, True)
+                    skips[-1] = source
+
+        walk(self.layers, False)
+        return dense, rates, skips
+
     @property
     def _dense(self):
-        return [layer for layer in self.layers if isinstance(layer, Dense)]
+        return self._flatten()[0]
 
     def _dropout_rates(self):
         """Dropout rate of the input (index 0) and of each Dense layer's output, as the
         compiled step reads them; empty when the model has no dropout."""
-        rates = [0.0]
-        for layer in self.layers:
-            if isinstance(layer, Dense):
-                rates.append(0.0)
-            elif rates[-1] or layer.rate:  # consecutive dropouts: keep probabilities multiply
-                rates[-1] = 1 - (1 - rates[-1]) * (1 - layer.rate)
+        dense, rates, _ = self._flatten()
         if isinstance(self.layers[-1], Dropout):
             raise ValueError("Dropout cannot be the last layer: its output is the loss's input")
-        for i, layer in enumerate(self._dense):
+        for i, layer in enumerate(dense):
             if rates[i + 1] and layer.activation == "softmax":
                 raise ValueError("Dropout after a softmax layer is not supported")
         return np.array(rates if any(rates) else [], dtype=np.float64)
@@ -291,6 +324,9 @@ class Sequential:
                 segments.append([lo, hi])
         return np.array(segments, dtype=np.intp).reshape(-1, 2)
 
+    def _sums(self):
+        return [skip != -2 for skip in self._flatten()[2]]
+
     def _keep_z(self):
         return [layer.activation == "gelu" for layer in self._dense]
 
@@ -302,7 +338,7 @@ class Sequential:
         ws = getattr(self, attr)
         if ws is None or ws.capacity < rows:
             ws = _Workspace(self.input_dim, self._widths(), rows, self.dtype, training,
-                            self._keep_z())
+                            self._keep_z(), self._sums())
             setattr(self, attr, ws)
         return ws
 
@@ -686,7 +722,7 @@ class Sequential:
         """
         X, kind, targets, labels = self._check_Xy(X, y)
         ws = _Workspace(self.input_dim, self._widths(), X.shape[0], self.dtype, training=True,
-                        keep_z=self._keep_z())
+                        keep_z=self._keep_z(), sums=self._sums())
         spec = self._spec.copy()
         spec[:, core().SPEC["trainable"]] = 1  # true gradients of every layer, frozen or not
         extra = {}
@@ -729,7 +765,7 @@ class Sequential:
             X, kind, targets, labels = self._check_Xy(X, y)
             output = -1
         ws = _Workspace(self.input_dim, self._widths(), X.shape[0], self.dtype, training=True,
-                        keep_z=self._keep_z())
+                        keep_z=self._keep_z(), sums=self._sums())
         spec = self._spec.copy()
         spec[:, core().SPEC["trainable"]] = 1
         gradient = np.empty_like(X)
@@ -808,13 +844,18 @@ class Sequential:
     @classmethod
     def from_config(cls, config):
         """A built model (fresh weights) from ``get_config()``'s output."""
-        layers = []
-        for entry in config["layers"]:
-            if entry.get("class") not in ("Dense", "Dropout"):
+        def make(entry, inside=False):
+            kinds = {"Dense": Dense, "Dropout": Dropout, "Residual": Residual}
+            if entry.get("class") not in kinds or (inside and entry["class"] == "Residual"):
                 raise ValueError(f"unknown layer class {entry.get('class')!r}")
-            layer = (Dense if entry["class"] == "Dense" else Dropout)(**entry["config"])
-            layer.trainable = bool(entry.get("trainable", True))
-            layers.append(layer)
+            if entry["class"] == "Residual":
+                layer = Residual([make(inner, True) for inner in entry["config"]["layers"]])
+            else:
+                layer = kinds[entry["class"]](**entry["config"])
+                layer.trainable = bool(entry.get("trainable", True))
+            return layer
+
+        layers = [make(entry) for entry in config["layers"]]
         opt = config["optimizer"]
         by_class = {klass.__name__: klass for klass in OPTIMIZERS.values()}
         if opt.get("class") not in by_class:
@@ -860,12 +901,18 @@ class Sequential:
         """Return a text table of the layers, their output shapes and parameter counts."""
         self._require_built()
         lines = [f"{'layer':<40}{'output':>12}{'params':>12}"]
-        for layer in self.layers:
-            if isinstance(layer, Dense):
-                lines.append(f"{repr(layer):<40}{layer.units:>12}"
-                             f"{layer.weight.size + layer.bias.size:>12}")
-            else:
-                lines.append(f"{repr(layer):<40}{'':>12}{0:>12}")
+        def rows(layers, indent):
+            for layer in layers:
+                if isinstance(layer, Residual):
+                    lines.append(f"{indent}Residual: x + f(x), f =")
+                    rows(layer.layers, indent + "  ")
+                elif isinstance(layer, Dense):
+                    lines.append(f"{indent + repr(layer):<40}{layer.units:>12}"
+                                 f"{layer.weight.size + layer.bias.size:>12}")
+                else:
+                    lines.append(f"{indent + repr(layer):<40}{'':>12}{0:>12}")
+
+        rows(self.layers, "")
         lines.append(f"total parameters: {self.count_params()}; loss: {self.loss.name};"
                      f" optimizer: {self.optimizer!r}; dtype: {np.dtype(self.dtype).name}")
         return "\n".join(lines)
