@@ -15,7 +15,8 @@ def load(name):
 
 
 def test_every_example_is_tested():
-    tested = {"xor", "house_prices", "classification", "online_learning", "backprop_vs_genetic"}
+    tested = {"xor", "house_prices", "classification", "online_learning", "backprop_vs_genetic",
+              "vanishing_gradients", "dropout_early_stopping", "transfer_learning"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -49,3 +50,23 @@ def test_backprop_vs_genetic():
     ga_losses = [loss for _, _, loss in genetic]
     assert all(b <= a + 1e-12 for a, b in zip(ga_losses, ga_losses[1:]))
     assert backprop[-1][2] < genetic[-1][2] and backprop[-1][1] < genetic[-1][1]
+
+
+def test_vanishing_gradients():
+    results = load("vanishing_gradients").main(["--depth", "20", "--epochs", "2"])
+    ratio = {kind: norms[0] / norms[-1] for kind, (norms, _) in results.items()}
+    assert ratio["sigmoid + glorot"] < 1e-8
+    assert ratio["relu + he + residual"] > 1e-2
+
+
+def test_dropout_early_stopping():
+    results = load("dropout_early_stopping").main(["--epochs", "80"])
+    test_loss = {name: test["loss"] for name, (_, test) in results.items()}
+    assert test_loss["dropout"] < test_loss["plain"]
+    assert test_loss["early stopping"] < test_loss["plain"]
+    assert len(results["early stopping"][0]) < 80
+
+
+def test_transfer_learning():
+    transferred, from_scratch, frozen = load("transfer_learning").main(["--epochs", "40"])
+    assert frozen and transferred > 0.95
