@@ -910,3 +910,47 @@ def test_gelu_backward_needs_z():
     a = np.zeros((1, 2))
     with pytest.raises(ValueError, match="needs z"):
         _core.act_backward(a, a.copy(), _core.ACTIVATION_CODES["gelu"])
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 40), k=st.integers(1, 40), n=st.integers(1, 40),
+       trans_a=st.booleans(), trans_b=st.booleans(), seed=st.integers(0, 2**16))
+def test_matmul_property_any_shape(m, k, n, trans_a, trans_b, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(k, m) if trans_a else (m, k))
+    b = rng.normal(size=(n, k) if trans_b else (k, n))
+    out = rng.normal(size=(m, n))
+    expected = (a.T if trans_a else a) @ (b.T if trans_b else b) + 0.5 * out
+    _core.matmul(a, b, out, trans_a=trans_a, trans_b=trans_b, beta=0.5)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 30), batch=st.integers(1, 12), width=st.integers(1, 9),
+       seed=st.integers(0, 2**16))
+def test_training_any_shape_matches_layer_by_layer_loop(rows, batch, width, seed):
+    """For any data size, batch size and width, the fused step equals the hand loop."""
+    import fastbp
+
+    rng = np.random.default_rng(seed)
+    X, y = rng.normal(size=(rows, 3)), rng.normal(size=(rows, 2))
+    model = fastbp.Sequential([fastbp.Dense(width, "tanh"), fastbp.Dense(2)], loss="mse",
+                              optimizer=fastbp.SGD(lr=0.1, momentum=0.5), dtype="float64",
+                              seed=seed, input_dim=3)
+    hidden, out = fastbp.Dense(width, "tanh"), fastbp.Dense(2)
+    hidden.build(3, dtype=np.float64)
+    out.build(width, dtype=np.float64)
+    (w1, b1), (w2, b2) = model.get_weights()
+    hidden.weight[...], hidden.bias[...], out.weight[...], out.bias[...] = w1, b1, w2, b2
+    mse, opt = fastbp.MSE(), fastbp.SGD(lr=0.1, momentum=0.5)
+    for start in range(0, rows, batch):
+        mse.forward(out.forward(hidden.forward(X[start:start + batch])), y[start:start + batch])
+        hidden.backward(out.backward(mse.backward()))
+        opt.step(hidden.params + out.params, hidden.grads + out.grads)
+    model.fit(X, y, epochs=1, batch_size=batch, shuffle=False)
+    np.testing.assert_allclose(model.get_weights()[1][0], out.weight, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(model.get_weights()[0][0], hidden.weight, rtol=1e-11, atol=1e-13)
