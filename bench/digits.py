@@ -31,6 +31,7 @@ import gc
 import json
 import os
 import subprocess
+import tempfile
 import sys
 import time
 
@@ -44,7 +45,6 @@ from impls import (ADAPTERS, IMPLEMENTATIONS, Network, OptimizerSpec,  # noqa: E
                    available, initial_weights, make_data, reference_accuracy)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 
 DIGITS_NET = Network("digits", (64, 128, 10), "relu", "cross_entropy", 200)
 MEMORY_NET = Network("medium", (784, 512, 512, 10), "relu", "cross_entropy", 256)
@@ -234,7 +234,7 @@ def bench_memory(names, args):
                "--memory-steps", str(args.memory_steps), "--dtype", args.dtype,
                "--threads", str(args.threads), "--seed", str(args.seed)]
         procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       text=True, cwd=ROOT)
+                                       text=True, cwd=tempfile.gettempdir())
     records = []
     for name, proc in procs.items():
         stdout, stderr = proc.communicate()
@@ -273,7 +273,7 @@ def time_snippet(code, runs):
     times = []
     for _ in range(runs):
         proc = subprocess.run([sys.executable, "-c", program], capture_output=True,
-                              text=True, cwd=ROOT, check=True)
+                              text=True, cwd=tempfile.gettempdir(), check=True)
         times.append(float(proc.stdout.strip().splitlines()[-1]))
     return times
 

@@ -2,6 +2,7 @@
 module; the import and the demo."""
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -106,8 +107,9 @@ def test_default_loss_inferred_from_last_activation():
 
 
 def run_python(code):
+    # Outside the source tree, so that the installed fastbp is imported.
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout
+                          check=True, cwd=tempfile.gettempdir()).stdout
 
 
 def test_import_loads_no_optional_package_and_no_scipy_linalg():

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -26,8 +27,9 @@ def expected_implementations():
 
 
 def run(args, timeout=120):
-    proc = subprocess.run([sys.executable] + args, cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    # Outside the source tree, so that "python -c" imports the installed fastbp.
+    proc = subprocess.run([sys.executable] + args, cwd=tempfile.gettempdir(),
+                          capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     assert "CHECK FAILED" not in proc.stdout, proc.stdout
     return proc
