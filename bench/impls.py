@@ -197,7 +197,7 @@ class Implementation:
 
 class FastbpImpl(Implementation):
     """fastbp: ``Sequential.fit(X, y, epochs=1, batch_size=B, shuffle=True)``,
-    a whole epoch of minibatch steps in one compiled call."""
+    runs of minibatch steps in compiled calls."""
 
     name = "fastbp"
 
@@ -224,7 +224,7 @@ class FastbpImpl(Implementation):
         return self.model.get_weights()
 
     def describe(self):
-        return "fastbp.Sequential.fit (one compiled call per epoch)"
+        return "fastbp.Sequential.fit (runs of minibatches in compiled calls)"
 
 
 class NumpyImpl(Implementation):

@@ -963,8 +963,6 @@ cdef void _train_part(int part, int n_parts,
         dropping = &drop
     p0 = n_params * part // n_parts
     p1 = n_params * (part + 1) // n_parts
-    if n_parts > 1 and clipnorm > 0:
-        fbp_barrier()  # part_norm may still be read by a thread from the last call
     for b in range(first_batch, stop_batch):
         start = b * batch_size
         rows = batch_size if start + batch_size <= n else n - start

@@ -157,9 +157,11 @@ class Sequential:
     Notes
     -----
     All parameters live in one contiguous buffer (``flat_params``); each layer's
-    weight and bias are views into it, and the gradients likewise. A final softmax
-    before cross-entropy (sigmoid before binary cross-entropy) is fused into the
-    loss: training works on the logits, ``predict`` returns probabilities.
+    weight and bias are views into it, and the gradients likewise. A layer belongs to
+    one model at a time: a built layer given to a new model moves there, weights and
+    all. A final softmax before cross-entropy (sigmoid before binary cross-entropy,
+    exponential before Poisson) is fused into the loss: training works on the logits,
+    ``predict`` returns probabilities (rates).
     """
 
     def __init__(self, layers=None, loss=None, optimizer="adam", seed=None,
@@ -167,7 +169,6 @@ class Sequential:
         self.layers = []
         for layer in layers or []:
             self.add(layer)
-        self._loss_arg = loss
         self.optimizer = get_optimizer(optimizer)
         self.dtype = val.float_dtype(dtype)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
@@ -203,7 +204,7 @@ class Sequential:
     def build(self, input_dim):
         """Create the weights for ``input_dim`` input features."""
         self._resolve_loss()
-        dense = self._dense
+        dense, _, skips = self._flatten()
         self._dropout = self._dropout_rates()
         sizes, n_in = [], input_dim
         for layer in dense:
@@ -218,7 +219,6 @@ class Sequential:
 
         spec = np.zeros((len(dense), core().SPEC_COLUMNS), dtype=np.intp)
         self._act_param = np.zeros(len(dense))
-        skips = self._flatten()[2]
         n_in = input_dim
         for i, layer in enumerate(dense):
             lo, hi = offsets[i], offsets[i + 1]
