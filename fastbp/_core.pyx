@@ -1425,26 +1425,23 @@ cdef _check_segments(const intp[:, ::1] segments, Py_ssize_t n_params):
             raise ValueError("segment %d is outside the parameter buffer" % s)
 
 
-cdef _check_order(const intp[::1] order, Py_ssize_t n):
-    # An out-of-range index would gather from outside X.
+cdef _check_indices(const intp[::1] values, Py_ssize_t limit, str what):
+    # An index out of [0, limit) would read or write outside a row or an array.
     cdef Py_ssize_t i
     cdef bint bad = False
     with nogil:
-        for i in range(order.shape[0]):
-            bad |= (order[i] < 0) | (order[i] >= n)
+        for i in range(values.shape[0]):
+            bad |= (values[i] < 0) | (values[i] >= limit)
     if bad:
-        raise ValueError("order holds row indices outside [0, %d)" % n)
+        raise ValueError("%s must lie in [0, %d)" % (what, limit))
 
 
-cdef _check_labels(const intp[::1] labels, Py_ssize_t n_classes):
-    # An out-of-range label would index outside a row of logits and deltas.
-    cdef Py_ssize_t i
-    cdef bint bad = False
-    with nogil:
-        for i in range(labels.shape[0]):
-            bad |= (labels[i] < 0) | (labels[i] >= n_classes)
-    if bad:
-        raise ValueError("class labels must lie in [0, %d)" % n_classes)
+cdef inline _check_order(const intp[::1] order, Py_ssize_t n):
+    _check_indices(order, n, "order's row indices")
+
+
+cdef inline _check_labels(const intp[::1] labels, Py_ssize_t n_classes):
+    _check_indices(labels, n_classes, "class labels")
 
 
 cdef _check_network(const floating[::1] params, const floating[::1] work, const intp[:, ::1] spec,
