@@ -1152,38 +1152,23 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
     if stop_batch == first_batch:
         return status, done, step
 
-    if n_threads == 1 or not FBP_HAVE_OPENMP:
-        with nogil:
-            _train_part(
-                0, 1, &params[0], &grads[0], &work[0],
-                &label_work[0] if label_work.shape[0] else NULL, &X[0, 0], n, d,
-                &targets[0, 0] if not use_labels else NULL,
-                &labels[0] if use_labels else NULL, &order[0] if shuffled else NULL,
-                batch_size, first_batch, stop_batch, &spec[0, 0], &act_param[0], &layout[0],
-                n_layers, loss_kind, loss_param,
-                &sample_weight[0] if sample_weight.shape[0] else NULL,
-                &weight_work[0] if weight_work.shape[0] else NULL,
-                opt_kind, &hyper[0], state_ptr, n_params,
-                segment_ptr, segments.shape[0], &reg[0, 0],
-                &dropout[0] if dropout.shape[0] else NULL, seed, &batch_loss[0], &batch_correct[0],
-                part_loss, part_correct, part_norm, part_penalty, &step, &status, &done)
-    else:
-        with nogil, parallel(num_threads=n_threads):
-            # The team may be smaller than asked (nested or limited OpenMP): split
-            # over the threads that actually run.
-            _train_part(
-                fbp_thread_id(), fbp_team_size(), &params[0], &grads[0], &work[0],
-                &label_work[0] if label_work.shape[0] else NULL, &X[0, 0], n, d,
-                &targets[0, 0] if not use_labels else NULL,
-                &labels[0] if use_labels else NULL, &order[0] if shuffled else NULL,
-                batch_size, first_batch, stop_batch, &spec[0, 0], &act_param[0], &layout[0],
-                n_layers, loss_kind, loss_param,
-                &sample_weight[0] if sample_weight.shape[0] else NULL,
-                &weight_work[0] if weight_work.shape[0] else NULL,
-                opt_kind, &hyper[0], state_ptr, n_params,
-                segment_ptr, segments.shape[0], &reg[0, 0],
-                &dropout[0] if dropout.shape[0] else NULL, seed, &batch_loss[0], &batch_correct[0],
-                part_loss, part_correct, part_norm, part_penalty, &step, &status, &done)
+    # One thread (or a build without OpenMP) runs as a team of one.
+    with nogil, parallel(num_threads=n_threads):
+        # The team may be smaller than asked (nested or limited OpenMP): split over
+        # the threads that actually run.
+        _train_part(
+            fbp_thread_id(), fbp_team_size(), &params[0], &grads[0], &work[0],
+            &label_work[0] if label_work.shape[0] else NULL, &X[0, 0], n, d,
+            &targets[0, 0] if not use_labels else NULL,
+            &labels[0] if use_labels else NULL, &order[0] if shuffled else NULL,
+            batch_size, first_batch, stop_batch, &spec[0, 0], &act_param[0], &layout[0],
+            n_layers, loss_kind, loss_param,
+            &sample_weight[0] if sample_weight.shape[0] else NULL,
+            &weight_work[0] if weight_work.shape[0] else NULL,
+            opt_kind, &hyper[0], state_ptr, n_params,
+            segment_ptr, segments.shape[0], &reg[0, 0],
+            &dropout[0] if dropout.shape[0] else NULL, seed, &batch_loss[0], &batch_correct[0],
+            part_loss, part_correct, part_norm, part_penalty, &step, &status, &done)
     return status, done, step
 
 
