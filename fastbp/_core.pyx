@@ -509,7 +509,7 @@ cdef double _loss_ce_soft(const floating* z, const floating* target, const float
 cdef double _loss_elementwise(int kind, double param, const floating* out,
                               const floating* target, const floating* weights, Py_ssize_t rows,
                               Py_ssize_t cols, floating* delta, floating scale,
-                              intp* n_correct) noexcept nogil:
+                              intp* n_correct, double* residuals) noexcept nogil:
     """The losses that average over every element (rows weighted), value and delta:
 
     - mse: (o - t)^2, 2 (o - t);
@@ -519,6 +519,9 @@ cdef double _loss_elementwise(int kind, double param, const floating* out,
     - binary cross-entropy on logits z (sigmoid fused, stable for any |z|):
       max(z, 0) - z t + log(1 + exp(-|z|)), sigmoid(z) - t; counts correct 0/1 guesses;
     - poisson on log-rates z (exp fused): exp(z) - t z, exp(z) - t.
+
+    For the regression losses, ``residuals`` (when not NULL) accumulates the sums of
+    |prediction - t| and (prediction - t)^2, the prediction being exp(z) for poisson.
     """
     cdef Py_ssize_t i, j
     cdef const floating* o
@@ -526,12 +529,17 @@ cdef double _loss_elementwise(int kind, double param, const floating* out,
     cdef floating* d
     cdef floating v, r, w, g
     cdef floating huber = param
-    cdef double loss = 0, row_loss
+    cdef double loss = 0, row_loss, absolute = 0, square = 0, e
     cdef intp correct = 0
     for i in range(rows):
         o = out + i * cols
         t = target + i * cols
         d = delta + i * cols if delta != NULL else NULL
+        if residuals != NULL and kind != LOSS_BCE:
+            for j in range(cols):
+                e = (exp(o[j]) if kind == LOSS_POISSON else o[j]) - t[j]
+                absolute += fabs(e)
+                square += e * e
         w = weights[i] if weights != NULL else 1
         row_loss = 0
         for j in range(cols):
@@ -564,13 +572,16 @@ cdef double _loss_elementwise(int kind, double param, const floating* out,
                 d[j] = scale * w * g
         loss += w * row_loss
     n_correct[0] += correct
+    if residuals != NULL:
+        residuals[0] += absolute
+        residuals[1] += square
     return loss
 
 
 cdef double _loss(int kind, double param, const floating* out, const floating* target,
                   const intp* labels, const floating* weights, Py_ssize_t rows,
                   Py_ssize_t cols, floating* delta, floating scale,
-                  intp* n_correct) noexcept nogil:
+                  intp* n_correct, double* residuals=NULL) noexcept nogil:
     """Weighted sum of the loss over ``rows`` rows; writes ``scale * w_i * dloss/dout``
     into ``delta`` (NULL: value only). ``weights`` NULL: every row weighs 1."""
     if kind == LOSS_CE_LABELS:
@@ -578,7 +589,7 @@ cdef double _loss(int kind, double param, const floating* out, const floating* t
     if kind == LOSS_CE_SOFT:
         return _loss_ce_soft(out, target, weights, rows, cols, delta, scale, n_correct)
     return _loss_elementwise(kind, param, out, target, weights, rows, cols, delta, scale,
-                             n_correct)
+                             n_correct, residuals)
 
 
 cdef inline double _loss_scale(int kind, double total_weight, Py_ssize_t cols) noexcept nogil:
@@ -926,7 +937,7 @@ cdef void _train_part(int part, int n_parts,
                       int opt_kind, const double* hyper,
                       floating* state, Py_ssize_t n_params, const intp* segments,
                       Py_ssize_t n_segments, const double* reg, const double* dropout,
-                      unsigned long long seed, double* batch_loss,
+                      unsigned long long seed, double* batch_stats,
                       intp* batch_correct, double* part_loss, intp* part_correct,
                       double* part_norm, double* part_penalty,
                       long long* step, int* status, Py_ssize_t* done) noexcept nogil:
@@ -1001,18 +1012,20 @@ cdef void _train_part(int part, int n_parts,
         if input_dropout:
             _dropout_forward(xb + r0 * d, r1 - r0, d, r0, dropping, 0)
         scale = _loss_scale(loss_kind, total_weight, k)
-        part_loss[part] = 0
+        # Per part: the loss sum, then the sums of |residual| and residual^2.
+        part_loss[3 * part] = part_loss[3 * part + 1] = part_loss[3 * part + 2] = 0
         part_correct[part] = 0
         if r1 > r0:
             _forward(params, work, spec, act_param, layout, n_layers, xin + r0 * d, r0, r1 - r0,
                      dropping)
             correct = 0
-            part_loss[part] = _loss(loss_kind, loss_param, _output(work, layout, n_layers) + r0 * k,
-                                    NULL if use_labels else tin + r0 * k,
-                                    lin + r0 if use_labels else NULL,
-                                    win + r0 if win != NULL else NULL, r1 - r0, k,
-                                    _delta(work, layout, n_layers, n_layers - 1) + r0 * k,
-                                    <floating>scale, &correct)
+            part_loss[3 * part] = _loss(loss_kind, loss_param,
+                                        _output(work, layout, n_layers) + r0 * k,
+                                        NULL if use_labels else tin + r0 * k,
+                                        lin + r0 if use_labels else NULL,
+                                        win + r0 if win != NULL else NULL, r1 - r0, k,
+                                        _delta(work, layout, n_layers, n_layers - 1) + r0 * k,
+                                        <floating>scale, &correct, &part_loss[3 * part + 1])
             part_correct[part] = correct
             _deltas(params, work, spec, act_param, layout, n_layers, r0, r1 - r0, dropping, NULL)
         if n_parts > 1:
@@ -1020,15 +1033,19 @@ cdef void _train_part(int part, int n_parts,
         value = 0
         correct = 0
         for t in range(n_parts):
-            value += part_loss[t]
+            value += part_loss[3 * t]
             correct += part_correct[t]
         if not isfinite(value):
             if part == 0:
-                batch_loss[b] = value
+                batch_stats[3 * b] = value
             local_status = ST_NONFINITE_LOSS
             break
         if part == 0:
-            batch_loss[b] = value * scale
+            batch_stats[3 * b] = value * scale
+            batch_stats[3 * b + 1] = batch_stats[3 * b + 2] = 0
+            for t in range(n_parts):
+                batch_stats[3 * b + 1] += part_loss[3 * t + 1]
+                batch_stats[3 * b + 2] += part_loss[3 * t + 2]
             batch_correct[b] = correct
         part_penalty[part] = _gradients(params, grads, work, spec, layout, reg, n_layers, xin,
                                         rows, part, n_parts)
@@ -1036,7 +1053,7 @@ cdef void _train_part(int part, int n_parts,
             fbp_barrier()
         if part == 0:
             for t in range(n_parts):
-                batch_loss[b] += part_penalty[t]
+                batch_stats[3 * b] += part_penalty[t]
         if clipnorm > 0:  # the global norm over all trainable gradients
             part_norm[part] = 0
             for seg in range(n_segments):
@@ -1082,15 +1099,16 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
               int loss_kind, double loss_param, const floating[::1] sample_weight,
               floating[::1] weight_work, int opt_kind, const double[::1] hyper,
               floating[:, ::1] state, const intp[:, ::1] segments, long long step,
-              double[::1] batch_loss, intp[::1] batch_correct, int n_threads=1):
+              double[:, ::1] batch_stats, intp[::1] batch_correct, int n_threads=1):
     """Train on minibatches ``first_batch <= b < stop_batch`` of one epoch.
 
     Rows ``order[b * batch_size : (b + 1) * batch_size]`` of ``X`` form batch ``b``
     (``order`` empty: rows in storage order, read in place without a copy). Each
     step gathers the batch, runs forward, loss, backward and the optimizer update.
-    ``batch_loss[b]`` receives the batch's mean loss (weighted by ``sample_weight``
-    when not empty: sum(w_i loss_i) / sum(w_i)), ``batch_correct[b]`` its count of
-    correct predictions (classification). Stops early, before updating, at a batch
+    ``batch_stats[b]`` receives the batch's mean loss (weighted by ``sample_weight``
+    when not empty: sum(w_i loss_i) / sum(w_i)) and, for regression losses, its sums
+    of |prediction - target| and (prediction - target)^2; ``batch_correct[b]`` its
+    count of correct predictions (classification). Stops early, before updating, at a batch
     whose loss is not finite.
 
     The optimizer (``opt_kind``, hyperparameters ``hyper``, state buffers the rows of
@@ -1108,7 +1126,7 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
     cdef Py_ssize_t n_layers = spec.shape[0], n_params = params.shape[0]
     cdef bint shuffled = order.shape[0] > 0
     cdef bint use_labels = loss_kind == LOSS_CE_LABELS
-    cdef double part_loss[MAX_PARTS]
+    cdef double part_loss[3 * MAX_PARTS]
     cdef double part_norm[MAX_PARTS]
     cdef double part_penalty[MAX_PARTS]
     cdef intp part_correct[MAX_PARTS]
@@ -1136,8 +1154,9 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
         raise ValueError("order must have one entry per row")
     if shuffled:
         _check_order(order, n)
-    if batch_loss.shape[0] < stop_batch or batch_correct.shape[0] < stop_batch:
-        raise ValueError("batch_loss and batch_correct are too short")
+    if batch_stats.shape[0] < stop_batch or batch_stats.shape[1] != 3 or \
+            batch_correct.shape[0] < stop_batch:
+        raise ValueError("batch_stats (n_batches, 3) and batch_correct are too short")
     _check_optimizer(opt_kind, hyper, state, n_params)
     _check_segments(segments, n_params)
     _check_reg(reg, n_layers)
@@ -1167,7 +1186,7 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
             &weight_work[0] if weight_work.shape[0] else NULL,
             opt_kind, &hyper[0], state_ptr, n_params,
             segment_ptr, segments.shape[0], &reg[0, 0],
-            &dropout[0] if dropout.shape[0] else NULL, seed, &batch_loss[0], &batch_correct[0],
+            &dropout[0] if dropout.shape[0] else NULL, seed, &batch_stats[0, 0], &batch_correct[0],
             part_loss, part_correct, part_norm, part_penalty, &step, &status, &done)
     return status, done, step
 

@@ -390,7 +390,9 @@ class Sequential:
             Reshuffle the samples before each epoch (from the model seed).
         validation_data : (X_val, y_val), optional
             Evaluated after each epoch: "val_loss", and "val_accuracy" for
-            classification or "val_mae" and "val_r2" for regression.
+            classification or "val_mae" and "val_r2" for regression (the History's
+            "loss", "accuracy", "mae" and "r2" are running values over the epoch's
+            minibatches, as the weights change).
         validation_split : float, default 0
             Instead of validation_data: hold out this fraction of (X, y), drawn at
             random from the model seed, stratified by class for classification.
@@ -559,11 +561,15 @@ class Sequential:
         state = self.optimizer.flat_state(self.flat_params.size, self.dtype)
         segments = self._trainable_segments()
         order = np.arange(n, dtype=np.intp) if shuffle else np.empty(0, dtype=np.intp)
-        batch_loss = np.zeros(n_batches)
+        batch_stats = np.zeros((n_batches, 3))  # loss, sum |residual|, sum residual^2
+        batch_loss = batch_stats[:, 0]
         batch_correct = np.zeros(n_batches, dtype=np.intp)
         batch_rows = np.full(n_batches, batch, dtype=np.float64)
         batch_rows[-1] = n - batch * (n_batches - 1)
         per_sample = targets.shape[1] if kind == LOSS_BCE else 1  # predictions per sample
+        with np.errstate(invalid="ignore", over="ignore"):  # bad y fails in the step
+            total_squares = (0.0 if self.loss.is_classifier else float(
+                ((targets - targets.mean(axis=0, dtype=np.float64)) ** 2).sum()))
         train_run = core().train_run
         flops_per_step = 6 * self.flat_params.size * batch
         step_threads, blas_threads = _threads.plan(flops_per_step, self.threads)
@@ -600,7 +606,7 @@ class Sequential:
                             self._spec, self._act_param, ws.layout, self._reg, self._dropout,
                             self._dropout_seed, kind, self.loss.param, weights, ws.weights,
                             self.optimizer.code,
-                            hyper, state, segments, self.optimizer.iterations, batch_loss,
+                            hyper, state, segments, self.optimizer.iterations, batch_stats,
                             batch_correct, step_threads)
                         self.optimizer.iterations = step
                         done += ran
@@ -633,6 +639,10 @@ class Sequential:
                         layer.penalty() for layer in self._dense if not layer.trainable)}
                     if self.loss.is_classifier:
                         metrics["accuracy"] = batch_correct.sum() / (n * per_sample)
+                    else:  # running values over the epoch's minibatches, as the loss
+                        metrics["mae"] = batch_stats[:, 1].sum() / targets.size
+                        metrics["r2"] = (1 - batch_stats[:, 2].sum() / total_squares
+                                         if total_squares > 0 else 0.0)
                     if val_data is not None:
                         for key, value in self._evaluate_checked(*val_data).items():
                             metrics["val_" + key] = value

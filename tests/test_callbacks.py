@@ -187,7 +187,7 @@ def test_validation_split_regression_reports_mae_and_r2():
     y = X @ [1.0, -2.0]
     model = fastbp.Sequential([fastbp.Dense(1)], loss="mse", optimizer=fastbp.SGD(lr=0.1), seed=0)
     history = model.fit(X, y, epochs=30, validation_split=0.25)
-    assert {"loss", "val_loss", "val_mae", "val_r2"} == set(history.history)
+    assert {"loss", "mae", "r2", "val_loss", "val_mae", "val_r2"} == set(history.history)
     assert history["val_r2"][-1] > 0.99 > history["val_r2"][0]
 
 
@@ -295,3 +295,20 @@ def test_history_plot_without_matplotlib(monkeypatch):
     model.fit(X, y, epochs=1)
     with pytest.raises(ImportError, match="pip install matplotlib"):
         model.history.plot()
+
+
+@pytest.mark.parametrize("loss", ["mse", "mae", "huber", "poisson"])
+def test_training_mae_and_r2_per_epoch(loss):
+    """With one full batch per epoch, the epoch's running metrics are those of the
+    weights before its step: they equal evaluate() just before."""
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(40, 3))
+    y = np.abs(X @ [1.0, -2.0, 0.5]) if loss == "poisson" else X @ [1.0, -2.0, 0.5]
+    model = fastbp.Sequential([fastbp.Dense(4, "tanh"), fastbp.Dense(1)], loss=loss,
+                              optimizer=fastbp.SGD(lr=0.05), dtype="float64", seed=0,
+                              input_dim=3)
+    before = model.evaluate(X, y)
+    history = model.fit(X, y, epochs=1, batch_size=40)
+    assert history["mae"][0] == pytest.approx(before["mae"], rel=1e-12)
+    assert history["r2"][0] == pytest.approx(before["r2"], rel=1e-12)
+    assert history["loss"][0] == pytest.approx(before["loss"], rel=1e-12)
