@@ -13,26 +13,32 @@ Design, in a few points:
    ``C = op(A) @ op(B)`` is computed as the column-major ``C^T = op(B)^T @ op(A)^T``,
    so no array is ever transposed or copied.
 3. The output activation is fused with the loss (softmax with cross-entropy,
-   sigmoid with binary cross-entropy): one pass computes the loss value and the
-   delta ``dL/dz`` with respect to the logits.
-4. ``train_run`` is the whole minibatch step (gather the shuffled rows, forward,
-   loss, backward, optimizer update) for a run of minibatches, without the GIL and
-   without allocating. ``loss_grad``, ``evaluate_run`` and ``predict_run`` reuse the
-   same forward and backward passes, so gradient checks test the training path.
-5. The ``def`` functions at the bottom are the module's Python boundary: they take
-   typed memoryviews, check shapes (a wrong shape raises, never corrupts memory)
-   and call the kernels. They serve the hand-written layer API and the tests.
+   sigmoid with binary cross-entropy, exp with Poisson): one pass computes the loss
+   value and the delta ``dL/dz`` with respect to the logits.
+4. ``train_run`` is the whole minibatch step (gather the shuffled rows, dropout,
+   forward, loss, backward, penalties, clipping, optimizer update) for a run of
+   minibatches, without the GIL and without allocating, split over OpenMP threads
+   when asked (rows for the forward and backward passes, columns for the gradients,
+   flat ranges for the update; three barriers per step). ``loss_grad``,
+   ``evaluate_run``, ``predict_run`` and ``input_gradient_run`` reuse the same
+   passes, so gradient checks test the training path.
+5. The ``def`` functions are the module's Python boundary: they take typed
+   memoryviews, check shapes, offsets and indices (a wrong one raises, never
+   corrupts memory) and call the kernels. They serve the model, the hand-written
+   layer API and the tests.
 
 Layer table (``spec``, an intp array of shape (n_layers, SPEC_WIDTH)), per layer:
 ``n_in, n_out, activation code, weight offset, bias offset`` into the flat parameter
 and gradient buffers, ``trainable`` (0: no gradient is computed for the layer, and
 no delta below the lowest trainable layer), ``skip`` (a residual connection: the
 layer's output is f(z) plus the output of that layer, -1 for the network input, -2
-for none; the sum goes to its own buffer, the next layer's input)
-and gradient buffers. Workspace layout (``layout``, an intp array): offsets into the
-flat workspace of the gathered input batch, the gathered target batch, the two
-ping-pong delta buffers, then one activation buffer per layer. Each buffer holds up
-to ``capacity`` rows; a batch of ``rows <= capacity`` uses the leading rows.
+for none; the sum goes to its own buffer, the next layer's input).
+
+Workspace layout (``layout``, an intp array): offsets into one flat workspace of
+the gathered input and target batches, then per layer its output, its delta, its
+kept pre-activation (GELU) and its residual sum (-1 where a layer has none). Each
+buffer holds up to ``capacity`` rows; a batch of ``rows <= capacity`` uses the
+leading rows, and each thread its own share of them.
 """
 
 from cython cimport floating
