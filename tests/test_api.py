@@ -147,3 +147,15 @@ def test_works_when_scipy_linalg_is_imported_first():
         "m.fit(np.eye(3)[:2], np.array([0, 1]), epochs=50)\n"
         "print(m.predict_classes(np.eye(3)[:2]).tolist())\n")
     assert out.strip() == "[0, 1]"
+
+
+def test_type_stub_matches_the_compiled_module():
+    import inspect
+    import pathlib
+    import re
+
+    stub = (pathlib.Path(fastbp.__file__).parent / "_core.pyi").read_text()
+    stubbed = set(re.findall(r"^def (\w+)", stub, re.M))
+    compiled = {name for name, value in vars(core()).items()
+                if not name.startswith("_") and callable(value) and not inspect.isclass(value)}
+    assert stubbed == compiled
