@@ -67,6 +67,10 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=None, help="timed fits (5)")
     parser.add_argument("--memory-steps", type=int, default=None,
                         help="training steps for the peak-memory runs (200)")
+    parser.add_argument("--memory-batches", type=int, default=MEMORY_STEPS_PER_EPOCH,
+                        help="distinct minibatches of data the memory run cycles through"
+                             f" ({MEMORY_STEPS_PER_EPOCH}; 1 reuses one batch, so that the"
+                             " data hardly counts)")
     parser.add_argument("--import-runs", type=int, default=None,
                         help="fresh interpreters per import timing (7)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
@@ -209,7 +213,7 @@ def memory_child(args):
     the medium network with SGD momentum; print the peak RSS before and after."""
     name = args.memory_child
     import_library(name)
-    steps_per_epoch = min(MEMORY_STEPS_PER_EPOCH, args.memory_steps)
+    steps_per_epoch = max(1, min(args.memory_batches, args.memory_steps))
     epochs = -(-args.memory_steps // steps_per_epoch)
     with set_threads(args.threads):
         X, y = make_data(MEMORY_NET, MEMORY_NET.batch * steps_per_epoch, args.dtype, args.seed)
@@ -232,6 +236,7 @@ def bench_memory(names, args):
     for name in names:
         cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", name,
                "--memory-steps", str(args.memory_steps), "--dtype", args.dtype,
+               "--memory-batches", str(args.memory_batches),
                "--threads", str(args.threads), "--seed", str(args.seed)]
         procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        text=True, cwd=tempfile.gettempdir())
@@ -340,8 +345,13 @@ def main(argv=None):
         records = bench_memory(names, args)
         payload["memory"] = records
         steps = records[0]["steps"] if records else args.memory_steps
+        batches = max(1, min(args.memory_batches, args.memory_steps))
+        data_mib = (MEMORY_NET.batch * batches * MEMORY_NET.sizes[0]
+                    * np.dtype(args.dtype).itemsize / 2**20)
         out += [f"## Peak memory: {MEMORY_NET.arch}, batch {MEMORY_NET.batch}, SGD"
-                f" momentum, {steps} steps, fresh process each", "", memory_table(records), ""]
+                f" momentum, {steps} steps over {batches} distinct minibatch(es)"
+                f" ({data_mib:.1f} MiB of inputs), fresh process each", "",
+                memory_table(records), ""]
     if "import" not in args.skip:
         records = bench_imports(args)
         payload["imports"] = records
