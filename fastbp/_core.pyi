@@ -12,8 +12,6 @@ I = NDArray[np.intp]
 
 SPEC_COLUMNS: int
 SPEC: dict[str, int]
-SKIP_NONE: int
-LAYOUT_FIXED: int
 MAX_THREADS: int
 HAVE_OPENMP: bool
 STATUS_OK: int

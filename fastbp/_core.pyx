@@ -122,8 +122,6 @@ SPEC_COLUMNS = SPEC_WIDTH
 SPEC = {"n_in": SPEC_N_IN, "n_out": SPEC_N_OUT, "activation": SPEC_ACT,
         "weight_offset": SPEC_W_OFF, "bias_offset": SPEC_B_OFF, "trainable": SPEC_TRAINABLE,
         "skip": SPEC_SKIP}
-SKIP_NONE = NO_SKIP
-LAYOUT_FIXED = LAY_ACT0
 MAX_THREADS = MAX_PARTS
 HAVE_OPENMP = bool(FBP_HAVE_OPENMP)
 
@@ -1144,7 +1142,9 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
 
     if grads.shape[0] != params.shape[0]:
         raise ValueError("grads and params differ in size")
-    _check_network(params, work, spec, act_param, layout, d, batch_size, True, shuffled)
+    # The batch buffers are used when rows are shuffled or the input has dropout.
+    _check_network(params, work, spec, act_param, layout, d, batch_size, True,
+                   shuffled or (dropout.shape[0] > 0 and dropout[0] > 0))
     if first_batch < 0 or stop_batch < first_batch:
         raise ValueError("bad batch range %d..%d" % (first_batch, stop_batch))
     if stop_batch > first_batch and (stop_batch - 1) * batch_size >= n:
@@ -1167,8 +1167,6 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
     _check_segments(segments, n_params)
     _check_reg(reg, n_layers)
     _check_dropout(dropout, n_layers)
-    if dropout.shape[0] and dropout[0] > 0 and not shuffled:
-        _check_network(params, work, spec, act_param, layout, d, batch_size, True, True)
     if sample_weight.shape[0] and (sample_weight.shape[0] != n or
                                    (shuffled and weight_work.shape[0] < batch_size)):
         raise ValueError("sample_weight must have one entry per row of X")
@@ -1219,7 +1217,8 @@ def loss_grad(floating[::1] params, floating[::1] grads, floating[::1] work,
     cdef bint use_labels = loss_kind == LOSS_CE_LABELS
     if grads.shape[0] != params.shape[0]:
         raise ValueError("grads and params differ in size")
-    _check_network(params, work, spec, act_param, layout, d, n, True, False)
+    _check_network(params, work, spec, act_param, layout, d, n, True,
+                   dropout is not None and dropout.shape[0] > 0 and dropout[0] > 0)
     if (loss_kind == LOSS_CE_LABELS and labels.shape[0] != n) or \
             (loss_kind != LOSS_CE_LABELS and (targets.shape[0] != n or targets.shape[1] != k)):
         raise ValueError("targets do not match X")
@@ -1235,8 +1234,6 @@ def loss_grad(floating[::1] params, floating[::1] grads, floating[::1] work,
         drop.seed = seed
         drop.step = step
         dropping = &drop
-        if dropout[0] > 0:
-            _check_network(params, work, spec, act_param, layout, d, n, True, True)
     with nogil:
         if dropping != NULL and dropout[0] > 0:
             memcpy(wp + layout[LAY_XB], xin, n * d * sizeof(floating))
