@@ -1,11 +1,8 @@
-"""The hand-written layer, loss and activation API; codes shared with the compiled
-module; the import and the demo."""
+"""Across modules: the codes shared with the compiled module, names and instances
+accepted for losses, optimizers and activations; the import and the demo."""
 import subprocess
 import sys
 import tempfile
-
-import numpy as np
-import pytest
 
 import fastbp
 from fastbp import activations, losses, optimizers
@@ -24,72 +21,6 @@ def test_python_codes_mirror_compiled_codes():
     assert core().HYPERPARAMETERS == optimizers.HYPERPARAMETERS
 
 
-def test_dense_forward_backward_by_hand():
-    rng = np.random.default_rng(0)
-    layer = fastbp.Dense(3, "tanh")
-    x = rng.normal(size=(4, 5))
-    out = layer.forward(x)  # builds with float64 from x
-    assert layer.weight.shape == (5, 3) and layer.bias.shape == (3,)
-    assert layer.weight.dtype == np.float64
-    np.testing.assert_allclose(out, np.tanh(x @ layer.weight + layer.bias), rtol=1e-13)
-    grad_out = rng.normal(size=(4, 3))
-    grad_in = layer.backward(grad_out)
-    delta = grad_out * (1 - out ** 2)
-    np.testing.assert_allclose(layer.grad_weight, x.T @ delta, rtol=1e-12)
-    np.testing.assert_allclose(layer.grad_bias, delta.sum(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(grad_in, delta @ layer.weight.T, rtol=1e-12)
-    assert layer.params[0] is layer.weight and layer.grads[1] is layer.grad_bias
-
-
-def test_dense_backward_before_forward_raises():
-    with pytest.raises(RuntimeError, match="forward"):
-        fastbp.Dense(2).backward(np.ones((1, 2)))
-
-
-def test_dense_float32_input_builds_float32():
-    layer = fastbp.Dense(2, "relu")
-    out = layer.forward(np.ones((3, 4), dtype=np.float32))
-    assert out.dtype == np.float32 and layer.weight.dtype == np.float32
-
-
-def test_dense_default_initializers_by_activation():
-    relu = fastbp.Dense(200, "relu").build(100, np.random.default_rng(0), np.float64)
-    tanh = fastbp.Dense(200, "tanh").build(100, np.random.default_rng(0), np.float64)
-    # He uniform: limit sqrt(6 / 100); Glorot uniform: limit sqrt(6 / 300).
-    assert np.abs(relu.weight).max() == pytest.approx(np.sqrt(6 / 100), rel=0.01)
-    assert np.abs(tanh.weight).max() == pytest.approx(np.sqrt(6 / 300), rel=0.01)
-    assert np.all(relu.bias == 0)
-
-
-def test_manual_cross_entropy_loss():
-    z = np.array([[2.0, 1.0, 0.1], [0.0, 0.0, 5.0]])
-    y = np.array([0, 1])
-    loss = fastbp.CrossEntropy()
-    value = loss.forward(z, y)
-    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-    assert value == pytest.approx(-np.log(p[[0, 1], [0, 1]]).mean(), rel=1e-14)
-    expected = (p - np.eye(3)[y]) / 2
-    np.testing.assert_allclose(loss.backward(), expected, rtol=1e-13)
-    assert loss(z, y) == value
-
-
-def test_manual_loss_backward_before_forward_raises():
-    with pytest.raises(RuntimeError, match="forward"):
-        fastbp.MSE().backward()
-
-
-def test_activation_helpers():
-    z = np.array([[-2.0, 0.5, 3.0]])
-    np.testing.assert_allclose(activations.apply(z, "sigmoid"), 1 / (1 + np.exp(-z)), rtol=1e-14)
-    np.testing.assert_allclose(activations.apply(z, "leaky_relu", 0.2), [[-0.4, 0.5, 3.0]])
-    np.testing.assert_allclose(activations.apply(z, None), z)
-    a = activations.apply(z, "tanh")
-    np.testing.assert_allclose(activations.derivative(a, np.ones_like(a), "tanh"), 1 - a ** 2,
-                               rtol=1e-14)
-    with pytest.raises(ValueError, match="unknown activation"):
-        activations.apply(z, "swish")
-
-
 def test_names_and_instances_accepted():
     assert isinstance(losses.get_loss("MSE"), fastbp.MSE)
     assert isinstance(losses.get_loss(fastbp.CrossEntropy), fastbp.CrossEntropy)
@@ -97,13 +28,6 @@ def test_names_and_instances_accepted():
     adam = fastbp.Adam()
     assert optimizers.get_optimizer(adam) is adam
     assert fastbp.Dense(2, "linear").activation == "identity"
-
-
-def test_default_loss_inferred_from_last_activation():
-    assert fastbp.Sequential([fastbp.Dense(3, "softmax")], input_dim=2).loss.name == "cross_entropy"
-    assert fastbp.Sequential([fastbp.Dense(1, "sigmoid")], input_dim=2).loss.name \
-        == "binary_cross_entropy"
-    assert fastbp.Sequential([fastbp.Dense(1)], input_dim=2).loss.name == "mse"
 
 
 def run_python(code):

@@ -1,4 +1,5 @@
-"""Initializers: the right scale for each scheme, callables, constants, the model seed."""
+"""Initializers: the right scale for each scheme, callables, constants, the model seed,
+the default for each activation, and bad initializers."""
 import math
 
 import numpy as np
@@ -64,3 +65,19 @@ def test_default_per_activation(activation, expected):
 def test_bad_initializers(init, error, message):
     with pytest.raises(error, match=message):
         fastbp.Sequential([fastbp.Dense(2, init=init)], input_dim=3)
+
+
+def test_unknown_initializer():
+    with pytest.raises(ValueError, match=r"unknown initializer"):
+        fastbp.Dense(3, init="uniformish")
+    with pytest.raises(TypeError, match=r"initializer must be"):
+        fastbp.Dense(3, bias_init=[1, 2])
+
+
+def test_dense_default_initializers_by_activation():
+    relu = fastbp.Dense(200, "relu").build(100, np.random.default_rng(0), np.float64)
+    tanh = fastbp.Dense(200, "tanh").build(100, np.random.default_rng(0), np.float64)
+    # He uniform: limit sqrt(6 / 100); Glorot uniform: limit sqrt(6 / 300).
+    assert np.abs(relu.weight).max() == pytest.approx(np.sqrt(6 / 100), rel=0.01)
+    assert np.abs(tanh.weight).max() == pytest.approx(np.sqrt(6 / 300), rel=0.01)
+    assert np.all(relu.bias == 0)

@@ -1,9 +1,13 @@
-"""MAE, Huber and Poisson losses; sample and class weights."""
+"""Losses (fastbp/losses.py): MAE, Huber and Poisson; the hand-written forward and
+backward; names, types and the output units a loss needs.
+
+Every bad argument gets a clear Python exception naming the problem.
+"""
 import numpy as np
 import pytest
 
 import fastbp
-from fastbp import _threads
+from _models import clf_data
 
 
 def test_loss_values_by_hand():
@@ -70,85 +74,6 @@ def test_huber_is_robust_to_outliers():
     assert abs(slopes["huber"] - 2) < abs(slopes["mse"] - 2)
 
 
-def one_step(sample_weight=None, class_weight=None, X=None, y=None, threads=1, loss="mse"):
-    model = fastbp.Sequential([fastbp.Dense(4, "tanh"), fastbp.Dense(3)], loss=loss,
-                              optimizer=fastbp.SGD(lr=0.5), dtype="float64", seed=0,
-                              input_dim=X.shape[1], threads=threads)
-    model.fit(X, y, epochs=1, batch_size=len(X), sample_weight=sample_weight,
-              class_weight=class_weight)
-    return model
-
-
-def test_integer_sample_weights_equal_repeated_samples():
-    rng = np.random.default_rng(3)
-    X, y = rng.normal(size=(6, 2)), rng.normal(size=(6, 3))
-    counts = np.array([1, 3, 0, 2, 1, 1])
-    weighted = one_step(counts.astype(float), X=X, y=y)
-    repeated = one_step(X=np.repeat(X, counts, axis=0), y=np.repeat(y, counts, axis=0))
-    np.testing.assert_allclose(weighted.flat_params, repeated.flat_params, rtol=1e-12)
-    assert weighted.history["loss"][0] == pytest.approx(repeated.history["loss"][0], rel=1e-12)
-    uniform = one_step(np.full(6, 7.0), X=X, y=y)  # only relative weights matter
-    np.testing.assert_allclose(uniform.flat_params, one_step(X=X, y=y).flat_params, rtol=1e-12)
-
-
-@pytest.mark.parametrize("threads", [1, 2])
-def test_sample_weights_with_minibatches_and_threads(threads, monkeypatch):
-    monkeypatch.setattr(_threads, "PARALLEL_MIN_FLOPS_PER_THREAD", 0)
-    rng = np.random.default_rng(4)
-    X, y = rng.normal(size=(30, 2)), rng.integers(0, 3, 30)
-    w = rng.uniform(0.1, 3, 30)
-    model = fastbp.Sequential([fastbp.Dense(5, "relu"), fastbp.Dense(3)], loss="cross_entropy",
-                              optimizer=fastbp.SGD(lr=0.2), dtype="float64", seed=0,
-                              threads=threads)
-    model.fit(X, y, epochs=2, batch_size=7, sample_weight=w)
-    reference = fastbp.Sequential([fastbp.Dense(5, "relu"), fastbp.Dense(3)],
-                                  loss="cross_entropy", optimizer=fastbp.SGD(lr=0.2),
-                                  dtype="float64", seed=0, threads=1)
-    reference.fit(X, y, epochs=2, batch_size=7, sample_weight=w)
-    np.testing.assert_allclose(model.flat_params, reference.flat_params, rtol=1e-10)
-    unweighted = fastbp.Sequential([fastbp.Dense(5, "relu"), fastbp.Dense(3)],
-                                   loss="cross_entropy", optimizer=fastbp.SGD(lr=0.2),
-                                   dtype="float64", seed=0)
-    unweighted.fit(X, y, epochs=2, batch_size=7)
-    assert not np.allclose(model.flat_params, unweighted.flat_params)
-
-
-def test_class_weight_dict_and_balanced():
-    rng = np.random.default_rng(5)
-    X, y = rng.normal(size=(12, 2)), np.array([0] * 8 + [1] * 3 + [2])
-    by_dict = one_step(class_weight={0: 0.5, 2: 4.0}, X=X, y=y, loss="cross_entropy")
-    by_sample = one_step(sample_weight=np.array([0.5] * 8 + [1.0] * 3 + [4.0]), X=X, y=y,
-                         loss="cross_entropy")
-    np.testing.assert_array_equal(by_dict.flat_params, by_sample.flat_params)
-    balanced = one_step(class_weight="balanced", X=X, y=y, loss="cross_entropy")
-    expected = 12 / (3 * np.array([8.0] * 8 + [3.0] * 3 + [1.0]))
-    np.testing.assert_allclose(
-        balanced.flat_params,
-        one_step(sample_weight=expected, X=X, y=y, loss="cross_entropy").flat_params, rtol=1e-12)
-
-
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(sample_weight=np.ones(5)), "entries"),
-    (dict(sample_weight=-np.ones(12)), ">= 0"),
-    (dict(sample_weight=np.zeros(12)), "all zero"),
-    (dict(sample_weight=np.ones((12, 1))), "1-D"),
-    (dict(class_weight={7: 1.0}), "not a class"),
-    (dict(class_weight="even"), "balanced"),
-    (dict(class_weight=[1, 2]), "dict"),
-])
-def test_weights_checked(kwargs, message):
-    X, y = np.ones((12, 2)), np.arange(12) % 3
-    model = fastbp.Sequential([fastbp.Dense(3)], loss="cross_entropy")
-    with pytest.raises((ValueError, TypeError), match=message):
-        model.fit(X, y, epochs=1, **kwargs)
-
-
-def test_class_weight_needs_labels():
-    with pytest.raises(ValueError, match="class labels"):
-        fastbp.Sequential([fastbp.Dense(1)], loss="mse").fit(np.ones((4, 2)), np.ones(4),
-                                                             class_weight={0: 2.0})
-
-
 def test_new_losses_by_name_and_round_trip(tmp_path):
     for name in ("mae", "huber", "poisson"):
         assert fastbp.losses.get_loss(name).name == name
@@ -156,3 +81,54 @@ def test_new_losses_by_name_and_round_trip(tmp_path):
     assert fastbp.load(model.save(tmp_path / "m.npz")).loss.delta == 0.3
     with pytest.raises(ValueError, match="delta"):
         fastbp.losses.Huber(delta=0)
+
+
+# ---------------------------------------------------------------------------
+# forward and backward by hand
+# ---------------------------------------------------------------------------
+
+def test_manual_cross_entropy_loss():
+    z = np.array([[2.0, 1.0, 0.1], [0.0, 0.0, 5.0]])
+    y = np.array([0, 1])
+    loss = fastbp.CrossEntropy()
+    value = loss.forward(z, y)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    assert value == pytest.approx(-np.log(p[[0, 1], [0, 1]]).mean(), rel=1e-14)
+    expected = (p - np.eye(3)[y]) / 2
+    np.testing.assert_allclose(loss.backward(), expected, rtol=1e-13)
+    assert loss(z, y) == value
+
+
+def test_manual_loss_backward_before_forward_raises():
+    with pytest.raises(RuntimeError, match="forward"):
+        fastbp.MSE().backward()
+
+
+# ---------------------------------------------------------------------------
+# names, types and output units
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["hinge", "kld", ""])
+def test_unknown_loss(name):
+    with pytest.raises(ValueError, match=r"unknown loss.*expected one of"):
+        fastbp.Sequential([fastbp.Dense(1)], loss=name)
+
+
+@pytest.mark.parametrize("bad", [3, 1.5, ["mse"], fastbp.SGD])
+def test_loss_of_wrong_type(bad):
+    with pytest.raises(TypeError, match=r"loss must be a name or a Loss instance"):
+        fastbp.Sequential([fastbp.Dense(1)], loss=bad)
+
+
+def test_cross_entropy_rejects_single_unit_output():
+    X, y = clf_data()
+    model = fastbp.Sequential([fastbp.Dense(4, "relu"), fastbp.Dense(1)],
+                              loss="cross_entropy", seed=0)
+    with pytest.raises(ValueError, match=r"cross_entropy needs an output layer of at least 2 units"):
+        model.fit(X, y % 1, epochs=1)
+    assert not model.built
+
+
+def test_cross_entropy_single_unit_rejected_at_construction_with_input_dim():
+    with pytest.raises(ValueError, match=r"at least 2 units"):
+        fastbp.Sequential([fastbp.Dense(1, "softmax")], input_dim=3)

@@ -1,4 +1,5 @@
-"""Optimizer steps worked by hand, through the model's fused step and by hand."""
+"""Optimizer steps worked by hand, through the model's fused step and by hand; names,
+types and hyperparameters: every bad one gets a clear exception."""
 import math
 
 import numpy as np
@@ -218,3 +219,89 @@ def test_frozen_first_layers_equal_training_on_their_features():
 def test_clipping_arguments_checked(bad):
     with pytest.raises(ValueError, match="clip"):
         fastbp.Adam(**bad)
+
+
+# ---------------------------------------------------------------------------
+# names, types and hyperparameters: every bad one is a clear exception
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["nadam", "lbfgs", ""])
+def test_unknown_optimizer(name):
+    with pytest.raises(ValueError, match=r"unknown optimizer.*expected one of"):
+        fastbp.Sequential([fastbp.Dense(1)], optimizer=name)
+
+
+@pytest.mark.parametrize("bad", [3, None, 0.01, fastbp.MSE()])
+def test_optimizer_of_wrong_type(bad):
+    with pytest.raises(TypeError, match=r"optimizer must be a name or an Optimizer instance"):
+        fastbp.Sequential([fastbp.Dense(1)], optimizer=bad)
+
+
+@pytest.mark.parametrize("cls", [fastbp.SGD, fastbp.Adam])
+@pytest.mark.parametrize("lr,pattern", [
+    (0, r"lr must be > 0"),
+    (0.0, r"lr must be > 0"),
+    (-0.1, r"lr must be > 0"),
+    (float("nan"), r"lr must be a finite number"),
+    (np.float32("nan"), r"lr must be a finite number"),
+    (float("inf"), r"lr must be a finite number"),
+    ("0.1", r"lr must be a finite number"),
+    (None, r"lr must be a finite number"),
+    (True, r"lr must be a finite number"),
+])
+def test_learning_rate(cls, lr, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        cls(lr=lr)
+
+
+@pytest.mark.parametrize("momentum,pattern", [
+    (-0.1, r"momentum must be >= 0"),
+    (1.0, r"momentum must be < 1"),
+    (1.5, r"momentum must be < 1"),
+    (float("nan"), r"momentum must be a finite number"),
+])
+def test_sgd_momentum(momentum, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        fastbp.SGD(momentum=momentum)
+
+
+def test_sgd_nesterov_needs_momentum():
+    with pytest.raises(ValueError, match=r"nesterov=True needs a momentum > 0"):
+        fastbp.SGD(nesterov=True)
+    with pytest.raises(ValueError, match=r"nesterov must be True or False"):
+        fastbp.SGD(momentum=0.9, nesterov="yes")
+    assert fastbp.SGD(momentum=0.9, nesterov=True).nesterov is True
+
+
+@pytest.mark.parametrize("betas,pattern", [
+    ((1.0, 0.999), r"beta1 must be < 1"),
+    ((-0.1, 0.999), r"beta1 must be >= 0"),
+    ((0.9, 1.0), r"beta2 must be < 1"),
+    ((0.9, -0.5), r"beta2 must be >= 0"),
+    ((0.9, float("nan")), r"beta2 must be a finite number"),
+    ((0.9,), r"betas must be a pair"),
+    ((0.9, 0.99, 0.999), r"betas must be a pair"),
+    (0.9, r"betas must be a pair"),
+])
+def test_adam_betas(betas, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        fastbp.Adam(betas=betas)
+
+
+@pytest.mark.parametrize("eps,pattern", [
+    (-1e-8, r"eps must be >= 0"),
+    (float("inf"), r"eps must be a finite number"),
+])
+def test_adam_eps(eps, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        fastbp.Adam(eps=eps)
+
+
+@pytest.mark.parametrize("cls", [fastbp.SGD, fastbp.Adam])
+@pytest.mark.parametrize("wd,pattern", [
+    (-0.01, r"weight_decay must be >= 0"),
+    (float("nan"), r"weight_decay must be a finite number"),
+])
+def test_weight_decay(cls, wd, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        cls(weight_decay=wd)

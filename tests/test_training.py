@@ -1,11 +1,10 @@
-"""End-to-end training, determinism, fusion of output activations, weights API."""
+"""End-to-end learning of whole models: XOR, house prices, multiclass blobs; the
+same seed gives the same weights."""
 import numpy as np
 import pytest
 
 import fastbp
-
-XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=float)
-XOR_Y = np.array([0, 1, 1, 0])
+from _models import XOR_X, XOR_Y, class_blobs
 
 
 @pytest.mark.parametrize("hidden", ["sigmoid", "tanh"])
@@ -54,17 +53,9 @@ def test_house_price_regression():
     assert result["loss"] < baseline / 100
 
 
-def blobs(n_per_class, n_classes, n_features, rng):
-    centers = rng.normal(0, 3, size=(n_classes, n_features))
-    labels = np.repeat(np.arange(n_classes), n_per_class)
-    X = centers[labels] + rng.normal(size=(labels.size, n_features))
-    order = rng.permutation(labels.size)
-    return X[order], labels[order]
-
-
 def test_multiclass_classification():
     rng = np.random.default_rng(1)
-    X, y = blobs(300, 5, 10, rng)
+    X, y = class_blobs(300, 5, 10, rng)
     model = fastbp.Sequential([fastbp.Dense(32, "relu"), fastbp.Dense(32, "relu"),
                                fastbp.Dense(5, "softmax")], optimizer=fastbp.Adam(lr=0.005),
                               seed=0)
@@ -81,75 +72,10 @@ def test_multiclass_classification():
     assert accuracy == pytest.approx(history["val_accuracy"][-1])
 
 
-def test_validation_loss_equals_evaluate():
-    rng = np.random.default_rng(2)
-    X, y = blobs(50, 3, 4, rng)
-    model = fastbp.Sequential([fastbp.Dense(8, "tanh"), fastbp.Dense(3)], loss="cross_entropy",
-                              seed=0, dtype="float64")
-    history = model.fit(X, y, epochs=3, validation_data=(X[:40], y[:40]))
-    result = model.evaluate(X[:40], y[:40])
-    assert history["val_loss"][-1] == pytest.approx(result["loss"], rel=1e-12)
-    assert history["val_accuracy"][-1] == result["accuracy"]
-
-
-def test_epoch_loss_is_mean_of_batch_losses_full_batch():
-    """With one batch per epoch the reported loss is the loss before that epoch's step."""
-    rng = np.random.default_rng(3)
-    X, y = rng.normal(size=(20, 3)), rng.normal(size=20)
-    model = fastbp.Sequential([fastbp.Dense(1)], loss="mse", optimizer=fastbp.SGD(lr=0.1),
-                              dtype="float64", seed=0)
-    model.build(3)
-    expected = []
-    for _ in range(3):
-        expected.append(model.loss_and_gradients(X, y)[0])
-        model.fit(X, y, epochs=1, batch_size=20)
-    np.testing.assert_allclose(model.history["loss"], expected, rtol=1e-13)
-
-
-def test_minibatches_with_smaller_last_batch_match_numpy_reference():
-    rng = np.random.default_rng(4)
-    X, y = rng.normal(size=(11, 3)), rng.normal(size=(11, 2))
-    model = fastbp.Sequential([fastbp.Dense(5, "sigmoid"), fastbp.Dense(2)], loss="mse",
-                              optimizer=fastbp.SGD(lr=0.2, momentum=0.5), dtype="float64",
-                              seed=0)
-    model.build(3)
-    (w1, b1), (w2, b2) = model.get_weights()
-    params = [w1, b1, w2, b2]
-    bufs = [np.zeros_like(p) for p in params]
-    for _ in range(2):
-        for start in range(0, 11, 4):
-            xb, yb = X[start:start + 4], y[start:start + 4]
-            h = 1 / (1 + np.exp(-(xb @ params[0] + params[1])))
-            out = h @ params[2] + params[3]
-            d_out = 2 * (out - yb) / out.size
-            d_h = d_out @ params[2].T * h * (1 - h)
-            grads = [xb.T @ d_h, d_h.sum(0), h.T @ d_out, d_out.sum(0)]
-            for p, g, buf in zip(params, grads, bufs):
-                buf *= 0.5
-                buf += g
-                p -= 0.2 * buf
-    model.fit(X, y, epochs=2, batch_size=4, shuffle=False)
-    for got, want in zip([a for pair in model.get_weights() for a in pair], params):
-        np.testing.assert_allclose(got, want, rtol=1e-12)
-
-
-def test_shuffle_does_not_change_full_batch_training():
-    rng = np.random.default_rng(5)
-    X, y = rng.normal(size=(30, 4)), rng.integers(0, 3, 30)
-    results = []
-    for shuffle in (True, False):
-        model = fastbp.Sequential([fastbp.Dense(6, "relu"), fastbp.Dense(3)],
-                                  loss="cross_entropy", optimizer=fastbp.SGD(lr=0.1),
-                                  dtype="float64", seed=7)
-        model.fit(X, y, epochs=5, batch_size=30, shuffle=shuffle)
-        results.append(model.flat_params.copy())
-    np.testing.assert_allclose(results[0], results[1], rtol=1e-12)
-
-
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_same_seed_gives_identical_weights(dtype):
     rng = np.random.default_rng(6)
-    X, y = blobs(40, 3, 5, rng)
+    X, y = class_blobs(40, 3, 5, rng)
 
     def train(seed):
         model = fastbp.Sequential([fastbp.Dense(16, "relu"), fastbp.Dense(3, "softmax")],
@@ -161,141 +87,3 @@ def test_same_seed_gives_identical_weights(dtype):
     np.testing.assert_array_equal(first, second)
     assert first.dtype == np.dtype(dtype)
     assert not np.array_equal(first, other)
-
-
-def test_shuffling_changes_the_minibatches():
-    rng = np.random.default_rng(7)
-    X, y = rng.normal(size=(40, 3)), rng.normal(size=40)
-
-    def train(shuffle):
-        model = fastbp.Sequential([fastbp.Dense(1)], loss="mse", optimizer=fastbp.SGD(lr=0.05),
-                                  dtype="float64", seed=0)
-        model.fit(X, y, epochs=2, batch_size=8, shuffle=shuffle)
-        return model.flat_params.copy()
-
-    assert not np.allclose(train(True), train(False))
-
-
-@pytest.mark.parametrize("loss,activation,fused", [
-    ("cross_entropy", "softmax", "softmax"),
-    ("binary_cross_entropy", "sigmoid", "sigmoid"),
-])
-def test_final_activation_fused_not_applied_twice(loss, activation, fused):
-    rng = np.random.default_rng(8)
-    X = rng.normal(size=(6, 3))
-    y = rng.integers(0, 2, 6) if loss == "cross_entropy" else rng.uniform(0, 1, (6, 2))
-    with_act = fastbp.Sequential([fastbp.Dense(2, activation)], loss=loss, dtype="float64",
-                                 input_dim=3, seed=0)
-    logits_model = fastbp.Sequential([fastbp.Dense(2)], loss=loss, dtype="float64",
-                                     input_dim=3, seed=0)
-    logits_model.set_weights(with_act.get_weights())
-    (w, b), = with_act.get_weights()
-    logits = X @ w + b
-    if fused == "softmax":
-        expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    else:
-        expected = 1 / (1 + np.exp(-logits))
-    np.testing.assert_allclose(with_act.predict(X), expected, rtol=1e-12)
-    np.testing.assert_allclose(logits_model.predict(X), expected, rtol=1e-12)
-    loss_a, grads_a = with_act.loss_and_gradients(X, y)
-    loss_b, grads_b = logits_model.loss_and_gradients(X, y)
-    assert loss_a == loss_b
-    np.testing.assert_array_equal(grads_a[0][0], grads_b[0][0])
-
-
-def test_softmax_with_mse_is_not_fused():
-    """softmax before MSE stays a real softmax layer: predictions are probabilities."""
-    model = fastbp.Sequential([fastbp.Dense(3, "softmax")], loss="mse", dtype="float64",
-                              input_dim=2, seed=0)
-    X = np.array([[1.0, -2.0], [0.5, 0.1]])
-    (w, b), = model.get_weights()
-    z = X @ w + b
-    np.testing.assert_allclose(model.predict(X), np.exp(z) / np.exp(z).sum(1, keepdims=True),
-                               rtol=1e-12)
-
-
-def test_get_set_weights_round_trip():
-    model = fastbp.Sequential([fastbp.Dense(4, "relu"), fastbp.Dense(2)], input_dim=3, seed=0)
-    weights = model.get_weights()
-    assert [w.shape for w, _ in weights] == [(3, 4), (4, 2)]
-    assert [b.shape for _, b in weights] == [(4,), (2,)]
-    other = fastbp.Sequential([fastbp.Dense(4, "relu"), fastbp.Dense(2)], seed=1)
-    other.set_weights(weights)  # builds from the shapes
-    X = np.random.default_rng(0).normal(size=(5, 3))
-    np.testing.assert_array_equal(model.predict(X), other.predict(X))
-    weights[0][0][...] = 0  # a copy: the model is unaffected
-    assert np.any(model.get_weights()[0][0] != 0)
-
-
-def test_layer_weights_are_views_of_flat_buffer():
-    model = fastbp.Sequential([fastbp.Dense(4, "relu"), fastbp.Dense(2)], input_dim=3, seed=0)
-    assert model.flat_params.size == 3 * 4 + 4 + 4 * 2 + 2 == model.count_params()
-    model.flat_params[:] = np.arange(model.flat_params.size)
-    assert model.layers[0].weight[0, 1] == 1 and model.layers[0].bias[0] == 12
-    assert model.layers[1].weight[0, 0] == 16 and model.layers[1].bias[1] == 25
-    assert np.shares_memory(model.layers[1].grad_weight, model.flat_grads)
-
-
-def test_float64_model_and_float32_default():
-    X = np.random.default_rng(0).normal(size=(8, 2)).astype(np.float32)
-    y = np.arange(8) % 2
-    m64 = fastbp.Sequential([fastbp.Dense(2)], loss="cross_entropy", dtype="float64", seed=0)
-    m64.fit(X, y, epochs=1)
-    assert m64.flat_params.dtype == np.float64 and m64.predict(X).dtype == np.float64
-    m32 = fastbp.Sequential([fastbp.Dense(2)], loss="cross_entropy", seed=0)
-    m32.fit(X.astype(np.float64), y, epochs=1)
-    assert m32.flat_params.dtype == np.float32 and m32.predict(X).dtype == np.float32
-
-
-def test_predict_large_input_in_chunks_matches_numpy():
-    rng = np.random.default_rng(9)
-    model = fastbp.Sequential([fastbp.Dense(7, "tanh"), fastbp.Dense(3)], loss="mse",
-                              dtype="float64", input_dim=5, seed=0)
-    X = rng.normal(size=(1300, 5))  # more than one inference chunk, last chunk partial
-    (w1, b1), (w2, b2) = model.get_weights()
-    np.testing.assert_allclose(model.predict(X), np.tanh(X @ w1 + b1) @ w2 + b2, rtol=1e-12)
-    np.testing.assert_allclose(model.predict(X[:1]), model.predict(X)[:1], rtol=1e-14)
-
-
-def test_regression_metrics():
-    model = fastbp.Sequential([fastbp.Dense(1)], loss="mse", dtype="float64", input_dim=1)
-    model.set_weights([(np.array([[2.0]]), np.array([1.0]))])
-    X = np.array([[0.0], [1.0], [2.0]])
-    y = np.array([1.0, 3.0, 6.0])  # predictions 1, 3, 5
-    result = model.evaluate(X, y)
-    assert result["loss"] == pytest.approx(1 / 3)
-    assert result["mae"] == pytest.approx(1 / 3)
-    assert result["r2"] == pytest.approx(1 - 1 / (((y - y.mean()) ** 2).sum()))
-
-
-def test_verbose_prints_one_line_per_epoch(capsys):
-    model = fastbp.Sequential([fastbp.Dense(2)], loss="cross_entropy", seed=0)
-    model.fit(XOR_X, XOR_Y, epochs=3, verbose=2)
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3 and lines[0].startswith("epoch 1/3:") and "accuracy" in lines[0]
-    model.fit(XOR_X, XOR_Y, epochs=2, verbose=0)
-    assert capsys.readouterr().out == ""
-
-
-def test_summary_and_repr():
-    model = fastbp.Sequential([fastbp.Dense(4, "leaky_relu", negative_slope=0.1),
-                               fastbp.Dense(1)], input_dim=2)
-    text = model.summary()
-    assert "Dense(4, activation='leaky_relu', negative_slope=0.1)" in text
-    assert "total parameters: 17" in text
-
-
-@pytest.mark.parametrize("where", ["X", "y"])
-def test_nan_found_mid_epoch_restores_weights(where):
-    """NaN in the data is found when its minibatch's loss turns NaN: the error names
-    it and the weights are those from before the epoch, not half-trained ones."""
-    rng = np.random.default_rng(10)
-    X, y = rng.normal(size=(64, 3)), rng.normal(size=64)
-    (X if where == "X" else y)[60] = np.nan
-    model = fastbp.Sequential([fastbp.Dense(4, "tanh"), fastbp.Dense(1)], loss="mse",
-                              optimizer=fastbp.SGD(lr=0.1), seed=0, input_dim=3)
-    before = model.flat_params.copy()
-    with pytest.raises(ValueError, match=f"{where} contains NaN"):
-        model.fit(X, y, epochs=2, batch_size=8, shuffle=False)
-    np.testing.assert_array_equal(model.flat_params, before)
-    assert model.optimizer.iterations == 0 and len(model.history) == 0

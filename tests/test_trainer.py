@@ -1,0 +1,393 @@
+"""The fit loop (Sequential.fit and _train in fastbp/model.py; moving to
+fastbp/trainer.py): its own arguments (epochs, batch_size, tol and n_iter_no_change,
+callbacks, verbose, validation_split), minibatches, shuffling and chunked compiled
+calls, the epoch metrics, validation split, partial_fit, divergence and NaN found
+mid-epoch, Ctrl-C and progress output.
+
+Every bad argument gets a clear Python exception naming the problem (never a crash, a
+hang or a silently wrong result).
+"""
+import os
+import signal
+import sys
+
+import numpy as np
+import pytest
+
+import fastbp
+from _models import (XOR_X, XOR_Y, blobs, class_blobs, classifier, mse_model, reg_data,
+                     same_weights)
+from fastbp import callbacks as cb
+
+
+def all_finite(model):
+    return all(np.isfinite(w).all() and np.isfinite(b).all() for w, b in model.get_weights())
+
+
+# ---------------------------------------------------------------------------
+# fit arguments
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [0, -1, -32, np.int64(0)])
+def test_batch_size_must_be_positive(bad):
+    X, y = reg_data()
+    with pytest.raises(ValueError, match=r"batch_size must be >= 1"):
+        mse_model().fit(X, y, epochs=1, batch_size=bad)
+
+
+@pytest.mark.parametrize("bad", [8.0, 2.5, True, False, "32", None])
+def test_batch_size_must_be_an_integer(bad):
+    X, y = reg_data()
+    model = mse_model()
+    with pytest.raises(TypeError, match=r"batch_size must be an integer"):
+        model.fit(X, y, epochs=1, batch_size=bad)
+    assert not model.built
+
+
+def test_batch_size_numpy_integer_and_larger_than_data_work():
+    X, y = reg_data()
+    model = mse_model()
+    model.fit(X, y, epochs=1, batch_size=np.int32(5))
+    model.fit(X, y, epochs=1, batch_size=10**6)
+    assert len(model.history) == 2
+
+
+@pytest.mark.parametrize("bad", [-1, -100])
+def test_epochs_must_not_be_negative(bad):
+    X, y = reg_data()
+    with pytest.raises(ValueError, match=r"epochs must be >= 0"):
+        mse_model().fit(X, y, epochs=bad)
+
+
+@pytest.mark.parametrize("bad", [1.5, 2.0, True, None, "3"])
+def test_epochs_must_be_an_integer(bad):
+    X, y = reg_data()
+    with pytest.raises(TypeError, match=r"epochs must be an integer"):
+        mse_model().fit(X, y, epochs=bad)
+
+
+def test_zero_epochs_builds_without_training():
+    X, y = reg_data()
+    model = mse_model()
+    model.fit(X, y, epochs=0)
+    assert model.built and len(model.history) == 0
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"validation_split": 1.0}, "validation_split"),
+    ({"validation_split": -0.1}, "validation_split"),
+    ({"validation_split": 0.2, "validation_data": ([[0, 0, 0]], [0])}, "not both"),
+    ({"validation_split": 0.001}, "empty"),
+    ({"tol": -1}, "tol"),
+    ({"callbacks": [object()]}, "Callback"),
+    ({"verbose": 3}, "verbose"),
+])
+def test_fit_arguments_checked(kwargs, message):
+    X, y = blobs(30)
+    with pytest.raises((ValueError, TypeError), match=message):
+        classifier().fit(X, y, epochs=1, **kwargs)
+
+
+def test_tol_with_patience_stops_like_scikit_learn():
+    X, y = blobs(40)
+    model = classifier(fastbp.SGD(lr=0.1))
+    history = model.fit(X, y, epochs=100, tol=10.0, n_iter_no_change=3)
+    # tol 10: nothing after the first epoch counts as an improvement.
+    assert len(history) == 4
+
+
+# ---------------------------------------------------------------------------
+# minibatches, shuffling and chunked compiled calls
+# ---------------------------------------------------------------------------
+
+def test_chunked_calls_give_the_same_training(monkeypatch):
+    X, y = blobs(50)
+    whole = classifier()
+    whole.fit(X, y, epochs=3, batch_size=4)
+    monkeypatch.setattr(fastbp.model, "CHUNK_FLOPS", 1)
+    chunked = classifier()
+    chunked.fit(X, y, epochs=3, batch_size=4)
+    np.testing.assert_array_equal(whole.flat_params, chunked.flat_params)
+    assert whole.history.history == chunked.history.history
+
+
+def test_epoch_loss_is_mean_of_batch_losses_full_batch():
+    """With one batch per epoch the reported loss is the loss before that epoch's step."""
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(20, 3)), rng.normal(size=20)
+    model = fastbp.Sequential([fastbp.Dense(1)], loss="mse", optimizer=fastbp.SGD(lr=0.1),
+                              dtype="float64", seed=0)
+    model.build(3)
+    expected = []
+    for _ in range(3):
+        expected.append(model.loss_and_gradients(X, y)[0])
+        model.fit(X, y, epochs=1, batch_size=20)
+    np.testing.assert_allclose(model.history["loss"], expected, rtol=1e-13)
+
+
+def test_minibatches_with_smaller_last_batch_match_numpy_reference():
+    rng = np.random.default_rng(4)
+    X, y = rng.normal(size=(11, 3)), rng.normal(size=(11, 2))
+    model = fastbp.Sequential([fastbp.Dense(5, "sigmoid"), fastbp.Dense(2)], loss="mse",
+                              optimizer=fastbp.SGD(lr=0.2, momentum=0.5), dtype="float64",
+                              seed=0)
+    model.build(3)
+    (w1, b1), (w2, b2) = model.get_weights()
+    params = [w1, b1, w2, b2]
+    bufs = [np.zeros_like(p) for p in params]
+    for _ in range(2):
+        for start in range(0, 11, 4):
+            xb, yb = X[start:start + 4], y[start:start + 4]
+            h = 1 / (1 + np.exp(-(xb @ params[0] + params[1])))
+            out = h @ params[2] + params[3]
+            d_out = 2 * (out - yb) / out.size
+            d_h = d_out @ params[2].T * h * (1 - h)
+            grads = [xb.T @ d_h, d_h.sum(0), h.T @ d_out, d_out.sum(0)]
+            for p, g, buf in zip(params, grads, bufs):
+                buf *= 0.5
+                buf += g
+                p -= 0.2 * buf
+    model.fit(X, y, epochs=2, batch_size=4, shuffle=False)
+    for got, want in zip([a for pair in model.get_weights() for a in pair], params):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_shuffle_does_not_change_full_batch_training():
+    rng = np.random.default_rng(5)
+    X, y = rng.normal(size=(30, 4)), rng.integers(0, 3, 30)
+    results = []
+    for shuffle in (True, False):
+        model = fastbp.Sequential([fastbp.Dense(6, "relu"), fastbp.Dense(3)],
+                                  loss="cross_entropy", optimizer=fastbp.SGD(lr=0.1),
+                                  dtype="float64", seed=7)
+        model.fit(X, y, epochs=5, batch_size=30, shuffle=shuffle)
+        results.append(model.flat_params.copy())
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-12)
+
+
+def test_shuffling_changes_the_minibatches():
+    rng = np.random.default_rng(7)
+    X, y = rng.normal(size=(40, 3)), rng.normal(size=40)
+
+    def train(shuffle):
+        model = fastbp.Sequential([fastbp.Dense(1)], loss="mse", optimizer=fastbp.SGD(lr=0.05),
+                                  dtype="float64", seed=0)
+        model.fit(X, y, epochs=2, batch_size=8, shuffle=shuffle)
+        return model.flat_params.copy()
+
+    assert not np.allclose(train(True), train(False))
+
+
+# ---------------------------------------------------------------------------
+# epoch metrics and validation
+# ---------------------------------------------------------------------------
+
+def test_validation_loss_equals_evaluate():
+    rng = np.random.default_rng(2)
+    X, y = class_blobs(50, 3, 4, rng)
+    model = fastbp.Sequential([fastbp.Dense(8, "tanh"), fastbp.Dense(3)], loss="cross_entropy",
+                              seed=0, dtype="float64")
+    history = model.fit(X, y, epochs=3, validation_data=(X[:40], y[:40]))
+    result = model.evaluate(X[:40], y[:40])
+    assert history["val_loss"][-1] == pytest.approx(result["loss"], rel=1e-12)
+    assert history["val_accuracy"][-1] == result["accuracy"]
+
+
+@pytest.mark.parametrize("loss", ["mse", "mae", "huber", "poisson"])
+def test_training_mae_and_r2_per_epoch(loss):
+    """With one full batch per epoch, the epoch's running metrics are those of the
+    weights before its step: they equal evaluate() just before."""
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(40, 3))
+    y = np.abs(X @ [1.0, -2.0, 0.5]) if loss == "poisson" else X @ [1.0, -2.0, 0.5]
+    model = fastbp.Sequential([fastbp.Dense(4, "tanh"), fastbp.Dense(1)], loss=loss,
+                              optimizer=fastbp.SGD(lr=0.05), dtype="float64", seed=0,
+                              input_dim=3)
+    before = model.evaluate(X, y)
+    history = model.fit(X, y, epochs=1, batch_size=40)
+    assert history["mae"][0] == pytest.approx(before["mae"], rel=1e-12)
+    assert history["r2"][0] == pytest.approx(before["r2"], rel=1e-12)
+    assert history["loss"][0] == pytest.approx(before["loss"], rel=1e-12)
+
+
+def test_validation_split_is_stratified_and_disjoint():
+    X, y = blobs(100)
+    y = np.repeat([0, 1, 2], [70, 20, 10])
+    X = X[:100]
+    model = classifier()
+    model.fit(X, y, epochs=1, validation_split=0.2)
+    X_checked, kind, targets, labels = model._check_Xy(X, y)
+    (X_train, _, _, _), (X_val, _, _, l_val) = model._split(
+        X_checked, kind, targets, labels, np.empty(0), 0.2)
+    assert np.bincount(l_val).tolist() == [14, 4, 2]
+    assert len(X_train) + len(X_val) == 100
+    rows = {tuple(r) for r in X_train}
+    assert not any(tuple(r) in rows for r in X_val)
+    assert "val_accuracy" in model.history.history
+
+
+def test_validation_split_regression_reports_mae_and_r2():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 2))
+    y = X @ [1.0, -2.0]
+    model = fastbp.Sequential([fastbp.Dense(1)], loss="mse", optimizer=fastbp.SGD(lr=0.1), seed=0)
+    history = model.fit(X, y, epochs=30, validation_split=0.25)
+    assert {"loss", "mae", "r2", "val_loss", "val_mae", "val_r2"} == set(history.history)
+    assert history["val_r2"][-1] > 0.99 > history["val_r2"][0]
+
+
+# ---------------------------------------------------------------------------
+# partial_fit
+# ---------------------------------------------------------------------------
+
+def test_partial_fit_online_learning():
+    X, y = blobs(90)
+    model = classifier(fastbp.SGD(lr=0.2))
+    with pytest.raises(ValueError, match="classes"):
+        model.partial_fit(X[:30], y[:30])
+    with pytest.raises(ValueError, match="labels 0 to 2"):
+        model.partial_fit(X[:30], y[:30], classes=[0, 1])
+    first = model.partial_fit(X[:30], np.zeros(30, dtype=int), classes=[0, 1, 2])
+    assert len(first) == 1
+    for start in range(30, 90, 30):  # later calls continue without classes
+        model.partial_fit(X[start:start + 30], y[start:start + 30])
+    assert len(model.history) == 3 and model.history.epoch == [0, 1, 2]
+    batch = fastbp.Sequential([fastbp.Dense(8, "tanh"), fastbp.Dense(3, "softmax")],
+                              optimizer=fastbp.SGD(lr=0.2), seed=0)
+    batch.fit(X[:30], np.zeros(30, dtype=int), epochs=1)
+    batch.fit(X[30:60], y[30:60], epochs=1)
+    batch.fit(X[60:], y[60:], epochs=1)
+    np.testing.assert_array_equal(model.flat_params, batch.flat_params)
+    with pytest.raises(ValueError, match="cross_entropy"):
+        fastbp.Sequential([fastbp.Dense(1)], loss="mse").partial_fit(X, y, classes=[0, 1])
+
+
+# ---------------------------------------------------------------------------
+# divergence, and NaN found mid-epoch
+# ---------------------------------------------------------------------------
+
+def diverging_regression(seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(200, 5)) * 1e3
+    y = X @ rng.normal(size=5) + 1e3
+    return X, y
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_divergence_raises_floating_point_error(dtype, momentum):
+    X, y = diverging_regression()
+    model = fastbp.Sequential([fastbp.Dense(8, "relu"), fastbp.Dense(1)],
+                              optimizer=fastbp.SGD(lr=1e6, momentum=momentum),
+                              seed=0, dtype=dtype)
+    with pytest.raises(FloatingPointError, match=r"(?s)training loss became (nan|inf).*learning rate"):
+        model.fit(X, y, epochs=20, batch_size=32)
+    assert all_finite(model)
+
+
+@pytest.mark.parametrize("dtype,scale", [("float32", 1e20), ("float64", 1e160)])
+def test_huge_inputs_stop_before_the_first_update(dtype, scale):
+    X, y = reg_data(n=64, d=4)
+    model = fastbp.Sequential([fastbp.Dense(1)], optimizer="sgd", seed=0, dtype=dtype)
+    model.fit(X, y, epochs=0)  # build only
+    before = model.get_weights()
+    with pytest.raises(FloatingPointError, match=r"minibatch 0.*learning rate"):
+        model.fit(X * scale, y, epochs=3, batch_size=16)
+    assert same_weights(model.get_weights(), before)
+    assert all_finite(model)
+    assert len(model.history) == 0
+
+
+@pytest.mark.parametrize("make_optimizer", [
+    lambda: fastbp.SGD(lr=1e38),
+    lambda: fastbp.SGD(lr=1e38, momentum=0.5),
+    lambda: fastbp.Adam(lr=1e38),
+], ids=["sgd", "sgd-momentum", "adam"])
+def test_update_overflowing_float32_raises_and_keeps_weights_finite(make_optimizer):
+    # The loss of a minibatch is still finite, but lr * gradient overflows float32:
+    # training must stop with FloatingPointError and leave finite weights.
+    X, y = diverging_regression()
+    model = fastbp.Sequential([fastbp.Dense(8, "relu"), fastbp.Dense(1)],
+                              optimizer=make_optimizer(), seed=0, dtype="float32")
+    with pytest.raises(FloatingPointError, match=r"learning rate"):
+        model.fit(X, y, epochs=3, batch_size=32)
+    assert all_finite(model)
+
+
+def test_single_overflowing_update_is_not_silent():
+    # One full-batch step whose update overflows float32: fit must not return
+    # normally with infinite/NaN weights.
+    X, y = diverging_regression()
+    model = fastbp.Sequential([fastbp.Dense(8, "relu"), fastbp.Dense(1)],
+                              optimizer=fastbp.SGD(lr=1e38), seed=0, dtype="float32")
+    try:
+        model.fit(X, y, epochs=1, batch_size=len(X))
+    except FloatingPointError as exc:
+        assert "learning rate" in str(exc)
+    assert all_finite(model), "fit returned normally but left non-finite weights"
+    assert np.isfinite(model.predict(X[:5])).all()
+
+
+@pytest.mark.parametrize("where", ["X", "y"])
+def test_nan_found_mid_epoch_restores_weights(where):
+    """NaN in the data is found when its minibatch's loss turns NaN: the error names
+    it and the weights are those from before the epoch, not half-trained ones."""
+    rng = np.random.default_rng(10)
+    X, y = rng.normal(size=(64, 3)), rng.normal(size=64)
+    (X if where == "X" else y)[60] = np.nan
+    model = fastbp.Sequential([fastbp.Dense(4, "tanh"), fastbp.Dense(1)], loss="mse",
+                              optimizer=fastbp.SGD(lr=0.1), seed=0, input_dim=3)
+    before = model.flat_params.copy()
+    with pytest.raises(ValueError, match=f"{where} contains NaN"):
+        model.fit(X, y, epochs=2, batch_size=8, shuffle=False)
+    np.testing.assert_array_equal(model.flat_params, before)
+    assert model.optimizer.iterations == 0 and len(model.history) == 0
+
+
+# ---------------------------------------------------------------------------
+# Ctrl-C and progress output
+# ---------------------------------------------------------------------------
+
+def test_ctrl_c_stops_after_the_running_minibatches(monkeypatch):
+    monkeypatch.setattr(fastbp.model, "CHUNK_FLOPS", 1)  # one minibatch per call
+    X, y = blobs(64)
+
+    class PressCtrlC(cb.Callback):
+        def on_batch_chunk_end(self, batch, logs=None):
+            if self.model._epochs_done == 1 and batch == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    model = classifier()
+    with pytest.warns(UserWarning, match="interrupted.*epoch 1 after 3 of 8"):
+        history = model.fit(X, y, epochs=5, batch_size=8, callbacks=[PressCtrlC()])
+    assert len(history) == 1  # the completed epoch only
+    assert model.optimizer.iterations == 8 + 3
+    assert np.isfinite(model.flat_params).all()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    model.fit(X, y, epochs=1, batch_size=8)  # and training goes on normally
+    assert len(model.history) == 2
+
+
+def test_progress_plain_lines_without_tqdm(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # as if tqdm were not installed
+    X, y = blobs(20)
+    classifier().fit(X, y, epochs=2, verbose=1)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+
+
+def test_progress_bar_with_tqdm(capsys):
+    pytest.importorskip("tqdm")
+    X, y = blobs(20)
+    classifier().fit(X, y, epochs=2, batch_size=5, verbose=1)
+    err = capsys.readouterr().err
+    assert "8/8" in err and "epoch 2/2" in err
+
+
+def test_verbose_prints_one_line_per_epoch(capsys):
+    model = fastbp.Sequential([fastbp.Dense(2)], loss="cross_entropy", seed=0)
+    model.fit(XOR_X, XOR_Y, epochs=3, verbose=2)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("epoch 1/3:") and "accuracy" in lines[0]
+    model.fit(XOR_X, XOR_Y, epochs=2, verbose=0)
+    assert capsys.readouterr().out == ""
