@@ -13,9 +13,11 @@ optimizer loops) under a small Python API::
 from . import activations, callbacks, initializers, losses, optimizers, regularizers, schedules
 from .layers import Dense, Dropout, Layer, Residual
 from .losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss
-from .model import History, Sequential
+from .callbacks import History
+from .model import Sequential
 from .optimizers import SGD, Adagrad, Adam, AdamW, Optimizer, RMSProp
-from .persistence import ModelFileError, load
+from .persistence import ModelFileError
+from .model import load
 
 __version__ = "0.1.0"
 

@@ -10,36 +10,41 @@ from numpy.typing import NDArray
 F = NDArray[np.floating[Any]]
 I = NDArray[np.intp]
 
-SPEC_COLUMNS: int
-SPEC: dict[str, int]
 MAX_THREADS: int
 HAVE_OPENMP: bool
 STATUS_OK: int
 STATUS_NONFINITE_LOSS: int
-HYPERPARAMETERS: int
 ACTIVATION_CODES: dict[str, int]
 LOSS_CODES: dict[str, int]
 OPTIMIZER_CODES: dict[str, int]
 
-def train_run(params: F, grads: F, work: F, label_work: I, X: F, targets: F, labels: I,
-              order: I, batch_size: int, first_batch: int, stop_batch: int, spec: I,
-              act_param: NDArray[np.float64], layout: I, reg: NDArray[np.float64],
-              dropout: NDArray[np.float64], seed: int, loss_kind: int, loss_param: float,
-              sample_weight: F, weight_work: F, opt_kind: int, hyper: NDArray[np.float64],
-              state: F, segments: I, step: int, batch_stats: NDArray[np.float64],
-              batch_correct: I, n_threads: int = 1) -> tuple[int, int, int]: ...
-def loss_grad(params: F, grads: F, work: F, X: F, targets: F, labels: I, spec: I,
-              act_param: NDArray[np.float64], layout: I, reg: NDArray[np.float64],
-              loss_kind: int, loss_param: float = 0, dropout: NDArray[np.float64] | None = None,
-              seed: int = 0, step: int = 0) -> float: ...
-def input_gradient_run(params: F, work: F, X: F, targets: F, labels: I, out: F, spec: I,
-                       act_param: NDArray[np.float64], layout: I, loss_kind: int,
-                       loss_param: float, output: int, output_act: int) -> None: ...
-def predict_run(params: F, work: F, X: F, out: F, capacity: int, spec: I,
-                act_param: NDArray[np.float64], layout: I, output_act: int) -> None: ...
-def evaluate_run(params: F, work: F, X: F, targets: F, labels: I, capacity: int, spec: I,
-                 act_param: NDArray[np.float64], layout: I, loss_kind: int,
-                 loss_param: float = 0) -> tuple[float, int]: ...
+# Arrays of the structs of _core.pxd (dtypes in fastbp._codes).
+LayerPlans = NDArray[np.void]
+NetPlan = NDArray[np.void]
+OptimizerConfig = NDArray[np.void]
+BatchStats = NDArray[np.void]
+
+def struct_dtypes() -> dict[str, np.dtype[np.void]]: ...
+def train_run(params: F, grads: F, work: F, capacity: int, label_work: I, weight_work: F,
+              net: NetPlan, plan: LayerPlans, X: F, targets: F, labels: I, sample_weight: F,
+              order: I, batch_size: int, first_batch: int, stop_batch: int, loss_kind: int,
+              loss_param: float, opt: OptimizerConfig, state: F, segments: I, step: int,
+              stats: BatchStats, n_threads: int = 1) -> tuple[int, int, int]: ...
+def batch_gradients(params: F, grads: F, work: F, capacity: int, label_work: I,
+                    weight_work: F, net: NetPlan, plan: LayerPlans, X: F, targets: F,
+                    labels: I, sample_weight: F, order: I, batch_size: int, batch: int,
+                    loss_kind: int, loss_param: float, step: int, stats: BatchStats,
+                    n_threads: int = 1) -> int: ...
+def apply_update(params: F, grads: F, state: F, opt: OptimizerConfig, segments: I, step: int,
+                 n_threads: int = 1) -> None: ...
+def input_gradient_run(params: F, work: F, capacity: int, net: NetPlan, plan: LayerPlans,
+                       X: F, targets: F, labels: I, loss_kind: int, loss_param: float,
+                       output: int, out: F) -> None: ...
+def predict_run(params: F, work: F, capacity: int, net: NetPlan, plan: LayerPlans, X: F,
+                out: F) -> None: ...
+def evaluate_run(params: F, work: F, capacity: int, net: NetPlan, plan: LayerPlans, X: F,
+                 targets: F, labels: I, loss_kind: int, loss_param: float,
+                 stats: BatchStats) -> None: ...
 def matmul(a: F, b: F, out: F, trans_a: bool = False, trans_b: bool = False,
            alpha: float = 1.0, beta: float = 0.0) -> None: ...
 def bias_act_forward(z: F, bias: F, act: int, slope: float = 0.0) -> None: ...
@@ -52,5 +57,3 @@ def sgd_update(params: F, grads: F, momentum_buffer: F, lr: float, momentum: flo
 def adam_update(params: F, grads: F, exp_avg: F, exp_avg_sq: F, step: int, lr: float,
                 beta1: float, beta2: float, eps: float, weight_decay: float = 0.0,
                 decoupled: bool = False) -> None: ...
-def optimizer_update(kind: int, params: F, grads: F, state: F, hyper: NDArray[np.float64],
-                     step: int) -> None: ...

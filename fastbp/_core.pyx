@@ -1,12 +1,14 @@
 # cython: language_level=3
 """Compiled kernels of fastbp.
 
-Design, in a few points:
+The data model (what crosses from Python: the enums, ``LayerPlan``, ``NetPlan``,
+``OptimizerConfig``, ``BatchStats``) is declared once in ``fastbp/_core.pxd``; read it
+first. Design, in a few points:
 
 1. Every kernel is a ``cdef ... noexcept nogil`` function over raw pointers to
    row-major (C-contiguous) data, written once for ``floating`` (float32 and
    float64). Kernels never allocate, never validate and never touch a Python
-   object: the Python layer (``fastbp.model``, ``fastbp.layers``) checks its inputs
+   object: the Python layer (``fastbp.network``, ``fastbp.trainer``) checks its inputs
    once, owns every buffer and hands the kernels preallocated memory.
 2. Dense algebra goes through BLAS ``sgemm``/``dgemm`` from
    ``scipy.linalg.cython_blas``. BLAS is column-major; a row-major product
@@ -15,30 +17,22 @@ Design, in a few points:
 3. The output activation is fused with the loss (softmax with cross-entropy,
    sigmoid with binary cross-entropy, exp with Poisson): one pass computes the loss
    value and the delta ``dL/dz`` with respect to the logits.
-4. ``train_run`` is the whole minibatch step (gather the shuffled rows, dropout,
-   forward, loss, backward, penalties, clipping, optimizer update) for a run of
-   minibatches, without the GIL and without allocating, split over OpenMP threads
-   when asked (rows for the forward and backward passes, columns for the gradients,
-   flat ranges for the update; three barriers per step). ``loss_grad``,
-   ``evaluate_run``, ``predict_run`` and ``input_gradient_run`` reuse the same
-   passes, so gradient checks test the training path.
-5. The ``def`` functions are the module's Python boundary: they take typed
-   memoryviews, check shapes, offsets and indices (a wrong one raises, never
-   corrupts memory) and call the kernels. They serve the model, the hand-written
-   layer API and the tests.
-
-Layer table (``spec``, an intp array of shape (n_layers, SPEC_WIDTH)), per layer:
-``n_in, n_out, activation code, weight offset, bias offset`` into the flat parameter
-and gradient buffers, ``trainable`` (0: no gradient is computed for the layer, and
-no delta below the lowest trainable layer), ``skip`` (a residual connection: the
-layer's output is f(z) plus the output of that layer, -1 for the network input, -2
-for none; the sum goes to its own buffer, the next layer's input).
-
-Workspace layout (``layout``, an intp array): offsets into one flat workspace of
-the gathered input and target batches, then per layer its output, its delta, its
-kept pre-activation (GELU) and its residual sum (-1 where a layer has none). Each
-buffer holds up to ``capacity`` rows; a batch of ``rows <= capacity`` uses the
-leading rows, and each thread its own share of them.
+4. A training step is a sequence of named phases (``_gather``, ``_forward``,
+   ``_loss_phase``, ``_deltas``, ``_gradients``, ``_reduce``, ``_clip_and_update``),
+   each run by every thread of a team on its own share (rows for the forward and
+   backward passes, output columns for the gradients, flat ranges for the update),
+   with a barrier between phases that read each other's results. ``train_run`` runs
+   all of them for a run of minibatches without the GIL and without allocating;
+   ``batch_gradients`` and ``apply_update`` run the two halves (gradients of a
+   minibatch; the update from given gradients) for callers that reduce gradients in
+   between. ``evaluate_run``, ``predict_run`` and ``input_gradient_run`` reuse the
+   same passes, so gradient checks test the training path.
+5. A workspace of capacity ``c`` rows is one flat array: each buffer of the plan
+   (``LayerPlan.out_at``, ..., ``NetPlan.x_at``) starts at ``c * offset`` and holds ``c``
+   rows. Inference needs only the first ``NetPlan.infer_width * c`` elements.
+6. The ``def`` functions are the module's Python boundary: they take typed
+   memoryviews of the plan structs and the data, check shapes, offsets and indices
+   (a wrong one raises, never corrupts memory) and call the kernels.
 """
 
 from cython cimport floating
@@ -49,89 +43,54 @@ from scipy.linalg.cython_blas cimport sgemm, dgemm
 cimport numpy as cnp
 from cython.parallel cimport parallel
 
+import numpy as np
+
+from fastbp import _codes
+
 cnp.import_array()
 
-ctypedef cnp.intp_t intp
-
-# Activation codes (mirrored in fastbp/activations.py).
-cdef enum:
-    ACT_IDENTITY = 0
-    ACT_SIGMOID = 1
-    ACT_TANH = 2
-    ACT_RELU = 3
-    ACT_LEAKY_RELU = 4
-    ACT_SOFTMAX = 5
-    ACT_ELU = 6
-    ACT_GELU = 7
-    ACT_SOFTPLUS = 8
-    ACT_EXP = 9
-
-# Loss codes (mirrored in fastbp/losses.py).
-cdef enum:
-    LOSS_MSE = 0
-    LOSS_CE_LABELS = 1
-    LOSS_CE_SOFT = 2
-    LOSS_BCE = 3
-    LOSS_MAE = 4
-    LOSS_HUBER = 5
-    LOSS_POISSON = 6
-
-# Optimizer codes (mirrored in fastbp/optimizers.py).
-cdef enum:
-    OPT_SGD = 0
-    OPT_ADAM = 1
-    OPT_RMSPROP = 2
-    OPT_ADAGRAD = 3
-
-# The hyperparameter vector: the optimizer's own in 0..7, then gradient clipping.
-cdef enum:
-    HYPER_CLIPNORM = 8
-    HYPER_CLIPVALUE = 9
-    HYPER_SIZE = 10
-
-# Columns of the layer table.
-cdef enum:
-    SPEC_N_IN = 0
-    SPEC_N_OUT = 1
-    SPEC_ACT = 2
-    SPEC_W_OFF = 3
-    SPEC_B_OFF = 4
-    SPEC_TRAINABLE = 5
-    SPEC_SKIP = 6
-    SPEC_WIDTH = 7
-
-# SPEC_SKIP values: no skip connection; the network input; else a layer's index.
-cdef enum:
-    NO_SKIP = -2
-    SKIP_INPUT = -1
-
-# Entries of the workspace layout: the gathered batch, then for each layer l its
-# output at LAY_ACT0 + l, its delta dL/dz at LAY_ACT0 + n_layers + l, its kept
-# pre-activation at LAY_ACT0 + 2 n_layers + l and its residual sum at
-# LAY_ACT0 + 3 n_layers + l (-1: none).
-cdef enum:
-    LAY_XB = 0
-    LAY_YB = 1
-    LAY_ACT0 = 2
-
-# Most threads one training step is split over.
-cdef enum:
-    MAX_PARTS = 64
-
-SPEC_COLUMNS = SPEC_WIDTH
-SPEC = {"n_in": SPEC_N_IN, "n_out": SPEC_N_OUT, "activation": SPEC_ACT,
-        "weight_offset": SPEC_W_OFF, "bias_offset": SPEC_B_OFF, "trainable": SPEC_TRAINABLE,
-        "skip": SPEC_SKIP}
 MAX_THREADS = MAX_PARTS
 HAVE_OPENMP = bool(FBP_HAVE_OPENMP)
-
-# Status codes returned by train_run.
-cdef enum:
-    ST_OK = 0
-    ST_NONFINITE_LOSS = 1
-
 STATUS_OK = ST_OK
 STATUS_NONFINITE_LOSS = ST_NONFINITE_LOSS
+
+
+def _check_codes():
+    # The compiled enums against the one Python list of codes.
+    compiled = {
+        "activations": [ACT_IDENTITY, ACT_SIGMOID, ACT_TANH, ACT_RELU, ACT_LEAKY_RELU,
+                        ACT_SOFTMAX, ACT_ELU, ACT_GELU, ACT_SOFTPLUS, ACT_EXP],
+        "losses": [LOSS_MSE, LOSS_CE_LABELS, LOSS_CE_SOFT, LOSS_BCE, LOSS_MAE, LOSS_HUBER,
+                   LOSS_POISSON],
+        "optimizers": [OPT_SGD, OPT_ADAM, OPT_RMSPROP, OPT_ADAGRAD],
+    }
+    python = {"activations": list(_codes.ACTIVATIONS.values()),
+              "losses": list(_codes.LOSSES.values()),
+              "optimizers": list(_codes.OPTIMIZERS.values())}
+    counts = {"activations": ACT_COUNT, "losses": LOSS_COUNT, "optimizers": OPT_COUNT}
+    for name in compiled:
+        if compiled[name] != python[name] or list(range(counts[name])) != python[name]:
+            raise ImportError("fastbp._core was built with other %s codes than fastbp._codes"
+                              " lists: rebuild fastbp" % name)
+    if (NO_SKIP, SKIP_INPUT, ST_OK, ST_NONFINITE_LOSS) != (
+            _codes.NO_SKIP, _codes.SKIP_INPUT, _codes.STATUS_OK, _codes.STATUS_NONFINITE_LOSS):
+        raise ImportError("fastbp._core disagrees with fastbp._codes: rebuild fastbp")
+
+
+_check_codes()
+
+
+def struct_dtypes():
+    """The compiled structs as NumPy sees them through a memoryview (field names,
+    types and offsets), to compare with ``fastbp._codes.STRUCTS``."""
+    cdef LayerPlan layer[1]
+    cdef NetPlan net[1]
+    cdef OptimizerConfig opt[1]
+    cdef BatchStats stats[1]
+    return {"LayerPlan": np.asarray(<LayerPlan[:1]>layer).dtype,
+            "NetPlan": np.asarray(<NetPlan[:1]>net).dtype,
+            "OptimizerConfig": np.asarray(<OptimizerConfig[:1]>opt).dtype,
+            "BatchStats": np.asarray(<BatchStats[:1]>stats).dtype}
 
 
 # ---------------------------------------------------------------------------
@@ -422,7 +381,7 @@ cdef void _col_sums(const floating* d, Py_ssize_t rows, Py_ssize_t cols, Py_ssiz
 
 cdef double _loss_ce_labels(const floating* z, const intp* labels, const floating* weights,
                             Py_ssize_t rows, Py_ssize_t cols, floating* delta, floating scale,
-                            intp* n_correct) noexcept nogil:
+                            BatchStats* stats) noexcept nogil:
     """Softmax cross-entropy on logits with integer class labels (rows weighted)."""
     cdef Py_ssize_t i, j, best
     cdef const floating* row
@@ -457,13 +416,13 @@ cdef double _loss_ce_labels(const floating* z, const intp* labels, const floatin
             for j in range(cols):
                 total = total + _exp(row[j] - top)
             loss += w * (_log(total) + top - row[labels[i]])
-    n_correct[0] += correct
+    stats.correct += correct
     return loss
 
 
 cdef double _loss_ce_soft(const floating* z, const floating* target, const floating* weights,
                           Py_ssize_t rows, Py_ssize_t cols, floating* delta, floating scale,
-                          intp* n_correct) noexcept nogil:
+                          BatchStats* stats) noexcept nogil:
     """Softmax cross-entropy on logits with probability (or one-hot) targets.
 
     loss_i = -sum_j t_ij log p_ij; d loss_i / dz_ij = p_ij * sum_j t_ij - t_ij.
@@ -506,14 +465,14 @@ cdef double _loss_ce_soft(const floating* z, const floating* target, const float
             drow = delta + i * cols
             for j in range(cols):
                 drow[j] = scale * w * (_exp(row[j] - lse) * mass - trow[j])
-    n_correct[0] += correct
+    stats.correct += correct
     return loss
 
 
 cdef double _loss_elementwise(int kind, double param, const floating* out,
                               const floating* target, const floating* weights, Py_ssize_t rows,
                               Py_ssize_t cols, floating* delta, floating scale,
-                              intp* n_correct, double* residuals) noexcept nogil:
+                              BatchStats* stats) noexcept nogil:
     """The losses that average over every element (rows weighted), value and delta:
 
     - mse: (o - t)^2, 2 (o - t);
@@ -524,8 +483,8 @@ cdef double _loss_elementwise(int kind, double param, const floating* out,
       max(z, 0) - z t + log(1 + exp(-|z|)), sigmoid(z) - t; counts correct 0/1 guesses;
     - poisson on log-rates z (exp fused): exp(z) - t z, exp(z) - t.
 
-    For the regression losses, ``residuals`` (when not NULL) accumulates the sums of
-    |prediction - t| and (prediction - t)^2, the prediction being exp(z) for poisson.
+    For the regression losses, ``stats`` accumulates the sums of |prediction - t| and
+    (prediction - t)^2, the prediction being exp(z) for poisson.
     """
     cdef Py_ssize_t i, j
     cdef const floating* o
@@ -539,7 +498,7 @@ cdef double _loss_elementwise(int kind, double param, const floating* out,
         o = out + i * cols
         t = target + i * cols
         d = delta + i * cols if delta != NULL else NULL
-        if residuals != NULL and kind != LOSS_BCE:
+        if kind != LOSS_BCE:
             for j in range(cols):
                 e = (exp(o[j]) if kind == LOSS_POISSON else o[j]) - t[j]
                 absolute += fabs(e)
@@ -575,25 +534,26 @@ cdef double _loss_elementwise(int kind, double param, const floating* out,
             if d != NULL:
                 d[j] = scale * w * g
         loss += w * row_loss
-    n_correct[0] += correct
-    if residuals != NULL:
-        residuals[0] += absolute
-        residuals[1] += square
+    stats.correct += correct
+    stats.abs_residual += absolute
+    stats.sq_residual += square
     return loss
 
 
 cdef double _loss(int kind, double param, const floating* out, const floating* target,
                   const intp* labels, const floating* weights, Py_ssize_t rows,
                   Py_ssize_t cols, floating* delta, floating scale,
-                  intp* n_correct, double* residuals=NULL) noexcept nogil:
+                  BatchStats* stats) noexcept nogil:
     """Weighted sum of the loss over ``rows`` rows; writes ``scale * w_i * dloss/dout``
-    into ``delta`` (NULL: value only). ``weights`` NULL: every row weighs 1."""
+    into ``delta`` (NULL: value only). ``weights`` NULL: every row weighs 1. Adds the
+    count of correct predictions (classification) or the residual sums (regression)
+    to ``stats``."""
     if kind == LOSS_CE_LABELS:
-        return _loss_ce_labels(out, labels, weights, rows, cols, delta, scale, n_correct)
+        return _loss_ce_labels(out, labels, weights, rows, cols, delta, scale, stats)
     if kind == LOSS_CE_SOFT:
-        return _loss_ce_soft(out, target, weights, rows, cols, delta, scale, n_correct)
+        return _loss_ce_soft(out, target, weights, rows, cols, delta, scale, stats)
     return _loss_elementwise(kind, param, out, target, weights, rows, cols, delta, scale,
-                             n_correct, residuals)
+                             stats)
 
 
 cdef inline double _loss_scale(int kind, double total_weight, Py_ssize_t cols) noexcept nogil:
@@ -634,34 +594,41 @@ cdef void _adam_update(floating* p, const floating* g, floating* m, floating* v,
                      wd, eps, decay)
 
 
-cdef void _optimizer_step(int kind, floating* p, const floating* g, floating* state,
-                          Py_ssize_t stride, Py_ssize_t n, const double* h,
+cdef inline floating* _row(floating* state, Py_ssize_t stride, intp row) noexcept nogil:
+    # A named optimizer state row (-1: unused).
+    return state + row * stride if row >= 0 else NULL
+
+
+cdef void _optimizer_step(const OptimizerConfig* o, floating* p, const floating* g,
+                          floating* state, Py_ssize_t stride, Py_ssize_t n,
                           long long step) noexcept nogil:
-    """One update of ``n`` parameters from ``p``; the optimizer's state buffers are the
-    rows of ``state`` (row stride ``stride``), offset like ``p``. ``h`` holds:
-    SGD (lr, momentum, weight_decay, nesterov); Adam (lr, beta1, beta2, eps,
-    weight_decay, decoupled); RMSprop (lr, alpha, eps, weight_decay, momentum,
-    centered); Adagrad (lr, lr_decay, weight_decay, eps)."""
-    cdef floating* row1 = state + stride
-    cdef floating* row2 = state + 2 * stride
-    if kind == OPT_SGD:
-        _sgd_update(p, g, state, n, <floating>h[0], <floating>h[1], <floating>h[2], h[3] != 0)
-    elif kind == OPT_ADAM:
-        _adam_update(p, g, state, row1, n, h[0], h[1], h[2], h[3], h[4], h[5] != 0, step)
-    elif kind == OPT_RMSPROP:
+    """One update of ``n`` parameters from ``p`` by the rule ``o`` (the rules are
+    written in the docstrings of ``fastbp.optimizers``); the state rows that ``o``
+    names start at ``state`` (offset like ``p``), ``stride`` apart."""
+    cdef floating* momentum_buffer = _row(state, stride, o.momentum_buffer)
+    cdef floating* square_avg = _row(state, stride, o.square_avg)
+    cdef floating* grad_avg = _row(state, stride, o.grad_avg)
+    cdef floating* total = _row(state, stride, o.sum)
+    cdef double clr
+    if o.kind == OPT_SGD:
+        _sgd_update(p, g, momentum_buffer, n, <floating>o.lr, <floating>o.momentum,
+                    <floating>o.weight_decay, o.nesterov != 0)
+    elif o.kind == OPT_ADAM:
+        _adam_update(p, g, _row(state, stride, o.exp_avg), _row(state, stride, o.exp_avg_sq),
+                     n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, o.decoupled != 0, step)
+    elif o.kind == OPT_RMSPROP:
         if floating is float:
-            fbp_rmsprop_f32(p, g, state, row1 if h[4] != 0 else NULL,
-                            (row2 if h[4] != 0 else row1) if h[5] != 0 else NULL,
-                            n, h[0], h[1], h[2], h[3], h[4])
+            fbp_rmsprop_f32(p, g, square_avg, momentum_buffer, grad_avg, n, o.lr, o.alpha,
+                            o.eps, o.weight_decay, o.momentum)
         else:
-            fbp_rmsprop_f64(p, g, state, row1 if h[4] != 0 else NULL,
-                            (row2 if h[4] != 0 else row1) if h[5] != 0 else NULL,
-                            n, h[0], h[1], h[2], h[3], h[4])
+            fbp_rmsprop_f64(p, g, square_avg, momentum_buffer, grad_avg, n, o.lr, o.alpha,
+                            o.eps, o.weight_decay, o.momentum)
     else:
+        clr = o.lr / (1 + (step - 1) * o.lr_decay)
         if floating is float:
-            fbp_adagrad_f32(p, g, state, n, h[0] / (1 + (step - 1) * h[1]), h[2], h[3])
+            fbp_adagrad_f32(p, g, total, n, clr, o.weight_decay, o.eps)
         else:
-            fbp_adagrad_f64(p, g, state, n, h[0] / (1 + (step - 1) * h[1]), h[2], h[3])
+            fbp_adagrad_f64(p, g, total, n, clr, o.weight_decay, o.eps)
 
 
 cdef inline double _sum_squares(const floating* g, Py_ssize_t n) noexcept nogil:
@@ -685,22 +652,14 @@ cdef inline void _clamp(floating* g, Py_ssize_t n, floating limit) noexcept nogi
         fbp_clamp_f64(g, n, limit)
 
 
-cdef inline bint _overlap(const intp* segments, Py_ssize_t s, Py_ssize_t lo, Py_ssize_t hi,
-                          Py_ssize_t* a, Py_ssize_t* b) noexcept nogil:
-    """Intersect trainable segment ``s`` with [lo, hi) into [a, b); whether non-empty."""
-    a[0] = segments[2 * s] if segments[2 * s] > lo else lo
-    b[0] = segments[2 * s + 1] if segments[2 * s + 1] < hi else hi
-    return b[0] > a[0]
-
-
 # ---------------------------------------------------------------------------
-# Dropout: masks from a counter-based hash of (seed, step, layer, row, column), so
+# Dropout: masks from a counter-based hash of (seed, step, site, row, column), so
 # that forward and backward agree without storing a mask, and the mask does not
-# depend on how rows are split over threads.
+# depend on how rows are split over threads. Site 0 is the network input, site
+# l + 1 the output of layer l.
 # ---------------------------------------------------------------------------
 
-cdef struct Dropout:
-    const double* rate          # n_layers + 1: the input's, then each layer output's
+cdef struct Masks:
     unsigned long long seed
     long long step              # the optimizer step being taken (a new mask each step)
 
@@ -712,8 +671,8 @@ cdef inline unsigned long long _mix(unsigned long long z) noexcept nogil:
     return z ^ (z >> 31)
 
 
-cdef inline unsigned long long _drop_key(const Dropout* drop, Py_ssize_t site) noexcept nogil:
-    return _mix(drop.seed ^ _mix((<unsigned long long>drop.step << 8) ^ <unsigned long long>site))
+cdef inline unsigned long long _drop_key(const Masks* masks, Py_ssize_t site) noexcept nogil:
+    return _mix(masks.seed ^ _mix((<unsigned long long>masks.step << 8) ^ <unsigned long long>site))
 
 
 cdef inline unsigned long long _threshold(double rate) noexcept nogil:
@@ -721,12 +680,16 @@ cdef inline unsigned long long _threshold(double rate) noexcept nogil:
     return <unsigned long long>(rate * 18446744073709551616.0)
 
 
+cdef inline bint _dropped(unsigned long long row_key, Py_ssize_t j,
+                          unsigned long long threshold) noexcept nogil:
+    return _mix(row_key + <unsigned long long>j * 0x9e3779b97f4a7c15ULL) < threshold
+
+
 cdef void _dropout_forward(floating* a, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t row0,
-                           const Dropout* drop, Py_ssize_t site) noexcept nogil:
+                           double rate, const Masks* masks, Py_ssize_t site) noexcept nogil:
     """Inverted dropout in place on rows ``row0 <= i < row0 + rows`` of the batch:
     each entry is zeroed with probability rate, else scaled by 1 / (1 - rate)."""
-    cdef double rate = drop.rate[site]
-    cdef unsigned long long key = _drop_key(drop, site), threshold = _threshold(rate), row_key
+    cdef unsigned long long key = _drop_key(masks, site), threshold = _threshold(rate), row_key
     cdef floating scale = 1 / (1 - rate)
     cdef Py_ssize_t i, j
     cdef floating* row
@@ -734,26 +697,24 @@ cdef void _dropout_forward(floating* a, Py_ssize_t rows, Py_ssize_t cols, Py_ssi
         row_key = _mix(key ^ <unsigned long long>(row0 + i))
         row = a + i * cols
         for j in range(cols):
-            row[j] = 0 if _mix(row_key + <unsigned long long>j * 0x9e3779b97f4a7c15ULL) < threshold \
-                else row[j] * scale
+            row[j] = 0 if _dropped(row_key, j, threshold) else row[j] * scale
 
 
 cdef void _dropout_act_backward(const floating* a, const floating* z, floating* d,
                                 Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t row0,
-                                const Dropout* drop, Py_ssize_t site, int act,
+                                double rate, const Masks* masks, Py_ssize_t site, int act,
                                 floating param) noexcept nogil:
     """``d = d * mask / (1 - rate) * f'(z)`` for a layer whose output ``a`` went through
     dropout: the derivative is taken at the output before dropout, a * (1 - rate)
     where kept (softmax is not allowed before dropout)."""
-    cdef double rate = drop.rate[site]
-    cdef unsigned long long key = _drop_key(drop, site), threshold = _threshold(rate), row_key
+    cdef unsigned long long key = _drop_key(masks, site), threshold = _threshold(rate), row_key
     cdef floating scale = 1 / (1 - rate), keep = 1 - rate
     cdef Py_ssize_t i, j, k
     for i in range(rows):
         row_key = _mix(key ^ <unsigned long long>(row0 + i))
         for j in range(cols):
             k = i * cols + j
-            if _mix(row_key + <unsigned long long>j * 0x9e3779b97f4a7c15ULL) < threshold:
+            if _dropped(row_key, j, threshold):
                 d[k] = 0
             else:
                 d[k] = d[k] * scale * _derivative(act, a[k] * keep,
@@ -761,73 +722,59 @@ cdef void _dropout_act_backward(const floating* a, const floating* z, floating* 
 
 
 # ---------------------------------------------------------------------------
-# Forward and backward through the whole network.
+# Forward and backward through the whole network. ``cap`` is the workspace's
+# capacity in rows; a layer's buffer starts at work + cap * offset (see LayerPlan).
 # ---------------------------------------------------------------------------
 
-cdef inline floating* _layer_output(floating* work, const intp* layout, Py_ssize_t n_layers,
-                                    Py_ssize_t l) noexcept nogil:
-    """What layer l passes on: its residual sum where it has one, else its output."""
-    cdef intp offset = layout[LAY_ACT0 + 3 * n_layers + l]
-    return work + (offset if offset >= 0 else layout[LAY_ACT0 + l])
+cdef inline floating* _passed_on(floating* work, Py_ssize_t cap, const LayerPlan* layer) noexcept nogil:
+    """What a layer passes on: its residual sum where it has one, else its output."""
+    return work + cap * (layer.sum_at if layer.sum_at >= 0 else layer.out_at)
 
 
-cdef void _forward(const floating* params, floating* work, const intp* spec,
-                   const double* act_param, const intp* layout, Py_ssize_t n_layers,
-                   const floating* x, Py_ssize_t row0, Py_ssize_t rows,
-                   const Dropout* drop) noexcept nogil:
+cdef inline floating* _kept_z(floating* work, Py_ssize_t cap, const LayerPlan* layer,
+                              Py_ssize_t at) noexcept nogil:
+    """The layer's kept pre-activation (GELU), at entry ``at``; NULL where none."""
+    return work + cap * layer.z_at + at if layer.z_at >= 0 else NULL
+
+
+cdef void _forward(const floating* params, floating* work, Py_ssize_t cap,
+                   const LayerPlan* plan, Py_ssize_t n_layers, const floating* x,
+                   Py_ssize_t row0, Py_ssize_t rows, const Masks* masks,
+                   bint training) noexcept nogil:
     """Forward pass of rows ``row0 <= i < row0 + rows`` of the batch, whose first row
     is at ``x``; each layer's output lands in those rows of its buffer (a residual
-    layer's sum with its skip source in its sum buffer). ``drop`` (NULL in inference)
-    applies dropout to the layers' outputs; the input's dropout is the caller's, on
-    its copy of the batch."""
-    cdef Py_ssize_t l, i, n_in, n_out, src
-    cdef const intp* s
+    layer's sum with its skip source in its sum buffer). ``training`` keeps the
+    pre-activations that backward needs; ``masks`` (NULL: none) applies dropout to
+    the layers' outputs (the input's dropout is the caller's, on its copy)."""
+    cdef Py_ssize_t l, i, at
+    cdef const LayerPlan* layer
     cdef floating* out
     cdef floating* total
     cdef const floating* skip
     cdef const floating* x0 = x
     for l in range(n_layers):
-        s = spec + l * SPEC_WIDTH
-        n_in = s[SPEC_N_IN]
-        n_out = s[SPEC_N_OUT]
-        out = work + layout[LAY_ACT0 + l] + row0 * n_out
-        _gemm(False, False, <int>rows, <int>n_out, <int>n_in, <floating>1,
-              x, <int>n_in, params + s[SPEC_W_OFF], <int>n_out, <floating>0, out, <int>n_out)
-        _bias_act(out, params + s[SPEC_B_OFF], rows, n_out, <int>s[SPEC_ACT],
-                  <floating>act_param[l], _kept_z(work, layout, n_layers, l, row0 * n_out))
-        src = s[SPEC_SKIP]
-        if src != NO_SKIP:
-            skip = x0 if src == SKIP_INPUT else _layer_output(work, layout, n_layers, src) + row0 * n_out
-            total = _layer_output(work, layout, n_layers, l) + row0 * n_out
-            for i in range(rows * n_out):
+        layer = &plan[l]
+        at = row0 * layer.n_out
+        out = work + cap * layer.out_at + at
+        _gemm(False, False, <int>rows, <int>layer.n_out, <int>layer.n_in, <floating>1,
+              x, <int>layer.n_in, params + layer.weight_at, <int>layer.n_out, <floating>0,
+              out, <int>layer.n_out)
+        _bias_act(out, params + layer.bias_at, rows, layer.n_out, <int>layer.activation,
+                  <floating>layer.act_param, _kept_z(work, cap, layer, at) if training else NULL)
+        if layer.skip != NO_SKIP:
+            skip = x0 if layer.skip == SKIP_INPUT else _passed_on(work, cap, &plan[layer.skip]) + at
+            total = work + cap * layer.sum_at + at
+            for i in range(rows * layer.n_out):
                 total[i] = out[i] + skip[i]
             out = total
-        if drop != NULL and drop.rate[l + 1] > 0:
-            _dropout_forward(out, rows, n_out, row0, drop, l + 1)
+        if masks != NULL and layer.dropout_after > 0:
+            _dropout_forward(out, rows, layer.n_out, row0, layer.dropout_after, masks, l + 1)
         x = out
 
 
-cdef inline floating* _output(floating* work, const intp* layout, Py_ssize_t n_layers) noexcept nogil:
-    return _layer_output(work, layout, n_layers, n_layers - 1)
-
-
-cdef inline floating* _delta(floating* work, const intp* layout, Py_ssize_t n_layers,
-                             Py_ssize_t l) noexcept nogil:
-    return work + layout[LAY_ACT0 + n_layers + l]
-
-
-cdef inline floating* _kept_z(floating* work, const intp* layout, Py_ssize_t n_layers,
-                              Py_ssize_t l, Py_ssize_t at) noexcept nogil:
-    """Layer l's pre-activation buffer (at entry ``at``), kept for activations whose
-    derivative needs it (GELU) in training; NULL where there is none (-1)."""
-    cdef intp offset = layout[LAY_ACT0 + 2 * n_layers + l]
-    return work + offset + at if offset >= 0 else NULL
-
-
-cdef void _deltas(const floating* params, floating* work, const intp* spec,
-                  const double* act_param, const intp* layout, Py_ssize_t n_layers,
-                  Py_ssize_t row0, Py_ssize_t rows, const Dropout* drop,
-                  floating* input_skip) noexcept nogil:
+cdef void _deltas(const floating* params, floating* work, Py_ssize_t cap,
+                  const LayerPlan* plan, Py_ssize_t n_layers, Py_ssize_t row0,
+                  Py_ssize_t rows, const Masks* masks, floating* input_skip) noexcept nogil:
     """Backward pass of the deltas for rows ``row0 <= i < row0 + rows``.
 
     On entry the last layer's delta buffer holds dL/d(output) (from the loss). Going
@@ -838,78 +785,73 @@ cdef void _deltas(const floating* params, floating* work, const intp* spec,
     already there. The first layer's input gradient is skipped, and so are the deltas
     below the lowest trainable layer (frozen layers need none).
     """
-    cdef Py_ssize_t l, j, n_in, n_out, src, lowest = 0
-    cdef const intp* s
+    cdef Py_ssize_t l, j, at, lowest = 0
+    cdef const LayerPlan* layer
     cdef floating* dl
     cdef floating beta
-    while lowest < n_layers and not spec[lowest * SPEC_WIDTH + SPEC_TRAINABLE]:
+    while lowest < n_layers and not plan[lowest].trainable:
         lowest += 1
     for l in range(n_layers - 1, lowest - 1, -1):
-        s = spec + l * SPEC_WIDTH
-        n_in = s[SPEC_N_IN]
-        n_out = s[SPEC_N_OUT]
-        dl = _delta(work, layout, n_layers, l) + row0 * n_out
-        src = s[SPEC_SKIP]
-        if src >= lowest:
-            memcpy(_delta(work, layout, n_layers, src) + row0 * n_out, dl,
-                   rows * n_out * sizeof(floating))
-        elif src == SKIP_INPUT and input_skip != NULL:
-            memcpy(input_skip + row0 * n_out, dl, rows * n_out * sizeof(floating))
-        if drop != NULL and drop.rate[l + 1] > 0:
-            _dropout_act_backward(work + layout[LAY_ACT0 + l] + row0 * n_out,
-                                  _kept_z(work, layout, n_layers, l, row0 * n_out), dl, rows,
-                                  n_out, row0, drop, l + 1, <int>s[SPEC_ACT],
-                                  <floating>act_param[l])
+        layer = &plan[l]
+        at = row0 * layer.n_out
+        dl = work + cap * layer.delta_at + at
+        if layer.skip >= lowest:
+            memcpy(work + cap * plan[layer.skip].delta_at + at, dl,
+                   rows * layer.n_out * sizeof(floating))
+        elif layer.skip == SKIP_INPUT and input_skip != NULL:
+            memcpy(input_skip + at, dl, rows * layer.n_out * sizeof(floating))
+        if masks != NULL and layer.dropout_after > 0:
+            _dropout_act_backward(work + cap * layer.out_at + at, _kept_z(work, cap, layer, at),
+                                  dl, rows, layer.n_out, row0, layer.dropout_after, masks,
+                                  l + 1, <int>layer.activation, <floating>layer.act_param)
         else:
-            _act_backward(work + layout[LAY_ACT0 + l] + row0 * n_out,
-                          _kept_z(work, layout, n_layers, l, row0 * n_out), dl, rows, n_out,
-                          <int>s[SPEC_ACT], <floating>act_param[l])
+            _act_backward(work + cap * layer.out_at + at, _kept_z(work, cap, layer, at), dl,
+                          rows, layer.n_out, <int>layer.activation, <floating>layer.act_param)
         if l == lowest:
             break
         beta = 0
         for j in range(l, n_layers):  # does a skip copy already wait in delta_{l-1}?
-            if spec[j * SPEC_WIDTH + SPEC_SKIP] == l - 1:
+            if plan[j].skip == l - 1:
                 beta = 1
-        _gemm(False, True, <int>rows, <int>n_in, <int>n_out, <floating>1, dl, <int>n_out,
-              params + s[SPEC_W_OFF], <int>n_out, beta,
-              _delta(work, layout, n_layers, l - 1) + row0 * n_in, <int>n_in)
+        _gemm(False, True, <int>rows, <int>layer.n_in, <int>layer.n_out, <floating>1, dl,
+              <int>layer.n_out, params + layer.weight_at, <int>layer.n_out, beta,
+              work + cap * plan[l - 1].delta_at + row0 * layer.n_in, <int>layer.n_in)
 
 
 cdef double _gradients(const floating* params, floating* grads, floating* work,
-                       const intp* spec, const intp* layout, const double* reg,
-                       Py_ssize_t n_layers, const floating* x, Py_ssize_t rows,
-                       int part, int n_parts) noexcept nogil:
+                       Py_ssize_t cap, const LayerPlan* plan, Py_ssize_t n_layers,
+                       const floating* x, Py_ssize_t rows, int part,
+                       int n_parts) noexcept nogil:
     """Weight and bias gradients over all ``rows`` rows of the batch, for part
     ``part`` of ``n_parts`` of each trainable layer's output columns:
     ``grad_weight[:, cols] = a_prev^T @ delta[:, cols]``, ``grad_bias[cols] =
     column sums of delta[:, cols]``, plus the gradients of the layer's L1 and L2
-    penalties (``reg``: l1 and l2 of the weight, l1 and l2 of the bias, per layer).
-    Parts write disjoint entries. Returns this part's share of the penalty."""
-    cdef Py_ssize_t l, n_in, n_out, c0, c1
-    cdef const intp* s
+    penalties. Parts write disjoint entries. Returns this part's share of the
+    penalty."""
+    cdef Py_ssize_t l, c0, c1
+    cdef const LayerPlan* layer
     cdef const floating* a_prev
     cdef const floating* delta
     cdef double penalty = 0
     for l in range(n_layers):
-        s = spec + l * SPEC_WIDTH
-        n_in = s[SPEC_N_IN]
-        n_out = s[SPEC_N_OUT]
-        c0 = n_out * part // n_parts
-        c1 = n_out * (part + 1) // n_parts
-        if c1 == c0 or not s[SPEC_TRAINABLE]:
+        layer = &plan[l]
+        c0 = layer.n_out * part // n_parts
+        c1 = layer.n_out * (part + 1) // n_parts
+        if c1 == c0 or not layer.trainable:
             continue
-        a_prev = x if l == 0 else _layer_output(work, layout, n_layers, l - 1)
-        delta = _delta(work, layout, n_layers, l) + c0
-        _gemm(True, False, <int>n_in, <int>(c1 - c0), <int>rows, <floating>1,
-              a_prev, <int>n_in, delta, <int>n_out, <floating>0,
-              grads + s[SPEC_W_OFF] + c0, <int>n_out)
-        _col_sums(delta, rows, c1 - c0, n_out, grads + s[SPEC_B_OFF] + c0)
-        if reg[4 * l] != 0 or reg[4 * l + 1] != 0:
-            penalty += _penalize(params + s[SPEC_W_OFF] + c0, grads + s[SPEC_W_OFF] + c0,
-                                 n_in, c1 - c0, n_out, reg[4 * l], reg[4 * l + 1])
-        if reg[4 * l + 2] != 0 or reg[4 * l + 3] != 0:
-            penalty += _penalize(params + s[SPEC_B_OFF] + c0, grads + s[SPEC_B_OFF] + c0,
-                                 1, c1 - c0, n_out, reg[4 * l + 2], reg[4 * l + 3])
+        a_prev = x if l == 0 else _passed_on(work, cap, &plan[l - 1])
+        delta = work + cap * layer.delta_at + c0
+        _gemm(True, False, <int>layer.n_in, <int>(c1 - c0), <int>rows, <floating>1,
+              a_prev, <int>layer.n_in, delta, <int>layer.n_out, <floating>0,
+              grads + layer.weight_at + c0, <int>layer.n_out)
+        _col_sums(delta, rows, c1 - c0, layer.n_out, grads + layer.bias_at + c0)
+        if layer.l1_weight != 0 or layer.l2_weight != 0:
+            penalty += _penalize(params + layer.weight_at + c0, grads + layer.weight_at + c0,
+                                 layer.n_in, c1 - c0, layer.n_out, layer.l1_weight,
+                                 layer.l2_weight)
+        if layer.l1_bias != 0 or layer.l2_bias != 0:
+            penalty += _penalize(params + layer.bias_at + c0, grads + layer.bias_at + c0,
+                                 1, c1 - c0, layer.n_out, layer.l1_bias, layer.l2_bias)
     return penalty
 
 
@@ -930,158 +872,235 @@ cdef double _penalize(const floating* w, floating* g, Py_ssize_t rows, Py_ssize_
     return l1 * absolute + l2 * square
 
 
-cdef void _train_part(int part, int n_parts,
-                      floating* params, floating* grads, floating* work, intp* label_work,
-                      const floating* X, Py_ssize_t n, Py_ssize_t d,
-                      const floating* targets, const intp* labels, const intp* order,
-                      Py_ssize_t batch_size, Py_ssize_t first_batch, Py_ssize_t stop_batch,
-                      const intp* spec, const double* act_param, const intp* layout,
-                      Py_ssize_t n_layers, int loss_kind, double loss_param,
-                      const floating* sample_weight, floating* weight_work,
-                      int opt_kind, const double* hyper,
-                      floating* state, Py_ssize_t n_params, const intp* segments,
-                      Py_ssize_t n_segments, const double* reg, const double* dropout,
-                      unsigned long long seed, double* batch_stats,
-                      intp* batch_correct, double* part_loss, intp* part_correct,
-                      double* part_norm, double* part_penalty,
-                      long long* step, int* status, Py_ssize_t* done) noexcept nogil:
-    """The training loop as run by one of ``n_parts`` threads (all of it when 1).
+# ---------------------------------------------------------------------------
+# The training step, in phases. Every thread of a team (all of it when one) runs
+# every phase on its own share: ``part`` of ``n_parts``.
+# ---------------------------------------------------------------------------
 
-    Each thread takes a share of each batch's rows through gather, forward, loss and
-    the deltas, then a share of each layer's columns for the gradients, then a share
-    of the flat buffer for gradient clipping and the optimizer update (within the
-    trainable ``segments`` of it), with a barrier after each phase. Every thread sums
-    the per-thread losses (and squared gradient norms) itself, so all agree.
-    """
-    cdef Py_ssize_t k = spec[(n_layers - 1) * SPEC_WIDTH + SPEC_N_OUT]
-    cdef Py_ssize_t b, i, t, start, rows, r0, r1, src, p0, p1
-    cdef bint use_labels = loss_kind == LOSS_CE_LABELS
-    cdef floating* xb = work + layout[LAY_XB]
-    cdef floating* yb = work + layout[LAY_YB]
-    cdef const floating* xin
-    cdef const floating* tin
-    cdef const intp* lin
-    cdef const floating* win
-    cdef double value, scale, norm, total_weight
-    cdef Py_ssize_t seg, a, z
-    cdef double clipnorm = hyper[HYPER_CLIPNORM], clipvalue = hyper[HYPER_CLIPVALUE]
-    cdef intp correct
-    cdef long long local_step = step[0]
-    cdef Dropout drop
-    cdef const Dropout* dropping = NULL
-    cdef bint input_dropout = dropout != NULL and dropout[0] > 0
-    cdef Py_ssize_t local_done = 0
-    cdef int local_status = ST_OK
-    if dropout != NULL:
-        drop.rate = dropout
-        drop.seed = seed
-        dropping = &drop
-    p0 = n_params * part // n_parts
-    p1 = n_params * (part + 1) // n_parts
-    for b in range(first_batch, stop_batch):
-        start = b * batch_size
-        rows = batch_size if start + batch_size <= n else n - start
-        r0 = rows * part // n_parts
-        r1 = rows * (part + 1) // n_parts
-        drop.step = local_step + 1
-        total_weight = rows
-        if order != NULL:
-            for i in range(r0, r1):
-                src = order[start + i]
-                memcpy(xb + i * d, X + src * d, d * sizeof(floating))
-                if use_labels:
-                    label_work[i] = labels[src]
-                else:
-                    memcpy(yb + i * k, targets + src * k, k * sizeof(floating))
-                if sample_weight != NULL:
-                    weight_work[i] = sample_weight[src]
-            xin, tin, lin = xb, yb, label_work
-            win = weight_work if sample_weight != NULL else NULL
-            if sample_weight != NULL:  # every thread needs the whole batch's weight
-                total_weight = 0
-                for i in range(rows):
-                    total_weight += sample_weight[order[start + i]]
-        else:
-            xin = X + start * d
-            tin = NULL if use_labels else targets + start * k
-            lin = labels + start if use_labels else NULL
-            win = sample_weight + start if sample_weight != NULL else NULL
-            if sample_weight != NULL:
-                total_weight = 0
-                for i in range(rows):
-                    total_weight += sample_weight[start + i]
-            if input_dropout:  # dropout needs a copy of the input to change
-                memcpy(xb + r0 * d, xin + r0 * d, (r1 - r0) * d * sizeof(floating))
-                xin = xb
-        if input_dropout:
-            _dropout_forward(xb + r0 * d, r1 - r0, d, r0, dropping, 0)
-        scale = _loss_scale(loss_kind, total_weight, k)
-        # Per part: the loss sum, then the sums of |residual| and residual^2.
-        part_loss[3 * part] = part_loss[3 * part + 1] = part_loss[3 * part + 2] = 0
-        part_correct[part] = 0
-        if r1 > r0:
-            _forward(params, work, spec, act_param, layout, n_layers, xin + r0 * d, r0, r1 - r0,
-                     dropping)
-            correct = 0
-            part_loss[3 * part] = _loss(loss_kind, loss_param,
-                                        _output(work, layout, n_layers) + r0 * k,
-                                        NULL if use_labels else tin + r0 * k,
-                                        lin + r0 if use_labels else NULL,
-                                        win + r0 if win != NULL else NULL, r1 - r0, k,
-                                        _delta(work, layout, n_layers, n_layers - 1) + r0 * k,
-                                        <floating>scale, &correct, &part_loss[3 * part + 1])
-            part_correct[part] = correct
-            _deltas(params, work, spec, act_param, layout, n_layers, r0, r1 - r0, dropping, NULL)
+cdef struct Run:
+    # One compiled call's data, read by every thread. Arrays are float32 or float64
+    # as the call's ``floating`` (held as void pointers: a struct cannot be fused).
+    const NetPlan* net
+    const LayerPlan* plan
+    Py_ssize_t n_layers
+    Py_ssize_t capacity         # rows of the workspace
+    const void* X               # (n, n_inputs)
+    const void* targets         # (n, n_outputs), NULL with class labels
+    const intp* labels          # (n,), NULL without
+    const void* sample_weight   # (n,), NULL: every row weighs 1
+    const intp* order           # (n,) row order of the epoch, NULL: storage order
+    Py_ssize_t n
+    Py_ssize_t batch_size
+    int loss_kind
+    double loss_param
+    intp* label_work            # gathered labels and weights of a shuffled batch
+    void* weight_work
+    const OptimizerConfig* opt  # NULL: gradients only
+    void* state                 # (rows, n_params) optimizer state
+    Py_ssize_t n_params
+    const intp* segments        # (n_segments, 2) trainable flat ranges [start, stop)
+    Py_ssize_t n_segments
+    bint dropout                # whether the network has dropout (masks from net.dropout_seed)
+    BatchStats* stats           # one per minibatch of the call, from its first
+
+
+cdef struct Part:
+    # One thread's share of a minibatch's sums (read by all after a barrier).
+    BatchStats stats
+    double penalty
+    double norm                 # squared norm of its share of the gradient
+
+
+cdef struct Batch:
+    # A minibatch as one thread sees it.
+    Py_ssize_t start            # first position in the epoch's row order
+    Py_ssize_t rows
+    Py_ssize_t r0               # this thread's rows [r0, r1)
+    Py_ssize_t r1
+    const void* x               # the batch's first input row (gathered or in place)
+    const void* targets
+    const intp* labels
+    const void* weights
+    double scale                # turns loss sums into the (weighted) batch mean
+
+
+cdef void _gather(const Run* r, Batch* b, floating* work, Py_ssize_t index,
+                  const Masks* masks, int part, int n_parts) noexcept nogil:
+    """Locate minibatch ``index``: with a row order, this thread copies its share of
+    the rows (inputs, targets or labels, weights) into the batch buffers; the input
+    dropout applies on that copy. Every thread sums the whole batch's weight."""
+    cdef Py_ssize_t d = r.net.n_inputs, k = r.net.n_outputs, i, src
+    cdef const floating* X = <const floating*>r.X
+    cdef const floating* targets = <const floating*>r.targets
+    cdef const floating* weights = <const floating*>r.sample_weight
+    cdef floating* xb = work + r.capacity * r.net.x_at
+    cdef floating* yb = work + r.capacity * r.net.y_at
+    cdef bint input_dropout = masks != NULL and r.net.input_dropout > 0
+    cdef double total_weight
+    b.start = index * r.batch_size
+    b.rows = r.batch_size if b.start + r.batch_size <= r.n else r.n - b.start
+    b.r0 = b.rows * part // n_parts
+    b.r1 = b.rows * (part + 1) // n_parts
+    total_weight = b.rows
+    if r.order != NULL:
+        for i in range(b.r0, b.r1):
+            src = r.order[b.start + i]
+            memcpy(xb + i * d, X + src * d, d * sizeof(floating))
+            if targets == NULL:
+                r.label_work[i] = r.labels[src]
+            else:
+                memcpy(yb + i * k, targets + src * k, k * sizeof(floating))
+            if weights != NULL:
+                (<floating*>r.weight_work)[i] = weights[src]
+        b.x = xb
+        b.targets = yb if targets != NULL else NULL
+        b.labels = r.label_work if targets == NULL else NULL
+        b.weights = r.weight_work if weights != NULL else NULL
+        if weights != NULL:
+            total_weight = 0
+            for i in range(b.rows):
+                total_weight += weights[r.order[b.start + i]]
+    else:
+        b.x = X + b.start * d
+        b.targets = targets + b.start * k if targets != NULL else NULL
+        b.labels = r.labels + b.start if targets == NULL else NULL
+        b.weights = weights + b.start if weights != NULL else NULL
+        if weights != NULL:
+            total_weight = 0
+            for i in range(b.rows):
+                total_weight += weights[b.start + i]
+        if input_dropout:  # dropout needs a copy of the input to change
+            memcpy(xb + b.r0 * d, X + (b.start + b.r0) * d, (b.r1 - b.r0) * d * sizeof(floating))
+            b.x = xb
+    if input_dropout:
+        _dropout_forward(xb + b.r0 * d, b.r1 - b.r0, d, b.r0, r.net.input_dropout, masks, 0)
+    b.scale = _loss_scale(r.loss_kind, total_weight, k)
+
+
+cdef void _forward_loss_backward(const Run* r, const Batch* b, const floating* params,
+                                 floating* work, const Masks* masks, Part* mine) noexcept nogil:
+    """This thread's rows: forward, the loss sums and the output delta in one pass,
+    then the deltas down the network."""
+    cdef Py_ssize_t d = r.net.n_inputs, k = r.net.n_outputs, rows = b.r1 - b.r0
+    cdef const LayerPlan* last = &r.plan[r.n_layers - 1]
+    cdef const floating* targets = <const floating*>b.targets
+    cdef const floating* weights = <const floating*>b.weights
+    memset(&mine.stats, 0, sizeof(BatchStats))
+    if rows == 0:
+        return
+    _forward(params, work, r.capacity, r.plan, r.n_layers, <const floating*>b.x + b.r0 * d,
+             b.r0, rows, masks, True)
+    mine.stats.loss = _loss(r.loss_kind, r.loss_param,
+                            _passed_on(work, r.capacity, last) + b.r0 * k,
+                            targets + b.r0 * k if targets != NULL else NULL,
+                            b.labels + b.r0 if targets == NULL else NULL,
+                            weights + b.r0 if weights != NULL else NULL, rows, k,
+                            work + r.capacity * last.delta_at + b.r0 * k,
+                            <floating>b.scale, &mine.stats)
+    _deltas(params, work, r.capacity, r.plan, r.n_layers, b.r0, rows, masks, NULL)
+
+
+cdef bint _reduce(const Run* r, const Batch* b, const Part* parts, int part, int n_parts,
+                  BatchStats* out) noexcept nogil:
+    """Every thread sums the parts' losses (so that all agree whether it is finite);
+    part 0 writes the batch's statistics. Returns whether the loss is finite."""
+    cdef int t
+    cdef double total = 0
+    for t in range(n_parts):
+        total += parts[t].stats.loss
+    if part == 0:
+        out.loss = total * b.scale if isfinite(total) else total
+        out.abs_residual = out.sq_residual = 0
+        out.correct = 0
+        for t in range(n_parts):
+            out.abs_residual += parts[t].stats.abs_residual
+            out.sq_residual += parts[t].stats.sq_residual
+            out.correct += parts[t].stats.correct
+    return isfinite(total)
+
+
+cdef inline double _clip_factor(double clipnorm, double sum_squares) noexcept nogil:
+    # torch.nn.utils.clip_grad_norm_: scale by clipnorm / (norm + 1e-6) when below 1.
+    return clipnorm / (sqrt(sum_squares) + 1e-6)
+
+
+cdef inline bint _overlap(const intp* segments, Py_ssize_t s, Py_ssize_t lo, Py_ssize_t hi,
+                          Py_ssize_t* a, Py_ssize_t* b) noexcept nogil:
+    """Intersect trainable segment ``s`` with [lo, hi) into [a, b); whether non-empty."""
+    a[0] = segments[2 * s] if segments[2 * s] > lo else lo
+    b[0] = segments[2 * s + 1] if segments[2 * s + 1] < hi else hi
+    return b[0] > a[0]
+
+
+cdef void _clip_and_update(const Run* r, floating* params, floating* grads, floating* state,
+                           long long step, Part* parts, int part, int n_parts) noexcept nogil:
+    """Gradient clipping (the global norm over the trainable segments, then each
+    entry), then the optimizer update, each thread on its share of the flat buffer.
+    The one statement of the clipping rule: the hand-written ``Optimizer.step``
+    runs it too, through ``apply_update``."""
+    cdef const OptimizerConfig* o = r.opt
+    cdef Py_ssize_t p0 = r.n_params * part // n_parts, p1 = r.n_params * (part + 1) // n_parts
+    cdef Py_ssize_t s, a, z
+    cdef double factor = 1, total = 0
+    cdef int t
+    if o.clipnorm > 0:
+        parts[part].norm = 0
+        for s in range(r.n_segments):
+            if _overlap(r.segments, s, p0, p1, &a, &z):
+                parts[part].norm += _sum_squares(grads + a, z - a)
         if n_parts > 1:
             fbp_barrier()
-        value = 0
-        correct = 0
         for t in range(n_parts):
-            value += part_loss[3 * t]
-            correct += part_correct[t]
-        if not isfinite(value):
-            if part == 0:
-                batch_stats[3 * b] = value
+            total += parts[t].norm
+        factor = _clip_factor(o.clipnorm, total)
+    for s in range(r.n_segments):
+        if _overlap(r.segments, s, p0, p1, &a, &z):
+            if factor < 1:
+                _scale(grads + a, z - a, <floating>factor)
+            if o.clipvalue > 0:
+                _clamp(grads + a, z - a, <floating>o.clipvalue)
+            _optimizer_step(o, params + a, grads + a, state + a if state != NULL else NULL,
+                            r.n_params, z - a, step)
+
+
+cdef void _train_part(const Run* r, floating* params, floating* grads, floating* work,
+                      floating* state, Part* parts, Py_ssize_t first_batch,
+                      Py_ssize_t stop_batch, long long* step, int* status, Py_ssize_t* done,
+                      int part, int n_parts) noexcept nogil:
+    """Minibatches ``first_batch <= b < stop_batch`` as run by one thread: gather,
+    forward, loss and deltas (rows), a barrier, the loss reduced, the gradients
+    (columns), a barrier, then, with an optimizer, clipping and the update (flat
+    ranges) and a barrier. Stops before the gradients at a non-finite loss."""
+    cdef Batch b
+    cdef Py_ssize_t index, local_done = 0
+    cdef long long local_step = step[0]
+    cdef int local_status = ST_OK, t
+    cdef BatchStats* out
+    cdef Masks masks  # each thread's own: the masks of the step being taken
+    cdef const Masks* dropping = &masks if r.dropout else NULL
+    masks.seed = r.net.dropout_seed
+    for index in range(first_batch, stop_batch):
+        out = &r.stats[index - first_batch]
+        masks.step = local_step + 1
+        _gather(r, &b, work, index, dropping, part, n_parts)
+        _forward_loss_backward(r, &b, params, work, dropping, &parts[part])
+        if n_parts > 1:
+            fbp_barrier()
+        if not _reduce(r, &b, parts, part, n_parts, out):
             local_status = ST_NONFINITE_LOSS
             break
-        if part == 0:
-            batch_stats[3 * b] = value * scale
-            batch_stats[3 * b + 1] = batch_stats[3 * b + 2] = 0
-            for t in range(n_parts):
-                batch_stats[3 * b + 1] += part_loss[3 * t + 1]
-                batch_stats[3 * b + 2] += part_loss[3 * t + 2]
-            batch_correct[b] = correct
-        part_penalty[part] = _gradients(params, grads, work, spec, layout, reg, n_layers, xin,
-                                        rows, part, n_parts)
+        parts[part].penalty = _gradients(params, grads, work, r.capacity, r.plan, r.n_layers,
+                                         <const floating*>b.x, b.rows, part, n_parts)
         if n_parts > 1:
             fbp_barrier()
         if part == 0:
             for t in range(n_parts):
-                batch_stats[3 * b] += part_penalty[t]
-        if clipnorm > 0:  # the global norm over all trainable gradients
-            part_norm[part] = 0
-            for seg in range(n_segments):
-                if _overlap(segments, seg, p0, p1, &a, &z):
-                    part_norm[part] += _sum_squares(grads + a, z - a)
+                out.loss += parts[t].penalty
+        if r.opt != NULL:
+            local_step += 1
+            _clip_and_update(r, params, grads, state, local_step, parts, part, n_parts)
             if n_parts > 1:
                 fbp_barrier()
-            norm = 0
-            for t in range(n_parts):
-                norm += part_norm[t]
-            norm = clipnorm / (sqrt(norm) + 1e-6)
-            if norm < 1:
-                for seg in range(n_segments):
-                    if _overlap(segments, seg, p0, p1, &a, &z):
-                        _scale(grads + a, z - a, <floating>norm)
-        local_step += 1
-        for seg in range(n_segments):
-            if _overlap(segments, seg, p0, p1, &a, &z):
-                if clipvalue > 0:
-                    _clamp(grads + a, z - a, <floating>clipvalue)
-                _optimizer_step(opt_kind, params + a, grads + a, state + a, n_params, z - a,
-                                hyper, local_step)
-        if n_parts > 1:
-            fbp_barrier()
         local_done += 1
     if part == 0:
         step[0] = local_step
@@ -1090,213 +1109,235 @@ cdef void _train_part(int part, int n_parts,
 
 
 # ---------------------------------------------------------------------------
-# Python boundary: whole-network entry points.
+# Python boundary: whole-network entry points. Each checks its arguments once
+# (a bad plan or array raises instead of touching memory out of bounds), then
+# runs the kernels without the GIL.
 # ---------------------------------------------------------------------------
 
+cdef Run _data_run(const NetPlan[::1] net, const LayerPlan[::1] plan, Py_ssize_t capacity,
+                   Py_ssize_t work_size, Py_ssize_t n_params, bint training,
+                   const floating[:, ::1] X, const floating[:, ::1] targets,
+                   const intp[::1] labels, const void* sample_weight, Py_ssize_t n_weights,
+                   int loss_kind, double loss_param) except *:
+    """The checked plan and data of a call, as a Run without optimizer or batches."""
+    cdef Run r
+    cdef bint use_labels = loss_kind == LOSS_CE_LABELS
+    memset(&r, 0, sizeof(Run))
+    _check_plan(net, plan, n_params, work_size, capacity, training, X.shape[1])
+    if not 0 <= loss_kind < LOSS_COUNT:
+        raise ValueError("unknown loss code %d" % loss_kind)
+    if X.shape[0] < 1:
+        raise ValueError("at least one row is needed")
+    r.net, r.plan, r.n_layers, r.capacity = &net[0], &plan[0], plan.shape[0], capacity
+    r.X, r.n, r.loss_kind, r.loss_param = &X[0, 0], X.shape[0], loss_kind, loss_param
+    if use_labels:
+        if labels.shape[0] != r.n:
+            raise ValueError("labels do not match X: %d for %d rows" % (labels.shape[0], r.n))
+        _check_labels(labels, net[0].n_outputs)
+        r.labels = &labels[0]
+    else:
+        if targets.shape[0] != r.n or targets.shape[1] != net[0].n_outputs:
+            raise ValueError("targets do not match X and the output layer")
+        r.targets = &targets[0, 0]
+    if n_weights:
+        if n_weights != r.n:
+            raise ValueError("sample_weight must have one entry per row of X")
+        r.sample_weight = sample_weight
+    return r
+
+
+cdef _bind_batches(Run* r, Py_ssize_t batch_size, Py_ssize_t first_batch,
+                   Py_ssize_t stop_batch, const intp[::1] order, intp[::1] label_work,
+                   void* weight_work, Py_ssize_t weight_work_size, BatchStats[::1] stats):
+    # Minibatches first_batch <= b < stop_batch of batch_size rows in ``order``.
+    cdef Py_ssize_t l
+    if batch_size < 1 or batch_size > r.capacity:
+        raise ValueError("batch_size must lie in [1, capacity=%d]" % r.capacity)
+    if first_batch < 0 or stop_batch < first_batch:
+        raise ValueError("bad batch range %d..%d" % (first_batch, stop_batch))
+    if stop_batch > first_batch and (stop_batch - 1) * batch_size >= r.n:
+        raise ValueError("batch %d starts past the end of X" % (stop_batch - 1))
+    if stats.shape[0] < stop_batch - first_batch:
+        raise ValueError("stats needs one entry per minibatch")
+    if order.shape[0]:
+        if order.shape[0] != r.n:
+            raise ValueError("order must have one entry per row")
+        _check_order(order, r.n)
+        if r.labels != NULL and label_work.shape[0] < batch_size:
+            raise ValueError("label workspace too small")
+        if r.sample_weight != NULL and weight_work_size < batch_size:
+            raise ValueError("weight workspace too small")
+        r.order = &order[0]
+    r.batch_size = batch_size
+    r.label_work = &label_work[0] if label_work.shape[0] else NULL
+    r.weight_work = weight_work
+    r.stats = &stats[0] if stats.shape[0] else NULL
+    r.dropout = r.net.input_dropout > 0
+    for l in range(r.n_layers):
+        r.dropout |= r.plan[l].dropout_after > 0
+
+
+cdef tuple _run_team(const Run* r, floating* params, floating* grads, floating* work,
+                     floating* state, Py_ssize_t first_batch, Py_ssize_t stop_batch,
+                     long long step, int n_threads):
+    # The phases of each minibatch on a team of n_threads (a team of one without
+    # OpenMP); returns (status, batches done, optimizer steps taken in all).
+    cdef Part parts[MAX_PARTS]
+    cdef int status = ST_OK
+    cdef Py_ssize_t done = 0
+    if n_threads < 1 or n_threads > MAX_PARTS:
+        raise ValueError("n_threads must lie in [1, %d]" % MAX_PARTS)
+    if stop_batch > first_batch:
+        with nogil, parallel(num_threads=n_threads):
+            # The team may be smaller than asked (nested or limited OpenMP): split
+            # over the threads that actually run.
+            _train_part(r, params, grads, work, state, parts, first_batch, stop_batch,
+                        &step, &status, &done, fbp_thread_id(), fbp_team_size())
+    return status, done, step
+
+
 def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
-              intp[::1] label_work,
+              Py_ssize_t capacity, intp[::1] label_work, floating[::1] weight_work,
+              const NetPlan[::1] net, const LayerPlan[::1] plan,
               const floating[:, ::1] X, const floating[:, ::1] targets, const intp[::1] labels,
-              const intp[::1] order, Py_ssize_t batch_size,
-              Py_ssize_t first_batch, Py_ssize_t stop_batch,
-              const intp[:, ::1] spec, const double[::1] act_param, const intp[::1] layout,
-              const double[:, ::1] reg, const double[::1] dropout, unsigned long long seed,
-              int loss_kind, double loss_param, const floating[::1] sample_weight,
-              floating[::1] weight_work, int opt_kind, const double[::1] hyper,
+              const floating[::1] sample_weight, const intp[::1] order,
+              Py_ssize_t batch_size, Py_ssize_t first_batch, Py_ssize_t stop_batch,
+              int loss_kind, double loss_param, const OptimizerConfig[::1] opt,
               floating[:, ::1] state, const intp[:, ::1] segments, long long step,
-              double[:, ::1] batch_stats, intp[::1] batch_correct, int n_threads=1):
-    """Train on minibatches ``first_batch <= b < stop_batch`` of one epoch.
+              BatchStats[::1] stats, int n_threads=1):
+    """Train on minibatches ``first_batch <= b < stop_batch`` of one epoch: the fused
+    step (gradients, then clipping and the update) for each.
 
     Rows ``order[b * batch_size : (b + 1) * batch_size]`` of ``X`` form batch ``b``
-    (``order`` empty: rows in storage order, read in place without a copy). Each
-    step gathers the batch, runs forward, loss, backward and the optimizer update.
-    ``batch_stats[b]`` receives the batch's mean loss (weighted by ``sample_weight``
-    when not empty: sum(w_i loss_i) / sum(w_i)) and, for regression losses, its sums
-    of |prediction - target| and (prediction - target)^2; ``batch_correct[b]`` its
-    count of correct predictions (classification). Stops early, before updating, at a batch
-    whose loss is not finite.
-
-    The optimizer (``opt_kind``, hyperparameters ``hyper``, state buffers the rows of
-    ``state``) updates the flat ranges ``[start, stop)`` listed in ``segments`` (the
-    trainable layers) and nothing else.
+    (``order`` empty: rows in storage order, read in place). ``stats[b]`` receives
+    the batch's mean loss (weighted by ``sample_weight`` when not empty:
+    sum(w_i loss_i) / sum(w_i)) plus the trainable layers' penalties, its residual
+    sums or its correct count. The optimizer ``opt[0]`` (state rows in ``state``)
+    updates the flat ranges listed in ``segments`` and nothing else, taking steps
+    ``step + 1, step + 2, ...``. Stops before updating at a batch whose loss is not
+    finite (its raw loss sum in ``stats[b].loss``).
 
     ``n_threads > 1`` splits every step over that many OpenMP threads (BLAS should
     then run single-threaded); the result depends on the thread count only through
     the order of floating-point sums inside BLAS.
 
-    Returns ``(status, batches_done, step)`` where ``step`` is the optimizer's step
-    count afterwards.
+    Returns ``(status, batches_done, step)``, ``step`` the optimizer's step count
+    afterwards.
     """
-    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = spec[spec.shape[0] - 1, SPEC_N_OUT]
-    cdef Py_ssize_t n_layers = spec.shape[0], n_params = params.shape[0]
-    cdef bint shuffled = order.shape[0] > 0
-    cdef bint use_labels = loss_kind == LOSS_CE_LABELS
-    cdef double part_loss[3 * MAX_PARTS]
-    cdef double part_norm[MAX_PARTS]
-    cdef double part_penalty[MAX_PARTS]
-    cdef intp part_correct[MAX_PARTS]
-    cdef floating* state_ptr = &state[0, 0] if state.shape[0] and state.shape[1] else NULL
-    cdef const intp* segment_ptr = &segments[0, 0] if segments.shape[0] else NULL
-    cdef int status = ST_OK
-    cdef Py_ssize_t done = 0
-    cdef int team
-
     if grads.shape[0] != params.shape[0]:
         raise ValueError("grads and params differ in size")
-    # The batch buffers are used when rows are shuffled or the input has dropout.
-    _check_network(params, work, spec, act_param, layout, d, batch_size, True,
-                   shuffled or (dropout.shape[0] > 0 and dropout[0] > 0))
-    if first_batch < 0 or stop_batch < first_batch:
-        raise ValueError("bad batch range %d..%d" % (first_batch, stop_batch))
-    if stop_batch > first_batch and (stop_batch - 1) * batch_size >= n:
-        raise ValueError("batch %d starts past the end of X" % (stop_batch - 1))
-    if shuffled and use_labels and label_work.shape[0] < batch_size:
-        raise ValueError("label workspace too small")
-    if (use_labels and labels.shape[0] != n) or \
-            (not use_labels and (targets.shape[0] != n or targets.shape[1] != k)):
-        raise ValueError("targets do not match X")
-    if use_labels:
-        _check_labels(labels, k)
-    if shuffled and order.shape[0] != n:
-        raise ValueError("order must have one entry per row")
-    if shuffled:
-        _check_order(order, n)
-    if batch_stats.shape[0] < stop_batch or batch_stats.shape[1] != 3 or \
-            batch_correct.shape[0] < stop_batch:
-        raise ValueError("batch_stats (n_batches, 3) and batch_correct are too short")
-    _check_optimizer(opt_kind, hyper, state, n_params)
-    _check_segments(segments, n_params)
-    _check_reg(reg, n_layers)
-    _check_dropout(dropout, n_layers)
-    if sample_weight.shape[0] and (sample_weight.shape[0] != n or
-                                   (shuffled and weight_work.shape[0] < batch_size)):
-        raise ValueError("sample_weight must have one entry per row of X")
+    cdef Run r = _data_run(net, plan, capacity, work.shape[0], params.shape[0], True, X,
+                           targets, labels, &sample_weight[0] if sample_weight.shape[0] else NULL,
+                           sample_weight.shape[0], loss_kind, loss_param)
+    if stop_batch > stats.shape[0]:
+        raise ValueError("stats needs one entry per minibatch of the epoch")
+    _bind_batches(&r, batch_size, first_batch, stop_batch, order, label_work,
+                  &weight_work[0] if weight_work.shape[0] else NULL, weight_work.shape[0],
+                  stats[first_batch:])
+    _bind_optimizer(&r, opt, state, segments, params.shape[0])
+    return _run_team(&r, &params[0], &grads[0], &work[0],
+                     &state[0, 0] if state.shape[0] and state.shape[1] else NULL,
+                     first_batch, stop_batch, step, n_threads)
+
+
+def batch_gradients(const floating[::1] params, floating[::1] grads, floating[::1] work,
+                    Py_ssize_t capacity, intp[::1] label_work, floating[::1] weight_work,
+                    const NetPlan[::1] net, const LayerPlan[::1] plan,
+                    const floating[:, ::1] X, const floating[:, ::1] targets,
+                    const intp[::1] labels, const floating[::1] sample_weight,
+                    const intp[::1] order, Py_ssize_t batch_size, Py_ssize_t batch,
+                    int loss_kind, double loss_param, long long step,
+                    BatchStats[::1] stats, int n_threads=1):
+    """The first half of a training step: the gradient of minibatch ``batch`` (rows as
+    ``train_run`` takes them) into ``grads`` for the trainable layers, with dropout
+    masks of step ``step + 1``; no update. ``stats[0]`` receives the batch's
+    statistics as in ``train_run``. Returns the status (``STATUS_OK`` or
+    ``STATUS_NONFINITE_LOSS``: then ``grads`` is not written)."""
+    if grads.shape[0] != params.shape[0]:
+        raise ValueError("grads and params differ in size")
+    cdef Run r = _data_run(net, plan, capacity, work.shape[0], params.shape[0], True, X,
+                           targets, labels, &sample_weight[0] if sample_weight.shape[0] else NULL,
+                           sample_weight.shape[0], loss_kind, loss_param)
+    _bind_batches(&r, batch_size, batch, batch + 1, order, label_work,
+                  &weight_work[0] if weight_work.shape[0] else NULL, weight_work.shape[0],
+                  stats)
+    return _run_team(&r, <floating*>&params[0], &grads[0], &work[0], <floating*>NULL, batch,
+                     batch + 1, step, n_threads)[0]
+
+
+def apply_update(floating[::1] params, floating[::1] grads, floating[:, ::1] state,
+                 const OptimizerConfig[::1] opt, const intp[:, ::1] segments, long long step,
+                 int n_threads=1):
+    """The second half of a training step: clip ``grads`` in place (``opt[0]``'s
+    clipnorm over the ``segments``, then clipvalue) and apply update number ``step``
+    (from 1) to the flat ranges in ``segments``, as ``train_run`` does after each
+    minibatch."""
+    cdef Run r
+    cdef Part parts[MAX_PARTS]
+    if grads.shape[0] != params.shape[0]:
+        raise ValueError("grads and params differ in size")
+    if step < 1:
+        raise ValueError("step counts from 1")
     if n_threads < 1 or n_threads > MAX_PARTS:
         raise ValueError("n_threads must lie in [1, %d]" % MAX_PARTS)
-    if stop_batch == first_batch:
-        return status, done, step
-
-    # One thread (or a build without OpenMP) runs as a team of one.
+    memset(&r, 0, sizeof(Run))
+    _bind_optimizer(&r, opt, state, segments, params.shape[0])
+    if params.shape[0] == 0:
+        return
+    cdef floating* state_ptr = &state[0, 0] if state.shape[0] and state.shape[1] else NULL
     with nogil, parallel(num_threads=n_threads):
-        # The team may be smaller than asked (nested or limited OpenMP): split over
-        # the threads that actually run.
-        _train_part(
-            fbp_thread_id(), fbp_team_size(), &params[0], &grads[0], &work[0],
-            &label_work[0] if label_work.shape[0] else NULL, &X[0, 0], n, d,
-            &targets[0, 0] if not use_labels else NULL,
-            &labels[0] if use_labels else NULL, &order[0] if shuffled else NULL,
-            batch_size, first_batch, stop_batch, &spec[0, 0], &act_param[0], &layout[0],
-            n_layers, loss_kind, loss_param,
-            &sample_weight[0] if sample_weight.shape[0] else NULL,
-            &weight_work[0] if weight_work.shape[0] else NULL,
-            opt_kind, &hyper[0], state_ptr, n_params,
-            segment_ptr, segments.shape[0], &reg[0, 0],
-            &dropout[0] if dropout.shape[0] else NULL, seed, &batch_stats[0, 0], &batch_correct[0],
-            part_loss, part_correct, part_norm, part_penalty, &step, &status, &done)
-    return status, done, step
+        _clip_and_update(&r, &params[0], &grads[0], state_ptr, step, parts, fbp_thread_id(),
+                         fbp_team_size())
 
 
-def loss_grad(floating[::1] params, floating[::1] grads, floating[::1] work,
-              const floating[:, ::1] X, const floating[:, ::1] targets, const intp[::1] labels,
-              const intp[:, ::1] spec, const double[::1] act_param, const intp[::1] layout,
-              const double[:, ::1] reg, int loss_kind, double loss_param=0,
-              const double[::1] dropout=None, unsigned long long seed=0, long long step=0):
-    """Mean loss over all rows of ``X`` plus the layers' penalties, and its gradient
-    into ``grads``; no update. With ``dropout`` rates (as train_run takes them), the
-    dropout masks of training step ``step`` apply (the input's included), so that
-    repeated calls see the same masks.
-
-    The workspace must hold ``X.shape[0]`` rows.
-    """
-    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = spec[spec.shape[0] - 1, SPEC_N_OUT]
-    cdef Py_ssize_t n_layers = spec.shape[0]
-    cdef floating* wp = &work[0]
-    cdef double value, penalty
-    cdef intp correct = 0
-    cdef const floating* tin = &targets[0, 0] if loss_kind != LOSS_CE_LABELS else NULL
-    cdef const intp* lin = &labels[0] if loss_kind == LOSS_CE_LABELS else NULL
-    cdef bint use_labels = loss_kind == LOSS_CE_LABELS
-    if grads.shape[0] != params.shape[0]:
-        raise ValueError("grads and params differ in size")
-    _check_network(params, work, spec, act_param, layout, d, n, True,
-                   dropout is not None and dropout.shape[0] > 0 and dropout[0] > 0)
-    if (loss_kind == LOSS_CE_LABELS and labels.shape[0] != n) or \
-            (loss_kind != LOSS_CE_LABELS and (targets.shape[0] != n or targets.shape[1] != k)):
-        raise ValueError("targets do not match X")
-    if use_labels:
-        _check_labels(labels, k)
-    _check_reg(reg, n_layers)
-    cdef Dropout drop
-    cdef const Dropout* dropping = NULL
-    cdef const floating* xin = &X[0, 0]
-    if dropout is not None and dropout.shape[0]:
-        _check_dropout(dropout, n_layers)
-        drop.rate = &dropout[0]
-        drop.seed = seed
-        drop.step = step
-        dropping = &drop
-    with nogil:
-        if dropping != NULL and dropout[0] > 0:
-            memcpy(wp + layout[LAY_XB], xin, n * d * sizeof(floating))
-            _dropout_forward(wp + layout[LAY_XB], n, d, 0, dropping, 0)
-            xin = wp + layout[LAY_XB]
-        _forward(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0], n_layers,
-                 xin, 0, n, dropping)
-        value = _loss(loss_kind, loss_param, _output(wp, &layout[0], n_layers), tin, lin,
-                      <floating*>NULL, n, k, _delta(wp, &layout[0], n_layers, n_layers - 1),
-                      _loss_scale(loss_kind, n, k), &correct)
-        _deltas(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0], n_layers, 0, n,
-                dropping, NULL)
-        penalty = _gradients(&params[0], &grads[0], wp, &spec[0, 0], &layout[0], &reg[0, 0],
-                             n_layers, xin, n, 0, 1)
-    return value * _loss_scale(loss_kind, n, k) + penalty
-
-
-def input_gradient_run(const floating[::1] params, floating[::1] work,
+def input_gradient_run(const floating[::1] params, floating[::1] work, Py_ssize_t capacity,
+                       const NetPlan[::1] net, const LayerPlan[::1] plan,
                        const floating[:, ::1] X, const floating[:, ::1] targets,
-                       const intp[::1] labels, floating[:, ::1] out,
-                       const intp[:, ::1] spec, const double[::1] act_param,
-                       const intp[::1] layout, int loss_kind, double loss_param,
-                       Py_ssize_t output, int output_act):
+                       const intp[::1] labels, int loss_kind, double loss_param,
+                       Py_ssize_t output, floating[:, ::1] out):
     """Gradient with respect to the inputs, by the same backward pass, into ``out``
     (shape of ``X``): row i is d loss_i / d x_i, sample i's own loss (``output`` < 0),
     or d f_i / d x_i for output column ``output`` as predict gives it (after the
-    output activation ``output_act``). The workspace must hold ``X.shape[0]`` rows
-    with deltas; every layer counts as trainable here."""
-    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], n_layers = spec.shape[0]
-    cdef Py_ssize_t k = spec[n_layers - 1, SPEC_N_OUT], i, j
+    output activation). The workspace (a training one) must hold ``X.shape[0]``
+    rows; every layer of ``plan`` must be trainable."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], i, j, l
+    cdef Run r
     cdef floating* wp = &work[0]
     cdef floating* res
     cdef floating* seed
     cdef floating p
-    cdef intp correct = 0
-    cdef bint use_labels = loss_kind == LOSS_CE_LABELS
-    _check_network(params, work, spec, act_param, layout, d, n, True, False)
+    cdef BatchStats ignored
+    cdef bint input_skip = False
+    cdef const LayerPlan* first = &plan[0]
+    if capacity < n:
+        raise ValueError("the workspace must hold every row")
+    if output < 0:
+        r = _data_run(net, plan, capacity, work.shape[0], params.shape[0], True, X, targets,
+                      labels, NULL, 0, loss_kind, loss_param)
+    else:
+        _check_plan(net, plan, params.shape[0], work.shape[0], capacity, True, d)
+        r.net, r.plan, r.n_layers = &net[0], &plan[0], plan.shape[0]
+    cdef Py_ssize_t k = net[0].n_outputs
+    cdef int output_act = <int>net[0].output_activation
     if out.shape[0] != n or out.shape[1] != d:
         raise ValueError("out must have the shape of X")
     if output >= k:
         raise ValueError("output %d is not below the %d outputs" % (output, k))
-    if output < 0:
-        if (use_labels and labels.shape[0] != n) or \
-                (not use_labels and (targets.shape[0] != n or targets.shape[1] != k)):
-            raise ValueError("targets do not match X")
-        if use_labels:
-            _check_labels(labels, k)
-    cdef bint input_skip = False
-    for i in range(n_layers):
-        if not spec[i, SPEC_TRAINABLE]:
+    for l in range(plan.shape[0]):
+        if not plan[l].trainable:
             raise ValueError("input_gradient_run needs every layer marked trainable")
-        input_skip |= spec[i, SPEC_SKIP] == SKIP_INPUT
+        input_skip |= plan[l].skip == SKIP_INPUT
+    memset(&ignored, 0, sizeof(BatchStats))
     with nogil:
-        _forward(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0], n_layers, &X[0, 0],
-                 0, n, NULL)
-        res = _output(wp, &layout[0], n_layers)
-        seed = _delta(wp, &layout[0], n_layers, n_layers - 1)
+        _forward(&params[0], wp, capacity, r.plan, r.n_layers, &X[0, 0], 0, n, NULL, True)
+        res = _passed_on(wp, capacity, &r.plan[r.n_layers - 1])
+        seed = wp + capacity * r.plan[r.n_layers - 1].delta_at
         if output < 0:
             # scale 1 per row (times k for the elementwise losses): each row's own loss.
-            _loss(loss_kind, loss_param, res, NULL if use_labels else &targets[0, 0],
-                  &labels[0] if use_labels else NULL, <floating*>NULL, n, k, seed,
-                  <floating>(1 if use_labels or loss_kind == LOSS_CE_SOFT else 1.0 / k),
-                  &correct)
+            _loss(loss_kind, loss_param, res, <const floating*>r.targets, r.labels,
+                  <floating*>NULL, n, k, seed,
+                  <floating>(1 if loss_kind == LOSS_CE_LABELS or loss_kind == LOSS_CE_SOFT
+                             else 1.0 / k), &ignored)
         else:
             memset(seed, 0, n * k * sizeof(floating))
             if output_act == ACT_SOFTMAX:
@@ -1314,122 +1355,165 @@ def input_gradient_run(const floating[::1] params, floating[::1] work,
                     _bias_act(res, <floating*>NULL, n, k, output_act, <floating>0, <floating*>NULL)
                     _act_backward(res, NULL, seed, n, k, output_act, <floating>0)
         # A residual connection from the input leaves its share in out first.
-        _deltas(&params[0], wp, &spec[0, 0], &act_param[0], &layout[0], n_layers, 0, n, NULL,
-                &out[0, 0])
-        _gemm(False, True, <int>n, <int>d, <int>spec[0, SPEC_N_OUT], <floating>1,
-              _delta(wp, &layout[0], n_layers, 0), <int>spec[0, SPEC_N_OUT],
-              &params[0] + spec[0, SPEC_W_OFF], <int>spec[0, SPEC_N_OUT],
+        _deltas(&params[0], wp, capacity, r.plan, r.n_layers, 0, n, NULL, &out[0, 0])
+        _gemm(False, True, <int>n, <int>d, <int>first.n_out, <floating>1,
+              wp + capacity * first.delta_at, <int>first.n_out,
+              &params[0] + first.weight_at, <int>first.n_out,
               <floating>(1 if input_skip else 0), &out[0, 0], <int>d)
 
 
-def predict_run(const floating[::1] params, floating[::1] work, const floating[:, ::1] X,
-                floating[:, ::1] out, Py_ssize_t capacity,
-                const intp[:, ::1] spec, const double[::1] act_param, const intp[::1] layout,
-                int output_act):
-    """Forward pass over all rows of ``X`` in chunks of ``capacity`` rows into ``out``;
-    ``output_act`` is applied to the last layer's output (softmax or sigmoid for
-    fused losses, identity otherwise)."""
-    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = spec[spec.shape[0] - 1, SPEC_N_OUT]
-    cdef Py_ssize_t start, rows
+def predict_run(const floating[::1] params, floating[::1] work, Py_ssize_t capacity,
+                const NetPlan[::1] net, const LayerPlan[::1] plan, const floating[:, ::1] X,
+                floating[:, ::1] out):
+    """Forward pass over all rows of ``X`` in chunks of ``capacity`` rows into ``out``,
+    the output activation (``net[0].output_activation``: the one fused into the loss
+    in training) applied."""
+    cdef Py_ssize_t n = X.shape[0], start, rows, k
     cdef floating* res
-    _check_network(params, work, spec, act_param, layout, d, min(capacity, n), False, False)
-    if capacity < 1:
-        raise ValueError("capacity must be positive")
+    _check_plan(net, plan, params.shape[0], work.shape[0], capacity, False, X.shape[1])
+    k = net[0].n_outputs
     if out.shape[0] != n or out.shape[1] != k:
         raise ValueError("out has the wrong shape")
+    cdef const LayerPlan* last = &plan[plan.shape[0] - 1]
+    cdef int output_act = <int>net[0].output_activation
     with nogil:
         start = 0
         while start < n:
             rows = capacity if start + capacity <= n else n - start
-            _forward(&params[0], &work[0], &spec[0, 0], &act_param[0], &layout[0],
-                     spec.shape[0], &X[start, 0], 0, rows, NULL)
-            res = _output(&work[0], &layout[0], spec.shape[0])
+            _forward(&params[0], &work[0], capacity, &plan[0], plan.shape[0], &X[start, 0], 0,
+                     rows, NULL, False)
+            res = _passed_on(&work[0], capacity, last)
             _bias_act(res, <floating*>NULL, rows, k, output_act, <floating>0, <floating*>NULL)
             memcpy(&out[start, 0], res, rows * k * sizeof(floating))
             start += rows
 
 
-def evaluate_run(const floating[::1] params, floating[::1] work, const floating[:, ::1] X,
-                 const floating[:, ::1] targets, const intp[::1] labels, Py_ssize_t capacity,
-                 const intp[:, ::1] spec, const double[::1] act_param, const intp[::1] layout,
-                 int loss_kind, double loss_param=0):
-    """Mean loss and count of correct predictions over all rows of ``X``."""
-    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = spec[spec.shape[0] - 1, SPEC_N_OUT]
-    cdef Py_ssize_t start, rows
-    cdef floating* res
+def evaluate_run(const floating[::1] params, floating[::1] work, Py_ssize_t capacity,
+                 const NetPlan[::1] net, const LayerPlan[::1] plan,
+                 const floating[:, ::1] X, const floating[:, ::1] targets,
+                 const intp[::1] labels, int loss_kind, double loss_param,
+                 BatchStats[::1] stats):
+    """Over all rows of ``X`` in chunks of ``capacity`` rows: ``stats[0]`` receives the
+    mean loss (without penalties), the count of correct predictions or the residual
+    sums."""
+    cdef Run r = _data_run(net, plan, capacity, work.shape[0], params.shape[0], False, X,
+                           targets, labels, NULL, 0, loss_kind, loss_param)
+    cdef Py_ssize_t start, rows, d = X.shape[1], k = net[0].n_outputs
     cdef double total = 0
-    cdef intp correct = 0
-    cdef bint use_labels = loss_kind == LOSS_CE_LABELS
-    _check_network(params, work, spec, act_param, layout, d, min(capacity, n), False, False)
-    if capacity < 1:
-        raise ValueError("capacity must be positive")
-    if (use_labels and labels.shape[0] != n) or \
-            (not use_labels and (targets.shape[0] != n or targets.shape[1] != k)):
-        raise ValueError("targets do not match X")
-    if use_labels:
-        _check_labels(labels, k)
+    cdef const floating* targets_ptr = <const floating*>r.targets
+    if stats.shape[0] != 1:
+        raise ValueError("stats must hold one BatchStats")
+    memset(&stats[0], 0, sizeof(BatchStats))
     with nogil:
         start = 0
-        while start < n:
-            rows = capacity if start + capacity <= n else n - start
-            _forward(&params[0], &work[0], &spec[0, 0], &act_param[0], &layout[0],
-                     spec.shape[0], &X[start, 0], 0, rows, NULL)
-            res = _output(&work[0], &layout[0], spec.shape[0])
-            total += _loss(loss_kind, loss_param, res,
-                           NULL if use_labels else &targets[start, 0],
-                           &labels[start] if use_labels else NULL, <floating*>NULL,
-                           rows, k, <floating*>NULL, <floating>1, &correct)
+        while start < r.n:
+            rows = capacity if start + capacity <= r.n else r.n - start
+            _forward(&params[0], &work[0], capacity, r.plan, r.n_layers, &X[start, 0], 0, rows,
+                     NULL, False)
+            total += _loss(loss_kind, loss_param,
+                           _passed_on(&work[0], capacity, &r.plan[r.n_layers - 1]),
+                           targets_ptr + start * k if targets_ptr != NULL else NULL,
+                           r.labels + start if r.labels != NULL else NULL, <floating*>NULL,
+                           rows, k, <floating*>NULL, <floating>1, &stats[0])
             start += rows
-    return total * _loss_scale(loss_kind, n, k), correct
+    stats[0].loss = total * _loss_scale(loss_kind, r.n, k)
 
 
-cdef _check_optimizer(int kind, const double[::1] hyper, const floating[:, ::1] state,
-                      Py_ssize_t n_params):
-    # The state rows each optimizer reads (see _optimizer_step).
-    cdef Py_ssize_t rows
-    if hyper.shape[0] != HYPER_SIZE:
-        raise ValueError("hyper must have %d entries" % HYPER_SIZE)
-    if kind == OPT_SGD:
-        rows = 1 if hyper[1] != 0 else 0
-    elif kind == OPT_ADAM:
-        rows = 2
-    elif kind == OPT_RMSPROP:
-        rows = 1 + (hyper[4] != 0) + (hyper[5] != 0)
-    elif kind == OPT_ADAGRAD:
-        rows = 1
-    else:
-        raise ValueError("unknown optimizer code %d" % kind)
-    if state.shape[0] < rows or (rows and state.shape[1] != n_params):
-        raise ValueError("the optimizer needs %d state rows of %d entries" % (rows, n_params))
+# ---------------------------------------------------------------------------
+# Checks of the boundary.
+# ---------------------------------------------------------------------------
 
-
-cdef _check_dropout(const double[::1] dropout, Py_ssize_t n_layers):
-    # Empty: no dropout. Else one rate for the input, then one per layer output, the
-    # last layer's 0 (its output goes to the loss).
-    cdef Py_ssize_t i
-    if dropout.shape[0] == 0:
-        return
-    if dropout.shape[0] != n_layers + 1:
-        raise ValueError("dropout must have n_layers + 1 entries")
-    for i in range(n_layers + 1):
-        if not 0 <= dropout[i] < 1:
-            raise ValueError("dropout rates must lie in [0, 1)")
-    if dropout[n_layers] != 0:
-        raise ValueError("the output layer cannot have dropout")
-
-
-cdef _check_reg(const double[:, ::1] reg, Py_ssize_t n_layers):
-    if reg.shape[0] != n_layers or reg.shape[1] != 4:
-        raise ValueError("reg must have shape (n_layers, 4)")
-
-
-cdef _check_segments(const intp[:, ::1] segments, Py_ssize_t n_params):
-    cdef Py_ssize_t s
+cdef _bind_optimizer(Run* r, const OptimizerConfig[::1] opt, const floating[:, ::1] state,
+                     const intp[:, ::1] segments, Py_ssize_t n_params):
+    # The rule, its named state rows (each needed one present, each present one
+    # inside ``state``) and the trainable segments.
+    cdef const OptimizerConfig* o
+    cdef Py_ssize_t s, i
+    cdef intp rows[6]
+    cdef bint needed[6]
+    if opt.shape[0] != 1:
+        raise ValueError("opt must hold one OptimizerConfig")
+    o = &opt[0]
+    if not 0 <= o.kind < OPT_COUNT:
+        raise ValueError("unknown optimizer code %d" % o.kind)
+    rows[:] = [o.momentum_buffer, o.exp_avg, o.exp_avg_sq, o.square_avg, o.grad_avg, o.sum]
+    needed[:] = [(o.kind == OPT_SGD or o.kind == OPT_RMSPROP) and o.momentum != 0,
+                 o.kind == OPT_ADAM, o.kind == OPT_ADAM, o.kind == OPT_RMSPROP,
+                 o.kind == OPT_RMSPROP and o.centered != 0, o.kind == OPT_ADAGRAD]
+    for i in range(6):
+        if (needed[i] and rows[i] < 0) or rows[i] >= state.shape[0] or rows[i] < -1:
+            raise ValueError("the optimizer's state rows do not match its rule (row %d)" % i)
+    if state.shape[0] and state.shape[1] != n_params:
+        raise ValueError("the optimizer state rows must have %d entries" % n_params)
     if segments.shape[0] and segments.shape[1] != 2:
         raise ValueError("segments must have shape (n, 2)")
     for s in range(segments.shape[0]):
         if not 0 <= segments[s, 0] <= segments[s, 1] <= n_params:
             raise ValueError("segment %d is outside the parameter buffer" % s)
+    r.opt = o
+    r.n_params = n_params
+    r.segments = &segments[0, 0] if segments.shape[0] else NULL
+    r.n_segments = segments.shape[0]
+
+
+cdef _check_buffer(intp offset, intp width, intp limit, str what, Py_ssize_t l):
+    # A workspace buffer of ``width`` entries per row at ``offset`` (in rows).
+    if offset < 0 or offset + width > limit:
+        raise ValueError("the %s buffer of layer %d lies outside the workspace" % (what, l))
+
+
+cdef _check_plan(const NetPlan[::1] net, const LayerPlan[::1] plan, Py_ssize_t n_params,
+                 Py_ssize_t work_size, Py_ssize_t capacity, bint training, Py_ssize_t d):
+    # Cheap structural checks once per call. The model builds the plan; users never do.
+    cdef Py_ssize_t l, n_layers = plan.shape[0]
+    cdef const NetPlan* nw
+    cdef const LayerPlan* layer
+    cdef intp width, source_width
+    if net.shape[0] != 1 or n_layers < 1:
+        raise ValueError("a plan is one NetPlan and at least one LayerPlan")
+    nw = &net[0]
+    if nw.n_inputs != d:
+        raise ValueError("X has %d features, the network expects %d" % (d, nw.n_inputs))
+    if not 0 <= nw.output_activation < ACT_COUNT:
+        raise ValueError("unknown output activation code %d" % nw.output_activation)
+    if not 0 <= nw.input_dropout < 1:
+        raise ValueError("dropout rates must lie in [0, 1)")
+    width = nw.train_width if training else nw.infer_width
+    if capacity < 1:
+        raise ValueError("capacity must be positive")
+    if width < 1 or work_size < capacity * width:
+        raise ValueError("the workspace is too small for %d rows" % capacity)
+    if plan[n_layers - 1].n_out != nw.n_outputs:
+        raise ValueError("the last layer's width is not the network's output width")
+    if training:
+        _check_buffer(nw.x_at, nw.n_inputs, width, "input batch", -1)
+        _check_buffer(nw.y_at, nw.n_outputs, width, "target batch", -1)
+    for l in range(n_layers):
+        layer = &plan[l]
+        if layer.n_in < 1 or layer.n_out < 1:
+            raise ValueError("layer %d has an empty dimension" % l)
+        if layer.n_in != (nw.n_inputs if l == 0 else plan[l - 1].n_out):
+            raise ValueError("layer %d input size does not match the layer below" % l)
+        if not 0 <= layer.activation < ACT_COUNT:
+            raise ValueError("layer %d has an unknown activation code" % l)
+        if layer.weight_at < 0 or layer.bias_at < 0 \
+                or layer.weight_at + layer.n_in * layer.n_out > n_params \
+                or layer.bias_at + layer.n_out > n_params:
+            raise ValueError("layer %d lies outside the parameter buffer" % l)
+        if not 0 <= layer.dropout_after < 1 or (l == n_layers - 1 and layer.dropout_after):
+            raise ValueError("layer %d: dropout rates lie in [0, 1), 0 after the last" % l)
+        _check_buffer(layer.out_at, layer.n_out, width, "output", l)
+        if layer.skip != NO_SKIP:
+            if not SKIP_INPUT <= layer.skip < l:
+                raise ValueError("layer %d has a bad skip connection" % l)
+            source_width = nw.n_inputs if layer.skip == SKIP_INPUT else plan[layer.skip].n_out
+            if source_width != layer.n_out:
+                raise ValueError("layer %d adds a skip of another width" % l)
+            _check_buffer(layer.sum_at, layer.n_out, width, "residual sum", l)
+        if training:
+            _check_buffer(layer.delta_at, layer.n_out, width, "delta", l)
+            if layer.activation == ACT_GELU or layer.z_at >= 0:
+                _check_buffer(layer.z_at, layer.n_out, width, "pre-activation", l)
 
 
 cdef _check_indices(const intp[::1] values, Py_ssize_t limit, str what):
@@ -1449,58 +1533,6 @@ cdef inline _check_order(const intp[::1] order, Py_ssize_t n):
 
 cdef inline _check_labels(const intp[::1] labels, Py_ssize_t n_classes):
     _check_indices(labels, n_classes, "class labels")
-
-
-cdef _check_network(const floating[::1] params, const floating[::1] work, const intp[:, ::1] spec,
-                    const double[::1] act_param, const intp[::1] layout, Py_ssize_t d,
-                    Py_ssize_t rows, bint backward, bint gathered):
-    # Cheap structural checks once per call, so that a bad table or a workspace too
-    # small for ``rows`` rows raises instead of touching memory out of bounds. The
-    # model builds these tables; users never do.
-    cdef Py_ssize_t l, src, n_layers = spec.shape[0], widest = 0, size = work.shape[0]
-    if n_layers < 1 or spec.shape[1] != SPEC_WIDTH:
-        raise ValueError("spec must have shape (n_layers, %d)" % SPEC_WIDTH)
-    if act_param.shape[0] != n_layers or layout.shape[0] != LAY_ACT0 + 4 * n_layers:
-        raise ValueError("act_param or layout does not match spec")
-    if spec[0, SPEC_N_IN] != d:
-        raise ValueError("X has %d features, the network expects %d" % (d, spec[0, SPEC_N_IN]))
-    if rows < 1:
-        raise ValueError("at least one row is needed")
-    for l in range(n_layers):
-        if spec[l, SPEC_N_IN] < 1 or spec[l, SPEC_N_OUT] < 1:
-            raise ValueError("layer %d has an empty dimension" % l)
-        if l > 0 and spec[l, SPEC_N_IN] != spec[l - 1, SPEC_N_OUT]:
-            raise ValueError("layer %d input size does not match layer %d" % (l, l - 1))
-        if spec[l, SPEC_W_OFF] < 0 or spec[l, SPEC_B_OFF] < 0 \
-                or spec[l, SPEC_W_OFF] + spec[l, SPEC_N_IN] * spec[l, SPEC_N_OUT] > params.shape[0] \
-                or spec[l, SPEC_B_OFF] + spec[l, SPEC_N_OUT] > params.shape[0]:
-            raise ValueError("layer %d lies outside the parameter buffer" % l)
-        if layout[LAY_ACT0 + l] < 0 or layout[LAY_ACT0 + l] + rows * spec[l, SPEC_N_OUT] > size:
-            raise ValueError("workspace too small for layer %d" % l)
-        widest = max(widest, spec[l, SPEC_N_OUT])
-    for l in range(n_layers):
-        src = spec[l, SPEC_SKIP]
-        if src != NO_SKIP:
-            if not SKIP_INPUT <= src < l or \
-                    spec[l, SPEC_N_OUT] != (d if src == SKIP_INPUT else spec[src, SPEC_N_OUT]):
-                raise ValueError("layer %d has a bad skip connection" % l)
-            if layout[LAY_ACT0 + 3 * n_layers + l] < 0 or \
-                    layout[LAY_ACT0 + 3 * n_layers + l] + rows * spec[l, SPEC_N_OUT] > size:
-                raise ValueError("residual workspace too small for layer %d" % l)
-        if layout[LAY_ACT0 + 2 * n_layers + l] >= 0 and \
-                layout[LAY_ACT0 + 2 * n_layers + l] + rows * spec[l, SPEC_N_OUT] > size:
-            raise ValueError("pre-activation workspace too small for layer %d" % l)
-        if backward and spec[l, SPEC_ACT] == ACT_GELU and layout[LAY_ACT0 + 2 * n_layers + l] < 0:
-            raise ValueError("layer %d (GELU) needs a pre-activation buffer" % l)
-    if backward:
-        for l in range(n_layers):
-            if layout[LAY_ACT0 + n_layers + l] < 0 or \
-                    layout[LAY_ACT0 + n_layers + l] + rows * spec[l, SPEC_N_OUT] > size:
-                raise ValueError("delta workspace too small for layer %d" % l)
-    if gathered:
-        if layout[LAY_XB] < 0 or layout[LAY_XB] + rows * d > size \
-                or layout[LAY_YB] < 0 or layout[LAY_YB] + rows * spec[n_layers - 1, SPEC_N_OUT] > size:
-            raise ValueError("batch workspace too small")
 
 
 # ---------------------------------------------------------------------------
@@ -1551,7 +1583,7 @@ def act_backward(const floating[:, ::1] a, floating[:, ::1] delta, int act, doub
         raise ValueError("a and delta differ in shape")
     if act == ACT_GELU and (z is None or z.shape[0] != a.shape[0] or z.shape[1] != a.shape[1]):
         raise ValueError("GELU's derivative needs z of a's shape")
-    if act < ACT_IDENTITY or act > ACT_EXP:
+    if not 0 <= act < ACT_COUNT:
         raise ValueError("unknown activation code %d" % act)
     if a.shape[0] == 0 or a.shape[1] == 0:
         return
@@ -1578,8 +1610,9 @@ def loss_delta(int kind, const floating[:, ::1] out, const floating[:, ::1] targ
     Returns ``(mean_loss, n_correct)``.
     """
     cdef Py_ssize_t rows = out.shape[0], cols = out.shape[1]
-    cdef intp correct = 0
+    cdef BatchStats stats
     cdef double value
+    memset(&stats, 0, sizeof(BatchStats))
     if delta.shape[0] != rows or delta.shape[1] != cols:
         raise ValueError("delta and out differ in shape")
     if kind == LOSS_CE_LABELS:
@@ -1588,7 +1621,7 @@ def loss_delta(int kind, const floating[:, ::1] out, const floating[:, ::1] targ
         _check_labels(labels, cols)
     elif targets.shape[0] != rows or targets.shape[1] != cols:
         raise ValueError("targets and out differ in shape")
-    if kind < LOSS_MSE or kind > LOSS_POISSON:
+    if not 0 <= kind < LOSS_COUNT:
         raise ValueError("unknown loss code %d" % kind)
     if rows == 0 or cols == 0:
         raise ValueError("empty batch")
@@ -1596,8 +1629,8 @@ def loss_delta(int kind, const floating[:, ::1] out, const floating[:, ::1] targ
         value = _loss(kind, param, &out[0, 0],
                       &targets[0, 0] if kind != LOSS_CE_LABELS else NULL,
                       &labels[0] if kind == LOSS_CE_LABELS else NULL, <floating*>NULL,
-                      rows, cols, &delta[0, 0], _loss_scale(kind, rows, cols), &correct)
-    return value * _loss_scale(kind, rows, cols), correct
+                      rows, cols, &delta[0, 0], _loss_scale(kind, rows, cols), &stats)
+    return value * _loss_scale(kind, rows, cols), stats.correct
 
 
 def sgd_update(floating[::1] params, const floating[::1] grads, floating[::1] momentum_buffer,
@@ -1630,32 +1663,9 @@ def adam_update(floating[::1] params, const floating[::1] grads, floating[::1] e
                      beta2, eps, weight_decay, decoupled, step)
 
 
-def optimizer_update(int kind, floating[::1] params, const floating[::1] grads,
-                     floating[:, ::1] state, const double[::1] hyper, long long step):
-    """One step of any optimizer in place (codes in OPTIMIZER_CODES, ``hyper`` as
-    ``Optimizer.hyperparameters()`` gives it, state buffers the rows of ``state``).
-    Gradient clipping is not applied here."""
-    cdef Py_ssize_t n = params.shape[0]
-    if grads.shape[0] != n:
-        raise ValueError("params and grads differ in size")
-    if step < 1:
-        raise ValueError("step counts from 1")
-    _check_optimizer(kind, hyper, state, n)
-    if n == 0:
-        return
-    with nogil:
-        _optimizer_step(kind, &params[0], &grads[0],
-                        &state[0, 0] if state.shape[0] else NULL, n, n, &hyper[0], step)
 
 
-# Codes as seen from Python (the Python modules mirror these; a test checks they agree).
-ACTIVATION_CODES = {"identity": ACT_IDENTITY, "sigmoid": ACT_SIGMOID, "tanh": ACT_TANH,
-                    "relu": ACT_RELU, "leaky_relu": ACT_LEAKY_RELU, "softmax": ACT_SOFTMAX,
-                    "elu": ACT_ELU, "gelu": ACT_GELU, "softplus": ACT_SOFTPLUS,
-                    "exponential": ACT_EXP}
-LOSS_CODES = {"mse": LOSS_MSE, "cross_entropy_labels": LOSS_CE_LABELS,
-              "cross_entropy": LOSS_CE_SOFT, "binary_cross_entropy": LOSS_BCE, "mae": LOSS_MAE,
-              "huber": LOSS_HUBER, "poisson": LOSS_POISSON}
-OPTIMIZER_CODES = {"sgd": OPT_SGD, "adam": OPT_ADAM, "rmsprop": OPT_RMSPROP,
-                   "adagrad": OPT_ADAGRAD}
-HYPERPARAMETERS = HYPER_SIZE
+# Codes as seen from Python: the one list in fastbp._codes (checked at import).
+ACTIVATION_CODES = dict(_codes.ACTIVATIONS)
+LOSS_CODES = dict(_codes.LOSSES)
+OPTIMIZER_CODES = dict(_codes.OPTIMIZERS)

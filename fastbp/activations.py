@@ -9,21 +9,11 @@ import numbers
 
 import numpy as np
 
+from . import _codes
 from ._backend import core
 
-# Mirrors ``fastbp._core.ACTIVATION_CODES``.
-ACTIVATIONS = {
-    "identity": 0,
-    "sigmoid": 1,
-    "tanh": 2,
-    "relu": 3,
-    "leaky_relu": 4,
-    "softmax": 5,
-    "elu": 6,
-    "gelu": 7,
-    "softplus": 8,
-    "exponential": 9,
-}
+# Names to kernel codes: the one list, in fastbp._codes.
+ACTIVATIONS = _codes.ACTIVATIONS
 
 _ALIASES = {None: "identity", "linear": "identity", "none": "identity", "logistic": "sigmoid",
             "exp": "exponential"}

@@ -9,13 +9,87 @@
   compiled step trained in one call (``batch`` counts the epoch's minibatches done).
 
 A callback stops training by setting ``model.stop_training = True``. Learning-rate
-schedules and early stopping live here, not in the optimizer.
+schedules and early stopping live here, not in the optimizer; so does ``History``,
+the record of the epochs that ``fit`` returns.
 """
 import math
 import numbers
 import os
 
 import numpy as np
+
+
+class History:
+    """Per-epoch metrics of ``fit``.
+
+    Attributes
+    ----------
+    history : dict of str to list of float
+        "loss" (the mean training loss over each epoch's minibatches), "accuracy"
+        for classification, and "val_loss" (and "val_accuracy") when validation data
+        is given.
+    epoch : list of int
+        The epoch numbers, from 0 (continuing across repeated ``fit`` calls).
+    """
+
+    def __init__(self):
+        self.history = {}
+        self.epoch = []
+
+    def _append(self, epoch, metrics):
+        self.epoch.append(epoch)
+        for key, value in metrics.items():
+            self.history.setdefault(key, []).append(float(value))
+
+    def __getitem__(self, key):
+        return self.history[key]
+
+    def plot(self, metrics=None, ax=None):
+        """Draw the training and validation curves with matplotlib.
+
+        Parameters
+        ----------
+        metrics : list of str, optional
+            Base names to draw, each with its "val_" twin when present; default:
+            every recorded metric except the learning rate.
+        ax : matplotlib Axes or array of Axes, optional
+            Where to draw; default: a new figure with one panel per metric.
+
+        Returns
+        -------
+        array of matplotlib Axes
+        """
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise ImportError("History.plot needs matplotlib: pip install matplotlib") from None
+        if not self.epoch:
+            raise ValueError("the History is empty: nothing to plot")
+        names = metrics or [k for k in self.history if not k.startswith("val_") and k != "lr"]
+        names = [name[4:] if name.startswith("val_") else name for name in names]
+        missing = [n for n in names if n not in self.history and "val_" + n not in self.history]
+        if missing:
+            raise ValueError(f"no metric {missing} in the History; it has {sorted(self.history)}")
+        if ax is None:
+            _, ax = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
+        axes = np.atleast_1d(ax).ravel()
+        if len(axes) < len(names):
+            raise ValueError(f"{len(names)} metrics need {len(names)} axes, got {len(axes)}")
+        for axis, name in zip(axes, names):
+            for key, label in ((name, "training"), ("val_" + name, "validation")):
+                if key in self.history:
+                    axis.plot(self.epoch, self.history[key], label=label)
+            axis.set_xlabel("epoch")
+            axis.set_ylabel(name)
+            axis.legend()
+        return axes
+
+    def __len__(self):
+        return len(self.epoch)
+
+    def __repr__(self):
+        last = {k: round(v[-1], 6) for k, v in self.history.items() if v}
+        return f"History(epochs={len(self.epoch)}, last={last})"
 
 
 class Callback:

@@ -15,6 +15,8 @@ Inside a ``Sequential`` model, a layer's weight, bias and gradients are views in
 the model's flat parameter and gradient buffers, and training runs in the model's
 fused compiled step rather than through ``forward``/``backward``.
 """
+import weakref
+
 import numpy as np
 
 from . import _validation as val
@@ -22,6 +24,15 @@ from . import activations as act
 from . import initializers as inits
 from . import regularizers
 from ._backend import core
+
+
+def _read_only(name):
+    def refuse(self, value):
+        raise AttributeError(
+            f"{type(self).__name__}.{name} cannot be replaced: it is a view into the model's"
+            f" parameter buffer. Write into it (layer.{name}[...] = values) or use"
+            " model.set_weights(...)")
+    return refuse
 
 
 class Layer:
@@ -102,8 +113,9 @@ class Dense(Layer):
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
         self.bias_regularizer = regularizers.get(bias_regularizer)
         self.input_dim = None if input_dim is None else val.positive_int(input_dim, "input_dim")
-        self.weight = self.bias = self.grad_weight = self.grad_bias = None
-        self._input = self._output = None
+        self._weight = self._bias = self._grad_weight = self._grad_bias = None
+        self._owner = None
+        self._input = self._output = self._z = None
 
     @property
     def activation_code(self):
@@ -129,10 +141,14 @@ class Dense(Layer):
         self.bind(n_inputs, params, grads, rng if rng is not None else np.random.default_rng())
         return self
 
-    def bind(self, n_inputs, params, grads, rng):
+    def bind(self, n_inputs, params, grads, rng, owner=None):
         """Point weight, bias and gradients at ``params`` and ``grads`` (flat views of
         ``n_params(n_inputs)`` entries), keeping the current values when the layer is
-        already built with this shape, drawing fresh ones from ``rng`` otherwise."""
+        already built with this shape, drawing fresh ones from ``rng`` otherwise.
+
+        ``owner`` is the network plan that holds the buffers. A layer belongs to one
+        owner at a time: binding it to a new one releases it from the old, which
+        then refuses to run (see ``fastbp.network.Network.release``)."""
         if self.input_dim is not None and n_inputs != self.input_dim:
             raise ValueError(
                 f"Dense({self.units}) was declared with input_dim={self.input_dim} but"
@@ -141,17 +157,38 @@ class Dense(Layer):
         n_w = n_inputs * self.units
         weight = params[:n_w].reshape(n_inputs, self.units)
         bias = params[n_w:n_w + self.units]
-        if self.built and self.weight.shape == weight.shape:
-            weight[...] = self.weight
-            bias[...] = self.bias
+        if self.built and self._weight.shape == weight.shape:
+            weight[...] = self._weight
+            bias[...] = self._bias
         else:
             weight[...] = inits.initialize(self.init, weight.shape, rng, params.dtype)
             bias[...] = inits.initialize(self.bias_init, bias.shape, rng, params.dtype)
-        self.weight, self.bias = weight, bias
-        self.grad_weight = grads[:n_w].reshape(n_inputs, self.units)
-        self.grad_bias = grads[n_w:n_w + self.units]
+        previous = self._owner() if self._owner is not None else None
+        if previous is not None and previous is not owner:
+            previous.release(self)
+        self._owner = weakref.ref(owner) if owner is not None else None
+        self._weight, self._bias = weight, bias
+        self._grad_weight = grads[:n_w].reshape(n_inputs, self.units)
+        self._grad_bias = grads[n_w:n_w + self.units]
         self.input_dim = n_inputs
         self.built = True
+
+    # Views into the owner's flat buffers: written in place (``layer.weight[...] =
+    # values``), never replaced.
+    weight = property(lambda self: self._weight, _read_only("weight"),
+                      doc="The weight, shape (n_inputs, units): a view into the model's buffer.")
+    bias = property(lambda self: self._bias, _read_only("bias"), doc="The bias, shape (units,).")
+    grad_weight = property(lambda self: self._grad_weight, _read_only("grad_weight"),
+                           doc="The gradient of the loss with respect to the weight.")
+    grad_bias = property(lambda self: self._grad_bias, _read_only("grad_bias"),
+                         doc="The gradient of the loss with respect to the bias.")
+
+    def __getstate__(self):
+        # A copy or a pickle is a free layer: it keeps its values, not its owner nor
+        # the batch of the last hand-written forward.
+        state = self.__dict__.copy()
+        state.update(_owner=None, _input=None, _output=None, _z=None)
+        return state
 
     @property
     def params(self):

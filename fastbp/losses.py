@@ -14,16 +14,17 @@ and no Jacobian is ever built. In a ``Sequential`` model a final ``softmax``
 import numpy as np
 
 from . import _validation as val
+from . import _codes
 from ._backend import core
 
-# Mirrors ``fastbp._core.LOSS_CODES``.
-LOSS_MSE = 0
-LOSS_CE_LABELS = 1
-LOSS_CE_SOFT = 2
-LOSS_BCE = 3
-LOSS_MAE = 4
-LOSS_HUBER = 5
-LOSS_POISSON = 6
+# Kernel codes: the one list, in fastbp._codes.
+LOSS_MSE = _codes.LOSSES["mse"]
+LOSS_CE_LABELS = _codes.LOSSES["cross_entropy_labels"]
+LOSS_CE_SOFT = _codes.LOSSES["cross_entropy"]
+LOSS_BCE = _codes.LOSSES["binary_cross_entropy"]
+LOSS_MAE = _codes.LOSSES["mae"]
+LOSS_HUBER = _codes.LOSSES["huber"]
+LOSS_POISSON = _codes.LOSSES["poisson"]
 
 
 class Loss:

@@ -19,16 +19,13 @@ import numbers
 
 import numpy as np
 
+from . import _codes
 from ._backend import core
 
-# Mirrors ``fastbp._core.OPTIMIZER_CODES``.
-OPT_SGD = 0
-OPT_ADAM = 1
-OPT_RMSPROP = 2
-OPT_ADAGRAD = 3
-# Length of the hyperparameter vector; clipping sits at its end (``_core``).
-HYPERPARAMETERS = 10
-_CLIPNORM, _CLIPVALUE = 8, 9
+OPT_SGD = _codes.OPTIMIZERS["sgd"]
+OPT_ADAM = _codes.OPTIMIZERS["adam"]
+OPT_RMSPROP = _codes.OPTIMIZERS["rmsprop"]
+OPT_ADAGRAD = _codes.OPTIMIZERS["adagrad"]
 
 
 def _check_number(value, name, low=None, high=None, low_open=False, high_open=True):
@@ -47,15 +44,44 @@ def _check_flag(value, name):
     return bool(value)
 
 
+class OptimizerState:
+    """The state of an optimizer for one flat parameter buffer: its step count and its
+    buffers, one row each of one array (so that the fused update reads them in one
+    pass and a model file stores them as one array), named as torch.optim names
+    them (``momentum_buffer``, ``exp_avg``, ``exp_avg_sq``, ...).
+
+    A model owns one (``model.optimizer_state``); the Optimizer instance it was given
+    holds configuration only, so one instance can configure several models.
+    """
+
+    def __init__(self, optimizer, size, dtype):
+        self.names = optimizer.state_names()
+        self.rows = np.full((len(self.names), size), optimizer._initial_state(), dtype=dtype)
+        self.step = 0
+
+    @property
+    def buffers(self):
+        """The state buffers by name (views into ``rows``)."""
+        return dict(zip(self.names, self.rows))
+
+    def __repr__(self):
+        return f"OptimizerState(step={self.step}, buffers={list(self.names)})"
+
+
 class Optimizer:
-    """Base class: hyperparameters, lazily created state, ``step``.
+    """Base class: hyperparameters, and ``step`` for hand-written loops.
+
+    An instance is configuration: in a model, the state (moments, step count) lives
+    in ``model.optimizer_state``, so one instance may serve several models. By hand,
+    ``step`` keeps the state of the arrays it updates in the instance (as
+    torch.optim does), with its step count in ``iterations``.
 
     Attributes
     ----------
     lr : float
         The learning rate (a learning-rate scheduler changes it between epochs).
     iterations : int
-        Number of steps taken so far.
+        Steps taken by hand with ``step``.
     """
 
     code = None
@@ -66,55 +92,49 @@ class Optimizer:
             clipnorm, "clipnorm", low=0, low_open=True, high=None)
         self.clipvalue = None if clipvalue is None else _check_number(
             clipvalue, "clipvalue", low=0, low_open=True, high=None)
-        self.iterations = 0
-        self._state = []
-        self._signature = None
+        self.reset()
 
     # -- the update rule, as the kernel reads it -------------------------------------
-    def _rule(self):
-        """This optimizer's hyperparameters (the first entries of the vector)."""
+    def _fields(self):
+        """This optimizer's fields of the OptimizerConfig struct."""
         raise NotImplementedError
 
-    def n_state_buffers(self):
+    def state_names(self):
+        """The names of the state buffers this rule keeps, in row order."""
         raise NotImplementedError
 
     def _initial_state(self):
         return 0.0
 
-    def hyperparameters(self):
-        """The hyperparameter vector the compiled update reads (float64)."""
-        vector = np.zeros(HYPERPARAMETERS)
-        rule = self._rule()
-        vector[:len(rule)] = rule
-        vector[_CLIPNORM] = self.clipnorm or 0.0
-        vector[_CLIPVALUE] = self.clipvalue or 0.0
-        return vector
+    def config(self):
+        """The rule as the compiled update reads it: an OptimizerConfig (see
+        ``fastbp/_core.pxd``) filled by field name, in an array of one."""
+        config = np.zeros(1, dtype=_codes.OPTIMIZER_CONFIG)
+        for row in _codes.STATE_ROWS:
+            config[row] = -1
+        for row, name in enumerate(self.state_names()):
+            config[name] = row
+        config["kind"] = self.code
+        config["clipnorm"] = self.clipnorm or 0.0
+        config["clipvalue"] = self.clipvalue or 0.0
+        for name, value in self._fields().items():
+            config[name] = value
+        return config
 
-    # -- state ------------------------------------------------------------------
-    def flat_state(self, size, dtype):
-        """Return the state for a flat parameter buffer of ``size`` entries: an array
-        of shape (n_state_buffers, size), created on first use or when the buffer
-        changed."""
-        signature = [(size, np.dtype(dtype))]
-        if self._signature != signature:
-            self.reset()
-            self._state = [self._new_state(size, dtype)]
-            self._signature = signature
-        return self._state[0]
-
-    def _new_state(self, size, dtype):
-        return np.full((self.n_state_buffers(), size), self._initial_state(), dtype=dtype)
+    def new_state(self, size, dtype):
+        """Fresh state for a flat parameter buffer of ``size`` entries."""
+        return OptimizerState(self, size, dtype)
 
     def reset(self):
-        """Forget the state (momentum, moments) and the step count."""
-        self._state = []
+        """Forget the hand-written loop's state and step count."""
+        self._hand_state = None
         self._signature = None
         self.iterations = 0
 
     # -- hand-written use ---------------------------------------------------------
     def step(self, params, grads):
         """Update ``params`` in place from ``grads`` (clipped in place first when
-        clipnorm or clipvalue is set).
+        clipnorm or clipvalue is set), by the same compiled update as a model's.
 
         Parameters
         ----------
@@ -127,37 +147,37 @@ class Optimizer:
         params, grads = list(params), list(grads)
         if len(params) != len(grads):
             raise ValueError(f"got {len(params)} parameter arrays but {len(grads)} gradients")
-        flat = []
+        dtypes = set()
         for i, (p, g) in enumerate(zip(params, grads)):
             if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
                 raise TypeError(f"parameter {i} must be a float32 or float64 ndarray")
             if not p.flags.c_contiguous or not p.flags.writeable:
                 raise ValueError(f"parameter {i} must be C-contiguous and writeable")
-            g = np.asarray(g)
-            if g.shape != p.shape:
-                raise ValueError(f"gradient {i} has shape {g.shape}, parameter has {p.shape}")
-            g = np.ascontiguousarray(g, dtype=p.dtype)
-            if not g.flags.writeable:
-                g = g.copy()
-            flat.append((p.reshape(-1), g.reshape(-1)))
-        signature = [(p.size, p.dtype) for p, _ in flat]
+            if np.shape(g) != p.shape:
+                raise ValueError(f"gradient {i} has shape {np.shape(g)}, parameter has {p.shape}")
+            dtypes.add(p.dtype)
+        if len(dtypes) > 1:
+            raise TypeError("all parameters must have one dtype")
+        # One flat buffer, as in a model, so that clipping and the update are the
+        # model's own compiled ones.
+        flat_p = np.concatenate([p.ravel() for p in params]) if params else np.empty(0)
+        flat_g = np.concatenate([np.ravel(g) for g in grads]).astype(flat_p.dtype) \
+            if grads else np.empty(0)
+        signature = [(p.size, p.dtype) for p in params]
         if self._signature != signature:
             self.reset()
-            self._state = [self._new_state(p.size, p.dtype) for p, _ in flat]
+            self._hand_state = self.new_state(flat_p.size, flat_p.dtype)
             self._signature = signature
-        if self.clipnorm is not None:
-            norm = math.sqrt(sum(float(np.dot(g, g)) for _, g in flat))
-            factor = self.clipnorm / (norm + 1e-6)
-            if factor < 1:
-                for _, g in flat:
-                    g *= g.dtype.type(factor)
-        if self.clipvalue is not None:
-            for _, g in flat:
-                np.clip(g, -self.clipvalue, self.clipvalue, out=g)
         self.iterations += 1
-        hyper = self.hyperparameters()
-        for (p, g), state in zip(flat, self._state):
-            core().optimizer_update(self.code, p, g, state, hyper, self.iterations)
+        segments = np.array([[0, flat_p.size]], dtype=np.intp)
+        core().apply_update(flat_p, flat_g, self._hand_state.rows, self.config(), segments,
+                            self.iterations)
+        start = 0
+        for p, g in zip(params, grads):
+            p.ravel()[...] = flat_p[start:start + p.size]
+            if isinstance(g, np.ndarray) and g.flags.writeable and g.flags.c_contiguous:
+                g.ravel()[...] = flat_g[start:start + p.size]  # clipped, as documented
+            start += p.size
 
     def get_config(self):
         config = self._config()
@@ -212,11 +232,12 @@ class SGD(Optimizer):
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs a momentum > 0")
 
-    def _rule(self):
-        return [self.lr, self.momentum, self.weight_decay, float(self.nesterov)]
+    def _fields(self):
+        return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
+                "nesterov": self.nesterov}
 
-    def n_state_buffers(self):
-        return 1 if self.momentum != 0 else 0
+    def state_names(self):
+        return ("momentum_buffer",) if self.momentum != 0 else ()
 
     def _config(self):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
@@ -263,12 +284,12 @@ class Adam(Optimizer):
         self.eps = _check_number(eps, "eps", low=0, high=None)
         self.weight_decay = _check_number(weight_decay, "weight_decay", low=0, high=None)
 
-    def _rule(self):
-        return [self.lr, self.betas[0], self.betas[1], self.eps, self.weight_decay,
-                float(self._decoupled)]
+    def _fields(self):
+        return {"lr": self.lr, "beta1": self.betas[0], "beta2": self.betas[1], "eps": self.eps,
+                "weight_decay": self.weight_decay, "decoupled": self._decoupled}
 
-    def n_state_buffers(self):
-        return 2
+    def state_names(self):
+        return ("exp_avg", "exp_avg_sq")
 
     def _config(self):
         return {"lr": self.lr, "betas": self.betas, "eps": self.eps,
@@ -333,12 +354,14 @@ class RMSProp(Optimizer):
         self.momentum = _check_number(momentum, "momentum", low=0, high=1)
         self.centered = _check_flag(centered, "centered")
 
-    def _rule(self):
-        return [self.lr, self.alpha, self.eps, self.weight_decay, self.momentum,
-                float(self.centered)]
+    def _fields(self):
+        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps,
+                "weight_decay": self.weight_decay, "momentum": self.momentum,
+                "centered": self.centered}
 
-    def n_state_buffers(self):
-        return 1 + (self.momentum != 0) + self.centered
+    def state_names(self):
+        return ("square_avg",) + (("momentum_buffer",) if self.momentum != 0 else ()) + \
+            (("grad_avg",) if self.centered else ())
 
     def _config(self):
         return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps,
@@ -376,11 +399,12 @@ class Adagrad(Optimizer):
             initial_accumulator_value, "initial_accumulator_value", low=0, high=None)
         self.eps = _check_number(eps, "eps", low=0, high=None)
 
-    def _rule(self):
-        return [self.lr, self.lr_decay, self.weight_decay, self.eps]
+    def _fields(self):
+        return {"lr": self.lr, "lr_decay": self.lr_decay, "weight_decay": self.weight_decay,
+                "eps": self.eps}
 
-    def n_state_buffers(self):
-        return 1
+    def state_names(self):
+        return ("sum",)
 
     def _initial_state(self):
         return self.initial_accumulator_value

@@ -10,6 +10,9 @@ A fastbp model file is a NumPy ``.npz`` archive (a zip of ``.npy`` arrays) holdi
 - ``optimizer_state``: the optimizer's state buffers, one row each (momentum; Adam's
   first and second moments; ...), of shape (n_buffers, n_params).
 
+This module owns the model's configuration (``config_of``, ``from_config``) and its
+restoration; it never imports the model module (the model imports it).
+
 It is read with ``allow_pickle=False``: loading never runs code from the file. The
 file is written to a temporary file in the same folder, then renamed over the
 target, so that a crash never leaves a half-written model under the target's name.
@@ -19,6 +22,11 @@ import os
 
 import numpy as np
 
+from . import _validation as val
+from .layers import Dense, Dropout, Residual
+from .losses import LOSSES
+from .optimizers import OPTIMIZERS
+
 FORMAT = "fastbp-model"
 FORMAT_VERSION = 1
 _KEYS = ("config", "params", "optimizer_state")
@@ -26,6 +34,78 @@ _KEYS = ("config", "params", "optimizer_state")
 
 class ModelFileError(ValueError):
     """A file that is not a readable fastbp model (truncated, tampered, foreign)."""
+
+
+def config_of(model):
+    """The model as JSON-compatible values (weights excluded)."""
+    return {
+        "layers": [{"class": type(layer).__name__, "config": layer.get_config(),
+                    "trainable": bool(layer.trainable)} for layer in model.layers],
+        "loss": model.loss.name,
+        "loss_config": model.loss.get_config(),
+        "optimizer": {"class": type(model.optimizer).__name__,
+                      "config": model.optimizer.get_config(),
+                      "iterations": model.optimizer_state.step},
+        "dtype": np.dtype(model.dtype).name,
+        "seed": model.seed,
+        "threads": model.threads,
+        "input_dim": model.input_dim,
+        "rng_state": model._rng.bit_generator.state,
+        "dropout_seed": model._network.dropout_seed,
+        "history": {"epoch": model.history.epoch, "history": model.history.history},
+        "epochs_done": model._epochs_done,
+    }
+
+
+def _layer(entry, inside=False):
+    kinds = {"Dense": Dense, "Dropout": Dropout, "Residual": Residual}
+    if entry.get("class") not in kinds or (inside and entry["class"] == "Residual"):
+        raise ValueError(f"unknown layer class {entry.get('class')!r}")
+    if entry["class"] == "Residual":
+        return Residual([_layer(inner, True) for inner in entry["config"]["layers"]])
+    layer = kinds[entry["class"]](**entry["config"])
+    layer.trainable = bool(entry.get("trainable", True))
+    return layer
+
+
+def from_config(model_class, config):
+    """A built ``model_class`` (fresh weights) from ``config_of``'s output."""
+    layers = [_layer(entry) for entry in config["layers"]]
+    opt = config["optimizer"]
+    by_class = {klass.__name__: klass for klass in OPTIMIZERS.values()}
+    if opt.get("class") not in by_class:
+        raise ValueError(f"unknown optimizer class {opt.get('class')!r}")
+    if config["loss"] not in LOSSES:
+        raise ValueError(f"unknown loss {config['loss']!r}")
+    loss = LOSSES[config["loss"]](**config.get("loss_config", {}))
+    model = model_class(layers, loss=loss, optimizer=by_class[opt["class"]](**opt["config"]),
+                        seed=config["seed"], dtype=config["dtype"], threads=config["threads"])
+    model.build(val.positive_int(config["input_dim"], "input_dim"))
+    return model
+
+
+def restore(model, params, state, config):
+    """Set weights, optimizer state, random state and history saved by ``save``."""
+    network = model._network
+    if params.dtype != model.dtype or params.shape != network.params.shape:
+        raise ValueError(f"params of {params.dtype} {params.shape} do not fit the"
+                         f" architecture ({np.dtype(model.dtype).name} {network.params.shape})")
+    if not val.all_finite(params):
+        raise ValueError("params hold NaN or infinity")
+    live = model.optimizer_state
+    if state.dtype != model.dtype or state.shape != live.rows.shape:
+        raise ValueError(f"optimizer state of shape {state.shape} does not fit the"
+                         f" optimizer (shape {live.rows.shape})")
+    np.copyto(network.params, params)
+    np.copyto(live.rows, state)
+    live.step = val.positive_int(config["optimizer"]["iterations"], "iterations", minimum=0)
+    model._rng.bit_generator.state = config["rng_state"]
+    network.dropout_seed = val.positive_int(config["dropout_seed"], "dropout_seed", minimum=0)
+    history = config["history"]
+    model.history.epoch = [int(e) for e in history["epoch"]]
+    model.history.history = {str(k): [float(v) for v in values]
+                             for k, values in history["history"].items()}
+    model._epochs_done = val.positive_int(config["epochs_done"], "epochs_done", minimum=0)
 
 
 def save(model, path):
@@ -37,16 +117,15 @@ def save(model, path):
 
     from . import __version__
 
-    model._require_built()
     path = os.fspath(path)
     if not path.endswith(".npz"):
         path += ".npz"
-    config = model.get_config()
+    config = config_of(model)
     config.update(format=FORMAT, format_version=FORMAT_VERSION, fastbp_version=__version__)
     arrays = {
         "config": np.array(json.dumps(config)),
-        "params": model.flat_params,
-        "optimizer_state": model.optimizer.flat_state(model.flat_params.size, model.dtype),
+        "params": model._network.params,
+        "optimizer_state": model.optimizer_state.rows,
     }
     folder = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=".fastbp-", suffix=".npz.tmp", dir=folder)
@@ -63,8 +142,9 @@ def save(model, path):
     return path
 
 
-def load(path):
-    """Read a model written by ``Sequential.save``.
+def load(path, model_class):
+    """Read a model written by ``save`` as a ``model_class`` (``fastbp.load`` passes
+    Sequential).
 
     Raises
     ------
@@ -72,8 +152,6 @@ def load(path):
         When the file is not a complete, consistent fastbp model file.
     """
     import zipfile
-
-    from .model import Sequential
 
     path = os.fspath(path)
     try:
@@ -90,8 +168,8 @@ def load(path):
         raise ModelFileError(f"{path} is not a readable fastbp model file: {exc}") from exc
     config = _read_config(arrays["config"], path)
     try:
-        model = Sequential.from_config(config)
-        model._restore(arrays["params"], arrays["optimizer_state"], config)
+        model = from_config(model_class, config)
+        restore(model, arrays["params"], arrays["optimizer_state"], config)
     except (ValueError, TypeError, KeyError) as exc:
         raise ModelFileError(f"{path} holds an inconsistent fastbp model: {exc}") from exc
     return model

@@ -18,7 +18,21 @@ def test_python_codes_mirror_compiled_codes():
     assert core().OPTIMIZER_CODES == {"sgd": optimizers.OPT_SGD, "adam": optimizers.OPT_ADAM,
                                       "rmsprop": optimizers.OPT_RMSPROP,
                                       "adagrad": optimizers.OPT_ADAGRAD}
-    assert core().HYPERPARAMETERS == optimizers.HYPERPARAMETERS
+
+
+def test_struct_field_names_equal_the_compiled_ones():
+    # Cython checks each field's type and position at every call, not its name: a
+    # renamed or swapped field of the same type would pass silently without this.
+    from fastbp import _codes
+
+    compiled = core().struct_dtypes()
+    assert set(compiled) == set(_codes.STRUCTS) == {"LayerPlan", "NetPlan", "OptimizerConfig",
+                                                     "BatchStats"}
+    for name, dtype in _codes.STRUCTS.items():
+        assert compiled[name].names == dtype.names, name
+        assert compiled[name].itemsize == dtype.itemsize, name
+        for field in dtype.names:
+            assert compiled[name].fields[field][1] == dtype.fields[field][1], (name, field)
 
 
 def test_names_and_instances_accepted():

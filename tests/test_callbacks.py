@@ -34,7 +34,7 @@ class Recorder(cb.Callback):
 
 
 def test_callback_order_and_logs(monkeypatch):
-    monkeypatch.setattr(fastbp.model, "CHUNK_FLOPS", 1)  # one minibatch per compiled call
+    monkeypatch.setattr(fastbp.trainer, "CHUNK_FLOPS", 1)  # one minibatch per compiled call
     X, y = blobs(20)
     recorder = Recorder()
     classifier().fit(X, y, epochs=2, batch_size=8, validation_data=(X, y), callbacks=[recorder])

@@ -87,7 +87,7 @@ def test_adam_two_steps():
         p = p - (lr / (1 - b1 ** t)) * m / (np.sqrt(v) / math.sqrt(1 - b2 ** t) + eps)
     assert w == pytest.approx(p[0], rel=1e-14)
     assert b == pytest.approx(p[1], rel=1e-14)
-    assert model.optimizer.iterations == 2
+    assert model.optimizer_state.step == 2
 
 
 def test_adam_continues_across_fit_calls():
@@ -127,7 +127,7 @@ def test_hand_written_loop_equals_fused_step(optimizer):
     for (w, b), layer in zip(model.get_weights(), (hidden, out)):
         np.testing.assert_allclose(w, layer.weight, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(b, layer.bias, rtol=1e-12, atol=1e-14)
-    assert opt.iterations == model.optimizer.iterations == 9
+    assert opt.iterations == model.optimizer_state.step == 9
 
 
 def test_update_rules_in_docstrings():

@@ -28,7 +28,7 @@ def test_round_trip_is_exact(trained, tmp_path):
     np.testing.assert_array_equal(loaded.flat_params, model.flat_params)
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     assert loaded.history.history == model.history.history
-    assert loaded.optimizer.iterations == model.optimizer.iterations == 16
+    assert loaded.optimizer_state.step == model.optimizer_state.step == 16
     assert loaded.optimizer.betas == (0.8, 0.99) and loaded.layers[0].negative_slope == 0.05
     assert loaded.flat_params.dtype == np.float32 and loaded.loss.name == "cross_entropy"
     # Training goes on exactly as it would have: optimizer state and shuffling included.

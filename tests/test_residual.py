@@ -29,7 +29,7 @@ def test_gradient_through_skip_connections(name, loss):
     y = rng.normal(size=(7, 3)) if loss == "mse" else rng.integers(0, 3, 7)
     model = fastbp.Sequential(networks()[name], loss=loss, dtype="float64", seed=1,
                               input_dim=n_in)
-    for layer in model._dense:
+    for layer in model._network.dense:
         layer.bias[:] = rng.normal(0, 0.1, layer.bias.shape)  # off the ReLU kink
     _, grads = model.loss_and_gradients(X, y)
     assert relative_error(flatten(grads), numerical_gradient(model, X, y)) < 1e-6

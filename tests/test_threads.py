@@ -52,7 +52,7 @@ def test_adam_over_threads_and_more_threads_than_rows(always_parallel, threads):
     one, _ = train(1, "cross_entropy", fastbp.Adam(lr=0.01), batch_size=4)
     many, _ = train(threads, "cross_entropy", fastbp.Adam(lr=0.01), batch_size=4)
     np.testing.assert_allclose(many.flat_params, one.flat_params, rtol=1e-10, atol=1e-12)
-    assert many.optimizer.iterations == one.optimizer.iterations == 30
+    assert many.optimizer_state.step == one.optimizer_state.step == 30
 
 
 @needs_openmp

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import fastbp
+import fastbp.data
 from _models import (XOR_X, XOR_Y, blobs, class_blobs, classifier, mse_model, reg_data,
                      same_weights)
 from fastbp import callbacks as cb
@@ -104,7 +105,7 @@ def test_chunked_calls_give_the_same_training(monkeypatch):
     X, y = blobs(50)
     whole = classifier()
     whole.fit(X, y, epochs=3, batch_size=4)
-    monkeypatch.setattr(fastbp.model, "CHUNK_FLOPS", 1)
+    monkeypatch.setattr(fastbp.trainer, "CHUNK_FLOPS", 1)
     chunked = classifier()
     chunked.fit(X, y, epochs=3, batch_size=4)
     np.testing.assert_array_equal(whole.flat_params, chunked.flat_params)
@@ -216,9 +217,9 @@ def test_validation_split_is_stratified_and_disjoint():
     X = X[:100]
     model = classifier()
     model.fit(X, y, epochs=1, validation_split=0.2)
-    X_checked, kind, targets, labels = model._check_Xy(X, y)
-    (X_train, _, _, _), (X_val, _, _, l_val) = model._split(
-        X_checked, kind, targets, labels, np.empty(0), 0.2)
+    data = fastbp.data.prepare(X, y, model.loss, model.n_outputs, model.dtype)
+    train, held = fastbp.data.split(data, 0.2, np.random.default_rng(0), True)
+    X_train, X_val, l_val = train.X, held.X, held.labels
     assert np.bincount(l_val).tolist() == [14, 4, 2]
     assert len(X_train) + len(X_val) == 100
     rows = {tuple(r) for r in X_train}
@@ -341,7 +342,7 @@ def test_nan_found_mid_epoch_restores_weights(where):
     with pytest.raises(ValueError, match=f"{where} contains NaN"):
         model.fit(X, y, epochs=2, batch_size=8, shuffle=False)
     np.testing.assert_array_equal(model.flat_params, before)
-    assert model.optimizer.iterations == 0 and len(model.history) == 0
+    assert model.optimizer_state.step == 0 and len(model.history) == 0
 
 
 # ---------------------------------------------------------------------------
@@ -349,7 +350,7 @@ def test_nan_found_mid_epoch_restores_weights(where):
 # ---------------------------------------------------------------------------
 
 def test_ctrl_c_stops_after_the_running_minibatches(monkeypatch):
-    monkeypatch.setattr(fastbp.model, "CHUNK_FLOPS", 1)  # one minibatch per call
+    monkeypatch.setattr(fastbp.trainer, "CHUNK_FLOPS", 1)  # one minibatch per call
     X, y = blobs(64)
 
     class PressCtrlC(cb.Callback):
@@ -361,7 +362,7 @@ def test_ctrl_c_stops_after_the_running_minibatches(monkeypatch):
     with pytest.warns(UserWarning, match="interrupted.*epoch 1 after 3 of 8"):
         history = model.fit(X, y, epochs=5, batch_size=8, callbacks=[PressCtrlC()])
     assert len(history) == 1  # the completed epoch only
-    assert model.optimizer.iterations == 8 + 3
+    assert model.optimizer_state.step == 8 + 3
     assert np.isfinite(model.flat_params).all()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     model.fit(X, y, epochs=1, batch_size=8)  # and training goes on normally

@@ -1,0 +1,90 @@
+"""Who may touch a model's weights, and when.
+
+Many readers at once (``predict``, ``evaluate``, ``input_gradient``, copies), or one
+writer (each run of compiled training steps, a rollback, the callbacks between
+them, ``set_weights``, a load), never both: a reader never sees half-written
+weights. The writing thread may read too (a validation pass inside ``fit``). A
+waiting writer goes before readers that come after it, so steady predictions do
+not starve training, and ``fit`` lets readers in between its runs of minibatches
+(a few milliseconds apart). One ``fit`` runs at a time: a second, from another
+thread, raises.
+"""
+import threading
+
+
+class Guard:
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = None  # the writing thread's ident
+        self._depth = 0  # nested writes by that thread
+        self._waiting = 0  # writers waiting
+        self._fitting = threading.Lock()
+
+    def acquire_read(self):
+        """Wait until no other thread writes; return a token for ``release_read``."""
+        me = threading.get_ident()
+        with self._cond:
+            if self._writer == me:
+                return False
+            while self._writer is not None or self._waiting:
+                self._cond.wait()
+            self._readers += 1
+            return True
+
+    def release_read(self, token):
+        if token:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    def acquire_write(self):
+        me = threading.get_ident()
+        with self._cond:
+            if self._writer == me:
+                self._depth += 1
+                return
+            self._waiting += 1
+            try:
+                while self._writer is not None or self._readers:
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+            self._writer, self._depth = me, 1
+
+    def release_write(self):
+        with self._cond:
+            self._depth -= 1
+            if not self._depth:
+                self._writer = None
+                self._cond.notify_all()
+
+    def reading(self):
+        return _Section(self.acquire_read, self.release_read)
+
+    def writing(self):
+        return _Section(self.acquire_write, lambda token: self.release_write())
+
+    def fitting(self):
+        """The section of one ``fit``; entering it while another thread fits raises."""
+        if not self._fitting.acquire(blocking=False):
+            raise RuntimeError("this model is already training in another thread: one fit"
+                               " at a time per model (copy.deepcopy(model) gives an"
+                               " independent one)")
+        return _Section(lambda: None, lambda token: self._fitting.release())
+
+
+class _Section:
+    __slots__ = ("_enter", "_exit", "_token")
+
+    def __init__(self, enter, leave):
+        self._enter, self._exit = enter, leave
+
+    def __enter__(self):
+        self._token = self._enter()
+        return self
+
+    def __exit__(self, *exc):
+        self._exit(self._token)
+        return False

@@ -1,0 +1,110 @@
+"""Fit-time data preparation: inputs and targets checked and converted once, at the
+boundary, into what the compiled step reads (the model's dtype, C order, targets
+through the Loss, class labels as intp), sample and class weights, and the
+validation split."""
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _validation as val
+from .losses import LOSS_BCE, LOSS_CE_LABELS
+
+
+class Data(NamedTuple):
+    """Checked arrays: ``targets`` (float, (n, n_outputs)) or ``labels`` (intp), the
+    unused one empty; ``weights`` empty when every row weighs 1."""
+    X: np.ndarray
+    kind: int
+    targets: np.ndarray
+    labels: np.ndarray
+    weights: np.ndarray
+
+    def rows(self, index):
+        pick = (lambda a: a[index] if a.size else a)
+        return Data(self.X[index], self.kind, pick(self.targets), pick(self.labels),
+                    pick(self.weights))
+
+
+def prepare(X, y, loss, n_outputs, dtype, names=("X", "y"), finite=True):
+    """Check and convert (X, y) for ``loss`` (its kind chosen by the targets given).
+    ``finite=False`` skips the scan for NaN and infinity (fit finds them through the
+    loss instead)."""
+    X = val.as_float_matrix(X, dtype, name=names[0], finite=finite)
+    kind, targets, labels = loss.prepare_targets(y, n_outputs, dtype, names[1], finite)
+    val.check_same_length(X, labels if labels.size else targets, names)
+    if labels.size:
+        targets = np.empty((0, n_outputs), dtype=dtype)
+    return Data(X, kind, targets, labels, np.empty(0, dtype=dtype))
+
+
+def with_weights(data, n_outputs, sample_weight=None, class_weight=None):
+    """``data`` with the per-sample weights of ``sample_weight`` times
+    ``class_weight`` (a dict or "balanced", as scikit-learn defines it)."""
+    n, dtype = data.X.shape[0], data.X.dtype
+    weights = None
+    if sample_weight is not None:
+        weights = val.as_float_matrix(sample_weight, dtype, name="sample_weight", allow_1d=True)
+        if weights.shape[1] != 1 or np.ndim(sample_weight) != 1:
+            raise ValueError(f"sample_weight must be 1-D, got shape {np.shape(sample_weight)}")
+        weights = np.ascontiguousarray(weights[:, 0])
+        if weights.shape[0] != n:
+            raise ValueError(f"sample_weight has {weights.shape[0]} entries for {n} samples")
+        if weights.min() < 0 or weights.max() == 0:
+            raise ValueError("sample_weight must be >= 0 and not all zero")
+    if class_weight is not None:
+        if data.kind != LOSS_CE_LABELS:
+            raise ValueError("class_weight needs cross_entropy with class labels")
+        per_class = _class_weights(class_weight, data.labels, n_outputs)
+        weights = per_class[data.labels].astype(dtype) * (weights if weights is not None else 1)
+        if weights.max() == 0:
+            raise ValueError("class_weight gives every sample weight 0")
+    if weights is None:
+        return data
+    return data._replace(weights=np.ascontiguousarray(weights))
+
+
+def _class_weights(class_weight, labels, k):
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise ValueError(f"class_weight must be a dict or 'balanced', got {class_weight!r}")
+        counts = np.bincount(labels, minlength=k).astype(np.float64)
+        return np.where(counts > 0,
+                        labels.size / (np.count_nonzero(counts) * np.maximum(counts, 1)), 1.0)
+    if isinstance(class_weight, dict):
+        per_class = np.ones(k)
+        for c, w in class_weight.items():
+            if not (isinstance(c, (int, np.integer)) and 0 <= c < k):
+                raise ValueError(f"class_weight has a key {c!r} that is not a class in [0, {k})")
+            per_class[c] = val.nonnegative_float(w, f"class_weight[{c}]")
+        return per_class
+    raise TypeError(f"class_weight must be a dict or 'balanced', got {class_weight!r}")
+
+
+def split(data, fraction, rng, is_classifier):
+    """Split into training and validation parts: ``fraction`` of the rows, drawn from
+    ``rng``, stratified by class for classification."""
+    n = data.X.shape[0]
+    strata = None
+    if data.kind == LOSS_CE_LABELS:
+        strata = data.labels
+    elif is_classifier:
+        targets = data.targets
+        strata = targets.argmax(axis=1) if data.kind != LOSS_BCE or targets.shape[1] > 1 \
+            else (targets[:, 0] >= 0.5).astype(np.intp)
+    if strata is None:
+        held = rng.permutation(n)[:int(round(n * fraction))]
+    else:
+        held = np.concatenate([
+            rng.permutation(np.flatnonzero(strata == c))[
+                :int(round(np.count_nonzero(strata == c) * fraction))]
+            for c in np.unique(strata)])
+    if held.size == 0 or held.size == n:
+        raise ValueError(f"validation_split={fraction} of {n} samples leaves an empty"
+                         " training or validation set")
+    keep = np.ones(n, dtype=bool)
+    keep[held] = False
+    held.sort()
+    validation = data.rows(held)._replace(weights=np.empty(0, dtype=data.X.dtype))
+    val.check_finite(validation.X, "X")
+    val.check_finite(validation.targets, "y")
+    return data.rows(keep), validation

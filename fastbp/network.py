@@ -1,0 +1,219 @@
+"""The network plan: a model's layers as the compiled core runs them.
+
+``Network`` flattens the layers (Dense, Dropout, Residual) into one ``LayerPlan``
+row per Dense layer and a ``NetPlan`` (the structs of ``fastbp/_core.pxd``), owns the
+flat parameter and gradient buffers that every layer's weight and bias are views
+into, fuses the output activation into the loss, lays out the workspaces and lists
+the trainable ranges of the flat buffer. It is built once per model and input width;
+nothing here runs per minibatch.
+"""
+import threading
+
+import numpy as np
+
+from . import _codes
+from .layers import Dense, Dropout, Residual
+
+# Rows per chunk of predict and evaluate (the size of an inference workspace).
+INFERENCE_CHUNK = 512
+
+
+def flatten(layers):
+    """The Dense layers in order, the dropout rate of the input and after each of
+    them, and each one's skip source (NO_SKIP; SKIP_INPUT; i: Dense layer i)."""
+    dense, rates, skips = [], [0.0], []
+
+    def walk(group, inside):
+        for position, layer in enumerate(group):
+            if isinstance(layer, Dense):
+                dense.append(layer)
+                rates.append(0.0)
+                skips.append(_codes.NO_SKIP)
+            elif isinstance(layer, Dropout):
+                if position > 0 and isinstance(group[position - 1], Residual):
+                    raise ValueError("Dropout right after a Residual block is not"
+                                     " supported: put it inside the block")
+                rates[-1] = 1 - (1 - rates[-1]) * (1 - layer.rate)
+            else:
+                if inside:
+                    raise ValueError("Residual blocks cannot be nested")
+                source = len(dense) - 1
+                walk(layer.layers, True)
+                skips[-1] = source
+
+    walk(layers, False)
+    if not dense:
+        raise ValueError("the model has no Dense layers")
+    return dense, rates, skips
+
+
+class Workspace:
+    """The per-batch memory of one compiled call for up to ``capacity`` rows: one
+    flat buffer laid out by the plan (see ``LayerPlan``'s offsets), and the gathered
+    labels and sample weights of a shuffled training batch."""
+
+    def __init__(self, network, capacity, training):
+        net = network.net[0]
+        width = net["train_width"] if training else net["infer_width"]
+        self.capacity = capacity
+        self.training = training
+        self.buffer = np.empty(capacity * int(width), dtype=network.dtype)
+        self.labels = np.empty(capacity if training else 0, dtype=np.intp)
+        self.weights = np.empty(capacity if training else 0, dtype=network.dtype)
+
+
+class Network:
+    """The compiled plan of ``layers`` for ``input_dim`` features (see the module).
+
+    Attributes
+    ----------
+    dense : list of Dense
+    params, grads : ndarray
+        The flat buffers (each layer's weight then bias, in order).
+    plan : ndarray of LAYER_PLAN
+    net : ndarray of NET_PLAN, shape (1,)
+    """
+
+    def __init__(self, layers, loss, input_dim, dtype, rng):
+        self.dense, rates, skips = flatten(layers)
+        if isinstance(layers[-1], Dropout):
+            raise ValueError("Dropout cannot be the last layer: its output is the loss's input")
+        for i, layer in enumerate(self.dense):
+            if rates[i + 1] and layer.activation == "softmax":
+                raise ValueError("Dropout after a softmax layer is not supported")
+        widths = [layer.units for layer in self.dense]
+        if max([input_dim] + widths) >= 2**31:  # BLAS takes 32-bit sizes
+            raise ValueError("layer widths must be below 2**31")
+        self.dtype = np.dtype(dtype)
+        self.input_dim = input_dim
+        self.lost = None
+        sizes, n_in = [], input_dim
+        for layer in self.dense:
+            sizes.append(layer.n_params(n_in))
+            n_in = layer.units
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        self.params = np.empty(int(offsets[-1]), dtype=self.dtype)
+        self.grads = np.zeros(int(offsets[-1]), dtype=self.dtype)
+        self.plan = np.zeros(len(self.dense), dtype=_codes.LAYER_PLAN)
+        n_in = input_dim
+        for i, (layer, skip) in enumerate(zip(self.dense, skips)):
+            width = input_dim if skip == _codes.SKIP_INPUT else \
+                self.dense[skip].units if skip >= 0 else layer.units
+            if width != layer.units:
+                raise ValueError(f"a Residual block adds its input ({width} features) to its"
+                                 f" output ({layer.units} units): they must match")
+            lo, hi = offsets[i], offsets[i + 1]
+            layer.bind(n_in, self.params[lo:hi], self.grads[lo:hi], rng, owner=self)
+            row = self.plan[i]
+            row["n_in"], row["n_out"], row["skip"] = n_in, layer.units, skip
+            row["activation"] = layer.activation_code
+            row["act_param"] = layer.activation_param
+            row["weight_at"], row["bias_at"] = lo, lo + n_in * layer.units
+            row["dropout_after"] = rates[i + 1]
+            (row["l1_weight"], row["l2_weight"], row["l1_bias"],
+             row["l2_bias"]) = layer.penalty_coefficients()
+            row["trainable"] = bool(layer.trainable)
+            n_in = layer.units
+        last = self.dense[-1]
+        if last.activation == loss.output_activation and skips[-1] == _codes.NO_SKIP:
+            self.plan[-1]["activation"] = _codes.ACTIVATIONS["identity"]  # fused into the loss
+        self.net = np.zeros(1, dtype=_codes.NET_PLAN)
+        net = self.net[0]
+        net["n_inputs"], net["n_outputs"] = input_dim, last.units
+        net["output_activation"] = _codes.ACTIVATIONS[loss.output_activation]
+        net["input_dropout"] = rates[0]
+        net["dropout_seed"] = int(rng.integers(0, 2**63))
+        self._lay_out()
+        self._local = threading.local()
+        self._train_ws = None
+
+    def _lay_out(self):
+        """Workspace offsets, in rows: what inference needs first (each layer's
+        output, then the residual sums), then what only training needs (kept
+        pre-activations, deltas, the gathered batch)."""
+        at = 0
+
+        def take(width):
+            nonlocal at
+            at += width
+            return at - width
+
+        plan, net = self.plan, self.net[0]
+        plan["sum_at"] = plan["z_at"] = -1
+        for row in plan:
+            row["out_at"] = take(row["n_out"])
+        for row in plan:
+            if row["skip"] != _codes.NO_SKIP:
+                row["sum_at"] = take(row["n_out"])
+        net["infer_width"] = at
+        for row, layer in zip(plan, self.dense):
+            if layer.activation == "gelu":
+                row["z_at"] = take(row["n_out"])
+        for row in plan:
+            row["delta_at"] = take(row["n_out"])
+        net["x_at"] = take(net["n_inputs"])
+        net["y_at"] = take(net["n_outputs"])
+        net["train_width"] = at
+
+    # -- ownership ----------------------------------------------------------------
+    def release(self, layer):
+        """A layer of this plan was bound to another model: this one may no longer
+        run (its weights would be another model's)."""
+        self.lost = f"its layer {layer!r} was moved to another model"
+
+    # -- what a call needs --------------------------------------------------------
+    @property
+    def n_outputs(self):
+        return int(self.net[0]["n_outputs"])
+
+    @property
+    def dropout_seed(self):
+        return int(self.net[0]["dropout_seed"])
+
+    @dropout_seed.setter
+    def dropout_seed(self, value):
+        self.net[0]["dropout_seed"] = value
+
+    def sync_trainable(self):
+        """Follow the layers' ``trainable`` flags: update the plan, zero the frozen
+        layers' gradients, and return the flat ranges [start, stop) to update (the
+        trainable layers', merged where adjacent)."""
+        segments = []
+        for row, layer in zip(self.plan, self.dense):
+            row["trainable"] = bool(layer.trainable)
+            lo, hi = int(row["weight_at"]), int(row["bias_at"] + row["n_out"])
+            if not layer.trainable:
+                self.grads[lo:hi] = 0
+            elif segments and segments[-1][1] == lo:
+                segments[-1][1] = hi
+            else:
+                segments.append([lo, hi])
+        return np.array(segments, dtype=np.intp).reshape(-1, 2)
+
+    def all_trainable(self):
+        """A copy of the plan in which every layer counts as trainable (gradients of
+        every layer, frozen or not)."""
+        plan = self.plan.copy()
+        plan["trainable"] = 1
+        return plan
+
+    def inference_workspace(self, rows):
+        """This thread's inference workspace for ``rows`` rows (chunked at
+        INFERENCE_CHUNK): concurrent calls from several threads never share one."""
+        rows = min(rows, INFERENCE_CHUNK)
+        ws = getattr(self._local, "workspace", None)
+        if ws is None or ws.capacity < rows:
+            ws = self._local.workspace = Workspace(self, rows, training=False)
+        return ws
+
+    def training_workspace(self, rows):
+        """The training workspace, kept between fits (one fit runs at a time)."""
+        if self._train_ws is None or self._train_ws.capacity < rows:
+            self._train_ws = Workspace(self, rows, training=True)
+        return self._train_ws
+
+    def penalty(self, frozen_only=False):
+        """The layers' current penalties (only the frozen ones': the training step
+        computes the trainable ones')."""
+        return sum(layer.penalty() for layer in self.dense
+                   if not (frozen_only and layer.trainable))

@@ -1,0 +1,239 @@
+"""The fit loop: epochs of compiled runs of minibatches, and what happens between
+them (thread plan, rollback on divergence, metrics, callbacks, progress, Ctrl-C,
+``tol``); and the training step in two halves for callers that reduce gradients
+between them (data-parallel training, full-batch optimizers).
+
+The trainer works on its model's parts (the network plan, the optimizer and its
+state, the loss, the guard) and on data that ``fastbp.data`` has checked.
+"""
+import math
+import time
+import warnings
+
+import numpy as np
+
+from . import _codes, _interrupt, _progress, _threads
+from . import _validation as val
+from ._backend import core
+from .losses import LOSS_BCE
+
+# Floating-point operations per compiled training call (about 10 ms of work):
+# enough to make the Python between calls (callbacks, Ctrl-C, progress)
+# negligible, little enough to answer Ctrl-C and waiting readers within
+# milliseconds.
+CHUNK_FLOPS = 4e9
+
+
+def _step_flops(network, rows):
+    return 6 * network.params.size * rows
+
+
+class _Epochs:
+    """One fit's buffers and settings, prepared once: the row order, per-minibatch
+    statistics, the trainable segments, the thread plan and the rollback copies."""
+
+    def __init__(self, model, data, batch_size, shuffle):
+        network, state = model._network, model.optimizer_state
+        self.model, self.data, self.shuffle = model, data, shuffle
+        self.n = n = data.X.shape[0]
+        self.batch = min(batch_size, n)
+        self.n_batches = -(-n // self.batch)
+        self.workspace = network.training_workspace(self.batch)
+        self.segments = network.sync_trainable()
+        self.order = np.arange(n, dtype=np.intp) if shuffle else np.empty(0, dtype=np.intp)
+        self.stats = np.zeros(self.n_batches, dtype=_codes.BATCH_STATS)
+        self.rows = np.full(self.n_batches, self.batch, dtype=np.float64)
+        self.rows[-1] = n - self.batch * (self.n_batches - 1)
+        flops = _step_flops(network, self.batch)
+        self.step_threads, self.blas_threads = _threads.plan(flops, model.threads)
+        self.chunk = max(1, int(CHUNK_FLOPS // flops))
+        self.saved = (np.empty_like(network.params), np.empty_like(state.rows))
+        self.saved_step = state.step
+        self.opt = model.optimizer.config()
+        targets = data.targets
+        with np.errstate(invalid="ignore", over="ignore"):  # bad y fails in the step
+            self.total_squares = 0.0 if model.loss.is_classifier else float(
+                ((targets - targets.mean(axis=0, dtype=np.float64)) ** 2).sum())
+
+    def begin(self):
+        """The start of an epoch: the rollback point, the rule (a callback may have
+        changed the learning rate), a new row order."""
+        model = self.model
+        np.copyto(self.saved[0], model._network.params)
+        np.copyto(self.saved[1], model.optimizer_state.rows)
+        self.saved_step = model.optimizer_state.step
+        self.opt = model.optimizer.config()
+        if self.shuffle:
+            model._rng.shuffle(self.order)
+
+    def roll_back(self):
+        model = self.model
+        np.copyto(model._network.params, self.saved[0])
+        np.copyto(model.optimizer_state.rows, self.saved[1])
+        model.optimizer_state.step = self.saved_step
+
+    def train(self, first):
+        """Minibatches from ``first``, one compiled call; returns (status, batches run)."""
+        model, data, ws = self.model, self.data, self.workspace
+        network, state = model._network, model.optimizer_state
+        status, ran, state.step = core().train_run(
+            network.params, network.grads, ws.buffer, ws.capacity, ws.labels, ws.weights,
+            network.net, network.plan, data.X, data.targets, data.labels, data.weights,
+            self.order, self.batch, first, min(self.n_batches, first + self.chunk),
+            data.kind, model.loss.param, self.opt, state.rows, self.segments, state.step,
+            self.stats, self.step_threads)
+        return status, ran
+
+    def metrics(self):
+        """The epoch's running metrics from the minibatches' statistics (frozen
+        layers' penalties are constants the step does not compute)."""
+        model, stats, data = self.model, self.stats, self.data
+        metrics = {"loss": float(stats["loss"] @ self.rows) / self.n
+                   + model._network.penalty(frozen_only=True)}
+        if model.loss.is_classifier:
+            per_sample = data.targets.shape[1] if data.kind == LOSS_BCE else 1
+            metrics["accuracy"] = stats["correct"].sum() / (self.n * per_sample)
+        else:
+            metrics["mae"] = stats["abs_residual"].sum() / data.targets.size
+            metrics["r2"] = (1 - stats["sq_residual"].sum() / self.total_squares
+                             if self.total_squares > 0 else 0.0)
+        return metrics
+
+
+class _Tolerance:
+    """scikit-learn's ``tol`` and ``n_iter_no_change``: stop after that many epochs
+    in a row without an improvement of at least ``tol``."""
+
+    def __init__(self, tol, patience):
+        self.tol, self.patience, self.best, self.stale = tol, patience, math.inf, 0
+
+    def exhausted(self, value):
+        if self.tol is None:
+            return False
+        self.stale = self.stale + 1 if value > self.best - self.tol else 0
+        self.best = min(self.best, value)
+        return self.stale >= self.patience
+
+
+class Trainer:
+    """Trains its model (see the module)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def fit(self, data, validation, epochs, batch_size, shuffle, callbacks, verbose, tol,
+            n_iter_no_change):
+        """Run ``epochs`` epochs on checked ``data``; return the model's History."""
+        model = self.model
+        run = _Epochs(model, data, batch_size, shuffle)
+        progress = _progress.make(verbose, epochs, run.n_batches, model._epochs_done)
+        tolerance = _Tolerance(tol, n_iter_no_change)
+        model.stop_training = False
+        for callback in callbacks:
+            callback.set_model(model)
+            callback.on_train_begin({})
+        interrupted = None
+        try:
+            with _threads.blas_limited(run.blas_threads), _interrupt.requests() as stop_requested:
+                for _ in range(epochs):
+                    interrupted = self._epoch(run, validation, callbacks, progress,
+                                              stop_requested, tolerance)
+                    if interrupted or model.stop_training:
+                        break
+        finally:
+            progress.close()
+        for callback in callbacks:
+            callback.on_train_end({})
+        if interrupted:
+            warnings.warn(f"training interrupted (Ctrl-C) in epoch {interrupted[0]} after"
+                          f" {interrupted[1]} of {run.n_batches} minibatches: the weights keep"
+                          " those updates; the History holds the completed epochs",
+                          stacklevel=4)
+        return model.history
+
+    def _epoch(self, run, validation, callbacks, progress, stop_requested, tolerance):
+        """One epoch; returns (epoch, minibatches done) when Ctrl-C stopped it. The
+        weights are written only inside the guard's write sections, which readers
+        wait for; they get in between the compiled runs."""
+        model, guard = self.model, self.model._guard
+        epoch, started = model._epochs_done, time.perf_counter()
+        with guard.writing():
+            for callback in callbacks:
+                callback.on_epoch_begin(epoch, {})
+            run.begin()
+        done, status = 0, _codes.STATUS_OK
+        while done < run.n_batches:
+            with guard.writing():
+                status, ran = run.train(done)
+                done += ran
+                if status != _codes.STATUS_OK:
+                    break
+                progress.batches(ran)
+                for callback in callbacks:
+                    callback.on_batch_chunk_end(done, {"batch": done})
+            if stop_requested():
+                return epoch, done
+        with guard.writing():
+            if status != _codes.STATUS_OK or not val.all_finite(model._network.params):
+                self._diverged(run, epoch, status, done)
+            metrics = run.metrics()
+            if validation is not None:
+                for key, value in model._evaluate_data(validation).items():
+                    metrics["val_" + key] = value
+            for callback in callbacks:
+                callback.on_epoch_end(epoch, metrics)
+            model.history._append(epoch, metrics)
+            model._epochs_done += 1
+            progress.epoch_end(epoch, metrics, time.perf_counter() - started)
+            if tolerance.exhausted(metrics["val_loss" if validation is not None else "loss"]):
+                model.stop_training = True
+        return None
+
+    def _diverged(self, run, epoch, status, done):
+        """Restore the start of the epoch; blame the data if it holds NaN or
+        infinity, else the step size."""
+        run.roll_back()
+        val.check_finite(run.data.X, "X")
+        val.check_finite(run.data.targets, "y")
+        what = (f"the training loss became {run.stats['loss'][done]} at minibatch {done}"
+                if status != _codes.STATUS_OK else "the weights became NaN or infinite")
+        raise FloatingPointError(
+            f"training diverged in epoch {epoch}: {what}. The weights and optimizer state"
+            f" are restored to the start of that epoch. Try a smaller learning rate (now"
+            f" {self.model.optimizer.lr}) or scale the inputs.")
+
+    # -- the step in two halves ---------------------------------------------------
+    def gradients(self, data):
+        """The first half of a step on ``data`` as one minibatch: the mean loss (with
+        the trainable layers' penalties) and its gradient into the model's flat
+        gradient buffer (zero for frozen layers), with the dropout masks of the next
+        step. Returns the minibatch's BatchStats."""
+        model = self.model
+        network, n = model._network, data.X.shape[0]
+        ws = network.training_workspace(n)
+        network.sync_trainable()
+        stats = np.zeros(1, dtype=_codes.BATCH_STATS)
+        threads, blas = _threads.plan(_step_flops(network, n), model.threads)
+        with _threads.blas_limited(blas):
+            status = core().batch_gradients(
+                network.params, network.grads, ws.buffer, ws.capacity, ws.labels, ws.weights,
+                network.net, network.plan, data.X, data.targets, data.labels, data.weights,
+                np.empty(0, dtype=np.intp), n, 0, data.kind, model.loss.param,
+                model.optimizer_state.step, stats, threads)
+        if status != _codes.STATUS_OK:
+            val.check_finite(data.X, "X")
+            val.check_finite(data.targets, "y")
+            raise FloatingPointError(f"the loss is {stats[0]['loss']}: the weights are not"
+                                     " finite or too large for these inputs")
+        return stats[0]
+
+    def apply(self):
+        """The second half: clip the model's flat gradient buffer and take one
+        optimizer step on the trainable layers."""
+        model = self.model
+        network, state = model._network, model.optimizer_state
+        segments = network.sync_trainable()
+        threads, blas = _threads.plan(2 * network.params.size, model.threads)
+        core().apply_update(network.params, network.grads, state.rows, model.optimizer.config(),
+                            segments, state.step + 1, threads)
+        state.step += 1
