@@ -5,8 +5,9 @@ writer (each run of compiled training steps, a rollback, the callbacks between
 them, ``set_weights``, a load), never both: a reader never sees half-written
 weights. The writing thread may read too (a validation pass inside ``fit``). A
 waiting writer goes before readers that come after it, so steady predictions do
-not starve training, and ``fit`` lets readers in between its runs of minibatches
-(a few milliseconds apart). One ``fit`` runs at a time: a second, from another
+not starve training; and readers waiting when a write ends go before the next
+write, so that ``fit`` lets them in between its runs of minibatches (a few
+milliseconds apart) and does not starve them either. One ``fit`` runs at a time: a second, from another
 thread, raises.
 """
 import threading
@@ -19,6 +20,8 @@ class Guard:
         self._writer = None  # the writing thread's ident
         self._depth = 0  # nested writes by that thread
         self._waiting = 0  # writers waiting
+        self._queued = 0  # readers waiting
+        self._turn = False  # a writer just finished: the queued readers go first
         self._fitting = threading.Lock()
 
     def acquire_read(self):
@@ -27,9 +30,16 @@ class Guard:
         with self._cond:
             if self._writer == me:
                 return False
-            while self._writer is not None or self._waiting:
-                self._cond.wait()
-            self._readers += 1
+            self._queued += 1
+            try:
+                while self._writer is not None or (self._waiting and not self._turn):
+                    self._cond.wait()
+                self._readers += 1
+            finally:
+                self._queued -= 1
+                if not self._queued and self._turn:
+                    self._turn = False
+                    self._cond.notify_all()
             return True
 
     def release_read(self, token):
@@ -47,7 +57,7 @@ class Guard:
                 return
             self._waiting += 1
             try:
-                while self._writer is not None or self._readers:
+                while self._writer is not None or self._readers or self._turn:
                     self._cond.wait()
             finally:
                 self._waiting -= 1
@@ -58,6 +68,7 @@ class Guard:
             self._depth -= 1
             if not self._depth:
                 self._writer = None
+                self._turn = self._queued > 0
                 self._cond.notify_all()
 
     def reading(self):
