@@ -15,7 +15,8 @@ import threading
 
 class Guard:
     def __init__(self):
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # entered directly on the fast paths (C-level)
+        self._cond = threading.Condition(self._lock)
         self._readers = 0
         self._writer = None  # the writing thread's ident
         self._depth = 0  # nested writes by that thread
@@ -26,9 +27,11 @@ class Guard:
 
     def acquire_read(self):
         """Wait until no other thread writes; return a token for ``release_read``."""
-        me = threading.get_ident()
-        with self._cond:
-            if self._writer == me:
+        with self._lock:
+            if self._writer is None and not self._waiting:  # the usual case
+                self._readers += 1
+                return True
+            if self._writer == threading.get_ident():
                 return False
             self._queued += 1
             try:
@@ -44,9 +47,9 @@ class Guard:
 
     def release_read(self, token):
         if token:
-            with self._cond:
+            with self._lock:
                 self._readers -= 1
-                if not self._readers:
+                if not self._readers and self._waiting:
                     self._cond.notify_all()
 
     def acquire_write(self):

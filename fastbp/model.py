@@ -340,8 +340,11 @@ class Sequential:
         mse, the outputs, of shape (n_samples, n_outputs).
         """
         self._require_built()
-        X = self._check_X(X)
         network = self._network
+        X = val.as_float_matrix(X, self.dtype, name="X")
+        if X.shape[1] != network.input_dim:
+            raise ValueError(f"X has {X.shape[1]} features, but the model expects"
+                             f" {network.input_dim}")
         out = np.empty((X.shape[0], network.n_outputs), dtype=self.dtype)
         ws = network.inference_workspace(X.shape[0])
         token = self._guard.acquire_read()
