@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import fastbp
+from fastbp import _reference
 
 XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=float)
 XOR_Y = np.array([0, 1, 1, 0])
@@ -113,24 +114,15 @@ def test_minibatches_with_smaller_last_batch_match_numpy_reference():
                               optimizer=fastbp.SGD(lr=0.2, momentum=0.5), dtype="float64",
                               seed=0)
     model.build(3)
-    (w1, b1), (w2, b2) = model.get_weights()
-    params = [w1, b1, w2, b2]
-    bufs = [np.zeros_like(p) for p in params]
-    for _ in range(2):
-        for start in range(0, 11, 4):
-            xb, yb = X[start:start + 4], y[start:start + 4]
-            h = 1 / (1 + np.exp(-(xb @ params[0] + params[1])))
-            out = h @ params[2] + params[3]
-            d_out = 2 * (out - yb) / out.size
-            d_h = d_out @ params[2].T * h * (1 - h)
-            grads = [xb.T @ d_h, d_h.sum(0), h.T @ d_out, d_out.sum(0)]
-            for p, g, buf in zip(params, grads, bufs):
-                buf *= 0.5
-                buf += g
-                p -= 0.2 * buf
+    weights = model.get_weights()
+    optimizer = _reference.Optimizer("sgd", lr=0.2, momentum=0.5)
+    for _ in range(2):  # minibatches of 4, 4 and 3 rows
+        _reference.train_epoch(weights, X, y, 4, optimizer,
+                               activations=["sigmoid", "identity"], loss="mse")
     model.fit(X, y, epochs=2, batch_size=4, shuffle=False)
-    for got, want in zip([a for pair in model.get_weights() for a in pair], params):
-        np.testing.assert_allclose(got, want, rtol=1e-12)
+    for (got_w, got_b), (want_w, want_b) in zip(model.get_weights(), weights):
+        np.testing.assert_allclose(got_w, want_w, rtol=1e-12)
+        np.testing.assert_allclose(got_b, want_b, rtol=1e-12)
 
 
 def test_shuffle_does_not_change_full_batch_training():
@@ -189,12 +181,7 @@ def test_final_activation_fused_not_applied_twice(loss, activation, fused):
     logits_model = fastbp.Sequential([fastbp.Dense(2)], loss=loss, dtype="float64",
                                      input_dim=3, seed=0)
     logits_model.set_weights(with_act.get_weights())
-    (w, b), = with_act.get_weights()
-    logits = X @ w + b
-    if fused == "softmax":
-        expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    else:
-        expected = 1 / (1 + np.exp(-logits))
+    expected = _reference.forward(with_act.get_weights(), [fused], X)[-1]
     np.testing.assert_allclose(with_act.predict(X), expected, rtol=1e-12)
     np.testing.assert_allclose(logits_model.predict(X), expected, rtol=1e-12)
     loss_a, grads_a = with_act.loss_and_gradients(X, y)
@@ -208,10 +195,8 @@ def test_softmax_with_mse_is_not_fused():
     model = fastbp.Sequential([fastbp.Dense(3, "softmax")], loss="mse", dtype="float64",
                               input_dim=2, seed=0)
     X = np.array([[1.0, -2.0], [0.5, 0.1]])
-    (w, b), = model.get_weights()
-    z = X @ w + b
-    np.testing.assert_allclose(model.predict(X), np.exp(z) / np.exp(z).sum(1, keepdims=True),
-                               rtol=1e-12)
+    expected = _reference.forward(model.get_weights(), ["softmax"], X)[-1]
+    np.testing.assert_allclose(model.predict(X), expected, rtol=1e-12)
 
 
 def test_get_set_weights_round_trip():
@@ -252,8 +237,8 @@ def test_predict_large_input_in_chunks_matches_numpy():
     model = fastbp.Sequential([fastbp.Dense(7, "tanh"), fastbp.Dense(3)], loss="mse",
                               dtype="float64", input_dim=5, seed=0)
     X = rng.normal(size=(1300, 5))  # more than one inference chunk, last chunk partial
-    (w1, b1), (w2, b2) = model.get_weights()
-    np.testing.assert_allclose(model.predict(X), np.tanh(X @ w1 + b1) @ w2 + b2, rtol=1e-12)
+    expected = _reference.forward(model.get_weights(), ["tanh", "identity"], X)[-1]
+    np.testing.assert_allclose(model.predict(X), expected, rtol=1e-12)
     np.testing.assert_allclose(model.predict(X[:1]), model.predict(X)[:1], rtol=1e-14)
 
 
