@@ -1,7 +1,7 @@
 """The benchmarked networks, synthetic data, and one adapter per implementation.
 
 Every adapter offers the same small interface, so that the timing loops treat
-fastbp, the NumPy reference, PyTorch and scikit-learn alike::
+fastbp, NumPy by hand, PyTorch and scikit-learn alike::
 
     impl = ADAPTERS[name](network, optimizer, dtype, weights, seed)
     data = impl.prepare(X, y)      # once: convert the data to the library's form
@@ -119,29 +119,23 @@ def initial_weights(network, dtype, seed=0):
 
 
 def reference_logits(weights, network, X, chunk=2048):
-    """The network's outputs (logits for cross-entropy) for ``weights`` on ``X``,
-    computed in float64 by plain NumPy, the same way for every implementation."""
-    outputs = []
-    for start in range(0, X.shape[0], chunk):
-        h = X[start:start + chunk].astype(np.float64)
-        for i, (w, b) in enumerate(weights):
-            h = h @ w.astype(np.float64) + b.astype(np.float64)
-            if i < len(weights) - 1:
-                h = np.maximum(h, 0) if network.activation == "relu" else np.tanh(h)
-        outputs.append(h)
-    return np.concatenate(outputs)
+    """The network's outputs (logits for cross-entropy) for ``weights`` on ``X``:
+    the forward pass of ``fastbp._reference`` (float64 NumPy), the same for every
+    implementation."""
+    from fastbp import _reference  # imported here: the memory runs measure their imports
+
+    activations = [network.activation] * (len(weights) - 1) + ["identity"]
+    return np.concatenate([_reference.forward(weights, activations, X[start:start + chunk])[-1]
+                           for start in range(0, X.shape[0], chunk)])
 
 
 def reference_loss(weights, network, X, y):
-    """The mean loss of ``weights`` on ``(X, y)``, in float64, by one common
-    definition (cross-entropy over samples, squared error over elements), so that
-    the implementations are judged by the same yardstick."""
-    h = reference_logits(weights, network, X)
-    if network.loss == "cross_entropy":
-        h -= h.max(axis=1, keepdims=True)
-        log_z = np.log(np.exp(h).sum(axis=1))
-        return float(np.mean(log_z - h[np.arange(len(y)), y]))
-    return float(np.mean((h - y) ** 2))
+    """The mean loss of ``weights`` on ``(X, y)`` by ``fastbp._reference`` (float64;
+    cross-entropy over samples, squared error over elements), so that the
+    implementations are judged by the same yardstick."""
+    from fastbp import _reference
+
+    return _reference.loss_and_delta(network.loss, reference_logits(weights, network, X), y)[0]
 
 
 def reference_accuracy(weights, network, X, y):
@@ -228,7 +222,7 @@ class FastbpImpl(Implementation):
 
 
 class NumpyImpl(Implementation):
-    """The hand-written NumPy reference (``numpy_ref.NumpyMLP``)."""
+    """Training by hand in NumPy (``numpy_ref.NumpyMLP``)."""
 
     name = "numpy"
 

@@ -1,4 +1,6 @@
-"""A hand-written NumPy trainer for dense networks: the benchmarks' reference.
+"""A hand-written NumPy trainer for dense networks: the benchmarks' NumPy-by-hand
+implementation (timed against fastbp; the yardstick that scores every implementation
+is ``fastbp._reference``, see ``impls.reference_loss``).
 
 This is what a careful NumPy programmer writes for minibatch training without
 fastbp: every per-batch array is allocated once, for a batch capacity, and every

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import fastbp
+from fastbp import _reference
 from _gradcheck import flatten, numerical_gradient, relative_error
 
 ACTIVATIONS = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softmax", "elu", "gelu",
@@ -95,15 +96,16 @@ def test_loss_and_gradients_leaves_weights_unchanged():
 
 
 def test_loss_value_matches_numpy_reference():
-    """The loss reported by the fused path equals a plain NumPy forward pass."""
+    """The loss reported by the fused path equals the NumPy reference's forward pass
+    and loss (fastbp._reference)."""
     rng = np.random.default_rng(7)
     model = build([6, 3], "sigmoid", "softmax", "cross_entropy", 4, seed=6)
     X, y = rng.normal(size=(8, 4)), rng.integers(0, 3, size=8)
-    (w1, b1), (w2, b2) = model.get_weights()
-    hidden = 1 / (1 + np.exp(-(X @ w1 + b1)))
-    logits = hidden @ w2 + b2
-    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    expected = -log_probs[np.arange(8), y].mean()
+    weights = model.get_weights()
+    logits = _reference.forward(weights, ["sigmoid", "identity"], X)[-1]
+    expected, _ = _reference.loss_and_delta("cross_entropy", logits, y)
     loss, _ = model.loss_and_gradients(X, y)
     assert loss == pytest.approx(expected, rel=1e-13)
-    np.testing.assert_allclose(model.predict(X), np.exp(log_probs), rtol=1e-12)
+    np.testing.assert_allclose(model.predict(X),
+                               _reference.forward(weights, ["sigmoid", "softmax"], X)[-1],
+                               rtol=1e-12)

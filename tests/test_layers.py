@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fastbp
+from fastbp import _reference
 from _models import D, reg_data
 
 
@@ -45,13 +46,14 @@ def test_dense_forward_backward_by_hand():
     out = layer.forward(x)  # builds with float64 from x
     assert layer.weight.shape == (5, 3) and layer.bias.shape == (3,)
     assert layer.weight.dtype == np.float64
-    np.testing.assert_allclose(out, np.tanh(x @ layer.weight + layer.bias), rtol=1e-13)
+    weights = [(layer.weight.copy(), layer.bias.copy())]
+    np.testing.assert_allclose(out, _reference.forward(weights, ["tanh"], x)[0], rtol=1e-13)
     grad_out = rng.normal(size=(4, 3))
     grad_in = layer.backward(grad_out)
-    delta = grad_out * (1 - out ** 2)
-    np.testing.assert_allclose(layer.grad_weight, x.T @ delta, rtol=1e-12)
-    np.testing.assert_allclose(layer.grad_bias, delta.sum(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(grad_in, delta @ layer.weight.T, rtol=1e-12)
+    [(grad_weight, grad_bias)], expected_in = _reference.backward(weights, ["tanh"], x, grad_out)
+    np.testing.assert_allclose(layer.grad_weight, grad_weight, rtol=1e-12)
+    np.testing.assert_allclose(layer.grad_bias, grad_bias, rtol=1e-12)
+    np.testing.assert_allclose(grad_in, expected_in, rtol=1e-12)
     assert layer.params[0] is layer.weight and layer.grads[1] is layer.grad_bias
 
 

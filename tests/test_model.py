@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fastbp
+from fastbp import _reference
 from _models import (BAD_NDIM, D, NON_NUMERIC, NONFINITE, fitted_mse, mse_model, reg_data,
                      same_weights)
 
@@ -116,12 +117,7 @@ def test_final_activation_fused_not_applied_twice(loss, activation, fused):
     logits_model = fastbp.Sequential([fastbp.Dense(2)], loss=loss, dtype="float64",
                                      input_dim=3, seed=0)
     logits_model.set_weights(with_act.get_weights())
-    (w, b), = with_act.get_weights()
-    logits = X @ w + b
-    if fused == "softmax":
-        expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    else:
-        expected = 1 / (1 + np.exp(-logits))
+    expected = _reference.forward(with_act.get_weights(), [fused], X)[-1]
     np.testing.assert_allclose(with_act.predict(X), expected, rtol=1e-12)
     np.testing.assert_allclose(logits_model.predict(X), expected, rtol=1e-12)
     loss_a, grads_a = with_act.loss_and_gradients(X, y)
@@ -135,10 +131,8 @@ def test_softmax_with_mse_is_not_fused():
     model = fastbp.Sequential([fastbp.Dense(3, "softmax")], loss="mse", dtype="float64",
                               input_dim=2, seed=0)
     X = np.array([[1.0, -2.0], [0.5, 0.1]])
-    (w, b), = model.get_weights()
-    z = X @ w + b
-    np.testing.assert_allclose(model.predict(X), np.exp(z) / np.exp(z).sum(1, keepdims=True),
-                               rtol=1e-12)
+    expected = _reference.forward(model.get_weights(), ["softmax"], X)[-1]
+    np.testing.assert_allclose(model.predict(X), expected, rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------
@@ -261,8 +255,8 @@ def test_predict_large_input_in_chunks_matches_numpy():
     model = fastbp.Sequential([fastbp.Dense(7, "tanh"), fastbp.Dense(3)], loss="mse",
                               dtype="float64", input_dim=5, seed=0)
     X = rng.normal(size=(1300, 5))  # more than one inference chunk, last chunk partial
-    (w1, b1), (w2, b2) = model.get_weights()
-    np.testing.assert_allclose(model.predict(X), np.tanh(X @ w1 + b1) @ w2 + b2, rtol=1e-12)
+    expected = _reference.forward(model.get_weights(), ["tanh", "identity"], X)[-1]
+    np.testing.assert_allclose(model.predict(X), expected, rtol=1e-12)
     np.testing.assert_allclose(model.predict(X[:1]), model.predict(X)[:1], rtol=1e-14)
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import fastbp
+from fastbp import _reference
 from fastbp import Dense, Dropout, Residual, _threads
 from _gradcheck import flatten, numerical_gradient, relative_error
 
@@ -51,9 +52,10 @@ def test_forward_is_x_plus_f_of_x():
     model = fastbp.Sequential([Residual([Dense(5, "relu"), Dense(3)])], loss="mse",
                               dtype="float64", input_dim=3, seed=0)
     X = rng.normal(size=(4, 3))
-    (w1, b1), (w2, b2) = model.get_weights()
-    np.testing.assert_allclose(model.predict(X), X + np.maximum(X @ w1 + b1, 0) @ w2 + b2,
-                               rtol=1e-12)
+    # The reference's residual connection: layer 1's output f(z) plus the input (-1).
+    expected = _reference.forward(model.get_weights(), ["relu", "identity"], X,
+                                  skips=[None, -1])[-1]
+    np.testing.assert_allclose(model.predict(X), expected, rtol=1e-12)
 
 
 def test_input_gradient_through_a_skip_from_the_input():

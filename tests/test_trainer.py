@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import fastbp
+from fastbp import _reference
 import fastbp.data
 from _models import (XOR_X, XOR_Y, blobs, class_blobs, classifier, mse_model, reg_data,
                      same_weights)
@@ -133,24 +134,15 @@ def test_minibatches_with_smaller_last_batch_match_numpy_reference():
                               optimizer=fastbp.SGD(lr=0.2, momentum=0.5), dtype="float64",
                               seed=0)
     model.build(3)
-    (w1, b1), (w2, b2) = model.get_weights()
-    params = [w1, b1, w2, b2]
-    bufs = [np.zeros_like(p) for p in params]
-    for _ in range(2):
-        for start in range(0, 11, 4):
-            xb, yb = X[start:start + 4], y[start:start + 4]
-            h = 1 / (1 + np.exp(-(xb @ params[0] + params[1])))
-            out = h @ params[2] + params[3]
-            d_out = 2 * (out - yb) / out.size
-            d_h = d_out @ params[2].T * h * (1 - h)
-            grads = [xb.T @ d_h, d_h.sum(0), h.T @ d_out, d_out.sum(0)]
-            for p, g, buf in zip(params, grads, bufs):
-                buf *= 0.5
-                buf += g
-                p -= 0.2 * buf
+    weights = model.get_weights()
+    optimizer = _reference.Optimizer("sgd", lr=0.2, momentum=0.5)
+    for _ in range(2):  # minibatches of 4, 4 and 3 rows
+        _reference.train_epoch(weights, X, y, 4, optimizer,
+                               activations=["sigmoid", "identity"], loss="mse")
     model.fit(X, y, epochs=2, batch_size=4, shuffle=False)
-    for got, want in zip([a for pair in model.get_weights() for a in pair], params):
-        np.testing.assert_allclose(got, want, rtol=1e-12)
+    for (got_w, got_b), (want_w, want_b) in zip(model.get_weights(), weights):
+        np.testing.assert_allclose(got_w, want_w, rtol=1e-12)
+        np.testing.assert_allclose(got_b, want_b, rtol=1e-12)
 
 
 def test_shuffle_does_not_change_full_batch_training():
