@@ -19,30 +19,33 @@ LOSS_CODES: dict[str, int]
 OPTIMIZER_CODES: dict[str, int]
 
 # Arrays of the structs of _core.pxd (dtypes in fastbp._codes).
-LayerPlans = NDArray[np.void]
-NetPlan = NDArray[np.void]
 OptimizerConfig = NDArray[np.void]
 BatchStats = NDArray[np.void]
 
+class Plan:
+    n_layers: int
+    n_params: int
+    def __init__(self, net: NDArray[np.void], layers: NDArray[np.void], n_params: int) -> None: ...
+
 def struct_dtypes() -> dict[str, np.dtype[np.void]]: ...
 def train_run(params: F, grads: F, work: F, capacity: int, label_work: I, weight_work: F,
-              net: NetPlan, plan: LayerPlans, X: F, targets: F, labels: I, sample_weight: F,
+              plan: Plan, X: F, targets: F, labels: I, sample_weight: F,
               order: I, batch_size: int, first_batch: int, stop_batch: int, loss_kind: int,
               loss_param: float, opt: OptimizerConfig, state: F, segments: I, step: int,
               stats: BatchStats, n_threads: int = 1) -> tuple[int, int, int]: ...
 def batch_gradients(params: F, grads: F, work: F, capacity: int, label_work: I,
-                    weight_work: F, net: NetPlan, plan: LayerPlans, X: F, targets: F,
+                    weight_work: F, plan: Plan, X: F, targets: F,
                     labels: I, sample_weight: F, order: I, batch_size: int, batch: int,
                     loss_kind: int, loss_param: float, step: int, stats: BatchStats,
                     n_threads: int = 1) -> int: ...
 def apply_update(params: F, grads: F, state: F, opt: OptimizerConfig, segments: I, step: int,
                  n_threads: int = 1) -> None: ...
-def input_gradient_run(params: F, work: F, capacity: int, net: NetPlan, plan: LayerPlans,
+def input_gradient_run(params: F, work: F, capacity: int, plan: Plan,
                        X: F, targets: F, labels: I, loss_kind: int, loss_param: float,
                        output: int, out: F) -> None: ...
-def predict_run(params: F, work: F, capacity: int, net: NetPlan, plan: LayerPlans, X: F,
+def predict_run(params: F, work: F, capacity: int, plan: Plan, X: F,
                 out: F) -> None: ...
-def evaluate_run(params: F, work: F, capacity: int, net: NetPlan, plan: LayerPlans, X: F,
+def evaluate_run(params: F, work: F, capacity: int, plan: Plan, X: F,
                  targets: F, labels: I, loss_kind: int, loss_param: float,
                  stats: BatchStats) -> None: ...
 def matmul(a: F, b: F, out: F, trans_a: bool = False, trans_b: bool = False,

@@ -1114,7 +1114,7 @@ cdef void _train_part(const Run* r, floating* params, floating* grads, floating*
 # runs the kernels without the GIL.
 # ---------------------------------------------------------------------------
 
-cdef Run _data_run(const NetPlan[::1] net, const LayerPlan[::1] plan, Py_ssize_t capacity,
+cdef Run _data_run(Plan plan, Py_ssize_t capacity,
                    Py_ssize_t work_size, Py_ssize_t n_params, bint training,
                    const floating[:, ::1] X, const floating[:, ::1] targets,
                    const intp[::1] labels, const void* sample_weight, Py_ssize_t n_weights,
@@ -1123,20 +1123,21 @@ cdef Run _data_run(const NetPlan[::1] net, const LayerPlan[::1] plan, Py_ssize_t
     cdef Run r
     cdef bint use_labels = loss_kind == LOSS_CE_LABELS
     memset(&r, 0, sizeof(Run))
-    _check_plan(net, plan, n_params, work_size, capacity, training, X.shape[1])
+    _check_call(plan, n_params, work_size, capacity, training, X.shape[1])
     if not 0 <= loss_kind < LOSS_COUNT:
         raise ValueError("unknown loss code %d" % loss_kind)
     if X.shape[0] < 1:
         raise ValueError("at least one row is needed")
-    r.net, r.plan, r.n_layers, r.capacity = &net[0], &plan[0], plan.shape[0], capacity
+    r.net, r.plan, r.n_layers, r.capacity = plan.net, plan.layers, plan.n_layers, capacity
+    r.dropout = plan.dropout
     r.X, r.n, r.loss_kind, r.loss_param = &X[0, 0], X.shape[0], loss_kind, loss_param
     if use_labels:
         if labels.shape[0] != r.n:
             raise ValueError("labels do not match X: %d for %d rows" % (labels.shape[0], r.n))
-        _check_labels(labels, net[0].n_outputs)
+        _check_labels(labels, plan.net.n_outputs)
         r.labels = &labels[0]
     else:
-        if targets.shape[0] != r.n or targets.shape[1] != net[0].n_outputs:
+        if targets.shape[0] != r.n or targets.shape[1] != plan.net.n_outputs:
             raise ValueError("targets do not match X and the output layer")
         r.targets = &targets[0, 0]
     if n_weights:
@@ -1150,7 +1151,6 @@ cdef _bind_batches(Run* r, Py_ssize_t batch_size, Py_ssize_t first_batch,
                    Py_ssize_t stop_batch, const intp[::1] order, intp[::1] label_work,
                    void* weight_work, Py_ssize_t weight_work_size, BatchStats[::1] stats):
     # Minibatches first_batch <= b < stop_batch of batch_size rows in ``order``.
-    cdef Py_ssize_t l
     if batch_size < 1 or batch_size > r.capacity:
         raise ValueError("batch_size must lie in [1, capacity=%d]" % r.capacity)
     if first_batch < 0 or stop_batch < first_batch:
@@ -1172,9 +1172,6 @@ cdef _bind_batches(Run* r, Py_ssize_t batch_size, Py_ssize_t first_batch,
     r.label_work = &label_work[0] if label_work.shape[0] else NULL
     r.weight_work = weight_work
     r.stats = &stats[0] if stats.shape[0] else NULL
-    r.dropout = r.net.input_dropout > 0
-    for l in range(r.n_layers):
-        r.dropout |= r.plan[l].dropout_after > 0
 
 
 cdef tuple _run_team(const Run* r, floating* params, floating* grads, floating* work,
@@ -1198,7 +1195,7 @@ cdef tuple _run_team(const Run* r, floating* params, floating* grads, floating* 
 
 def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
               Py_ssize_t capacity, intp[::1] label_work, floating[::1] weight_work,
-              const NetPlan[::1] net, const LayerPlan[::1] plan,
+              Plan plan,
               const floating[:, ::1] X, const floating[:, ::1] targets, const intp[::1] labels,
               const floating[::1] sample_weight, const intp[::1] order,
               Py_ssize_t batch_size, Py_ssize_t first_batch, Py_ssize_t stop_batch,
@@ -1226,7 +1223,7 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
     """
     if grads.shape[0] != params.shape[0]:
         raise ValueError("grads and params differ in size")
-    cdef Run r = _data_run(net, plan, capacity, work.shape[0], params.shape[0], True, X,
+    cdef Run r = _data_run(plan, capacity, work.shape[0], params.shape[0], True, X,
                            targets, labels, &sample_weight[0] if sample_weight.shape[0] else NULL,
                            sample_weight.shape[0], loss_kind, loss_param)
     if stop_batch > stats.shape[0]:
@@ -1242,7 +1239,7 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
 
 def batch_gradients(const floating[::1] params, floating[::1] grads, floating[::1] work,
                     Py_ssize_t capacity, intp[::1] label_work, floating[::1] weight_work,
-                    const NetPlan[::1] net, const LayerPlan[::1] plan,
+                    Plan plan,
                     const floating[:, ::1] X, const floating[:, ::1] targets,
                     const intp[::1] labels, const floating[::1] sample_weight,
                     const intp[::1] order, Py_ssize_t batch_size, Py_ssize_t batch,
@@ -1255,7 +1252,7 @@ def batch_gradients(const floating[::1] params, floating[::1] grads, floating[::
     ``STATUS_NONFINITE_LOSS``: then ``grads`` is not written)."""
     if grads.shape[0] != params.shape[0]:
         raise ValueError("grads and params differ in size")
-    cdef Run r = _data_run(net, plan, capacity, work.shape[0], params.shape[0], True, X,
+    cdef Run r = _data_run(plan, capacity, work.shape[0], params.shape[0], True, X,
                            targets, labels, &sample_weight[0] if sample_weight.shape[0] else NULL,
                            sample_weight.shape[0], loss_kind, loss_param)
     _bind_batches(&r, batch_size, batch, batch + 1, order, label_work,
@@ -1291,7 +1288,7 @@ def apply_update(floating[::1] params, floating[::1] grads, floating[:, ::1] sta
 
 
 def input_gradient_run(const floating[::1] params, floating[::1] work, Py_ssize_t capacity,
-                       const NetPlan[::1] net, const LayerPlan[::1] plan,
+                       Plan plan,
                        const floating[:, ::1] X, const floating[:, ::1] targets,
                        const intp[::1] labels, int loss_kind, double loss_param,
                        Py_ssize_t output, floating[:, ::1] out):
@@ -1308,25 +1305,26 @@ def input_gradient_run(const floating[::1] params, floating[::1] work, Py_ssize_
     cdef floating p
     cdef BatchStats ignored
     cdef bint input_skip = False
-    cdef const LayerPlan* first = &plan[0]
+    cdef const LayerPlan* first
     if capacity < n:
         raise ValueError("the workspace must hold every row")
     if output < 0:
-        r = _data_run(net, plan, capacity, work.shape[0], params.shape[0], True, X, targets,
+        r = _data_run(plan, capacity, work.shape[0], params.shape[0], True, X, targets,
                       labels, NULL, 0, loss_kind, loss_param)
     else:
-        _check_plan(net, plan, params.shape[0], work.shape[0], capacity, True, d)
-        r.net, r.plan, r.n_layers = &net[0], &plan[0], plan.shape[0]
-    cdef Py_ssize_t k = net[0].n_outputs
-    cdef int output_act = <int>net[0].output_activation
+        _check_call(plan, params.shape[0], work.shape[0], capacity, True, d)
+        r.net, r.plan, r.n_layers = plan.net, plan.layers, plan.n_layers
+    first = plan.layers
+    cdef Py_ssize_t k = plan.net.n_outputs
+    cdef int output_act = <int>plan.net.output_activation
     if out.shape[0] != n or out.shape[1] != d:
         raise ValueError("out must have the shape of X")
     if output >= k:
         raise ValueError("output %d is not below the %d outputs" % (output, k))
-    for l in range(plan.shape[0]):
-        if not plan[l].trainable:
+    for l in range(plan.n_layers):
+        if not plan.layers[l].trainable:
             raise ValueError("input_gradient_run needs every layer marked trainable")
-        input_skip |= plan[l].skip == SKIP_INPUT
+        input_skip |= plan.layers[l].skip == SKIP_INPUT
     memset(&ignored, 0, sizeof(BatchStats))
     with nogil:
         _forward(&params[0], wp, capacity, r.plan, r.n_layers, &X[0, 0], 0, n, NULL, True)
@@ -1363,24 +1361,24 @@ def input_gradient_run(const floating[::1] params, floating[::1] work, Py_ssize_
 
 
 def predict_run(const floating[::1] params, floating[::1] work, Py_ssize_t capacity,
-                const NetPlan[::1] net, const LayerPlan[::1] plan, const floating[:, ::1] X,
+                Plan plan, const floating[:, ::1] X,
                 floating[:, ::1] out):
     """Forward pass over all rows of ``X`` in chunks of ``capacity`` rows into ``out``,
-    the output activation (``net[0].output_activation``: the one fused into the loss
+    the output activation (``NetPlan.output_activation``: the one fused into the loss
     in training) applied."""
     cdef Py_ssize_t n = X.shape[0], start, rows, k
     cdef floating* res
-    _check_plan(net, plan, params.shape[0], work.shape[0], capacity, False, X.shape[1])
-    k = net[0].n_outputs
+    _check_call(plan, params.shape[0], work.shape[0], capacity, False, X.shape[1])
+    k = plan.net.n_outputs
     if out.shape[0] != n or out.shape[1] != k:
         raise ValueError("out has the wrong shape")
-    cdef const LayerPlan* last = &plan[plan.shape[0] - 1]
-    cdef int output_act = <int>net[0].output_activation
+    cdef const LayerPlan* last = &plan.layers[plan.n_layers - 1]
+    cdef int output_act = <int>plan.net.output_activation
     with nogil:
         start = 0
         while start < n:
             rows = capacity if start + capacity <= n else n - start
-            _forward(&params[0], &work[0], capacity, &plan[0], plan.shape[0], &X[start, 0], 0,
+            _forward(&params[0], &work[0], capacity, plan.layers, plan.n_layers, &X[start, 0], 0,
                      rows, NULL, False)
             res = _passed_on(&work[0], capacity, last)
             _bias_act(res, <floating*>NULL, rows, k, output_act, <floating>0, <floating*>NULL)
@@ -1389,16 +1387,16 @@ def predict_run(const floating[::1] params, floating[::1] work, Py_ssize_t capac
 
 
 def evaluate_run(const floating[::1] params, floating[::1] work, Py_ssize_t capacity,
-                 const NetPlan[::1] net, const LayerPlan[::1] plan,
+                 Plan plan,
                  const floating[:, ::1] X, const floating[:, ::1] targets,
                  const intp[::1] labels, int loss_kind, double loss_param,
                  BatchStats[::1] stats):
     """Over all rows of ``X`` in chunks of ``capacity`` rows: ``stats[0]`` receives the
     mean loss (without penalties), the count of correct predictions or the residual
     sums."""
-    cdef Run r = _data_run(net, plan, capacity, work.shape[0], params.shape[0], False, X,
+    cdef Run r = _data_run(plan, capacity, work.shape[0], params.shape[0], False, X,
                            targets, labels, NULL, 0, loss_kind, loss_param)
-    cdef Py_ssize_t start, rows, d = X.shape[1], k = net[0].n_outputs
+    cdef Py_ssize_t start, rows, d = X.shape[1], k = plan.net.n_outputs
     cdef double total = 0
     cdef const floating* targets_ptr = <const floating*>r.targets
     if stats.shape[0] != 1:
@@ -1456,38 +1454,75 @@ cdef _bind_optimizer(Run* r, const OptimizerConfig[::1] opt, const floating[:, :
     r.n_segments = segments.shape[0]
 
 
+cdef class Plan:
+    """A network plan as the kernels read it, checked once: the ``NetPlan`` and the
+    ``LayerPlan`` rows (arrays of the dtypes in ``fastbp._codes``, which stay owned by
+    the Python side and alive as long as this object). The kernels re-read only the
+    fields that may change after the check (a layer's ``trainable`` flag, the
+    dropout seed); a plan whose other fields change needs a new Plan."""
+    cdef const NetPlan[::1] _net
+    cdef const LayerPlan[::1] _layers
+    cdef const NetPlan* net
+    cdef const LayerPlan* layers
+    cdef readonly Py_ssize_t n_layers
+    cdef readonly Py_ssize_t n_params
+    cdef bint dropout
+
+    def __init__(self, const NetPlan[::1] net not None, const LayerPlan[::1] layers not None,
+                 Py_ssize_t n_params):
+        cdef Py_ssize_t l
+        _check_structure(net, layers, n_params)
+        self._net, self._layers = net, layers
+        self.net, self.layers = &net[0], &layers[0]
+        self.n_layers, self.n_params = layers.shape[0], n_params
+        self.dropout = self.net.input_dropout > 0
+        for l in range(self.n_layers):
+            self.dropout |= self.layers[l].dropout_after > 0
+
+
+cdef _check_call(Plan plan, Py_ssize_t n_params, Py_ssize_t work_size, Py_ssize_t capacity,
+                 bint training, Py_ssize_t d):
+    # What the plan's own check cannot know: this call's buffers and input width.
+    if plan is None:
+        raise TypeError("plan must be a fastbp._core.Plan")
+    if n_params != plan.n_params:
+        raise ValueError("the parameter buffer has %d entries, the plan %d"
+                         % (n_params, plan.n_params))
+    if d != plan.net.n_inputs:
+        raise ValueError("X has %d features, the network expects %d" % (d, plan.net.n_inputs))
+    if capacity < 1:
+        raise ValueError("capacity must be positive")
+    if work_size < capacity * (plan.net.train_width if training else plan.net.infer_width):
+        raise ValueError("the workspace is too small for %d rows" % capacity)
+
+
 cdef _check_buffer(intp offset, intp width, intp limit, str what, Py_ssize_t l):
     # A workspace buffer of ``width`` entries per row at ``offset`` (in rows).
     if offset < 0 or offset + width > limit:
         raise ValueError("the %s buffer of layer %d lies outside the workspace" % (what, l))
 
 
-cdef _check_plan(const NetPlan[::1] net, const LayerPlan[::1] plan, Py_ssize_t n_params,
-                 Py_ssize_t work_size, Py_ssize_t capacity, bint training, Py_ssize_t d):
-    # Cheap structural checks once per call. The model builds the plan; users never do.
+cdef _check_structure(const NetPlan[::1] net, const LayerPlan[::1] plan, Py_ssize_t n_params):
+    # Structural checks of a plan, so that no later call can touch memory out of
+    # bounds through it. The model builds the plan; users never do.
     cdef Py_ssize_t l, n_layers = plan.shape[0]
     cdef const NetPlan* nw
     cdef const LayerPlan* layer
-    cdef intp width, source_width
+    cdef intp infer, train, source_width
     if net.shape[0] != 1 or n_layers < 1:
         raise ValueError("a plan is one NetPlan and at least one LayerPlan")
     nw = &net[0]
-    if nw.n_inputs != d:
-        raise ValueError("X has %d features, the network expects %d" % (d, nw.n_inputs))
-    if not 0 <= nw.output_activation < ACT_COUNT:
-        raise ValueError("unknown output activation code %d" % nw.output_activation)
+    infer, train = nw.infer_width, nw.train_width
+    if nw.n_inputs < 1 or not 0 <= nw.output_activation < ACT_COUNT:
+        raise ValueError("bad NetPlan")
     if not 0 <= nw.input_dropout < 1:
         raise ValueError("dropout rates must lie in [0, 1)")
-    width = nw.train_width if training else nw.infer_width
-    if capacity < 1:
-        raise ValueError("capacity must be positive")
-    if width < 1 or work_size < capacity * width:
-        raise ValueError("the workspace is too small for %d rows" % capacity)
+    if infer < 1 or train < infer:
+        raise ValueError("bad workspace widths")
     if plan[n_layers - 1].n_out != nw.n_outputs:
         raise ValueError("the last layer's width is not the network's output width")
-    if training:
-        _check_buffer(nw.x_at, nw.n_inputs, width, "input batch", -1)
-        _check_buffer(nw.y_at, nw.n_outputs, width, "target batch", -1)
+    _check_buffer(nw.x_at, nw.n_inputs, train, "input batch", -1)
+    _check_buffer(nw.y_at, nw.n_outputs, train, "target batch", -1)
     for l in range(n_layers):
         layer = &plan[l]
         if layer.n_in < 1 or layer.n_out < 1:
@@ -1502,18 +1537,17 @@ cdef _check_plan(const NetPlan[::1] net, const LayerPlan[::1] plan, Py_ssize_t n
             raise ValueError("layer %d lies outside the parameter buffer" % l)
         if not 0 <= layer.dropout_after < 1 or (l == n_layers - 1 and layer.dropout_after):
             raise ValueError("layer %d: dropout rates lie in [0, 1), 0 after the last" % l)
-        _check_buffer(layer.out_at, layer.n_out, width, "output", l)
+        _check_buffer(layer.out_at, layer.n_out, infer, "output", l)
         if layer.skip != NO_SKIP:
             if not SKIP_INPUT <= layer.skip < l:
                 raise ValueError("layer %d has a bad skip connection" % l)
             source_width = nw.n_inputs if layer.skip == SKIP_INPUT else plan[layer.skip].n_out
             if source_width != layer.n_out:
                 raise ValueError("layer %d adds a skip of another width" % l)
-            _check_buffer(layer.sum_at, layer.n_out, width, "residual sum", l)
-        if training:
-            _check_buffer(layer.delta_at, layer.n_out, width, "delta", l)
-            if layer.activation == ACT_GELU or layer.z_at >= 0:
-                _check_buffer(layer.z_at, layer.n_out, width, "pre-activation", l)
+            _check_buffer(layer.sum_at, layer.n_out, infer, "residual sum", l)
+        _check_buffer(layer.delta_at, layer.n_out, train, "delta", l)
+        if layer.activation == ACT_GELU or layer.z_at >= 0:
+            _check_buffer(layer.z_at, layer.n_out, train, "pre-activation", l)
 
 
 cdef _check_indices(const intp[::1] values, Py_ssize_t limit, str what):

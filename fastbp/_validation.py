@@ -15,6 +15,13 @@ def as_float_matrix(X, dtype, name="X", allow_1d=False, finite=True):
     without a copy. ``allow_1d`` turns a 1-D array into a single column.
     ``finite=False`` leaves the scan for NaN and infinity to the caller.
     """
+    if type(X) is np.ndarray and X.ndim == 2 and X.dtype == dtype and X.flags.c_contiguous \
+            and X.shape[0] and X.shape[1]:
+        # Already what the kernels read (the usual case, and the one-row predict of
+        # a service): no conversion, only the finiteness scan.
+        if finite:
+            check_finite(X, name)
+        return X
     arr = _numeric_array(X, name)
     if arr.ndim == 1 and allow_1d:
         arr = arr.reshape(-1, 1)
@@ -38,6 +45,8 @@ def as_float_matrix(X, dtype, name="X", allow_1d=False, finite=True):
 def all_finite(arr):
     """Whether every entry of a float array is finite, without a boolean temporary
     in the common case."""
+    if arr.size <= 4096:  # small: the exact check is as cheap as the sum, and quieter
+        return bool(np.isfinite(arr).all())
     with np.errstate(over="ignore", invalid="ignore"):
         if np.isfinite(np.add.reduce(arr, axis=None)):
             return True

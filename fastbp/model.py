@@ -8,6 +8,7 @@ read and write the weights. The model owns all of their state: copies and pickle
 are independent models.
 """
 import copy
+import math
 
 import numpy as np
 
@@ -349,8 +350,8 @@ class Sequential:
         ws = network.inference_workspace(X.shape[0])
         token = self._guard.acquire_read()
         try:
-            core().predict_run(network.params, ws.buffer, ws.capacity, network.net,
-                               network.plan, X, out)
+            core().predict_run(network.params, ws.buffer, ws.capacity, network.compiled, X,
+                               out)
         finally:
             self._guard.release_read(token)
         return out
@@ -377,8 +378,8 @@ class Sequential:
         ws = network.inference_workspace(data.X.shape[0])
         stats = np.zeros(1, dtype=_codes.BATCH_STATS)
         with self._guard.reading():
-            core().evaluate_run(network.params, ws.buffer, ws.capacity, network.net,
-                                network.plan, data.X, data.targets, data.labels, data.kind,
+            core().evaluate_run(network.params, ws.buffer, ws.capacity, network.compiled,
+                                data.X, data.targets, data.labels, data.kind,
                                 self.loss.param, stats)
             metrics = {"loss": float(stats["loss"][0]) + network.penalty()}
         n = data.X.shape[0]
@@ -402,22 +403,19 @@ class Sequential:
         """
         data = self._data(X, y)
         network, n = self._network, data.X.shape[0]
-        plan, net = network.all_trainable(), network.net.copy()
-        if not training:
-            plan["dropout_after"], net["input_dropout"] = 0, 0
+        plan = network.variant(all_trainable=True, dropout=training)
         grads = np.zeros_like(network.params)
         ws = Workspace(network, n, training=True)
         stats = np.zeros(1, dtype=_codes.BATCH_STATS)
         with self._guard.reading():
             status = core().batch_gradients(
-                network.params, grads, ws.buffer, n, ws.labels, ws.weights, net, plan, data.X,
+                network.params, grads, ws.buffer, n, ws.labels, ws.weights, plan, data.X,
                 data.targets, data.labels, data.weights, np.empty(0, dtype=np.intp), n, 0,
                 data.kind, self.loss.param, self.optimizer_state.step, stats)
-        loss = float(stats["loss"][0])
-        if status != _codes.STATUS_OK:
-            loss = float(stats["loss"][0]) * (1.0 / n)
+        # A non-finite loss (weights too large for these inputs) is returned as it is.
+        loss = float(stats["loss"][0]) if status == _codes.STATUS_OK else math.inf
         return loss, [(grads[r["weight_at"]:r["bias_at"]].reshape(r["n_in"], r["n_out"]),
-                       grads[r["bias_at"]:r["bias_at"] + r["n_out"]]) for r in plan]
+                       grads[r["bias_at"]:r["bias_at"] + r["n_out"]]) for r in network.plan]
 
     def input_gradient(self, X, y=None, output=None):
         """The gradient with respect to the inputs, by the same backward pass: a
@@ -453,8 +451,8 @@ class Sequential:
         ws = Workspace(network, data.X.shape[0], training=True)
         gradient = np.empty_like(data.X)
         with self._guard.reading():
-            core().input_gradient_run(network.params, ws.buffer, ws.capacity, network.net,
-                                      network.all_trainable(), data.X, data.targets,
+            core().input_gradient_run(network.params, ws.buffer, ws.capacity,
+                                      network.variant(all_trainable=True), data.X, data.targets,
                                       data.labels, data.kind, self.loss.param, output, gradient)
         return gradient
 

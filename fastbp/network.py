@@ -12,6 +12,7 @@ import threading
 import numpy as np
 
 from . import _codes
+from ._backend import core
 from .layers import Dense, Dropout, Residual
 
 # Rows per chunk of predict and evaluate (the size of an inference workspace).
@@ -72,6 +73,8 @@ class Network:
         The flat buffers (each layer's weight then bias, in order).
     plan : ndarray of LAYER_PLAN
     net : ndarray of NET_PLAN, shape (1,)
+    compiled : fastbp._core.Plan
+        The two, checked once, as the compiled calls take them.
     """
 
     def __init__(self, layers, loss, input_dim, dtype, rng):
@@ -124,6 +127,7 @@ class Network:
         net["input_dropout"] = rates[0]
         net["dropout_seed"] = int(rng.integers(0, 2**63))
         self._lay_out()
+        self.compiled = core().Plan(self.net, self.plan, self.params.size)
         self._local = threading.local()
         self._train_ws = None
 
@@ -190,12 +194,15 @@ class Network:
                 segments.append([lo, hi])
         return np.array(segments, dtype=np.intp).reshape(-1, 2)
 
-    def all_trainable(self):
-        """A copy of the plan in which every layer counts as trainable (gradients of
-        every layer, frozen or not)."""
-        plan = self.plan.copy()
-        plan["trainable"] = 1
-        return plan
+    def variant(self, all_trainable=False, dropout=True):
+        """A compiled plan of copies: every layer trainable (the gradients of every
+        layer, frozen or not), or without dropout."""
+        plan, net = self.plan.copy(), self.net.copy()
+        if all_trainable:
+            plan["trainable"] = 1
+        if not dropout:
+            plan["dropout_after"], net["input_dropout"] = 0, 0
+        return core().Plan(net, plan, self.params.size)
 
     def inference_workspace(self, rows):
         """This thread's inference workspace for ``rows`` rows (chunked at

@@ -78,7 +78,7 @@ class _Epochs:
         network, state = model._network, model.optimizer_state
         status, ran, state.step = core().train_run(
             network.params, network.grads, ws.buffer, ws.capacity, ws.labels, ws.weights,
-            network.net, network.plan, data.X, data.targets, data.labels, data.weights,
+            network.compiled, data.X, data.targets, data.labels, data.weights,
             self.order, self.batch, first, min(self.n_batches, first + self.chunk),
             data.kind, model.loss.param, self.opt, state.rows, self.segments, state.step,
             self.stats, self.step_threads)
@@ -217,7 +217,7 @@ class Trainer:
         with _threads.blas_limited(blas):
             status = core().batch_gradients(
                 network.params, network.grads, ws.buffer, ws.capacity, ws.labels, ws.weights,
-                network.net, network.plan, data.X, data.targets, data.labels, data.weights,
+                network.compiled, data.X, data.targets, data.labels, data.weights,
                 np.empty(0, dtype=np.intp), n, 0, data.kind, model.loss.param,
                 model.optimizer_state.step, stats, threads)
         if status != _codes.STATUS_OK:
