@@ -108,3 +108,53 @@ def split(data, fraction, rng, is_classifier):
     val.check_finite(validation.X, "X")
     val.check_finite(validation.targets, "y")
     return data.rows(keep), validation
+
+
+def validation_pair(validation_data):
+    """``(X_val, y_val)`` from fit's validation_data."""
+    try:
+        X_val, y_val = validation_data
+    except (TypeError, ValueError):
+        raise ValueError("validation_data must be a pair (X_val, y_val)") from None
+    return X_val, y_val
+
+
+def weight_pairs(weights, n_layers, dtype):
+    """``set_weights``'s list of (weight, bias) pairs, checked and converted."""
+    weights = list(weights)
+    if len(weights) != n_layers:
+        raise ValueError(f"got {len(weights)} (weight, bias) pairs for {n_layers} layers")
+    pairs = []
+    for i, pair in enumerate(weights):
+        try:
+            w, b = pair
+        except (TypeError, ValueError):
+            raise ValueError(f"entry {i} must be a (weight, bias) pair") from None
+        w = val.as_float_matrix(w, dtype, name=f"weight {i}")
+        if np.ndim(b) != 1:
+            raise ValueError(f"bias {i} must be 1-D, got shape {np.shape(b)}")
+        pairs.append((w, val.as_float_matrix(b, dtype, name=f"bias {i}", allow_1d=True)[:, 0]))
+    return pairs
+
+
+def check_classes(classes, n_outputs):
+    """partial_fit's ``classes``: exactly the labels 0 to n_outputs - 1."""
+    classes = np.asarray(classes)
+    if classes.ndim != 1 or classes.dtype.kind not in "iu" or \
+            sorted(classes.tolist()) != list(range(n_outputs)):
+        raise ValueError(f"classes must be the labels 0 to {n_outputs - 1} (one per"
+                         f" output unit), got {classes.tolist()}")
+
+
+def without_targets(X, n_outputs):
+    """Checked inputs alone (input gradients of a prediction)."""
+    return Data(X, 0, np.empty((0, n_outputs), X.dtype), np.empty(0, np.intp),
+                np.empty(0, X.dtype))
+
+
+def output_index(output, n_outputs):
+    """input_gradient's ``output``: a column of the prediction (default 0)."""
+    output = 0 if output is None else val.positive_int(output, "output", minimum=0)
+    if output >= n_outputs:
+        raise ValueError(f"output must be below {n_outputs}, got {output}")
+    return output

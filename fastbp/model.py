@@ -8,18 +8,16 @@ read and write the weights. The model owns all of their state: copies and pickle
 are independent models.
 """
 import copy
-import math
 
 import numpy as np
 
-from . import _codes, data as fitdata, persistence
+from . import _summary, data as fitdata, inference, persistence, trainer
 from . import _validation as val
-from ._backend import core
 from ._guard import Guard
-from .callbacks import Callback, History
+from .callbacks import History
 from .layers import Dense, Dropout, Layer, Residual
-from .losses import LOSS_BCE, get_loss
-from .network import Network, Workspace
+from .losses import get_loss
+from .network import Network
 from .optimizers import get_optimizer
 from .trainer import Trainer
 
@@ -259,19 +257,8 @@ class Sequential:
             When the training loss or the weights become NaN or infinite; the weights
             and optimizer state are restored to the start of that epoch.
         """
-        epochs = val.positive_int(epochs, "epochs", minimum=0)
-        batch_size = val.positive_int(batch_size, "batch_size")
-        callbacks = list(callbacks or [])
-        for callback in callbacks:
-            if not isinstance(callback, Callback):
-                raise TypeError(f"callbacks must be fastbp.callbacks.Callback instances, got"
-                                f" {type(callback).__name__}")
-        if tol is not None:
-            tol = val.nonnegative_float(tol, "tol")
-            n_iter_no_change = val.positive_int(n_iter_no_change, "n_iter_no_change")
-        split = val.fraction(validation_split, "validation_split")
-        if split and validation_data is not None:
-            raise ValueError("give validation_data or validation_split, not both")
+        loop = trainer.settings(epochs, batch_size, shuffle, callbacks, verbose, tol,
+                                n_iter_no_change, validation_split, validation_data)
         with self._guard.fitting():
             # NaN or infinity in X or y makes a minibatch's loss non-finite: the
             # compiled step stops there, and X and y are scanned only then.
@@ -279,15 +266,12 @@ class Sequential:
             data = fitdata.with_weights(data, self.n_outputs, sample_weight, class_weight)
             validation = None
             if validation_data is not None:
-                try:
-                    X_val, y_val = validation_data
-                except (TypeError, ValueError):
-                    raise ValueError("validation_data must be a pair (X_val, y_val)") from None
-                validation = self._data(X_val, y_val, ("X_val", "y_val"))
-            elif split:
-                data, validation = fitdata.split(data, split, self._rng, self.loss.is_classifier)
-            return self._trainer.fit(data, validation, epochs, batch_size, shuffle, callbacks,
-                                     verbose, tol, n_iter_no_change)
+                validation = self._data(*fitdata.validation_pair(validation_data),
+                                        ("X_val", "y_val"))
+            elif loop.validation_split:
+                data, validation = fitdata.split(data, loop.validation_split, self._rng,
+                                                 self.loss.is_classifier)
+            return self._trainer.fit(data, validation, loop)
 
     def partial_fit(self, X, y, classes=None, batch_size=32, shuffle=True):
         """One more epoch on (X, y), continuing from the current weights and
@@ -305,11 +289,7 @@ class Sequential:
             if classes is None:
                 raise ValueError("the first partial_fit of a classifier needs classes="
                                  " (all class labels, 0 to n_outputs - 1)")
-            classes = np.asarray(classes)
-            if classes.ndim != 1 or classes.dtype.kind not in "iu" or \
-                    sorted(classes.tolist()) != list(range(self.n_outputs)):
-                raise ValueError(f"classes must be the labels 0 to {self.n_outputs - 1} (one per"
-                                 f" output unit), got {classes.tolist()}")
+            fitdata.check_classes(classes, self.n_outputs)
             self._classes_seen = True
         return self.fit(X, y, epochs=1, batch_size=batch_size, shuffle=shuffle)
 
@@ -346,15 +326,7 @@ class Sequential:
         if X.shape[1] != network.input_dim:
             raise ValueError(f"X has {X.shape[1]} features, but the model expects"
                              f" {network.input_dim}")
-        out = np.empty((X.shape[0], network.n_outputs), dtype=self.dtype)
-        ws = network.inference_workspace(X.shape[0])
-        token = self._guard.acquire_read()
-        try:
-            core().predict_run(network.params, ws.buffer, ws.capacity, network.compiled, X,
-                               out)
-        finally:
-            self._guard.release_read(token)
-        return out
+        return inference.predict(network, self._guard, X)
 
     def predict_classes(self, X):
         """Class predictions: the most probable class (cross_entropy) or 0/1 per output
@@ -371,27 +343,10 @@ class Sequential:
         """Return a dict of metrics on (X, y): "loss"; "accuracy" for classification;
         "mae" and "r2" (coefficient of determination) for regression."""
         self._require_built()
-        return self._evaluate_data(self._data(X, y))
+        return inference.evaluate(self._network, self._guard, self.loss, self._data(X, y))
 
-    def _evaluate_data(self, data):
-        network = self._network
-        ws = network.inference_workspace(data.X.shape[0])
-        stats = np.zeros(1, dtype=_codes.BATCH_STATS)
-        with self._guard.reading():
-            core().evaluate_run(network.params, ws.buffer, ws.capacity, network.compiled,
-                                data.X, data.targets, data.labels, data.kind,
-                                self.loss.param, stats)
-            metrics = {"loss": float(stats["loss"][0]) + network.penalty()}
-        n = data.X.shape[0]
-        if self.loss.is_classifier:
-            per_sample = data.targets.shape[1] if data.kind == LOSS_BCE else 1
-            metrics["accuracy"] = int(stats["correct"][0]) / (n * per_sample)
-        else:
-            targets = data.targets
-            metrics["mae"] = float(stats["abs_residual"][0]) / targets.size
-            spread = float(((targets - targets.mean(axis=0, dtype=np.float64)) ** 2).sum())
-            metrics["r2"] = 1.0 - float(stats["sq_residual"][0]) / spread if spread > 0 else 0.0
-        return metrics
+    def _evaluate_data(self, data):  # the trainer's validation pass
+        return inference.evaluate(self._network, self._guard, self.loss, data)
 
     def loss_and_gradients(self, X, y, training=False):
         """Return ``(loss, [(grad_weight, grad_bias), ...])`` of the mean loss over all
@@ -401,21 +356,9 @@ class Sequential:
         ``training=True`` applies dropout with the masks of the next training step
         (the same on every call until the model trains), as fit would.
         """
-        data = self._data(X, y)
-        network, n = self._network, data.X.shape[0]
-        plan = network.variant(all_trainable=True, dropout=training)
-        grads = np.zeros_like(network.params)
-        ws = Workspace(network, n, training=True)
-        stats = np.zeros(1, dtype=_codes.BATCH_STATS)
-        with self._guard.reading():
-            status = core().batch_gradients(
-                network.params, grads, ws.buffer, n, ws.labels, ws.weights, plan, data.X,
-                data.targets, data.labels, data.weights, np.empty(0, dtype=np.intp), n, 0,
-                data.kind, self.loss.param, self.optimizer_state.step, stats)
-        # A non-finite loss (weights too large for these inputs) is returned as it is.
-        loss = float(stats["loss"][0]) if status == _codes.STATUS_OK else math.inf
-        return loss, [(grads[r["weight_at"]:r["bias_at"]].reshape(r["n_in"], r["n_out"]),
-                       grads[r["bias_at"]:r["bias_at"] + r["n_out"]]) for r in network.plan]
+        return inference.loss_and_gradients(self._network, self._guard, self.loss,
+                                            self._data(X, y), self.optimizer_state.step,
+                                            training)
 
     def input_gradient(self, X, y=None, output=None):
         """The gradient with respect to the inputs, by the same backward pass: a
@@ -439,22 +382,11 @@ class Sequential:
         if y is not None and output is not None:
             raise ValueError("give y (for the loss) or output (for a prediction), not both")
         if y is None:
-            X = self._check_X(X)
-            output = 0 if output is None else val.positive_int(output, "output", minimum=0)
-            if output >= self.n_outputs:
-                raise ValueError(f"output must be below {self.n_outputs}, got {output}")
-            data = fitdata.Data(X, 0, np.empty((0, self.n_outputs), self.dtype),
-                                np.empty(0, np.intp), np.empty(0, self.dtype))
+            data = fitdata.without_targets(self._check_X(X), self.n_outputs)
+            output = fitdata.output_index(output, self.n_outputs)
         else:
             data, output = self._data(X, y), -1
-        network = self._network
-        ws = Workspace(network, data.X.shape[0], training=True)
-        gradient = np.empty_like(data.X)
-        with self._guard.reading():
-            core().input_gradient_run(network.params, ws.buffer, ws.capacity,
-                                      network.variant(all_trainable=True), data.X, data.targets,
-                                      data.labels, data.kind, self.loss.param, output, gradient)
-        return gradient
+        return inference.input_gradient(self._network, self._guard, self.loss, data, output)
 
     # -- weights ------------------------------------------------------------------
     def get_weights(self):
@@ -466,20 +398,8 @@ class Sequential:
     def set_weights(self, weights):
         """Set the weights from a list of (weight, bias) pairs in layer order, shaped
         (n_inputs, units) and (units,). Builds the model if needed."""
-        weights, dense = list(weights), _dense_layers(self.layers)
-        if len(weights) != len(dense):
-            raise ValueError(f"got {len(weights)} (weight, bias) pairs for {len(dense)} layers")
-        pairs = []
-        for i, pair in enumerate(weights):
-            try:
-                w, b = pair
-            except (TypeError, ValueError):
-                raise ValueError(f"entry {i} must be a (weight, bias) pair") from None
-            w = val.as_float_matrix(w, self.dtype, name=f"weight {i}")
-            if np.ndim(b) != 1:
-                raise ValueError(f"bias {i} must be 1-D, got shape {np.shape(b)}")
-            b = val.as_float_matrix(b, self.dtype, name=f"bias {i}", allow_1d=True)[:, 0]
-            pairs.append((w, b))
+        dense = _dense_layers(self.layers)
+        pairs = fitdata.weight_pairs(weights, len(dense), self.dtype)
         if self._network is None:
             self.build(pairs[0][0].shape[0])
         self._require_built()
@@ -554,23 +474,7 @@ class Sequential:
     def summary(self):
         """Return a text table of the layers, their output shapes and parameter counts."""
         self._require_built()
-        lines = [f"{'layer':<40}{'output':>12}{'params':>12}"]
-
-        def rows(layers, indent):
-            for layer in layers:
-                if isinstance(layer, Residual):
-                    lines.append(f"{indent}Residual: x + f(x), f =")
-                    rows(layer.layers, indent + "  ")
-                elif isinstance(layer, Dense):
-                    lines.append(f"{indent + repr(layer):<40}{layer.units:>12}"
-                                 f"{layer.weight.size + layer.bias.size:>12}")
-                else:
-                    lines.append(f"{indent + repr(layer):<40}{'':>12}{0:>12}")
-
-        rows(self.layers, "")
-        lines.append(f"total parameters: {self.count_params()}; loss: {self.loss.name};"
-                     f" optimizer: {self.optimizer!r}; dtype: {np.dtype(self.dtype).name}")
-        return "\n".join(lines)
+        return _summary.table(self)
 
     def __repr__(self):
         return (f"Sequential({self.layers!r}, loss={getattr(self.loss, 'name', None)!r},"

@@ -9,12 +9,14 @@ state, the loss, the guard) and on data that ``fastbp.data`` has checked.
 import math
 import time
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 
 from . import _codes, _interrupt, _progress, _threads
 from . import _validation as val
 from ._backend import core
+from .callbacks import Callback
 from .losses import LOSS_BCE
 
 # Floating-point operations per compiled training call (about 10 ms of work):
@@ -22,6 +24,38 @@ from .losses import LOSS_BCE
 # negligible, little enough to answer Ctrl-C and waiting readers within
 # milliseconds.
 CHUNK_FLOPS = 4e9
+
+
+class Settings(NamedTuple):
+    """fit's arguments of the loop, checked."""
+    epochs: int
+    batch_size: int
+    shuffle: bool
+    callbacks: list
+    verbose: int
+    tol: float
+    n_iter_no_change: int
+    validation_split: float
+
+
+def settings(epochs, batch_size, shuffle, callbacks, verbose, tol, n_iter_no_change,
+             validation_split, validation_data):
+    """Check fit's loop arguments once, at the boundary."""
+    epochs = val.positive_int(epochs, "epochs", minimum=0)
+    batch_size = val.positive_int(batch_size, "batch_size")
+    callbacks = list(callbacks or [])
+    for callback in callbacks:
+        if not isinstance(callback, Callback):
+            raise TypeError(f"callbacks must be fastbp.callbacks.Callback instances, got"
+                            f" {type(callback).__name__}")
+    if tol is not None:
+        tol = val.nonnegative_float(tol, "tol")
+        n_iter_no_change = val.positive_int(n_iter_no_change, "n_iter_no_change")
+    split = val.fraction(validation_split, "validation_split")
+    if split and validation_data is not None:
+        raise ValueError("give validation_data or validation_split, not both")
+    return Settings(epochs, batch_size, shuffle, callbacks, verbose, tol, n_iter_no_change,
+                    split)
 
 
 def _step_flops(network, rows):
@@ -121,13 +155,12 @@ class Trainer:
     def __init__(self, model):
         self.model = model
 
-    def fit(self, data, validation, epochs, batch_size, shuffle, callbacks, verbose, tol,
-            n_iter_no_change):
-        """Run ``epochs`` epochs on checked ``data``; return the model's History."""
-        model = self.model
-        run = _Epochs(model, data, batch_size, shuffle)
-        progress = _progress.make(verbose, epochs, run.n_batches, model._epochs_done)
-        tolerance = _Tolerance(tol, n_iter_no_change)
+    def fit(self, data, validation, settings):
+        """Run the epochs of ``settings`` on checked ``data``; return the History."""
+        model, epochs, callbacks = self.model, settings.epochs, settings.callbacks
+        run = _Epochs(model, data, settings.batch_size, settings.shuffle)
+        progress = _progress.make(settings.verbose, epochs, run.n_batches, model._epochs_done)
+        tolerance = _Tolerance(settings.tol, settings.n_iter_no_change)
         model.stop_training = False
         for callback in callbacks:
             callback.set_model(model)

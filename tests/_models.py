@@ -117,3 +117,18 @@ def class_blobs(n_per_class, n_classes, n_features, rng):
     X = centers[labels] + rng.normal(size=(labels.size, n_features))
     order = rng.permutation(labels.size)
     return X[order], labels[order]
+
+
+def make_targets(loss, n, k, rng, soft=False):
+    """Targets of n samples for a loss with k outputs (labels for cross-entropy,
+    probabilities with soft=True)."""
+    if loss in ("mse", "mae", "huber"):
+        return rng.normal(size=(n, k)) * 2
+    if loss == "poisson":
+        return rng.poisson(2.0, size=(n, k)).astype(float)
+    if loss == "cross_entropy":
+        if soft:
+            t = rng.uniform(0.1, 1.0, size=(n, k))
+            return t / t.sum(axis=1, keepdims=True)
+        return rng.integers(0, k, size=n)
+    return rng.uniform(0, 1, size=(n, k))

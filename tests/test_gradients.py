@@ -5,25 +5,13 @@ import numpy as np
 import pytest
 
 import fastbp
+from _models import make_targets
 from fastbp import _reference
 from _gradcheck import flatten, numerical_gradient, relative_error
 
 ACTIVATIONS = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softmax", "elu", "gelu",
                "softplus"]
 LOSSES = ["mse", "cross_entropy", "binary_cross_entropy", "mae", "huber", "poisson"]
-
-
-def make_targets(loss, n, k, rng, soft=False):
-    if loss in ("mse", "mae", "huber"):
-        return rng.normal(size=(n, k)) * 2
-    if loss == "poisson":
-        return rng.poisson(2.0, size=(n, k)).astype(float)
-    if loss == "cross_entropy":
-        if soft:
-            t = rng.uniform(0.1, 1.0, size=(n, k))
-            return t / t.sum(axis=1, keepdims=True)
-        return rng.integers(0, k, size=n)
-    return rng.uniform(0, 1, size=(n, k))
 
 
 def build(widths, activation, output_activation, loss, n_features, seed):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fastbp
+from _models import make_targets
 from fastbp import _reference as ref
 from fastbp.regularizers import L1, L1L2, L2
 import _refmodel
@@ -17,19 +18,6 @@ LOSSES = list(ref.LOSSES)
 
 def rng_for(*key):
     return np.random.default_rng(zlib.crc32("-".join(map(str, key)).encode()))
-
-
-def make_targets(loss, n, k, rng, soft=False):
-    if loss in ("mse", "mae", "huber"):
-        return rng.normal(size=(n, k)) * 2
-    if loss == "poisson":
-        return rng.poisson(2.0, size=(n, k)).astype(float)
-    if loss == "cross_entropy":
-        if soft:
-            t = rng.uniform(0.1, 1.0, size=(n, k))
-            return t / t.sum(axis=1, keepdims=True)
-        return rng.integers(0, k, size=n)
-    return rng.uniform(0, 1, size=(n, k))
 
 
 def random_weights(sizes, rng):

@@ -1,0 +1,81 @@
+"""Inference and analysis on a built network: predictions, metrics, the loss and its
+gradients, gradients with respect to the inputs.
+
+Each call reads the weights inside the guard's read section (never while a fit
+writes them) and works in memory of its own: this thread's inference workspace, or
+a workspace and gradient buffer made for the call, so that calls from several
+threads at once give exactly what they would give one at a time. The data arrive
+checked (``fastbp.data``).
+"""
+import math
+
+import numpy as np
+
+from . import _codes
+from ._backend import core
+from .losses import LOSS_BCE
+from .network import Workspace
+
+
+def predict(network, guard, X):
+    """The network's output for checked X, the fused output activation applied."""
+    out = np.empty((X.shape[0], network.n_outputs), dtype=network.dtype)
+    ws = network.inference_workspace(X.shape[0])
+    token = guard.acquire_read()
+    try:
+        core().predict_run(network.params, ws.buffer, ws.capacity, network.compiled, X, out)
+    finally:
+        guard.release_read(token)
+    return out
+
+
+def evaluate(network, guard, loss, data):
+    """Metrics on checked data: "loss" (with the layers' penalties), "accuracy" for
+    classification, "mae" and "r2" for regression."""
+    ws = network.inference_workspace(data.X.shape[0])
+    stats = np.zeros(1, dtype=_codes.BATCH_STATS)
+    with guard.reading():
+        core().evaluate_run(network.params, ws.buffer, ws.capacity, network.compiled, data.X,
+                            data.targets, data.labels, data.kind, loss.param, stats)
+        metrics = {"loss": float(stats["loss"][0]) + network.penalty()}
+    n = data.X.shape[0]
+    if loss.is_classifier:
+        per_sample = data.targets.shape[1] if data.kind == LOSS_BCE else 1
+        metrics["accuracy"] = int(stats["correct"][0]) / (n * per_sample)
+    else:
+        targets = data.targets
+        metrics["mae"] = float(stats["abs_residual"][0]) / targets.size
+        spread = float(((targets - targets.mean(axis=0, dtype=np.float64)) ** 2).sum())
+        metrics["r2"] = 1.0 - float(stats["sq_residual"][0]) / spread if spread > 0 else 0.0
+    return metrics
+
+
+def loss_and_gradients(network, guard, loss, data, step, training):
+    """The mean loss over all of the data (with every layer's penalty) and its
+    gradient for every layer, frozen or not, in a buffer of the call's own;
+    ``training`` applies the dropout masks of step ``step + 1``."""
+    n = data.X.shape[0]
+    plan = network.variant(all_trainable=True, dropout=training)
+    grads = np.zeros_like(network.params)
+    ws = Workspace(network, n, training=True)
+    stats = np.zeros(1, dtype=_codes.BATCH_STATS)
+    with guard.reading():
+        status = core().batch_gradients(
+            network.params, grads, ws.buffer, n, ws.labels, ws.weights, plan, data.X,
+            data.targets, data.labels, data.weights, np.empty(0, dtype=np.intp), n, 0,
+            data.kind, loss.param, step, stats)
+    # A non-finite loss (weights too large for these inputs) is returned as it is.
+    value = float(stats["loss"][0]) if status == _codes.STATUS_OK else math.inf
+    return value, [(grads[r["weight_at"]:r["bias_at"]].reshape(r["n_in"], r["n_out"]),
+                    grads[r["bias_at"]:r["bias_at"] + r["n_out"]]) for r in network.plan]
+
+
+def input_gradient(network, guard, loss, data, output):
+    """Row i: d loss_i / d x_i (``output`` < 0) or d prediction_i[output] / d x_i."""
+    ws = Workspace(network, data.X.shape[0], training=True)
+    gradient = np.empty_like(data.X)
+    with guard.reading():
+        core().input_gradient_run(network.params, ws.buffer, ws.capacity,
+                                  network.variant(all_trainable=True), data.X, data.targets,
+                                  data.labels, data.kind, loss.param, output, gradient)
+    return gradient
