@@ -67,7 +67,7 @@ class Sequential:
         self.layers = []
         for layer in layers or []:
             self.add(layer)
-        self.optimizer = get_optimizer(optimizer)
+        self.optimizer = optimizer
         self.dtype = val.float_dtype(dtype)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed must be an integer or None, got {seed!r}")
@@ -103,6 +103,16 @@ class Sequential:
         self.layers.append(layer)
 
     # -- the parts ----------------------------------------------------------------
+    @property
+    def optimizer(self):
+        """The update rule (configuration only: the state is ``optimizer_state``)."""
+        return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, optimizer):
+        self._optimizer = get_optimizer(optimizer)
+        self._optimizer._serves_models = True
+
     def build(self, input_dim):
         """Create the weights for ``input_dim`` input features."""
         self._resolve_loss()

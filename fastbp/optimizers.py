@@ -81,10 +81,26 @@ class Optimizer:
     lr : float
         The learning rate (a learning-rate scheduler changes it between epochs).
     iterations : int
-        Steps taken by hand with ``step``.
+        Steps taken by hand with ``step``. An optimizer given to a model that has
+        never stepped by hand raises AttributeError here, naming where the model's
+        count is (``model.optimizer_state.step``), rather than answer 0.
     """
 
     code = None
+    _serves_models = False  # set by Sequential
+
+    @property
+    def iterations(self):
+        if self._serves_models and not self._hand_steps:
+            raise AttributeError(
+                f"{type(self).__name__}.iterations counts hand-written step() calls; this"
+                " optimizer configures a model, whose step count is"
+                " model.optimizer_state.step")
+        return self._hand_steps
+
+    @iterations.setter
+    def iterations(self, value):
+        self._hand_steps = value
 
     def __init__(self, lr, clipnorm=None, clipvalue=None):
         self.lr = _check_number(lr, "lr", low=0, low_open=True)
@@ -168,10 +184,10 @@ class Optimizer:
             self.reset()
             self._hand_state = self.new_state(flat_p.size, flat_p.dtype)
             self._signature = signature
-        self.iterations += 1
+        self._hand_steps += 1
         segments = np.array([[0, flat_p.size]], dtype=np.intp)
         core().apply_update(flat_p, flat_g, self._hand_state.rows, self.config(), segments,
-                            self.iterations)
+                            self._hand_steps)
         start = 0
         for p, g in zip(params, grads):
             p.ravel()[...] = flat_p[start:start + p.size]

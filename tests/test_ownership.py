@@ -219,3 +219,13 @@ def test_two_halves_equal_the_fused_step():
     np.testing.assert_allclose(halves.flat_params, fused.flat_params, rtol=1e-12, atol=1e-15)
     assert loss == pytest.approx(fused.history["loss"][0], rel=1e-12)
     assert halves.optimizer_state.step == fused.optimizer_state.step == 1
+
+
+def test_a_model_optimizers_hand_step_count_is_not_mistaken_for_the_models():
+    X, y = data()
+    optimizer = fastbp.SGD(lr=0.1)
+    m = model(optimizer=optimizer)
+    m.fit(X, y, epochs=1)
+    assert m.optimizer_state.step == 10
+    with pytest.raises(AttributeError, match="model.optimizer_state.step"):
+        optimizer.iterations

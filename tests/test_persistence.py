@@ -1,6 +1,7 @@
 """model.save / fastbp.load: exact round trips, atomic writes, refusal of bad files."""
 import json
 import os
+import pathlib
 import zipfile
 
 import numpy as np
@@ -146,3 +147,20 @@ def test_file_is_a_plain_npz_with_documented_entries(trained, tmp_path):
         config = json.loads(str(archive["config"]))
     assert config["format"] == "fastbp-model" and config["fastbp_version"] == fastbp.__version__
     assert [layer["config"]["units"] for layer in config["layers"]] == [7, 3]
+
+
+def test_a_file_written_before_the_structs_refactor_loads_and_predicts_the_same():
+    """tests/data/model_format1.npz was written by fastbp at commit e23a7c3 (before the
+    optimizer state got names and the plan became structs): the file format did not
+    change. Float64, so the predictions agree to rounding whatever BLAS kernel runs."""
+    folder = pathlib.Path(__file__).parent / "data"
+    expected = np.load(folder / "model_format1_expected.npz")
+    model = fastbp.load(folder / "model_format1.npz")
+    np.testing.assert_allclose(model.predict(expected["X"]), expected["predict"], rtol=1e-12,
+                               atol=1e-15)
+    state = model.optimizer_state
+    assert state.step == 9  # 3 epochs of 3 minibatches
+    assert list(state.buffers) == ["square_avg", "momentum_buffer", "grad_avg"]
+    assert (state.buffers["square_avg"] > 0).any() and state.buffers["grad_avg"].any()
+    history = model.fit(expected["X"], expected["y"], epochs=1, batch_size=16)
+    assert len(history) == 4 and np.isfinite(history["loss"]).all()
