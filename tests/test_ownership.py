@@ -49,21 +49,23 @@ def run_threads(n, target):
 
 
 def test_concurrent_inference_gives_the_serial_results():
-    X, y = data()
-    m = model()
-    m.fit(X, y, epochs=2)
-    # Each thread its own batch size, so that shared buffers would be overwritten
-    # with other rows mid-call.
-    chunks = [X[: 1 + 37 * i] for i in range(8)]
-    expected = [(m.predict(c), m.predict_classes(c), m.evaluate(c, y[:len(c)]),
-                 m.input_gradient(c, y[:len(c)])) for c in chunks]
+    X, y = data(2000)
+    m = fastbp.Sequential([Dense(256, "tanh"), Dense(256, "relu"), Dense(3, "softmax")],
+                          seed=0, dtype="float64")
+    m.fit(X[:300], y[:300], epochs=1)
+    # Each thread its own rows and batch size, long enough calls to overlap, so that
+    # a shared buffer would be overwritten with other rows mid-call.
+    chunks = [X[97 * i: 97 * i + 300 + 29 * i] for i in range(8)]
+    targets = [y[97 * i: 97 * i + len(c)] for i, c in enumerate(chunks)]
+    expected = [(m.predict(c), m.predict_classes(c), m.evaluate(c, t), m.input_gradient(c, t))
+                for c, t in zip(chunks, targets)]
 
     def call(i):
         out = []
-        for _ in range(20):
+        for _ in range(10):
             c = chunks[i]
-            out.append((m.predict(c), m.predict_classes(c), m.evaluate(c, y[:len(c)]),
-                        m.input_gradient(c, y[:len(c)])))
+            out.append((m.predict(c), m.predict_classes(c), m.evaluate(c, targets[i]),
+                        m.input_gradient(c, targets[i])))
         return out
 
     for i, repeats in enumerate(run_threads(8, call)):
