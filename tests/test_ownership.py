@@ -211,18 +211,6 @@ def test_layer_arrays_cannot_be_replaced_only_written():
     assert not m.flat_params[:layer.weight.size].any()
 
 
-def test_two_halves_equal_the_fused_step():
-    X, y = data(64)
-    fused, halves = model(), model()
-    fused.fit(X, y, epochs=1, batch_size=64, shuffle=False)
-    halves.build(X.shape[1])
-    loss = halves.compute_gradients(X, y)
-    halves.apply_gradients()
-    np.testing.assert_allclose(halves.flat_params, fused.flat_params, rtol=1e-12, atol=1e-15)
-    assert loss == pytest.approx(fused.history["loss"][0], rel=1e-12)
-    assert halves.optimizer_state.step == fused.optimizer_state.step == 1
-
-
 def test_a_model_optimizers_hand_step_count_is_not_mistaken_for_the_models():
     X, y = data()
     optimizer = fastbp.SGD(lr=0.1)

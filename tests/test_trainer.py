@@ -1,5 +1,4 @@
-"""The fit loop (Sequential.fit and _train in fastbp/model.py; moving to
-fastbp/trainer.py): its own arguments (epochs, batch_size, tol and n_iter_no_change,
+"""The fit loop (fastbp/trainer.py, behind Sequential.fit): its own arguments (epochs, batch_size, tol and n_iter_no_change,
 callbacks, verbose, validation_split), minibatches, shuffling and chunked compiled
 calls, the epoch metrics, validation split, partial_fit, divergence and NaN found
 mid-epoch, Ctrl-C and progress output.
@@ -10,6 +9,7 @@ hang or a silently wrong result).
 import os
 import signal
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -384,3 +384,66 @@ def test_verbose_prints_one_line_per_epoch(capsys):
     assert len(lines) == 3 and lines[0].startswith("epoch 1/3:") and "accuracy" in lines[0]
     model.fit(XOR_X, XOR_Y, epochs=2, verbose=0)
     assert capsys.readouterr().out == ""
+
+
+def _halves_model(optimizer, frozen=False):
+    layers = [fastbp.Dense(7, "tanh"), fastbp.Dense(3)]
+    layers[0].trainable = not frozen
+    return fastbp.Sequential(layers, loss="cross_entropy", optimizer=optimizer, seed=4,
+                             dtype="float64", input_dim=5)
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+@pytest.mark.parametrize("optimizer", [
+    lambda: fastbp.SGD(lr=0.3, momentum=0.9, clipnorm=0.05),
+    lambda: fastbp.Adam(lr=0.05, clipvalue=0.01),
+], ids=["sgd-clipnorm", "adam-clipvalue"])
+def test_gradients_of_shards_combined_then_applied_equal_the_fused_step(optimizer, frozen):
+    """What data-parallel training does between the two halves: each shard's mean
+    gradient, weighted by its rows, summed, then one update. Equal to fit's fused step
+    on the whole minibatch (float64; the sums differ only in order: rtol 1e-10)."""
+    rng = np.random.default_rng(9)
+    X, y = rng.normal(size=(20, 5)), rng.integers(0, 3, 20)
+    fused, halves = _halves_model(optimizer(), frozen), _halves_model(optimizer(), frozen)
+    for _ in range(3):
+        fused.fit(X, y, epochs=1, batch_size=20, shuffle=False)
+        combined = np.zeros_like(halves.flat_grads)
+        losses = []
+        for rows in (slice(0, 13), slice(13, 20)):  # uneven shards
+            losses.append(halves.compute_gradients(X[rows], y[rows]))
+            combined += halves.flat_grads * (rows.stop - rows.start) / 20
+        halves.flat_grads[...] = combined
+        halves.apply_gradients()
+        np.testing.assert_allclose(halves.flat_params, fused.flat_params, rtol=1e-10,
+                                   atol=1e-13)
+    if frozen:
+        frozen_size = 5 * 7 + 7
+        assert not halves.flat_grads[:frozen_size].any()
+    assert halves.optimizer_state.step == fused.optimizer_state.step == 3
+    assert (13 * losses[0] + 7 * losses[1]) / 20 == pytest.approx(fused.history["loss"][-1],
+                                                                rel=1e-10)
+
+
+def test_compute_gradients_checks_its_data_and_refuses_during_fit():
+    model = _halves_model(fastbp.SGD(lr=0.1))
+    with pytest.raises(ValueError, match="features"):
+        model.compute_gradients(np.ones((2, 4)), [0, 1])
+    with pytest.raises(ValueError, match="NaN"):
+        model.compute_gradients(np.full((2, 5), np.nan), [0, 1])
+    started, release = threading.Event(), threading.Event()
+
+    class Hold(fastbp.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            started.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=model.fit, args=(np.ones((4, 5)), [0, 1, 2, 0]),
+                              kwargs=dict(epochs=1, callbacks=[Hold()]))
+    worker.start()
+    assert started.wait(10)
+    for call in (lambda: model.compute_gradients(np.ones((2, 5)), [0, 1]),
+                 model.apply_gradients):
+        with pytest.raises(RuntimeError, match="already training"):
+            call()
+    release.set()
+    worker.join()

@@ -1,0 +1,79 @@
+"""The guard (fastbp/_guard.py): many readers or one writer, the writer may read, a
+waiting writer goes before new readers and waiting readers before the next write,
+and one fit at a time."""
+import threading
+import time
+
+import pytest
+
+from fastbp._guard import Guard
+
+
+def in_thread(target):
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread
+
+
+def test_readers_share_and_a_writer_waits_for_them():
+    guard, log = Guard(), []
+    first, second = guard.acquire_read(), guard.acquire_read()  # readers share
+    writer = in_thread(lambda: (guard.acquire_write(), log.append("write"), guard.release_write()))
+    time.sleep(0.05)
+    assert log == []  # waits for the readers
+    guard.release_read(first)
+    time.sleep(0.05)
+    assert log == []
+    guard.release_read(second)
+    writer.join(5)
+    assert log == ["write"]
+
+
+def test_readers_wait_for_the_writer_and_the_writer_may_read():
+    guard, log = Guard(), []
+    guard.acquire_write()
+    token = guard.acquire_read()  # the writing thread reads without waiting
+    guard.release_read(token)
+    reader = in_thread(lambda: (guard.release_read(guard.acquire_read()), log.append("read")))
+    time.sleep(0.05)
+    assert log == []
+    guard.release_write()
+    reader.join(5)
+    assert log == ["read"]
+
+
+def test_readers_waiting_at_the_end_of_a_write_go_before_the_next_write():
+    guard, log = Guard(), []
+    guard.acquire_write()
+
+    def read():
+        token = guard.acquire_read()
+        log.append("read")  # inside the read section
+        guard.release_read(token)
+
+    reader = in_thread(read)
+    time.sleep(0.05)
+    guard.release_write()
+    guard.acquire_write()  # the same writer at once again: the reader goes first
+    log.append("write")
+    guard.release_write()
+    reader.join(5)
+    assert log == ["read", "write"]
+
+
+def test_one_fit_at_a_time():
+    guard = Guard()
+    with guard.fitting():
+        errors = []
+
+        def second():
+            try:
+                with guard.fitting():
+                    pass
+            except RuntimeError as exc:
+                errors.append(str(exc))
+
+        in_thread(second).join(5)
+        assert errors and "already training" in errors[0]
+    with guard.fitting():  # free again
+        pass
