@@ -30,9 +30,10 @@ first. Design, in a few points:
 5. A workspace of capacity ``c`` rows is one flat array: each buffer of the plan
    (``LayerPlan.out_at``, ..., ``NetPlan.x_at``) starts at ``c * offset`` and holds ``c``
    rows. Inference needs only the first ``NetPlan.infer_width * c`` elements.
-6. The ``def`` functions are the module's Python boundary: they take typed
-   memoryviews of the plan structs and the data, check shapes, offsets and indices
-   (a wrong one raises, never corrupts memory) and call the kernels.
+6. The ``def`` functions are the module's Python boundary. A ``Plan`` holds the
+   plan structs (typed memoryviews of the arrays the Python side owns) after one
+   structural check; each call then checks only its own buffers and data (shapes,
+   sizes, indices: a wrong one raises, never corrupts memory) and runs the kernels.
 """
 
 from cython cimport floating
