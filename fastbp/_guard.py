@@ -54,7 +54,10 @@ class Guard:
 
     def acquire_write(self):
         me = threading.get_ident()
-        with self._cond:
+        with self._lock:
+            if self._writer is None and not self._readers and not self._turn:  # usual case
+                self._writer, self._depth = me, 1
+                return
             if self._writer == me:
                 self._depth += 1
                 return
@@ -67,12 +70,13 @@ class Guard:
             self._writer, self._depth = me, 1
 
     def release_write(self):
-        with self._cond:
+        with self._lock:
             self._depth -= 1
             if not self._depth:
                 self._writer = None
                 self._turn = self._queued > 0
-                self._cond.notify_all()
+                if self._queued or self._waiting:
+                    self._cond.notify_all()
 
     def reading(self):
         return _Section(self.acquire_read, self.release_read)

@@ -158,3 +158,19 @@ def output_index(output, n_outputs):
     if output >= n_outputs:
         raise ValueError(f"output must be below {n_outputs}, got {output}")
     return output
+
+
+def total_squares(targets, chunk_elements=8192):
+    """sum((targets - column means)^2) in float64: the denominator of R^2. In chunks
+    of rows, so that the float64 temporaries stay small (a whole-array temporary
+    costs more in fresh pages than the arithmetic)."""
+    if not targets.size:
+        return 0.0
+    means = targets.mean(axis=0, dtype=np.float64)
+    rows = max(1, chunk_elements // targets.shape[1])
+    total = 0.0
+    with np.errstate(invalid="ignore", over="ignore"):  # bad y fails in the step
+        for start in range(0, targets.shape[0], rows):
+            block = targets[start:start + rows] - means
+            total += float(np.einsum("ij,ij->", block, block))
+    return total

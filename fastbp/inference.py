@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _codes
 from ._backend import core
+from .data import total_squares
 from .losses import LOSS_BCE
 from .network import Workspace
 
@@ -43,9 +44,8 @@ def evaluate(network, guard, loss, data):
         per_sample = data.targets.shape[1] if data.kind == LOSS_BCE else 1
         metrics["accuracy"] = int(stats["correct"][0]) / (n * per_sample)
     else:
-        targets = data.targets
-        metrics["mae"] = float(stats["abs_residual"][0]) / targets.size
-        spread = float(((targets - targets.mean(axis=0, dtype=np.float64)) ** 2).sum())
+        metrics["mae"] = float(stats["abs_residual"][0]) / data.targets.size
+        spread = total_squares(data.targets)
         metrics["r2"] = 1.0 - float(stats["sq_residual"][0]) / spread if spread > 0 else 0.0
     return metrics
 

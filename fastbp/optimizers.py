@@ -125,17 +125,13 @@ class Optimizer:
     def config(self):
         """The rule as the compiled update reads it: an OptimizerConfig (see
         ``fastbp/_core.pxd``) filled by field name, in an array of one."""
-        config = np.zeros(1, dtype=_codes.OPTIMIZER_CONFIG)
-        for row in _codes.STATE_ROWS:
-            config[row] = -1
-        for row, name in enumerate(self.state_names()):
-            config[name] = row
-        config["kind"] = self.code
-        config["clipnorm"] = self.clipnorm or 0.0
-        config["clipvalue"] = self.clipvalue or 0.0
-        for name, value in self._fields().items():
-            config[name] = value
-        return config
+        fields = dict.fromkeys(_codes.OPTIMIZER_CONFIG.names, 0)
+        fields.update(dict.fromkeys(_codes.STATE_ROWS, -1))
+        fields.update((name, row) for row, name in enumerate(self.state_names()))
+        fields.update(kind=self.code, clipnorm=self.clipnorm or 0.0,
+                      clipvalue=self.clipvalue or 0.0)
+        fields.update(self._fields())
+        return np.array([tuple(fields.values())], dtype=_codes.OPTIMIZER_CONFIG)
 
     def new_state(self, size, dtype):
         """Fresh state for a flat parameter buffer of ``size`` entries."""

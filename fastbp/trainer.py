@@ -15,6 +15,7 @@ import numpy as np
 
 from . import _codes, _interrupt, _progress, _threads
 from . import _validation as val
+from . import data as fitdata
 from ._backend import core
 from .callbacks import Callback
 from .losses import LOSS_BCE
@@ -68,7 +69,7 @@ class _Epochs:
 
     def __init__(self, model, data, batch_size, shuffle):
         network, state = model._network, model.optimizer_state
-        self.model, self.data, self.shuffle = model, data, shuffle
+        self.model, self.data, self.shuffle, self.state = model, data, shuffle, state
         self.n = n = data.X.shape[0]
         self.batch = min(batch_size, n)
         self.n_batches = -(-n // self.batch)
@@ -84,18 +85,16 @@ class _Epochs:
         self.saved = (np.empty_like(network.params), np.empty_like(state.rows))
         self.saved_step = state.step
         self.opt = model.optimizer.config()
-        targets = data.targets
-        with np.errstate(invalid="ignore", over="ignore"):  # bad y fails in the step
-            self.total_squares = 0.0 if model.loss.is_classifier else float(
-                ((targets - targets.mean(axis=0, dtype=np.float64)) ** 2).sum())
+        self.total_squares = 0.0 if model.loss.is_classifier else \
+            fitdata.total_squares(data.targets)
 
     def begin(self):
         """The start of an epoch: the rollback point, the rule (a callback may have
         changed the learning rate), a new row order."""
         model = self.model
         np.copyto(self.saved[0], model._network.params)
-        np.copyto(self.saved[1], model.optimizer_state.rows)
-        self.saved_step = model.optimizer_state.step
+        np.copyto(self.saved[1], self.state.rows)
+        self.saved_step = self.state.step
         self.opt = model.optimizer.config()
         if self.shuffle:
             model._rng.shuffle(self.order)
@@ -103,13 +102,13 @@ class _Epochs:
     def roll_back(self):
         model = self.model
         np.copyto(model._network.params, self.saved[0])
-        np.copyto(model.optimizer_state.rows, self.saved[1])
-        model.optimizer_state.step = self.saved_step
+        np.copyto(self.state.rows, self.saved[1])
+        self.state.step = self.saved_step
 
     def train(self, first):
         """Minibatches from ``first``, one compiled call; returns (status, batches run)."""
-        model, data, ws = self.model, self.data, self.workspace
-        network, state = model._network, model.optimizer_state
+        model, data, ws, state = self.model, self.data, self.workspace, self.state
+        network = model._network
         status, ran, state.step = core().train_run(
             network.params, network.grads, ws.buffer, ws.capacity, ws.labels, ws.weights,
             network.compiled, data.X, data.targets, data.labels, data.weights,
@@ -162,9 +161,10 @@ class Trainer:
         progress = _progress.make(settings.verbose, epochs, run.n_batches, model._epochs_done)
         tolerance = _Tolerance(settings.tol, settings.n_iter_no_change)
         model.stop_training = False
-        for callback in callbacks:
-            callback.set_model(model)
-            callback.on_train_begin({})
+        with model._guard.writing():  # callbacks may write the weights
+            for callback in callbacks:
+                callback.set_model(model)
+                callback.on_train_begin({})
         interrupted = None
         try:
             with _threads.blas_limited(run.blas_threads), _interrupt.requests() as stop_requested:
@@ -175,13 +175,14 @@ class Trainer:
                         break
         finally:
             progress.close()
-        for callback in callbacks:
-            callback.on_train_end({})
+        with model._guard.writing():  # EarlyStopping restores the best weights here
+            for callback in callbacks:
+                callback.on_train_end({})
         if interrupted:
             warnings.warn(f"training interrupted (Ctrl-C) in epoch {interrupted[0]} after"
                           f" {interrupted[1]} of {run.n_batches} minibatches: the weights keep"
                           " those updates; the History holds the completed epochs",
-                          stacklevel=4)
+                          stacklevel=3)
         return model.history
 
     def _epoch(self, run, validation, callbacks, progress, stop_requested, tolerance):

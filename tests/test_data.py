@@ -578,3 +578,12 @@ def test_class_weight_needs_labels():
     with pytest.raises(ValueError, match="class labels"):
         fastbp.Sequential([fastbp.Dense(1)], loss="mse").fit(np.ones((4, 2)), np.ones(4),
                                                              class_weight={0: 2.0})
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (1000, 9), (5, 20000)])
+def test_total_squares_in_chunks_equals_the_two_pass_formula(shape):
+    # Offset 1e3 against spread 3: the centred two-pass sum, not sum(t^2) - n mean^2.
+    t = (np.random.default_rng(0).normal(size=shape) * 3 + 1e3).astype(np.float32)
+    exact = t.astype(np.float64)
+    expected = float(((exact - exact.mean(axis=0)) ** 2).sum())
+    assert fastbp.data.total_squares(t, chunk_elements=64) == pytest.approx(expected, rel=1e-12)
