@@ -127,6 +127,9 @@ class Network:
         net["input_dropout"] = rates[0]
         net["dropout_seed"] = int(rng.integers(0, 2**63))
         self._lay_out()
+        self._ranges = [(int(lo), int(lo + n_in * n_out + n_out)) for lo, n_in, n_out
+                        in zip(self.plan["weight_at"], self.plan["n_in"], self.plan["n_out"])]
+        self._flags = None  # the trainable flags that _segments follows
         self.compiled = core().Plan(self.net, self.plan, self.params.size)
         self._local = threading.local()
         self._train_ws = None
@@ -182,17 +185,20 @@ class Network:
         """Follow the layers' ``trainable`` flags: update the plan, zero the frozen
         layers' gradients, and return the flat ranges [start, stop) to update (the
         trainable layers', merged where adjacent)."""
-        segments = []
-        for row, layer in zip(self.plan, self.dense):
-            row["trainable"] = bool(layer.trainable)
-            lo, hi = int(row["weight_at"]), int(row["bias_at"] + row["n_out"])
-            if not layer.trainable:
-                self.grads[lo:hi] = 0
-            elif segments and segments[-1][1] == lo:
-                segments[-1][1] = hi
-            else:
-                segments.append([lo, hi])
-        return np.array(segments, dtype=np.intp).reshape(-1, 2)
+        flags = [bool(layer.trainable) for layer in self.dense]
+        if flags != self._flags:
+            self.plan["trainable"] = flags
+            segments = []
+            for trainable, (lo, hi) in zip(flags, self._ranges):
+                if not trainable:
+                    self.grads[lo:hi] = 0
+                elif segments and segments[-1][1] == lo:
+                    segments[-1][1] = hi
+                else:
+                    segments.append([lo, hi])
+            self._flags = flags
+            self._segments = np.array(segments, dtype=np.intp).reshape(-1, 2)
+        return self._segments
 
     def variant(self, all_trainable=False, dropout=True):
         """A compiled plan of copies: every layer trainable (the gradients of every

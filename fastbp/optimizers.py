@@ -124,7 +124,14 @@ class Optimizer:
 
     def config(self):
         """The rule as the compiled update reads it: an OptimizerConfig (see
-        ``fastbp/_core.pxd``) filled by field name, in an array of one."""
+        ``fastbp/_core.pxd``) filled by field name, in an array of one (made again
+        only when a hyperparameter changed; read it, do not write it)."""
+        key = (tuple(self._fields().items()), self.clipnorm, self.clipvalue, self.state_names())
+        if getattr(self, "_config_key", None) != key:
+            self._config, self._config_key = self._make_config(), key
+        return self._config
+
+    def _make_config(self):
         fields = dict.fromkeys(_codes.OPTIMIZER_CONFIG.names, 0)
         fields.update(dict.fromkeys(_codes.STATE_ROWS, -1))
         fields.update((name, row) for row, name in enumerate(self.state_names()))
