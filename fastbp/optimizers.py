@@ -128,8 +128,8 @@ class Optimizer:
         only when a hyperparameter changed; read it, do not write it)."""
         key = (tuple(self._fields().items()), self.clipnorm, self.clipvalue, self.state_names())
         if getattr(self, "_config_key", None) != key:
-            self._config, self._config_key = self._make_config(), key
-        return self._config
+            self._config_array, self._config_key = self._make_config(), key
+        return self._config_array
 
     def _make_config(self):
         fields = dict.fromkeys(_codes.OPTIMIZER_CONFIG.names, 0)
