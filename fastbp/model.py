@@ -82,10 +82,14 @@ class Sequential:
     def _init_parts(self):
         self.history = History()
         self.stop_training = False
-        self._network = None
         self._optimizer_state = None
         self._epochs_done = 0
         self._classes_seen = False
+        self._init_runtime()
+
+    def _init_runtime(self):
+        # What a copy or pickle does not carry: rebuilt around the model's state.
+        self._network = None
         self._guard = Guard()
         self._trainer = Trainer(self)
 
@@ -452,29 +456,10 @@ class Sequential:
         return persistence.from_config(cls, config)
 
     def __getstate__(self):
-        # The layers carry their weights (copies of the views); the plan, guard and
-        # workspaces are rebuilt by __setstate__ around them.
-        token = self._guard.acquire_read()
-        try:
-            if self._network is not None:
-                self._require_built()
-            state = {key: value for key, value in self.__dict__.items()
-                     if key not in ("_network", "_guard", "_trainer")}
-            state["_built"] = None if self._network is None else (
-                self._network.input_dim, self._network.dropout_seed)
-            return copy.deepcopy(state)
-        finally:
-            self._guard.release_read(token)
+        return persistence.pickled_state(self)
 
     def __setstate__(self, state):
-        built = state.pop("_built")
-        self.__dict__.update(state)
-        self._network, self._guard, self._trainer = None, Guard(), Trainer(self)
-        if built is not None:
-            rng_state = self._rng.bit_generator.state
-            self.build(built[0])  # binds the layers, keeping their weights
-            self._rng.bit_generator.state = rng_state
-            self._network.dropout_seed = built[1]
+        persistence.unpickle(self, state)
 
     def __copy__(self):
         # A shallow copy would share layers, and so weights: always copy deeply.

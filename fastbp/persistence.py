@@ -10,13 +10,15 @@ A fastbp model file is a NumPy ``.npz`` archive (a zip of ``.npy`` arrays) holdi
 - ``optimizer_state``: the optimizer's state buffers, one row each (momentum; Adam's
   first and second moments; ...), of shape (n_buffers, n_params).
 
-This module owns the model's configuration (``config_of``, ``from_config``) and its
-restoration; it never imports the model module (the model imports it).
+This module owns the model's configuration (``config_of``, ``from_config``), its
+restoration and what pickle and copy keep of it; it never imports the model module
+(the model imports it).
 
 It is read with ``allow_pickle=False``: loading never runs code from the file. The
 file is written to a temporary file in the same folder, then renamed over the
 target, so that a crash never leaves a half-written model under the target's name.
 """
+import copy
 import json
 import os
 
@@ -106,6 +108,35 @@ def restore(model, params, state, config):
     model.history.history = {str(k): [float(v) for v in values]
                              for k, values in history["history"].items()}
     model._epochs_done = val.positive_int(config["epochs_done"], "epochs_done", minimum=0)
+
+
+def pickled_state(model):
+    """What pickle and copy keep of a model: its attributes, with the layers carrying
+    their weights (copies of their views, taken while no fit writes them); the
+    network plan, guard and workspaces are rebuilt around them by ``unpickle``."""
+    token = model._guard.acquire_read()
+    try:
+        if model._network is not None:
+            model._require_built()
+        state = {key: value for key, value in model.__dict__.items()
+                 if key not in ("_network", "_guard", "_trainer")}
+        state["_built"] = None if model._network is None else (
+            model._network.input_dim, model._network.dropout_seed)
+        return copy.deepcopy(state)
+    finally:
+        model._guard.release_read(token)
+
+
+def unpickle(model, state):
+    """Restore ``pickled_state``'s output into a new (empty) model object."""
+    built = state.pop("_built")
+    model.__dict__.update(state)
+    model._init_runtime()
+    if built is not None:
+        rng_state = model._rng.bit_generator.state
+        model.build(built[0])  # binds the layers, keeping their weights
+        model._rng.bit_generator.state = rng_state
+        model._network.dropout_seed = built[1]
 
 
 def save(model, path):
