@@ -24,6 +24,7 @@ class Guard:
         self._queued = 0  # readers waiting
         self._turn = False  # a writer just finished: the queued readers go first
         self._fitting = threading.Lock()
+        self._fitter = None  # the fitting thread's ident
 
     def acquire_read(self):
         """Wait until no other thread writes; return a token for ``release_read``."""
@@ -87,10 +88,17 @@ class Guard:
     def fitting(self):
         """The section of one ``fit``; entering it while another thread fits raises."""
         if not self._fitting.acquire(blocking=False):
-            raise RuntimeError("this model is already training in another thread: one fit"
-                               " at a time per model (copy.deepcopy(model) gives an"
-                               " independent one)")
-        return _Section(lambda: None, lambda token: self._fitting.release())
+            where = ("in this thread (a callback cannot start another fit)"
+                     if self._fitter == threading.get_ident() else "in another thread")
+            raise RuntimeError(f"this model is already training {where}: one fit at a time"
+                               " per model (copy.deepcopy(model) gives an independent one)")
+        self._fitter = threading.get_ident()
+
+        def leave(token):
+            self._fitter = None
+            self._fitting.release()
+
+        return _Section(lambda: None, leave)
 
 
 class _Section:

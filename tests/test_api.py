@@ -4,6 +4,8 @@ import subprocess
 import sys
 import tempfile
 
+import pytest
+
 import fastbp
 from fastbp import activations, losses, optimizers
 from fastbp._backend import core
@@ -97,3 +99,14 @@ def test_type_stub_matches_the_compiled_module():
     compiled = {name for name, value in vars(core()).items()
                 if not name.startswith("_") and callable(value) and not inspect.isclass(value)}
     assert stubbed == compiled
+
+
+def test_the_compiled_module_refuses_codes_other_than_the_python_list(monkeypatch):
+    from fastbp import _codes
+
+    core()._check_codes()  # agrees as built
+    swapped = dict(_codes.ACTIVATIONS, tanh=_codes.ACTIVATIONS["relu"],
+                   relu=_codes.ACTIVATIONS["tanh"])
+    monkeypatch.setattr(_codes, "ACTIVATIONS", swapped)
+    with pytest.raises(ImportError, match="activations codes"):
+        core()._check_codes()

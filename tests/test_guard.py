@@ -77,3 +77,20 @@ def test_one_fit_at_a_time():
         assert errors and "already training" in errors[0]
     with guard.fitting():  # free again
         pass
+
+
+def test_a_fit_started_from_inside_a_fit_says_so():
+    import numpy as np
+
+    import fastbp
+
+    model = fastbp.Sequential([fastbp.Dense(2)], loss="mse", input_dim=3, seed=0)
+    X, y = np.ones((4, 3)), np.ones((4, 2))
+
+    class Nested(fastbp.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.fit(X, y, epochs=1)
+
+    with pytest.raises(RuntimeError, match="already training in this thread"):
+        model.fit(X, y, epochs=1, callbacks=[Nested()])
+    model.fit(X, y, epochs=1)  # the guard was released
