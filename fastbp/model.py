@@ -2,10 +2,11 @@
 
 The network plan (``fastbp.network``) holds the layers' flat buffers and the compiled
 plan; the trainer (``fastbp.trainer``) runs the fit loop and the two halves of a
-step; ``fastbp.data`` checks and prepares the data; ``fastbp.persistence`` saves,
-loads and describes the model; the guard (``fastbp._guard``) orders the threads that
-read and write the weights. The model owns all of their state: copies and pickles
-are independent models.
+step; ``fastbp.data`` checks and prepares the data; ``fastbp.inference`` predicts,
+evaluates and computes gradients for analysis; ``fastbp.persistence`` saves, loads,
+pickles and copies; the guard (``fastbp._guard``) orders the threads that read and
+write the weights. The model owns all of their state: copies and pickles are
+independent models.
 """
 import copy
 
