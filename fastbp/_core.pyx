@@ -1309,6 +1309,7 @@ def input_gradient_run(const floating[::1] params, floating[::1] work, Py_ssize_
     cdef const LayerPlan* first
     if capacity < n:
         raise ValueError("the workspace must hold every row")
+    memset(&r, 0, sizeof(Run))
     if output < 0:
         r = _data_run(plan, capacity, work.shape[0], params.shape[0], True, X, targets,
                       labels, NULL, 0, loss_kind, loss_param)
