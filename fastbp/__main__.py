@@ -51,6 +51,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--samples", type=int, default=1000, help="samples per spiral arm")
     parser.add_argument("--quiet", action="store_true", help="print only the results")
+    parser.add_argument("--version", action="version", version=f"fastbp {fastbp.__version__}")
     args = parser.parse_args(argv)
     verbose = 0 if args.quiet else 1
     print(f"fastbp {fastbp.__version__}")

@@ -110,3 +110,12 @@ def test_the_compiled_module_refuses_codes_other_than_the_python_list(monkeypatc
     monkeypatch.setattr(_codes, "ACTIVATIONS", swapped)
     with pytest.raises(ImportError, match="activations codes"):
         core()._check_codes()
+
+
+def test_version_in_one_place():
+    import importlib.metadata
+
+    assert fastbp.__version__ == importlib.metadata.version("fastbp")
+    result = subprocess.run([sys.executable, "-m", "fastbp", "--version"], capture_output=True,
+                            text=True, cwd=tempfile.gettempdir(), check=True)
+    assert result.stdout.strip() == f"fastbp {fastbp.__version__}"
