@@ -7,6 +7,7 @@ OpenMP (used to split each training step over threads) is on by default on Linux
 with GCC and off elsewhere; FASTBP_OPENMP=1 or 0 forces it. Without it fastbp is the
 same library, single-threaded apart from BLAS.
 """
+
 import os
 import sys
 
@@ -35,8 +36,11 @@ else:
     # reads errno); neither changes a result. -ffp-contract=off keeps a * b + c two
     # roundings everywhere, so that the AVX-512, AVX2 and baseline versions of a loop
     # (_vmath.h) give the same bits. No -march: wheels must run on any x86-64 or arm64 CPU.
-    extra_compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math", "-fno-math-errno",
-                                                      "-ffp-contract=off"]
+    extra_compile_args = (
+        ["-O0", "-g"]
+        if DEBUG
+        else ["-O3", "-fno-trapping-math", "-fno-math-errno", "-ffp-contract=off"]
+    )
 
 openmp = os.environ.get("FASTBP_OPENMP", "1" if sys.platform.startswith("linux") else "0")
 openmp_flags = ["-fopenmp"] if openmp not in ("", "0") and sys.platform != "win32" else []

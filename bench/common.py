@@ -1,5 +1,6 @@
 """Helpers shared by the benchmark scripts: statistics, formatting, the machine
 description, and importing the optional libraries lazily."""
+
 import datetime
 import importlib.metadata
 import importlib.util
@@ -66,8 +67,14 @@ def summarize(values):
         q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
     else:
         q1 = q3 = values[0]
-    return {"median": statistics.median(values), "min": values[0], "max": values[-1],
-            "q1": q1, "q3": q3, "n": len(values)}
+    return {
+        "median": statistics.median(values),
+        "min": values[0],
+        "max": values[-1],
+        "q1": q1,
+        "q3": q3,
+        "n": len(values),
+    }
 
 
 def fmt_time(seconds):
@@ -92,7 +99,7 @@ def fmt_number(value, digits=3):
     """Format a number with ``digits`` significant digits, thousands grouped."""
     if value is None or not np.isfinite(value):
         return "–"
-    if abs(value) >= 10 ** digits:
+    if abs(value) >= 10**digits:
         return f"{value:,.0f}"
     return f"{value:.{digits}g}"
 
@@ -123,8 +130,15 @@ def blas_info():
     """threadpoolctl's description of the loaded BLAS and OpenMP libraries."""
     from threadpoolctl import threadpool_info
 
-    keep = ("user_api", "internal_api", "version", "architecture", "threading_layer",
-            "num_threads", "filepath")
+    keep = (
+        "user_api",
+        "internal_api",
+        "version",
+        "architecture",
+        "threading_layer",
+        "num_threads",
+        "filepath",
+    )
     return [{k: info.get(k) for k in keep} for info in threadpool_info()]
 
 
@@ -134,14 +148,18 @@ def openblas_report():
     lines = []
     for info in blas_info():
         if info["internal_api"] == "openblas":
-            lines.append(f"OpenBLAS {info['version']} ({os.path.basename(info['filepath'])}):"
-                         f" core type {info['architecture']}, {info['threading_layer']}")
+            lines.append(
+                f"OpenBLAS {info['version']} ({os.path.basename(info['filepath'])}):"
+                f" core type {info['architecture']}, {info['threading_layer']}"
+            )
     set_vars = {k: os.environ[k] for k in OPENBLAS_ENV if k in os.environ}
     if set_vars:
         shown = ", ".join(f"{k}={v}" for k, v in set_vars.items())
-        lines.append(f"WARNING: {shown} is set in the environment: it forces OpenBLAS's"
-                     f" kernel choice and can make the numbers incomparable. Run with"
-                     f" `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python ...`.")
+        lines.append(
+            f"WARNING: {shown} is set in the environment: it forces OpenBLAS's"
+            f" kernel choice and can make the numbers incomparable. Run with"
+            f" `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python ...`."
+        )
     return lines
 
 
@@ -163,10 +181,17 @@ def machine_info(argv=None):
         "usable_cpus": affinity,
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "versions": {name: version(dist) for name, dist in (
-            ("fastbp", "fastbp"), ("numpy", "numpy"), ("scipy", "scipy"),
-            ("torch", "torch"), ("scikit-learn", "scikit-learn"),
-            ("threadpoolctl", "threadpoolctl"))},
+        "versions": {
+            name: version(dist)
+            for name, dist in (
+                ("fastbp", "fastbp"),
+                ("numpy", "numpy"),
+                ("scipy", "scipy"),
+                ("torch", "torch"),
+                ("scikit-learn", "scikit-learn"),
+                ("threadpoolctl", "threadpoolctl"),
+            )
+        },
         "blas": blas_info(),
         "openblas_env": {k: os.environ.get(k) for k in OPENBLAS_ENV},
     }
@@ -193,7 +218,8 @@ def machine_markdown(info):
         if lib["threading_layer"]:
             line += f", threading {lib['threading_layer']}"
         lines.append(line)
-    env = ", ".join(f"{k}={v if v is not None else '(unset)'}"
-                    for k, v in info["openblas_env"].items())
+    env = ", ".join(
+        f"{k}={v if v is not None else '(unset)'}" for k, v in info["openblas_env"].items()
+    )
     lines.append(f"- Environment: {env}")
     return "\n".join(lines)

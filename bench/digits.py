@@ -26,23 +26,39 @@ Usage (from the repository root)::
    ``import numpy`` (which fastbp imports) and the first model build (which loads
    the compiled core and ``scipy.linalg``).
 """
+
 import argparse
 import gc
 import json
 import os
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (fmt_time, have, load_fastbp, machine_info,  # noqa: E402
-                    markdown_table, openblas_report, summarize)
-from impls import (ADAPTERS, IMPLEMENTATIONS, Network, OptimizerSpec,  # noqa: E402
-                   available, initial_weights, make_data, reference_accuracy)
+from common import (  # noqa: E402
+    fmt_time,
+    have,
+    load_fastbp,
+    machine_info,
+    markdown_table,
+    openblas_report,
+    summarize,
+)
+from impls import (  # noqa: E402
+    ADAPTERS,
+    IMPLEMENTATIONS,
+    Network,
+    OptimizerSpec,
+    available,
+    initial_weights,
+    make_data,
+    reference_accuracy,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -60,26 +76,41 @@ def parse_args(argv=None):
     """Parse the command line and fill in the defaults of the chosen mode."""
     parser = argparse.ArgumentParser(
         description="Digits fit time and accuracy, peak memory, import time.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="10 epochs, 1 repeat, 20 memory steps, 3 import runs")
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="10 epochs, 1 repeat, 20 memory steps, 3 import runs"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="digits epochs (137)")
     parser.add_argument("--repeats", type=int, default=None, help="timed fits (5)")
-    parser.add_argument("--memory-steps", type=int, default=None,
-                        help="training steps for the peak-memory runs (200)")
-    parser.add_argument("--memory-batches", type=int, default=MEMORY_STEPS_PER_EPOCH,
-                        help="distinct minibatches of data the memory run cycles through"
-                             f" ({MEMORY_STEPS_PER_EPOCH}; 1 reuses one batch, so that the"
-                             " data hardly counts)")
-    parser.add_argument("--import-runs", type=int, default=None,
-                        help="fresh interpreters per import timing (7)")
+    parser.add_argument(
+        "--memory-steps",
+        type=int,
+        default=None,
+        help="training steps for the peak-memory runs (200)",
+    )
+    parser.add_argument(
+        "--memory-batches",
+        type=int,
+        default=MEMORY_STEPS_PER_EPOCH,
+        help="distinct minibatches of data the memory run cycles through"
+        f" ({MEMORY_STEPS_PER_EPOCH}; 1 reuses one batch, so that the"
+        " data hardly counts)",
+    )
+    parser.add_argument(
+        "--import-runs", type=int, default=None, help="fresh interpreters per import timing (7)"
+    )
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads")
-    parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS),
-                        help="subset of fastbp,numpy,torch,sklearn")
+    parser.add_argument(
+        "--implementations",
+        default=",".join(IMPLEMENTATIONS),
+        help="subset of fastbp,numpy,torch,sklearn",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip", default="",
-                        help="comma-separated parts to skip: digits,memory,import")
+    parser.add_argument(
+        "--skip", default="", help="comma-separated parts to skip: digits,memory,import"
+    )
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -124,7 +155,8 @@ def load_split(dtype, seed):
 
     X, y = load_digits(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=0.25, random_state=seed, stratify=y)
+        X, y, test_size=0.25, random_state=seed, stratify=y
+    )
     mean, std = X_train.mean(axis=0), X_train.std(axis=0)
     std[std == 0] = 1.0
     prep = lambda a: np.ascontiguousarray((a - mean) / std, dtype=dtype)  # noqa: E731
@@ -155,16 +187,25 @@ def bench_digits(names, args):
             start = time.perf_counter()
             impl.fit(data, args.epochs)
             times[name].append(time.perf_counter() - start)
-            accuracy[name].append(reference_accuracy(impl.get_weights(), DIGITS_NET,
-                                                     X_test, y_test))
+            accuracy[name].append(
+                reference_accuracy(impl.get_weights(), DIGITS_NET, X_test, y_test)
+            )
     steps = args.epochs * -(-X_train.shape[0] // DIGITS_NET.batch)
     records = []
     for name in names:
         s = summarize(times[name])
-        records.append(dict(s, implementation=name, times=times[name],
-                            accuracy=float(np.median(accuracy[name])),
-                            accuracies=accuracy[name], steps=steps,
-                            n_train=int(X_train.shape[0]), n_test=int(X_test.shape[0])))
+        records.append(
+            dict(
+                s,
+                implementation=name,
+                times=times[name],
+                accuracy=float(np.median(accuracy[name])),
+                accuracies=accuracy[name],
+                steps=steps,
+                n_train=int(X_train.shape[0]),
+                n_test=int(X_test.shape[0]),
+            )
+        )
     base = next((r["median"] for r in records if r["implementation"] == "fastbp"), None)
     for r in records:
         r["ratio_to_fastbp"] = r["median"] / base if base else None
@@ -173,12 +214,29 @@ def bench_digits(names, args):
 
 def digits_table(records):
     """Markdown table of the digits fits."""
-    rows = [[r["implementation"], f"{r['median']:.3f}", f"{r['min']:.3f}–{r['max']:.3f}",
-             fmt_time(r["median"] / r["steps"]), f"{100 * r['accuracy']:.2f}",
-             "–" if r["ratio_to_fastbp"] is None else f"{r['ratio_to_fastbp']:.2f}"]
-            for r in records]
-    return markdown_table(["implementation", "fit s (median)", "spread (min–max) s",
-                           "time/step", "test accuracy %", "time ÷ fastbp"], rows, "lrrrrr")
+    rows = [
+        [
+            r["implementation"],
+            f"{r['median']:.3f}",
+            f"{r['min']:.3f}–{r['max']:.3f}",
+            fmt_time(r["median"] / r["steps"]),
+            f"{100 * r['accuracy']:.2f}",
+            "–" if r["ratio_to_fastbp"] is None else f"{r['ratio_to_fastbp']:.2f}",
+        ]
+        for r in records
+    ]
+    return markdown_table(
+        [
+            "implementation",
+            "fit s (median)",
+            "spread (min–max) s",
+            "time/step",
+            "test accuracy %",
+            "time ÷ fastbp",
+        ],
+        rows,
+        "lrrrrr",
+    )
 
 
 # -- 2. peak memory -------------------------------------------------------------------
@@ -219,14 +277,24 @@ def memory_child(args):
         X, y = make_data(MEMORY_NET, MEMORY_NET.batch * steps_per_epoch, args.dtype, args.seed)
         weights = initial_weights(MEMORY_NET, args.dtype, args.seed)
         before = peak_rss_mib()
-        impl = ADAPTERS[name](MEMORY_NET, OptimizerSpec("sgd", 0.01, 0.9), args.dtype,
-                              weights, args.seed)
+        impl = ADAPTERS[name](
+            MEMORY_NET, OptimizerSpec("sgd", 0.01, 0.9), args.dtype, weights, args.seed
+        )
         data = impl.prepare(X, y)
         for _ in range(epochs):
             impl.epoch(data)
         after = peak_rss_mib()
-    print(json.dumps({"implementation": name, "before_mib": before, "peak_mib": after,
-                      "ru_maxrss_mib": ru_maxrss_mib(), "steps": epochs * steps_per_epoch}))
+    print(
+        json.dumps(
+            {
+                "implementation": name,
+                "before_mib": before,
+                "peak_mib": after,
+                "ru_maxrss_mib": ru_maxrss_mib(),
+                "steps": epochs * steps_per_epoch,
+            }
+        )
+    )
 
 
 def bench_memory(names, args):
@@ -234,12 +302,29 @@ def bench_memory(names, args):
     run concurrently: each measures only its own peak memory, not time."""
     procs = {}
     for name in names:
-        cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", name,
-               "--memory-steps", str(args.memory_steps), "--dtype", args.dtype,
-               "--memory-batches", str(args.memory_batches),
-               "--threads", str(args.threads), "--seed", str(args.seed)]
-        procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       text=True, cwd=tempfile.gettempdir())
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--memory-child",
+            name,
+            "--memory-steps",
+            str(args.memory_steps),
+            "--dtype",
+            args.dtype,
+            "--memory-batches",
+            str(args.memory_batches),
+            "--threads",
+            str(args.threads),
+            "--seed",
+            str(args.seed),
+        ]
+        procs[name] = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tempfile.gettempdir(),
+        )
     records = []
     for name, proc in procs.items():
         stdout, stderr = proc.communicate()
@@ -252,10 +337,18 @@ def bench_memory(names, args):
 
 def memory_table(records):
     """Markdown table of the peak-memory runs."""
-    rows = [[r["implementation"], f"{r['peak_mib']:.1f}", f"{r['before_mib']:.1f}",
-             f"{r['peak_mib'] - r['before_mib']:.1f}"] for r in records]
-    return markdown_table(["implementation", "peak RSS MiB", "before training MiB",
-                           "training adds MiB"], rows, "lrrr")
+    rows = [
+        [
+            r["implementation"],
+            f"{r['peak_mib']:.1f}",
+            f"{r['before_mib']:.1f}",
+            f"{r['peak_mib'] - r['before_mib']:.1f}",
+        ]
+        for r in records
+    ]
+    return markdown_table(
+        ["implementation", "peak RSS MiB", "before training MiB", "training adds MiB"], rows, "lrrr"
+    )
 
 
 # -- 3. import time -------------------------------------------------------------------
@@ -263,8 +356,8 @@ IMPORT_SNIPPETS = {
     "import numpy": "import numpy",
     "import fastbp": "import fastbp",
     "import fastbp + first model": (
-        "import fastbp\n"
-        "fastbp.Sequential([fastbp.Dense(4, 'relu'), fastbp.Dense(2)], input_dim=3)"),
+        "import fastbp\nfastbp.Sequential([fastbp.Dense(4, 'relu'), fastbp.Dense(2)], input_dim=3)"
+    ),
     "import torch": "import torch",
     "import sklearn.neural_network": "import sklearn.neural_network",
 }
@@ -273,12 +366,18 @@ IMPORT_SNIPPETS = {
 def time_snippet(code, runs):
     """Median wall time of ``code`` (timed with perf_counter inside) over ``runs``
     fresh interpreters."""
-    program = ("import time\n_t = time.perf_counter()\n" + code +
-               "\nprint(repr(time.perf_counter() - _t))")
+    program = (
+        "import time\n_t = time.perf_counter()\n" + code + "\nprint(repr(time.perf_counter() - _t))"
+    )
     times = []
     for _ in range(runs):
-        proc = subprocess.run([sys.executable, "-c", program], capture_output=True,
-                              text=True, cwd=tempfile.gettempdir(), check=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", program],
+            capture_output=True,
+            text=True,
+            cwd=tempfile.gettempdir(),
+            check=True,
+        )
         times.append(float(proc.stdout.strip().splitlines()[-1]))
     return times
 
@@ -287,9 +386,11 @@ def bench_imports(args):
     """Time the import statements, each in fresh interpreters."""
     wanted = ["import numpy", "import fastbp", "import fastbp + first model"]
     if not args.quick:
-        wanted += [k for k, mod in (("import torch", "torch"),
-                                    ("import sklearn.neural_network", "sklearn"))
-                   if mod in args.implementations and have(mod)]
+        wanted += [
+            k
+            for k, mod in (("import torch", "torch"), ("import sklearn.neural_network", "sklearn"))
+            if mod in args.implementations and have(mod)
+        ]
     time_snippet("pass", 1)  # warm the file cache for the interpreter itself
     records = []
     for label in wanted:
@@ -300,10 +401,16 @@ def bench_imports(args):
 
 def import_table(records):
     """Markdown table of the import timings."""
-    rows = [[f"`{r['what']}`", fmt_time(r["median"]),
-             f"{fmt_time(r['min'])}–{fmt_time(r['max'])}", r["n"]] for r in records]
-    return markdown_table(["statement", "time (median)", "spread (min–max)", "runs"],
-                          rows, "lrrr")
+    rows = [
+        [
+            f"`{r['what']}`",
+            fmt_time(r["median"]),
+            f"{fmt_time(r['min'])}–{fmt_time(r['max'])}",
+            r["n"],
+        ]
+        for r in records
+    ]
+    return markdown_table(["statement", "time (median)", "spread (min–max)", "runs"], rows, "lrrr")
 
 
 def main(argv=None):
@@ -321,12 +428,17 @@ def main(argv=None):
     for name in names:
         import_library(name)
     import scipy.linalg  # noqa: F401
+
     for line in openblas_report():
         log(line)
     meta = machine_info(["bench/digits.py"] + (sys.argv[1:] if argv is None else list(argv)))
-    out = ["# fastbp end-to-end benchmark", "",
-           f"{meta['cpu']}, {meta['usable_cpus']} CPUs; {args.dtype}, {args.threads} BLAS"
-           f" thread(s); {meta['date']}; `{meta['command']}`", ""]
+    out = [
+        "# fastbp end-to-end benchmark",
+        "",
+        f"{meta['cpu']}, {meta['usable_cpus']} CPUs; {args.dtype}, {args.threads} BLAS"
+        f" thread(s); {meta['date']}; `{meta['command']}`",
+        "",
+    ]
     out += [f"- {line}" for line in openblas_report()] + [""]
     payload = {"meta": meta}
 
@@ -336,9 +448,14 @@ def main(argv=None):
                 records = bench_digits(names, args)
             payload["digits"] = records
             r0 = records[0]
-            out += [f"## Digits: 64-128-10 ReLU, Adam lr 1e-3, batch 200, {args.epochs}"
-                    f" epochs ({r0['steps']} steps), {r0['n_train']} train / {r0['n_test']}"
-                    f" test samples, median of {args.repeats}", "", digits_table(records), ""]
+            out += [
+                f"## Digits: 64-128-10 ReLU, Adam lr 1e-3, batch 200, {args.epochs}"
+                f" epochs ({r0['steps']} steps), {r0['n_train']} train / {r0['n_test']}"
+                f" test samples, median of {args.repeats}",
+                "",
+                digits_table(records),
+                "",
+            ]
         else:
             log("scikit-learn is not installed: no digits data; skipping the digits part")
     if "memory" not in args.skip:
@@ -346,17 +463,26 @@ def main(argv=None):
         payload["memory"] = records
         steps = records[0]["steps"] if records else args.memory_steps
         batches = max(1, min(args.memory_batches, args.memory_steps))
-        data_mib = (MEMORY_NET.batch * batches * MEMORY_NET.sizes[0]
-                    * np.dtype(args.dtype).itemsize / 2**20)
-        out += [f"## Peak memory: {MEMORY_NET.arch}, batch {MEMORY_NET.batch}, SGD"
-                f" momentum, {steps} steps over {batches} distinct minibatch(es)"
-                f" ({data_mib:.1f} MiB of inputs), fresh process each", "",
-                memory_table(records), ""]
+        data_mib = (
+            MEMORY_NET.batch * batches * MEMORY_NET.sizes[0] * np.dtype(args.dtype).itemsize / 2**20
+        )
+        out += [
+            f"## Peak memory: {MEMORY_NET.arch}, batch {MEMORY_NET.batch}, SGD"
+            f" momentum, {steps} steps over {batches} distinct minibatch(es)"
+            f" ({data_mib:.1f} MiB of inputs), fresh process each",
+            "",
+            memory_table(records),
+            "",
+        ]
     if "import" not in args.skip:
         records = bench_imports(args)
         payload["imports"] = records
-        out += [f"## Import time (fresh interpreter, median of {args.import_runs})", "",
-                import_table(records), ""]
+        out += [
+            f"## Import time (fresh interpreter, median of {args.import_runs})",
+            "",
+            import_table(records),
+            "",
+        ]
     payload["meta"]["elapsed_s"] = time.perf_counter() - started
     print("\n".join(out))
     if args.json:

@@ -10,6 +10,7 @@ fastbp, NumPy by hand, PyTorch and scikit-learn alike::
 
 torch and scikit-learn are imported only when their adapter is built.
 """
+
 import dataclasses
 import math
 import warnings
@@ -113,8 +114,9 @@ def initial_weights(network, dtype, seed=0):
     weights = []
     for a, b in zip(network.sizes[:-1], network.sizes[1:]):
         limit = math.sqrt(6.0 / (a + b))
-        weights.append((rng.uniform(-limit, limit, size=(a, b)).astype(dtype),
-                        np.zeros(b, dtype=dtype)))
+        weights.append(
+            (rng.uniform(-limit, limit, size=(a, b)).astype(dtype), np.zeros(b, dtype=dtype))
+        )
     return weights
 
 
@@ -125,8 +127,12 @@ def reference_logits(weights, network, X, chunk=2048):
     from fastbp import _reference  # imported here: the memory runs measure their imports
 
     activations = [network.activation] * (len(weights) - 1) + ["identity"]
-    return np.concatenate([_reference.forward(weights, activations, X[start:start + chunk])[-1]
-                           for start in range(0, X.shape[0], chunk)])
+    return np.concatenate(
+        [
+            _reference.forward(weights, activations, X[start : start + chunk])[-1]
+            for start in range(0, X.shape[0], chunk)
+        ]
+    )
 
 
 def reference_loss(weights, network, X, y):
@@ -200,10 +206,19 @@ class FastbpImpl(Implementation):
         fastbp = load_fastbp()
         layers = [fastbp.Dense(w, network.activation) for w in network.sizes[1:-1]]
         layers.append(fastbp.Dense(network.sizes[-1]))
-        opt = (fastbp.SGD(optimizer.lr, momentum=optimizer.momentum)
-               if optimizer.name == "sgd" else fastbp.Adam(optimizer.lr))
-        self.model = fastbp.Sequential(layers, loss=network.loss, optimizer=opt, seed=seed,
-                                       dtype=self.dtype.name, input_dim=network.sizes[0])
+        opt = (
+            fastbp.SGD(optimizer.lr, momentum=optimizer.momentum)
+            if optimizer.name == "sgd"
+            else fastbp.Adam(optimizer.lr)
+        )
+        self.model = fastbp.Sequential(
+            layers,
+            loss=network.loss,
+            optimizer=opt,
+            seed=seed,
+            dtype=self.dtype.name,
+            input_dim=network.sizes[0],
+        )
         self.model.set_weights(weights)
 
     def epoch(self, data):
@@ -228,10 +243,18 @@ class NumpyImpl(Implementation):
 
     def __init__(self, network, optimizer, dtype, weights, seed=0):
         super().__init__(network, optimizer, dtype, weights, seed)
-        self.model = NumpyMLP(network.sizes, network.activation, network.loss, optimizer.name,
-                              lr=optimizer.lr, momentum=optimizer.momentum,
-                              batch_size=network.batch, dtype=self.dtype, weights=weights,
-                              seed=seed)
+        self.model = NumpyMLP(
+            network.sizes,
+            network.activation,
+            network.loss,
+            optimizer.name,
+            lr=optimizer.lr,
+            momentum=optimizer.momentum,
+            batch_size=network.batch,
+            dtype=self.dtype,
+            weights=weights,
+            seed=seed,
+        )
 
     def prepare(self, X, y):
         return self.model.check_data(X, y)
@@ -271,11 +294,13 @@ class TorchImpl(Implementation):
                 linear.bias.copy_(torch.from_numpy(np.asarray(b)))
             modules.append(linear)
             if i < len(weights) - 1:
-                modules.append(torch.nn.ReLU(inplace=True) if network.activation == "relu"
-                               else torch.nn.Tanh())
+                modules.append(
+                    torch.nn.ReLU(inplace=True) if network.activation == "relu" else torch.nn.Tanh()
+                )
         self.model = torch.nn.Sequential(*modules)
-        self.loss_fn = (torch.nn.CrossEntropyLoss() if network.loss == "cross_entropy"
-                        else torch.nn.MSELoss())
+        self.loss_fn = (
+            torch.nn.CrossEntropyLoss() if network.loss == "cross_entropy" else torch.nn.MSELoss()
+        )
         self.fused = True
         try:
             self.optimizer = self._make_optimizer(fused=True)
@@ -287,8 +312,9 @@ class TorchImpl(Implementation):
     def _make_optimizer(self, fused):
         params = self.model.parameters()
         if self.opt.name == "sgd":
-            return self.torch.optim.SGD(params, lr=self.opt.lr, momentum=self.opt.momentum,
-                                        fused=fused)
+            return self.torch.optim.SGD(
+                params, lr=self.opt.lr, momentum=self.opt.momentum, fused=fused
+            )
         return self.torch.optim.Adam(params, lr=self.opt.lr, fused=fused)
 
     def prepare(self, X, y):
@@ -296,8 +322,12 @@ class TorchImpl(Implementation):
         Xt = torch.from_numpy(X)
         yt = torch.from_numpy(y)
         B = self.network.batch
-        return Xt, yt, torch.empty((B,) + tuple(Xt.shape[1:]), dtype=Xt.dtype), \
-            torch.empty((B,) + tuple(yt.shape[1:]), dtype=yt.dtype)
+        return (
+            Xt,
+            yt,
+            torch.empty((B,) + tuple(Xt.shape[1:]), dtype=Xt.dtype),
+            torch.empty((B,) + tuple(yt.shape[1:]), dtype=yt.dtype),
+        )
 
     def epoch(self, data):
         torch = self.torch
@@ -306,7 +336,7 @@ class TorchImpl(Implementation):
         order = torch.randperm(n, generator=self.generator)
         model, loss_fn, optimizer = self.model, self.loss_fn, self.optimizer
         for start in range(0, n, B):
-            idx = order[start:start + B]
+            idx = order[start : start + B]
             if idx.numel() == B:
                 xs = torch.index_select(X, 0, idx, out=xb)
                 ys = torch.index_select(y, 0, idx, out=yb)
@@ -318,8 +348,11 @@ class TorchImpl(Implementation):
             optimizer.step()
 
     def get_weights(self):
-        return [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy())
-                for m in self.model if isinstance(m, self.torch.nn.Linear)]
+        return [
+            (m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy())
+            for m in self.model
+            if isinstance(m, self.torch.nn.Linear)
+        ]
 
     def describe(self):
         kind = "fused=True" if self.fused else "default (for-loop)"
@@ -340,14 +373,24 @@ class SklearnImpl(Implementation):
         from sklearn.neural_network import MLPClassifier, MLPRegressor
 
         self.classifier = network.loss == "cross_entropy"
-        kwargs = dict(hidden_layer_sizes=tuple(network.sizes[1:-1]),
-                      activation=network.activation, solver=optimizer.name, alpha=0.0,
-                      batch_size=network.batch, learning_rate_init=optimizer.lr,
-                      max_iter=1, shuffle=True, tol=0.0, n_iter_no_change=10**9,
-                      early_stopping=False, random_state=seed)
+        kwargs = dict(
+            hidden_layer_sizes=tuple(network.sizes[1:-1]),
+            activation=network.activation,
+            solver=optimizer.name,
+            alpha=0.0,
+            batch_size=network.batch,
+            learning_rate_init=optimizer.lr,
+            max_iter=1,
+            shuffle=True,
+            tol=0.0,
+            n_iter_no_change=10**9,
+            early_stopping=False,
+            random_state=seed,
+        )
         if optimizer.name == "sgd":
-            kwargs.update(learning_rate="constant", momentum=optimizer.momentum,
-                          nesterovs_momentum=False)
+            kwargs.update(
+                learning_rate="constant", momentum=optimizer.momentum, nesterovs_momentum=False
+            )
         self.model = (MLPClassifier if self.classifier else MLPRegressor)(**kwargs)
         self.classes = np.arange(network.sizes[-1])
 
@@ -377,8 +420,10 @@ class SklearnImpl(Implementation):
     def describe(self):
         import sklearn
 
-        return (f"scikit-learn {sklearn.__version__} MLPClassifier/MLPRegressor"
-                f" (one epoch per partial_fit with max_iter=1)")
+        return (
+            f"scikit-learn {sklearn.__version__} MLPClassifier/MLPRegressor"
+            f" (one epoch per partial_fit with max_iter=1)"
+        )
 
 
 ADAPTERS = {cls.name: cls for cls in (FastbpImpl, NumpyImpl, TorchImpl, SklearnImpl)}

@@ -28,6 +28,7 @@ Only the activations "identity", "relu" and "tanh" (hidden layers; the output la
 is linear) and the losses "cross_entropy" (integer labels) and "mse" are supported:
 what the benchmarks need.
 """
+
 import math
 
 import numpy as np
@@ -83,9 +84,22 @@ class NumpyMLP:
         Optimizer steps taken so far.
     """
 
-    def __init__(self, sizes, activation="relu", loss="cross_entropy", optimizer="sgd",
-                 lr=0.01, momentum=0.9, betas=(0.9, 0.999), eps=1e-8, batch_size=32,
-                 dtype="float32", weights=None, seed=None, flat=True):
+    def __init__(
+        self,
+        sizes,
+        activation="relu",
+        loss="cross_entropy",
+        optimizer="sgd",
+        lr=0.01,
+        momentum=0.9,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        batch_size=32,
+        dtype="float32",
+        weights=None,
+        seed=None,
+        flat=True,
+    ):
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2 or min(sizes) < 1:
             raise ValueError(f"sizes must list at least two positive widths, got {sizes}")
@@ -115,8 +129,15 @@ class NumpyMLP:
         self._allocate_parameters(shapes, flat)
         self._allocate_batch_buffers(self.batch_size)
         if weights is None:
-            weights = [(self._rng.uniform(-math.sqrt(6.0 / (a + b)), math.sqrt(6.0 / (a + b)),
-                                          size=(a, b)), np.zeros(b)) for a, b in shapes]
+            weights = [
+                (
+                    self._rng.uniform(
+                        -math.sqrt(6.0 / (a + b)), math.sqrt(6.0 / (a + b)), size=(a, b)
+                    ),
+                    np.zeros(b),
+                )
+                for a, b in shapes
+            ]
         self.set_weights(weights)
 
     # -- allocation ---------------------------------------------------------------
@@ -135,11 +156,11 @@ class NumpyMLP:
             grads = np.zeros(total, dtype=self.dtype)
             offset = 0
             for a, b in shapes:
-                self.W.append(params[offset:offset + a * b].reshape(a, b))
-                self.dW.append(grads[offset:offset + a * b].reshape(a, b))
+                self.W.append(params[offset : offset + a * b].reshape(a, b))
+                self.dW.append(grads[offset : offset + a * b].reshape(a, b))
                 offset += a * b
-                self.b.append(params[offset:offset + b])
-                self.db.append(grads[offset:offset + b])
+                self.b.append(params[offset : offset + b])
+                self.db.append(grads[offset : offset + b])
                 offset += b
             self._groups.append(self._group(params, grads, n_state))
         else:
@@ -225,18 +246,18 @@ class NumpyMLP:
         row_max, row_sum, picked = self._row_max[:m], self._row_sum[:m], self._picked[:m]
         flat_idx = self._flat_idx[:m]
         np.max(out, axis=1, out=row_max)
-        np.subtract(out, row_max[:, None], out=delta)         # shifted logits
+        np.subtract(out, row_max[:, None], out=delta)  # shifted logits
         np.add(self._row_base[:m], yb, out=flat_idx)
         flat_delta = delta.reshape(-1)
         np.take(flat_delta, flat_idx, out=picked, mode="clip")  # true class's logit
         np.exp(delta, out=delta)
         np.sum(delta, axis=1, out=row_sum)
-        np.divide(delta, row_sum[:, None], out=delta)         # softmax
+        np.divide(delta, row_sum[:, None], out=delta)  # softmax
         np.log(row_sum, out=row_sum)
         value = (float(row_sum.sum()) - float(picked.sum())) / m
         np.take(flat_delta, flat_idx, out=picked, mode="clip")
         picked -= 1
-        np.put(flat_delta, flat_idx, picked)                  # softmax - onehot
+        np.put(flat_delta, flat_idx, picked)  # softmax - onehot
         delta *= 1.0 / m
         return value
 
@@ -251,11 +272,11 @@ class NumpyMLP:
                 break
             delta_prev = self._delta[i - 1][:m]
             np.matmul(delta, self.W[i].T, out=delta_prev)
-            if self.activation == "relu":            # f'(z) = [h > 0]
+            if self.activation == "relu":  # f'(z) = [h > 0]
                 mask = self._mask[i - 1][:m]
                 np.greater(h_prev, 0, out=mask)
                 np.multiply(delta_prev, mask, out=delta_prev)
-            elif self.activation == "tanh":          # f'(z) = 1 - h**2
+            elif self.activation == "tanh":  # f'(z) = 1 - h**2
                 s = self._scratch[i - 1][:m]
                 np.multiply(h_prev, h_prev, out=s)
                 np.subtract(1, s, out=s)
@@ -268,28 +289,28 @@ class NumpyMLP:
         if self.optimizer == "sgd":
             mu = self.momentum
             for p, g, buf, scratch in self._groups:
-                buf *= mu                       # buf = mu * buf + g
+                buf *= mu  # buf = mu * buf + g
                 buf += g
                 np.multiply(buf, lr, out=scratch)
-                p -= scratch                    # p -= lr * buf
+                p -= scratch  # p -= lr * buf
             return
         beta1, beta2 = self.betas
         t = self.steps
-        step_size = lr / (1.0 - beta1 ** t)
-        inv_sqrt_bc2 = 1.0 / math.sqrt(1.0 - beta2 ** t)
+        step_size = lr / (1.0 - beta1**t)
+        inv_sqrt_bc2 = 1.0 / math.sqrt(1.0 - beta2**t)
         for p, g, m, v, scratch in self._groups:
-            m *= beta1                          # m = beta1 m + (1 - beta1) g
+            m *= beta1  # m = beta1 m + (1 - beta1) g
             np.multiply(g, 1.0 - beta1, out=scratch)
             m += scratch
-            v *= beta2                          # v = beta2 v + (1 - beta2) g^2
+            v *= beta2  # v = beta2 v + (1 - beta2) g^2
             np.multiply(g, g, out=scratch)
             scratch *= 1.0 - beta2
             v += scratch
-            np.sqrt(v, out=scratch)             # sqrt(v) / sqrt(1 - beta2^t) + eps
+            np.sqrt(v, out=scratch)  # sqrt(v) / sqrt(1 - beta2^t) + eps
             scratch *= inv_sqrt_bc2
             scratch += self.eps
             np.divide(m, scratch, out=scratch)
-            scratch *= step_size                # p -= lr / (1 - beta1^t) * m / denom
+            scratch *= step_size  # p -= lr / (1 - beta1^t) * m / denom
             p -= scratch
 
     def train_step(self, xb, yb):
@@ -381,12 +402,17 @@ class NumpyMLP:
         X = np.ascontiguousarray(X, dtype=self.dtype)
         outputs = []
         for start in range(0, X.shape[0], chunk):
-            h = X[start:start + chunk]
+            h = X[start : start + chunk]
             for i, (w, b) in enumerate(zip(self.W, self.b)):
                 h = h @ w + b
                 if i < len(self.W) - 1:
-                    h = (np.maximum(h, 0) if self.activation == "relu"
-                         else np.tanh(h) if self.activation == "tanh" else h)
+                    h = (
+                        np.maximum(h, 0)
+                        if self.activation == "relu"
+                        else np.tanh(h)
+                        if self.activation == "tanh"
+                        else h
+                    )
             if self.loss == "cross_entropy":
                 h = np.exp(h - h.max(axis=1, keepdims=True))
                 h /= h.sum(axis=1, keepdims=True)
@@ -401,5 +427,7 @@ class NumpyMLP:
         if self.loss == "mse":
             return {"loss": float(np.mean((out - y) ** 2))}
         p_true = np.maximum(out[np.arange(len(y)), y], np.finfo(np.float64).tiny)
-        return {"loss": float(-np.mean(np.log(p_true))),
-                "accuracy": float(np.mean(out.argmax(axis=1) == y))}
+        return {
+            "loss": float(-np.mean(np.log(p_true))),
+            "accuracy": float(np.mean(out.argmax(axis=1) == y)),
+        }

@@ -20,6 +20,7 @@ Results: Markdown on stdout and in ``OUT/RESULTS.md``, every raw time in
 ``OUT/results.json``. ``OUT`` is ``bench/`` for full runs and a temporary folder
 for ``--quick`` and ``--smoke`` unless ``--out`` says otherwise.
 """
+
 import argparse
 import dataclasses
 import gc
@@ -33,10 +34,26 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (fmt_number, fmt_range, fmt_time, machine_info,  # noqa: E402
-                    machine_markdown, markdown_table, openblas_report, summarize)
-from impls import (ADAPTERS, IMPLEMENTATIONS, Network, available,  # noqa: E402
-                   default_optimizer, initial_weights, make_data, reference_loss)
+from common import (  # noqa: E402
+    fmt_number,
+    fmt_range,
+    fmt_time,
+    machine_info,
+    machine_markdown,
+    markdown_table,
+    openblas_report,
+    summarize,
+)
+from impls import (  # noqa: E402
+    ADAPTERS,
+    IMPLEMENTATIONS,
+    Network,
+    available,
+    default_optimizer,
+    initial_weights,
+    make_data,
+    reference_loss,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -48,10 +65,13 @@ NETWORKS = {
     "deep": Network("deep", (100,) + (100,) * 10 + (10,), "tanh", "cross_entropy", 128),
 }
 # --quick: the same networks, the two big ones scaled down.
-QUICK_NETWORKS = dict(NETWORKS, **{
-    "medium": Network("medium", (784, 128, 128, 10), "relu", "cross_entropy", 64),
-    "large": Network("large", (128, 512, 512, 128), "relu", "mse", 128),
-})
+QUICK_NETWORKS = dict(
+    NETWORKS,
+    **{
+        "medium": Network("medium", (784, 128, 128, 10), "relu", "cross_entropy", 64),
+        "large": Network("large", (128, 512, 512, 128), "relu", "mse", 128),
+    },
+)
 # Minibatches per measured epoch.
 STEPS = {"tiny": 400, "small": 200, "medium": 60, "large": 6, "deep": 200}
 QUICK_STEPS = {"tiny": 40, "small": 20, "medium": 20, "large": 8, "deep": 20}
@@ -78,39 +98,75 @@ def parse_args(argv=None):
     """Parse the command line and fill in the defaults of the chosen mode."""
     parser = argparse.ArgumentParser(
         description="Time a training step of dense networks (fastbp, NumPy, PyTorch, "
-                    "scikit-learn).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="scaled-down networks, fewer steps and repeats (seconds); "
-                             "defaults to float32, 1 thread")
-    parser.add_argument("--smoke", action="store_true",
-                        help="--quick, networks tiny,deep,large, 1 repeat, few steps "
-                             "(for the test suite)")
-    parser.add_argument("--networks", type=csv_list, default=None,
-                        help=f"comma-separated subset of {','.join(NETWORKS)}")
-    parser.add_argument("--dtype", type=csv_list, default=None,
-                        help="float32,float64 (full) or float32 (--quick)")
-    parser.add_argument("--threads", type=lambda s: [int(t) for t in csv_list(s)],
-                        default=None, help="BLAS thread counts: 1,2 (full) or 1 (--quick)")
-    parser.add_argument("--optimizer", type=csv_list, default=["sgd", "adam"],
-                        help="sgd (momentum 0.9, lr 0.01) and/or adam (lr 1e-3)")
-    parser.add_argument("--implementations", type=csv_list, default=list(IMPLEMENTATIONS),
-                        help="subset of fastbp,numpy,torch,sklearn (absent libraries "
-                             "are left out)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="measured epochs per implementation (7 full, 2 quick)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="minibatches per measured epoch, for every network "
-                             "(default: per network)")
-    parser.add_argument("--gemm-sizes", type=lambda s: [int(t) for t in csv_list(s)],
-                        default=None, help="square gemm sizes for the peak: 512,1024,1536,"
-                                           "2048 (full), 256,512 (--quick)")
+        "scikit-learn).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="scaled-down networks, fewer steps and repeats (seconds); "
+        "defaults to float32, 1 thread",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="--quick, networks tiny,deep,large, 1 repeat, few steps (for the test suite)",
+    )
+    parser.add_argument(
+        "--networks",
+        type=csv_list,
+        default=None,
+        help=f"comma-separated subset of {','.join(NETWORKS)}",
+    )
+    parser.add_argument(
+        "--dtype", type=csv_list, default=None, help="float32,float64 (full) or float32 (--quick)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=lambda s: [int(t) for t in csv_list(s)],
+        default=None,
+        help="BLAS thread counts: 1,2 (full) or 1 (--quick)",
+    )
+    parser.add_argument(
+        "--optimizer",
+        type=csv_list,
+        default=["sgd", "adam"],
+        help="sgd (momentum 0.9, lr 0.01) and/or adam (lr 1e-3)",
+    )
+    parser.add_argument(
+        "--implementations",
+        type=csv_list,
+        default=list(IMPLEMENTATIONS),
+        help="subset of fastbp,numpy,torch,sklearn (absent libraries are left out)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="measured epochs per implementation (7 full, 2 quick)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="minibatches per measured epoch, for every network (default: per network)",
+    )
+    parser.add_argument(
+        "--gemm-sizes",
+        type=lambda s: [int(t) for t in csv_list(s)],
+        default=None,
+        help="square gemm sizes for the peak: 512,1024,1536,2048 (full), 256,512 (--quick)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-check", action="store_true",
-                        help="skip the correctness checks before timing")
-    parser.add_argument("--out", default=None,
-                        help="folder for RESULTS.md and results.json (bench/ for full "
-                             "runs, a temporary folder for --quick/--smoke)")
+    parser.add_argument(
+        "--no-check", action="store_true", help="skip the correctness checks before timing"
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="folder for RESULTS.md and results.json (bench/ for full "
+        "runs, a temporary folder for --quick/--smoke)",
+    )
     args = parser.parse_args(argv)
 
     args.quick = args.quick or args.smoke
@@ -122,9 +178,11 @@ def parse_args(argv=None):
     args.network_list = [networks[n] for n in names]
     args.dtype = args.dtype or (["float32"] if args.quick else ["float32", "float64"])
     args.threads = args.threads or ([1] if args.quick else [1, 2])
-    for bad, allowed, what in ((args.dtype, ("float32", "float64"), "dtype"),
-                               (args.optimizer, ("sgd", "adam"), "optimizer"),
-                               (args.implementations, IMPLEMENTATIONS, "implementation")):
+    for bad, allowed, what in (
+        (args.dtype, ("float32", "float64"), "dtype"),
+        (args.optimizer, ("sgd", "adam"), "optimizer"),
+        (args.implementations, IMPLEMENTATIONS, "implementation"),
+    ):
         wrong = [x for x in bad if x not in allowed]
         if wrong:
             parser.error(f"unknown {what}(s) {wrong}; choose from {list(allowed)}")
@@ -133,16 +191,19 @@ def parse_args(argv=None):
     args.repeats = args.repeats or (1 if args.smoke else 2 if args.quick else 7)
     args.settle = 0.0 if args.smoke else 0.1
     if args.steps is None:
-        args.steps_for = (lambda n: SMOKE_STEPS) if args.smoke else (
-            (lambda n: QUICK_STEPS[n]) if args.quick else (lambda n: STEPS[n]))
+        args.steps_for = (
+            (lambda n: SMOKE_STEPS)
+            if args.smoke
+            else ((lambda n: QUICK_STEPS[n]) if args.quick else (lambda n: STEPS[n]))
+        )
     else:
         args.steps_for = lambda n: args.steps
-    args.gemm_sizes = args.gemm_sizes or (SMOKE_GEMM_SIZES if args.smoke else
-                                          QUICK_GEMM_SIZES if args.quick else GEMM_SIZES)
+    args.gemm_sizes = args.gemm_sizes or (
+        SMOKE_GEMM_SIZES if args.smoke else QUICK_GEMM_SIZES if args.quick else GEMM_SIZES
+    )
     args.gemm_repeats = 2 if args.smoke else 3 if args.quick else 5
     if args.out is None:
-        args.out = (os.path.join(tempfile.gettempdir(), "fastbp-bench-quick")
-                    if args.quick else HERE)
+        args.out = os.path.join(tempfile.gettempdir(), "fastbp-bench-quick") if args.quick else HERE
     return args
 
 
@@ -185,12 +246,12 @@ def gemm_peak(dtype, sizes, repeats, seed=0):
     for n in sizes:
         a = rng.standard_normal((n, n)).astype(dtype)
         b = rng.standard_normal((n, n)).astype(dtype)
-        flops = 2.0 * n ** 3
+        flops = 2.0 * n**3
         af, bf, cf = np.asfortranarray(a), np.asfortranarray(b), np.zeros((n, n), dtype, "F")
-        t = _best_time(lambda: gemm(1.0, af, bf, beta=0.0, c=cf, overwrite_c=1), repeats)
+        t = _best_time(lambda: gemm(1.0, af, bf, beta=0.0, c=cf, overwrite_c=1), repeats)  # noqa: B023
         result["scipy." + gemm_name][n] = flops / t / 1e9
         c = np.empty((n, n), dtype)
-        t = _best_time(lambda: np.matmul(a, b, out=c), repeats)
+        t = _best_time(lambda: np.matmul(a, b, out=c), repeats)  # noqa: B023
         result["np.matmul"][n] = flops / t / 1e9
     result["peak"] = max(max(v.values()) for v in result.values())
     return result
@@ -230,13 +291,25 @@ def run_checks(names, dtype, opt, seed):
             before = after = float("nan")
             log(f"check {dtype} {opt.name} {name} raised {type(exc).__name__}: {exc}")
         ok = bool(np.isfinite(after) and after < before)
-        records.append({"check": "loss decreases", "dtype": dtype, "optimizer": opt.name,
-                        "implementation": name, "before": before, "after": after, "ok": ok})
+        records.append(
+            {
+                "check": "loss decreases",
+                "dtype": dtype,
+                "optimizer": opt.name,
+                "implementation": name,
+                "before": before,
+                "after": after,
+                "ok": ok,
+            }
+        )
         line = f"check {dtype} {opt.name:4s} {name:8s} loss {before:.4f} -> {after:.4f}"
         log(line + ("  ok" if ok else ""))
         if not ok:
-            print(f"{CHECK_FAILED}: {name} ({dtype}, {opt.name}): the loss did not decrease"
-                  f" on the tiny network ({before:.6g} -> {after:.6g})", flush=True)
+            print(
+                f"{CHECK_FAILED}: {name} ({dtype}, {opt.name}): the loss did not decrease"
+                f" on the tiny network ({before:.6g} -> {after:.6g})",
+                flush=True,
+            )
 
     # Agreement after full-batch steps from the same weights.
     full = dataclasses.replace(net, batch=256)
@@ -259,16 +332,28 @@ def run_checks(names, dtype, opt, seed):
         spread = float((values.max() - values.min()) / abs(values.mean()))
         tolerance = 1e-4 if np.dtype(dtype) == np.float32 else 1e-9
         ok = bool(np.isfinite(spread) and spread <= tolerance)
-        records.append({"check": "full-batch agreement", "dtype": dtype,
-                        "optimizer": opt.name, "losses": losses, "relative_spread": spread,
-                        "tolerance": tolerance, "ok": ok})
+        records.append(
+            {
+                "check": "full-batch agreement",
+                "dtype": dtype,
+                "optimizer": opt.name,
+                "losses": losses,
+                "relative_spread": spread,
+                "tolerance": tolerance,
+                "ok": ok,
+            }
+        )
         shown = ", ".join(f"{k} {v:.6f}" for k, v in losses.items())
-        log(f"check {dtype} {opt.name:4s} agreement after 5 full-batch steps: {shown}"
-            f" (relative spread {spread:.1e})" + ("  ok" if ok else ""))
+        log(
+            f"check {dtype} {opt.name:4s} agreement after 5 full-batch steps: {shown}"
+            f" (relative spread {spread:.1e})" + ("  ok" if ok else "")
+        )
         if not ok:
-            print(f"{CHECK_FAILED}: {dtype} {opt.name}: losses after 5 identical full-batch"
-                  f" steps disagree: {shown} (relative spread {spread:.2e} > {tolerance:g})",
-                  flush=True)
+            print(
+                f"{CHECK_FAILED}: {dtype} {opt.name}: losses after 5 identical full-batch"
+                f" steps disagree: {shown} (relative spread {spread:.2e} > {tolerance:g})",
+                flush=True,
+            )
     return records
 
 
@@ -325,11 +410,16 @@ def measure_network(net, names, dtype, opt, steps, repeats, seed, settle=0.0):
         if name in errors:
             continue
         step_times = [t / steps for t in epoch_times[name]]
-        finite = all(np.isfinite(w).all() and np.isfinite(b).all()
-                     for w, b in impls[name].get_weights())
-        results[name] = dict(summarize(step_times), epoch_times=epoch_times[name],
-                             step_times=step_times, finite=bool(finite),
-                             describe=impls[name].describe())
+        finite = all(
+            np.isfinite(w).all() and np.isfinite(b).all() for w, b in impls[name].get_weights()
+        )
+        results[name] = dict(
+            summarize(step_times),
+            epoch_times=epoch_times[name],
+            step_times=step_times,
+            finite=bool(finite),
+            describe=impls[name].describe(),
+        )
     del impls, data
     gc.collect()
     return results, errors
@@ -347,30 +437,61 @@ def time_network(args, net, names, dtype, threads, opt_name, peak, describe):
         One per implementation that raised.
     """
     steps = args.steps_for(net.name)
-    res, errors = measure_network(net, names, dtype, default_optimizer(opt_name), steps,
-                                  args.repeats, args.seed, settle=args.settle)
+    res, errors = measure_network(
+        net,
+        names,
+        dtype,
+        default_optimizer(opt_name),
+        steps,
+        args.repeats,
+        args.seed,
+        settle=args.settle,
+    )
     failures = []
     for name, error in errors.items():
-        print(f"{CHECK_FAILED}: {name} {net.name} ({dtype}, {threads} threads, {opt_name})"
-              f" raised {error}", flush=True)
-        failures.append({"dtype": dtype, "threads": threads, "optimizer": opt_name,
-                         "network": net.name, "implementation": name, "error": error})
+        print(
+            f"{CHECK_FAILED}: {name} {net.name} ({dtype}, {threads} threads, {opt_name})"
+            f" raised {error}",
+            flush=True,
+        )
+        failures.append(
+            {
+                "dtype": dtype,
+                "threads": threads,
+                "optimizer": opt_name,
+                "network": net.name,
+                "implementation": name,
+                "error": error,
+            }
+        )
     base = res.get("fastbp", {}).get("median")
     records = []
     for name in [n for n in names if n in res]:
         r = res[name]
         describe[name] = r.pop("describe")
         gflops = net.flops_per_step / r["median"] / 1e9
-        rec = {"dtype": dtype, "threads": threads, "optimizer": opt_name,
-               "network": net.name, "arch": net.arch, "batch": net.batch, "steps": steps,
-               "implementation": name, "samples_per_s": net.batch / r["median"],
-               "gflops": gflops, "pct_of_peak": 100 * gflops / peak,
-               "ratio_to_fastbp": r["median"] / base if base else None}
+        rec = {
+            "dtype": dtype,
+            "threads": threads,
+            "optimizer": opt_name,
+            "network": net.name,
+            "arch": net.arch,
+            "batch": net.batch,
+            "steps": steps,
+            "implementation": name,
+            "samples_per_s": net.batch / r["median"],
+            "gflops": gflops,
+            "pct_of_peak": 100 * gflops / peak,
+            "ratio_to_fastbp": r["median"] / base if base else None,
+        }
         rec.update(r)
         records.append(rec)
         if not r["finite"]:
-            print(f"{CHECK_FAILED}: {name} {net.name} ({dtype}, {threads} threads,"
-                  f" {opt_name}): weights became non-finite", flush=True)
+            print(
+                f"{CHECK_FAILED}: {name} {net.name} ({dtype}, {threads} threads,"
+                f" {opt_name}): weights became non-finite",
+                flush=True,
+            )
     shown = "  ".join(f"{n} {fmt_time(res[n]['median'])}" for n in res)
     log(f"{dtype} {threads}t {opt_name:4s} {net.name:6s} {shown}")
     return records, failures
@@ -394,15 +515,31 @@ def opt_label(name):
 
 def result_table(records):
     """Markdown table of one (dtype, threads, optimizer) block of records."""
-    headers = ["network", "implementation", "time/step (median)", "spread (min–max)",
-               "samples/s", "GFLOP/s", "% of gemm peak", "time ÷ fastbp"]
+    headers = [
+        "network",
+        "implementation",
+        "time/step (median)",
+        "spread (min–max)",
+        "samples/s",
+        "GFLOP/s",
+        "% of gemm peak",
+        "time ÷ fastbp",
+    ]
     rows = []
     for rec in records:
         ratio = rec.get("ratio_to_fastbp")
-        rows.append([rec["network"], rec["implementation"], fmt_time(rec["median"]),
-                     fmt_range(rec["min"], rec["max"]), fmt_number(rec["samples_per_s"]),
-                     fmt_number(rec["gflops"]), f"{rec['pct_of_peak']:.1f}",
-                     "–" if ratio is None else f"{ratio:.2f}"])
+        rows.append(
+            [
+                rec["network"],
+                rec["implementation"],
+                fmt_time(rec["median"]),
+                fmt_range(rec["min"], rec["max"]),
+                fmt_number(rec["samples_per_s"]),
+                fmt_number(rec["gflops"]),
+                f"{rec['pct_of_peak']:.1f}",
+                "–" if ratio is None else f"{ratio:.2f}",
+            ]
+        )
     return markdown_table(headers, rows, "llrrrrrr")
 
 
@@ -413,26 +550,57 @@ def render_report(meta, args, networks, gemm, checks, records, describe, failure
     out += ["## Machine", "", machine_markdown(meta), ""]
     out += ["OpenBLAS as threadpoolctl reports it:", ""]
     out += [f"- {line}" for line in openblas_report()] + [""]
-    out += ["## Method", "",
-            "Time per training step = forward + loss + backward + optimizer update on one"
-            " shuffled minibatch: one epoch per measurement (fastbp `fit(epochs=1)`,"
-            " scikit-learn `partial_fit` with `max_iter=1`, a Python loop of minibatches"
-            " for NumPy and PyTorch) divided by its number of minibatches. Synthetic data"
-            f" (seed {args.seed}); every implementation but scikit-learn starts from the"
-            " same weights. Each implementation is warmed up, then measured"
-            f" {args.repeats} time(s), round-robin (the starting implementation rotates"
-            " per repeat). Median and min–max over the repeats. GFLOP/s counts"
-            " 6 × weights × batch per step. % of gemm peak: against the best"
-            " GFLOP/s of SciPy's BLAS gemm and `np.matmul` on square matrices"
-            f" ({', '.join(map(str, args.gemm_sizes))}) at the same thread count, measured"
-            " in the same run. time ÷ fastbp: the implementation's median over fastbp's"
-            " (above 1: fastbp is faster).", ""]
+    out += [
+        "## Method",
+        "",
+        "Time per training step = forward + loss + backward + optimizer update on one"
+        " shuffled minibatch: one epoch per measurement (fastbp `fit(epochs=1)`,"
+        " scikit-learn `partial_fit` with `max_iter=1`, a Python loop of minibatches"
+        " for NumPy and PyTorch) divided by its number of minibatches. Synthetic data"
+        f" (seed {args.seed}); every implementation but scikit-learn starts from the"
+        " same weights. Each implementation is warmed up, then measured"
+        f" {args.repeats} time(s), round-robin (the starting implementation rotates"
+        " per repeat). Median and min–max over the repeats. GFLOP/s counts"
+        " 6 × weights × batch per step. % of gemm peak: against the best"
+        " GFLOP/s of SciPy's BLAS gemm and `np.matmul` on square matrices"
+        f" ({', '.join(map(str, args.gemm_sizes))}) at the same thread count, measured"
+        " in the same run. time ÷ fastbp: the implementation's median over fastbp's"
+        " (above 1: fastbp is faster).",
+        "",
+    ]
     out += ["Implementations:", ""] + [f"- {k}: {v}" for k, v in describe.items()] + [""]
-    rows = [[n.name, n.arch, n.activation, n.loss, n.batch, f"{n.n_weights:,}",
-             fmt_number(n.flops_per_step / 1e6), args.steps_for(n.name)] for n in networks]
-    out += ["## Networks", "", markdown_table(
-        ["network", "layers", "hidden activation", "loss", "batch", "weights",
-         "MFLOP/step", "steps/measurement"], rows, "lllrrrrr"), ""]
+    rows = [
+        [
+            n.name,
+            n.arch,
+            n.activation,
+            n.loss,
+            n.batch,
+            f"{n.n_weights:,}",
+            fmt_number(n.flops_per_step / 1e6),
+            args.steps_for(n.name),
+        ]
+        for n in networks
+    ]
+    out += [
+        "## Networks",
+        "",
+        markdown_table(
+            [
+                "network",
+                "layers",
+                "hidden activation",
+                "loss",
+                "batch",
+                "weights",
+                "MFLOP/step",
+                "steps/measurement",
+            ],
+            rows,
+            "lllrrrrr",
+        ),
+        "",
+    ]
     if checks:
         rows = []
         for c in checks:
@@ -440,39 +608,72 @@ def render_report(meta, args, networks, gemm, checks, records, describe, failure
                 detail = f"{c['before']:.4f} → {c['after']:.4f}"
                 who = c["implementation"]
             else:
-                detail = (", ".join(f"{k} {v:.6f}" for k, v in c["losses"].items())
-                          + f" (spread {c['relative_spread']:.1e})")
+                detail = (
+                    ", ".join(f"{k} {v:.6f}" for k, v in c["losses"].items())
+                    + f" (spread {c['relative_spread']:.1e})"
+                )
                 who = "all given the same weights"
-            rows.append([c["dtype"], c["optimizer"], c["check"], who, detail,
-                         "ok" if c["ok"] else "FAILED"])
-        out += ["## Correctness checks (tiny network)", "", markdown_table(
-            ["dtype", "optimizer", "check", "implementation", "loss", "result"], rows,
-            "llllll"), ""]
+            rows.append(
+                [c["dtype"], c["optimizer"], c["check"], who, detail, "ok" if c["ok"] else "FAILED"]
+            )
+        out += [
+            "## Correctness checks (tiny network)",
+            "",
+            markdown_table(
+                ["dtype", "optimizer", "check", "implementation", "loss", "result"], rows, "llllll"
+            ),
+            "",
+        ]
     rows = []
     for g in gemm:
         for lib in [k for k in g["gflops"] if k != "peak"]:
-            rows.append([g["dtype"], g["threads"], lib] +
-                         [fmt_number(g["gflops"][lib][n]) for n in args.gemm_sizes])
-    out += ["## gemm peak (GFLOP/s)", "", markdown_table(
-        ["dtype", "threads", "library"] + [f"n={n}" for n in args.gemm_sizes], rows,
-        "lrl" + "r" * len(args.gemm_sizes)), ""]
+            rows.append(
+                [g["dtype"], g["threads"], lib]
+                + [fmt_number(g["gflops"][lib][n]) for n in args.gemm_sizes]
+            )
+    out += [
+        "## gemm peak (GFLOP/s)",
+        "",
+        markdown_table(
+            ["dtype", "threads", "library"] + [f"n={n}" for n in args.gemm_sizes],
+            rows,
+            "lrl" + "r" * len(args.gemm_sizes),
+        ),
+        "",
+    ]
     if failures:
-        out += ["## Failures", ""] + [
-            f"- {f['implementation']} on {f['network']} ({f['dtype']}, {f['threads']}"
-            f" threads, {f['optimizer']}): {f['error']}" for f in failures] + [""]
+        out += (
+            ["## Failures", ""]
+            + [
+                f"- {f['implementation']} on {f['network']} ({f['dtype']}, {f['threads']}"
+                f" threads, {f['optimizer']}): {f['error']}"
+                for f in failures
+            ]
+            + [""]
+        )
     out += ["## Time per training step", ""]
     for dtype in args.dtype:
         for threads in args.threads:
-            peak = next(g["gflops"]["peak"] for g in gemm
-                        if g["dtype"] == dtype and g["threads"] == threads)
+            peak = next(
+                g["gflops"]["peak"] for g in gemm if g["dtype"] == dtype and g["threads"] == threads
+            )
             for opt in args.optimizer:
-                block = [r for r in records if r["dtype"] == dtype
-                         and r["threads"] == threads and r["optimizer"] == opt]
+                block = [
+                    r
+                    for r in records
+                    if r["dtype"] == dtype and r["threads"] == threads and r["optimizer"] == opt
+                ]
                 if not block:
                     continue
                 plural = "thread" if threads == 1 else "threads"
-                out += [f"### {dtype}, {threads} BLAS {plural}, {opt_label(opt)}", "",
-                        f"gemm peak: {peak:.1f} GFLOP/s", "", result_table(block), ""]
+                out += [
+                    f"### {dtype}, {threads} BLAS {plural}, {opt_label(opt)}",
+                    "",
+                    f"gemm peak: {peak:.1f} GFLOP/s",
+                    "",
+                    result_table(block),
+                    "",
+                ]
     return "\n".join(out)
 
 
@@ -517,30 +718,46 @@ def main(argv=None):
                 log(f"gemm peak {dtype} {threads} thread(s): {g['peak']:.1f} GFLOP/s")
                 for opt_name in args.optimizer:
                     for net in args.network_list:
-                        new, failed = time_network(args, net, names, dtype, threads,
-                                                   opt_name, g["peak"], describe)
+                        new, failed = time_network(
+                            args, net, names, dtype, threads, opt_name, g["peak"], describe
+                        )
                         records += new
                         failures += failed
 
-    report = render_report(meta, args, args.network_list, gemm, checks, records, describe,
-                           failures)
+    report = render_report(meta, args, args.network_list, gemm, checks, records, describe, failures)
     elapsed = time.perf_counter() - started
     os.makedirs(args.out, exist_ok=True)
-    payload = {"meta": dict(meta, elapsed_s=elapsed, quick=args.quick, smoke=args.smoke,
-                            repeats=args.repeats, seed=args.seed,
-                            implementations=describe,
-                            openblas_report=openblas_report()),
-               "networks": [dict(dataclasses.asdict(n), n_weights=n.n_weights,
-                                 flops_per_step=n.flops_per_step,
-                                 steps=args.steps_for(n.name)) for n in args.network_list],
-               "gemm": gemm, "checks": checks, "failures": failures, "results": records}
+    payload = {
+        "meta": dict(
+            meta,
+            elapsed_s=elapsed,
+            quick=args.quick,
+            smoke=args.smoke,
+            repeats=args.repeats,
+            seed=args.seed,
+            implementations=describe,
+            openblas_report=openblas_report(),
+        ),
+        "networks": [
+            dict(
+                dataclasses.asdict(n),
+                n_weights=n.n_weights,
+                flops_per_step=n.flops_per_step,
+                steps=args.steps_for(n.name),
+            )
+            for n in args.network_list
+        ],
+        "gemm": gemm,
+        "checks": checks,
+        "failures": failures,
+        "results": records,
+    }
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(payload, f, indent=1, default=str)
     with open(os.path.join(args.out, "RESULTS.md"), "w") as f:
         f.write(report + "\n")
     print(report)
-    log(f"wrote {os.path.join(args.out, 'RESULTS.md')} and results.json"
-        f" ({elapsed:.1f} s)")
+    log(f"wrote {os.path.join(args.out, 'RESULTS.md')} and results.json ({elapsed:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ candidates. Printed: loss against wall time and against loss evaluations.
 
 Run: python examples/backprop_vs_genetic.py
 """
+
 import argparse
 import time
 
@@ -17,13 +18,17 @@ import fastbp
 def make_data(n=400, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.uniform(-1, 1, size=(n, 2))
-    y = (X[:, 0] * X[:, 1] > 0).astype(int)   # XOR-like quadrants
+    y = (X[:, 0] * X[:, 1] > 0).astype(int)  # XOR-like quadrants
     return X, y
 
 
 def network(seed):
-    return fastbp.Sequential([fastbp.Dense(8, "tanh"), fastbp.Dense(2, "softmax")],
-                             optimizer=fastbp.Adam(lr=0.05), dtype="float64", seed=seed)
+    return fastbp.Sequential(
+        [fastbp.Dense(8, "tanh"), fastbp.Dense(2, "softmax")],
+        optimizer=fastbp.Adam(lr=0.05),
+        dtype="float64",
+        seed=seed,
+    )
 
 
 def backprop(X, y, epochs):
@@ -31,7 +36,7 @@ def backprop(X, y, epochs):
     model.build(X.shape[1])
     log, start = [], time.perf_counter()
     for epoch in range(epochs):
-        model.fit(X, y, epochs=1, batch_size=len(X))     # one full-batch gradient step
+        model.fit(X, y, epochs=1, batch_size=len(X))  # one full-batch gradient step
         log.append((time.perf_counter() - start, epoch + 1, model.evaluate(X, y)["loss"]))
     return log
 
@@ -57,7 +62,7 @@ def genetic(X, y, generations, population=30, elite=5, sigma=0.3, seed=0):
         children = []
         for _ in range(population - elite):
             a, b = rng.choice(elite, 2, replace=False)
-            mask = rng.random(size) < 0.5                       # uniform crossover
+            mask = rng.random(size) < 0.5  # uniform crossover
             child = np.where(mask, parents[a], parents[b]) + rng.normal(0, sigma, size)
             children.append(child)
         pool = parents + children

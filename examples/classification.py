@@ -2,6 +2,7 @@
 
 Run: python examples/classification.py
 """
+
 import argparse
 
 import numpy as np
@@ -26,13 +27,21 @@ def main(argv=None):
 
     X, y = make_blobs(args.samples)
     n_train = int(0.8 * len(X))
-    model = fastbp.Sequential([fastbp.Dense(32, "relu"), fastbp.Dense(4, "softmax")],
-                              optimizer=fastbp.Adam(lr=0.01), seed=0)
-    model.fit(X[:n_train], y[:n_train], epochs=args.epochs, batch_size=32,
-              validation_data=(X[n_train:], y[n_train:]))
+    model = fastbp.Sequential(
+        [fastbp.Dense(32, "relu"), fastbp.Dense(4, "softmax")],
+        optimizer=fastbp.Adam(lr=0.01),
+        seed=0,
+    )
+    model.fit(
+        X[:n_train],
+        y[:n_train],
+        epochs=args.epochs,
+        batch_size=32,
+        validation_data=(X[n_train:], y[n_train:]),
+    )
     print(f"test accuracy {model.evaluate(X[n_train:], y[n_train:])['accuracy']:.1%}")
-    probabilities = model.predict(X[n_train:n_train + 3])
-    for p, label in zip(probabilities, y[n_train:n_train + 3]):
+    probabilities = model.predict(X[n_train : n_train + 3])
+    for p, label in zip(probabilities, y[n_train : n_train + 3]):
         print(f"  true class {label}: probabilities {np.round(p, 3)} (sum {p.sum():.3f})")
     return model
 

@@ -7,6 +7,7 @@ restored) cuts it most, and both together do best.
 
 Run: python examples/dropout_early_stopping.py
 """
+
 import argparse
 
 import numpy as np
@@ -32,23 +33,44 @@ def main(argv=None):
     X_test, y_test = noisy_data(5000, seed=1)
     setups = {
         "plain": ([Dense(256, "relu"), Dense(256, "relu"), Dense(2, "softmax")], []),
-        "dropout": ([Dense(256, "relu"), Dropout(0.5), Dense(256, "relu"), Dropout(0.5),
-                     Dense(2, "softmax")], []),
-        "early stopping": ([Dense(256, "relu"), Dense(256, "relu"), Dense(2, "softmax")],
-                           [EarlyStopping(patience=20, restore_best_weights=True)]),
-        "both": ([Dense(256, "relu"), Dropout(0.5), Dense(256, "relu"), Dropout(0.5),
-                  Dense(2, "softmax")], [EarlyStopping(patience=20, restore_best_weights=True)]),
+        "dropout": (
+            [
+                Dense(256, "relu"),
+                Dropout(0.5),
+                Dense(256, "relu"),
+                Dropout(0.5),
+                Dense(2, "softmax"),
+            ],
+            [],
+        ),
+        "early stopping": (
+            [Dense(256, "relu"), Dense(256, "relu"), Dense(2, "softmax")],
+            [EarlyStopping(patience=20, restore_best_weights=True)],
+        ),
+        "both": (
+            [
+                Dense(256, "relu"),
+                Dropout(0.5),
+                Dense(256, "relu"),
+                Dropout(0.5),
+                Dense(2, "softmax"),
+            ],
+            [EarlyStopping(patience=20, restore_best_weights=True)],
+        ),
     }
     results = {}
     for name, (layers, callbacks) in setups.items():
         model = fastbp.Sequential(layers, optimizer=fastbp.Adam(lr=1e-3), seed=0)
-        history = model.fit(X, y, epochs=args.epochs, batch_size=20, validation_split=0.25,
-                            callbacks=callbacks)
+        history = model.fit(
+            X, y, epochs=args.epochs, batch_size=20, validation_split=0.25, callbacks=callbacks
+        )
         test = model.evaluate(X_test, y_test)
         results[name] = (history, test)
-        print(f"{name:<15} epochs {len(history):>3}  train loss {history['loss'][-1]:.3f}"
-              f"  best val loss {min(history['val_loss']):.3f}"
-              f"  test loss {test['loss']:.3f}  test accuracy {test['accuracy']:.1%}")
+        print(
+            f"{name:<15} epochs {len(history):>3}  train loss {history['loss'][-1]:.3f}"
+            f"  best val loss {min(history['val_loss']):.3f}"
+            f"  test loss {test['loss']:.3f}  test accuracy {test['accuracy']:.1%}"
+        )
     return results
 
 

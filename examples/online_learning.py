@@ -3,6 +3,7 @@
 
 Run: python examples/online_learning.py
 """
+
 import argparse
 
 import numpy as np
@@ -25,8 +26,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     X_test, y_test = next(stream(1, 2000, seed=99))
-    model = fastbp.Sequential([fastbp.Dense(16, "tanh"), fastbp.Dense(3, "softmax")],
-                              optimizer=fastbp.SGD(lr=0.05, momentum=0.9), seed=0)
+    model = fastbp.Sequential(
+        [fastbp.Dense(16, "tanh"), fastbp.Dense(3, "softmax")],
+        optimizer=fastbp.SGD(lr=0.05, momentum=0.9),
+        seed=0,
+    )
     accuracies = []
     for i, (X, y) in enumerate(stream(args.batches, 50)):
         # The first call names every class the stream will ever show.

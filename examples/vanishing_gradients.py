@@ -6,6 +6,7 @@ residual blocks (x + f(x)) keeps every layer's gradient alive, and trains.
 
 Run: python examples/vanishing_gradients.py
 """
+
 import argparse
 
 import numpy as np
@@ -26,7 +27,8 @@ def deep(kind, depth, width, n_classes):
             return rng.normal(0, np.sqrt(2 / shape[0] / depth), size=shape)
 
         hidden = [Dense(width, "relu", init="he_normal")] + [
-            Residual(Dense(width, "relu", init=branch_init)) for _ in range(depth - 1)]
+            Residual(Dense(width, "relu", init=branch_init)) for _ in range(depth - 1)
+        ]
     return hidden + [Dense(n_classes, "softmax")]
 
 
@@ -40,8 +42,13 @@ def main(argv=None):
     y = (X[:, :4].sum(axis=1) > 0).astype(int) + 2 * (X[:, 4:8].sum(axis=1) > 0)
     results = {}
     for kind in ("sigmoid + glorot", "relu + he", "relu + he + residual"):
-        model = fastbp.Sequential(deep(kind, args.depth, 16, 4), optimizer=fastbp.Adam(lr=1e-3),
-                                  seed=0, dtype="float64", input_dim=16)
+        model = fastbp.Sequential(
+            deep(kind, args.depth, 16, 4),
+            optimizer=fastbp.Adam(lr=1e-3),
+            seed=0,
+            dtype="float64",
+            input_dim=16,
+        )
         _, grads = model.loss_and_gradients(X[:256], y[:256])
         norms = [np.linalg.norm(w) for w, _ in grads]
         model.fit(X, y, epochs=args.epochs, batch_size=32)
@@ -49,8 +56,10 @@ def main(argv=None):
         results[kind] = (norms, accuracy)
         shown = " ".join(f"{v:.0e}" for v in norms[:: max(1, len(norms) // 7)])
         print(f"{kind:<22} gradient norm, layer 1 -> {len(norms)}: {shown}")
-        print(f"{'':<22} first / last layer: {norms[0] / norms[-1]:.1e};"
-              f" accuracy after {args.epochs} epochs: {accuracy:.1%}")
+        print(
+            f"{'':<22} first / last layer: {norms[0] / norms[-1]:.1e};"
+            f" accuracy after {args.epochs} epochs: {accuracy:.1%}"
+        )
     return results
 
 

@@ -2,6 +2,7 @@
 
 Run: python examples/xor.py
 """
+
 import argparse
 
 import numpy as np
@@ -21,13 +22,16 @@ def main(argv=None):
     linear = fastbp.Sequential([fastbp.Dense(1, "sigmoid")], optimizer=fastbp.Adam(lr=0.1), seed=0)
     linear.fit(X, y, epochs=args.epochs, batch_size=4)
     # ...a hidden layer of 4 tanh neurons can.
-    model = fastbp.Sequential([fastbp.Dense(4, "tanh"), fastbp.Dense(1, "sigmoid")],
-                              optimizer=fastbp.Adam(lr=0.1), seed=0)
+    model = fastbp.Sequential(
+        [fastbp.Dense(4, "tanh"), fastbp.Dense(1, "sigmoid")], optimizer=fastbp.Adam(lr=0.1), seed=0
+    )
     history = model.fit(X, y, epochs=args.epochs, batch_size=4)
 
     print(f"one layer:       accuracy {linear.evaluate(X, y)['accuracy']:.0%}")
-    print(f"one hidden layer: accuracy {model.evaluate(X, y)['accuracy']:.0%},"
-          f" loss {history['loss'][0]:.3f} -> {history['loss'][-1]:.4f}")
+    print(
+        f"one hidden layer: accuracy {model.evaluate(X, y)['accuracy']:.0%},"
+        f" loss {history['loss'][0]:.3f} -> {history['loss'][-1]:.4f}"
+    )
     for inputs, p in zip(X, model.predict(X)[:, 0]):
         print(f"  {inputs.astype(int)} -> P(1) = {p:.3f}")
     return model

@@ -10,14 +10,14 @@ optimizer loops) under a small Python API::
     model.fit(X, y, epochs=20, batch_size=32)
     probabilities = model.predict(X)
 """
+
 from . import activations, callbacks, initializers, losses, optimizers, regularizers, schedules
+from .callbacks import History
 from .layers import Dense, Dropout, Layer, Residual
 from .losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss
-from .callbacks import History
-from .model import Sequential
+from .model import Sequential, load
 from .optimizers import SGD, Adagrad, Adam, AdamW, Optimizer, RMSProp
 from .persistence import ModelFileError
-from .model import load
 
 __version__ = "0.1.0"
 

@@ -4,6 +4,7 @@ Trains two networks on generated data and prints progress, loss and accuracy:
 a classifier of points into three interleaved spirals (cross-entropy, class
 probabilities) and a house-price regression (MSE).
 """
+
 import argparse
 import time
 
@@ -29,8 +30,13 @@ def house_prices(n, seed=0):
     location = rng.uniform(0, 1, n)  # 0 = remote, 1 = central
     bedrooms = rng.integers(1, 6, n).astype(float)
     age = rng.uniform(0, 60, n)  # years
-    price = (2.0 * size * (0.6 + 0.8 * location) + 15.0 * bedrooms - 0.8 * age
-             + 40.0 * location ** 2 + rng.normal(0, 8, n))
+    price = (
+        2.0 * size * (0.6 + 0.8 * location)
+        + 15.0 * bedrooms
+        - 0.8 * age
+        + 40.0 * location**2
+        + rng.normal(0, 8, n)
+    )
     X = np.column_stack([size, location, bedrooms, age])
     return X, price
 
@@ -61,18 +67,31 @@ def main(argv=None):
     X_train, X_test, y_train, y_test = split(X, y, 0.25, seed=1)
     model = fastbp.Sequential(
         [fastbp.Dense(64, "relu"), fastbp.Dense(64, "relu"), fastbp.Dense(3, "softmax")],
-        loss="cross_entropy", optimizer=fastbp.Adam(lr=0.01), seed=0)
+        loss="cross_entropy",
+        optimizer=fastbp.Adam(lr=0.01),
+        seed=0,
+    )
     started = time.perf_counter()
-    model.fit(X_train, y_train, epochs=args.epochs, batch_size=32,
-              validation_data=(X_test, y_test), verbose=verbose)
+    model.fit(
+        X_train,
+        y_train,
+        epochs=args.epochs,
+        batch_size=32,
+        validation_data=(X_test, y_test),
+        verbose=verbose,
+    )
     seconds = time.perf_counter() - started
     result = model.evaluate(X_test, y_test)
-    print(f"trained in {seconds:.2f}s; test loss {result['loss']:.4f},"
-          f" test accuracy {result['accuracy']:.1%}")
+    print(
+        f"trained in {seconds:.2f}s; test loss {result['loss']:.4f},"
+        f" test accuracy {result['accuracy']:.1%}"
+    )
     probabilities = model.predict(X_test[:3])
     for point, p, label in zip(X_test[:3], probabilities, y_test[:3]):
-        print(f"  point ({point[0]:+.2f}, {point[1]:+.2f}) class {label}:"
-              f" probabilities {np.array2string(p, precision=3, suppress_small=True)}")
+        print(
+            f"  point ({point[0]:+.2f}, {point[1]:+.2f}) class {label}:"
+            f" probabilities {np.array2string(p, precision=3, suppress_small=True)}"
+        )
 
     print("\n2. Regression: house prices from size, location, bedrooms and age, MSE")
     X, price = house_prices(4 * args.samples)
@@ -81,14 +100,19 @@ def main(argv=None):
     scale = p_train.std()
     model = fastbp.Sequential(
         [fastbp.Dense(32, "tanh"), fastbp.Dense(1)],
-        loss="mse", optimizer=fastbp.SGD(lr=0.05, momentum=0.9), seed=0)
+        loss="mse",
+        optimizer=fastbp.SGD(lr=0.05, momentum=0.9),
+        seed=0,
+    )
     started = time.perf_counter()
     model.fit(X_train, p_train / scale, epochs=args.epochs, batch_size=64, verbose=verbose)
     seconds = time.perf_counter() - started
     result = model.evaluate(X_test, p_test / scale)
     predicted = model.predict(X_test[:3])[:, 0] * scale
-    print(f"trained in {seconds:.2f}s; test R^2 {result['r2']:.4f},"
-          f" mean absolute error ${result['mae'] * scale * 1000:,.0f}")
+    print(
+        f"trained in {seconds:.2f}s; test R^2 {result['r2']:.4f},"
+        f" mean absolute error ${result['mae'] * scale * 1000:,.0f}"
+    )
     for guess, truth in zip(predicted, p_test[:3]):
         print(f"  predicted ${guess * 1000:,.0f}, actual ${truth * 1000:,.0f}")
     return 0

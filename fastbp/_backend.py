@@ -8,6 +8,7 @@ a model or calling a layer), and that first use stays light by loading
 and 20 MB) for two function pointers. Where SciPy's layout is not the expected
 one, the usual import is used.
 """
+
 import importlib.machinery
 import importlib.util
 import os

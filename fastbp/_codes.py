@@ -6,6 +6,7 @@ Pure Python and NumPy, so that ``import fastbp`` stays free of the compiled modu
 checks that the structs' field names equal the compiled ones (Cython checks each
 field's type and position at every call, not its name).
 """
+
 import numpy as np
 
 ACTIVATIONS = {
@@ -50,28 +51,65 @@ def _struct(*fields):
 _I, _D = np.intp, np.float64
 
 LAYER_PLAN = _struct(
-    ("n_in", _I), ("n_out", _I), ("activation", _I), ("act_param", _D),
-    ("weight_at", _I), ("bias_at", _I), ("trainable", _I), ("skip", _I),
-    ("dropout_after", _D), ("l1_weight", _D), ("l2_weight", _D), ("l1_bias", _D),
-    ("l2_bias", _D), ("out_at", _I), ("sum_at", _I), ("z_at", _I), ("delta_at", _I),
+    ("n_in", _I),
+    ("n_out", _I),
+    ("activation", _I),
+    ("act_param", _D),
+    ("weight_at", _I),
+    ("bias_at", _I),
+    ("trainable", _I),
+    ("skip", _I),
+    ("dropout_after", _D),
+    ("l1_weight", _D),
+    ("l2_weight", _D),
+    ("l1_bias", _D),
+    ("l2_bias", _D),
+    ("out_at", _I),
+    ("sum_at", _I),
+    ("z_at", _I),
+    ("delta_at", _I),
 )
 
 NET_PLAN = _struct(
-    ("n_inputs", _I), ("n_outputs", _I), ("output_activation", _I), ("input_dropout", _D),
-    ("dropout_seed", np.uint64), ("x_at", _I), ("y_at", _I), ("infer_width", _I),
+    ("n_inputs", _I),
+    ("n_outputs", _I),
+    ("output_activation", _I),
+    ("input_dropout", _D),
+    ("dropout_seed", np.uint64),
+    ("x_at", _I),
+    ("y_at", _I),
+    ("infer_width", _I),
     ("train_width", _I),
 )
 
 OPTIMIZER_CONFIG = _struct(
-    ("kind", _I), ("lr", _D), ("momentum", _D), ("nesterov", _I), ("beta1", _D),
-    ("beta2", _D), ("eps", _D), ("weight_decay", _D), ("decoupled", _I), ("alpha", _D),
-    ("centered", _I), ("lr_decay", _D), ("clipnorm", _D), ("clipvalue", _D),
+    ("kind", _I),
+    ("lr", _D),
+    ("momentum", _D),
+    ("nesterov", _I),
+    ("beta1", _D),
+    ("beta2", _D),
+    ("eps", _D),
+    ("weight_decay", _D),
+    ("decoupled", _I),
+    ("alpha", _D),
+    ("centered", _I),
+    ("lr_decay", _D),
+    ("clipnorm", _D),
+    ("clipvalue", _D),
     *((row, _I) for row in STATE_ROWS),
 )
 
 BATCH_STATS = _struct(
-    ("loss", _D), ("abs_residual", _D), ("sq_residual", _D), ("correct", _I),
+    ("loss", _D),
+    ("abs_residual", _D),
+    ("sq_residual", _D),
+    ("correct", _I),
 )
 
-STRUCTS = {"LayerPlan": LAYER_PLAN, "NetPlan": NET_PLAN, "OptimizerConfig": OPTIMIZER_CONFIG,
-           "BatchStats": BATCH_STATS}
+STRUCTS = {
+    "LayerPlan": LAYER_PLAN,
+    "NetPlan": NET_PLAN,
+    "OptimizerConfig": OPTIMIZER_CONFIG,
+    "BatchStats": BATCH_STATS,
+}

@@ -69,7 +69,7 @@ cdef struct LayerPlan:
     double act_param            # leaky_relu's negative slope, ELU's alpha
     intp weight_at              # offset of the weight (n_in x n_out, row-major) in the flat buffers
     intp bias_at                # offset of the bias (n_out)
-    intp trainable              # 0: no gradient, no update, no delta below the lowest trainable layer
+    intp trainable              # 0: no gradient, no update; no delta below the lowest one
     intp skip                   # Skip: output = f(z) + output of that layer (or of the input)
     double dropout_after        # dropout rate applied to the layer's output in training
     double l1_weight            # penalties l1 * sum|w| + l2 * sum(w^2), in loss and gradient

@@ -2,6 +2,7 @@
 
 Arrays are C-contiguous; ``F`` stands for float32 or float64, the same in one call.
 """
+
 from typing import Any
 
 import numpy as np
@@ -28,35 +29,115 @@ class Plan:
     def __init__(self, net: NDArray[np.void], layers: NDArray[np.void], n_params: int) -> None: ...
 
 def struct_dtypes() -> dict[str, np.dtype[np.void]]: ...
-def train_run(params: F, grads: F, work: F, capacity: int, label_work: I, weight_work: F,
-              plan: Plan, X: F, targets: F, labels: I, sample_weight: F,
-              order: I, batch_size: int, first_batch: int, stop_batch: int, loss_kind: int,
-              loss_param: float, opt: OptimizerConfig, state: F, segments: I, step: int,
-              stats: BatchStats, n_threads: int = 1) -> tuple[int, int, int]: ...
-def batch_gradients(params: F, grads: F, work: F, capacity: int, label_work: I,
-                    weight_work: F, plan: Plan, X: F, targets: F,
-                    labels: I, sample_weight: F, order: I, batch_size: int, batch: int,
-                    loss_kind: int, loss_param: float, step: int, stats: BatchStats,
-                    n_threads: int = 1) -> int: ...
-def apply_update(params: F, grads: F, state: F, opt: OptimizerConfig, segments: I, step: int,
-                 n_threads: int = 1) -> None: ...
-def input_gradient_run(params: F, work: F, capacity: int, plan: Plan,
-                       X: F, targets: F, labels: I, loss_kind: int, loss_param: float,
-                       output: int, out: F) -> None: ...
-def predict_run(params: F, work: F, capacity: int, plan: Plan, X: F,
-                out: F) -> None: ...
-def evaluate_run(params: F, work: F, capacity: int, plan: Plan, X: F,
-                 targets: F, labels: I, loss_kind: int, loss_param: float,
-                 stats: BatchStats) -> None: ...
-def matmul(a: F, b: F, out: F, trans_a: bool = False, trans_b: bool = False,
-           alpha: float = 1.0, beta: float = 0.0) -> None: ...
+def train_run(
+    params: F,
+    grads: F,
+    work: F,
+    capacity: int,
+    label_work: I,
+    weight_work: F,
+    plan: Plan,
+    X: F,
+    targets: F,
+    labels: I,
+    sample_weight: F,
+    order: I,
+    batch_size: int,
+    first_batch: int,
+    stop_batch: int,
+    loss_kind: int,
+    loss_param: float,
+    opt: OptimizerConfig,
+    state: F,
+    segments: I,
+    step: int,
+    stats: BatchStats,
+    n_threads: int = 1,
+) -> tuple[int, int, int]: ...
+def batch_gradients(
+    params: F,
+    grads: F,
+    work: F,
+    capacity: int,
+    label_work: I,
+    weight_work: F,
+    plan: Plan,
+    X: F,
+    targets: F,
+    labels: I,
+    sample_weight: F,
+    order: I,
+    batch_size: int,
+    batch: int,
+    loss_kind: int,
+    loss_param: float,
+    step: int,
+    stats: BatchStats,
+    n_threads: int = 1,
+) -> int: ...
+def apply_update(
+    params: F, grads: F, state: F, opt: OptimizerConfig, segments: I, step: int, n_threads: int = 1
+) -> None: ...
+def input_gradient_run(
+    params: F,
+    work: F,
+    capacity: int,
+    plan: Plan,
+    X: F,
+    targets: F,
+    labels: I,
+    loss_kind: int,
+    loss_param: float,
+    output: int,
+    out: F,
+) -> None: ...
+def predict_run(params: F, work: F, capacity: int, plan: Plan, X: F, out: F) -> None: ...
+def evaluate_run(
+    params: F,
+    work: F,
+    capacity: int,
+    plan: Plan,
+    X: F,
+    targets: F,
+    labels: I,
+    loss_kind: int,
+    loss_param: float,
+    stats: BatchStats,
+) -> None: ...
+def matmul(
+    a: F,
+    b: F,
+    out: F,
+    trans_a: bool = False,
+    trans_b: bool = False,
+    alpha: float = 1.0,
+    beta: float = 0.0,
+) -> None: ...
 def bias_act_forward(z: F, bias: F, act: int, slope: float = 0.0) -> None: ...
 def act_backward(a: F, delta: F, act: int, slope: float = 0.0, z: F | None = None) -> None: ...
 def col_sums(d: F, out: F) -> None: ...
-def loss_delta(kind: int, out: F, targets: F, labels: I, delta: F,
-               param: float = 1.0) -> tuple[float, int]: ...
-def sgd_update(params: F, grads: F, momentum_buffer: F, lr: float, momentum: float = 0.0,
-               weight_decay: float = 0.0, nesterov: bool = False) -> None: ...
-def adam_update(params: F, grads: F, exp_avg: F, exp_avg_sq: F, step: int, lr: float,
-                beta1: float, beta2: float, eps: float, weight_decay: float = 0.0,
-                decoupled: bool = False) -> None: ...
+def loss_delta(
+    kind: int, out: F, targets: F, labels: I, delta: F, param: float = 1.0
+) -> tuple[float, int]: ...
+def sgd_update(
+    params: F,
+    grads: F,
+    momentum_buffer: F,
+    lr: float,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+) -> None: ...
+def adam_update(
+    params: F,
+    grads: F,
+    exp_avg: F,
+    exp_avg_sq: F,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float = 0.0,
+    decoupled: bool = False,
+) -> None: ...

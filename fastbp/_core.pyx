@@ -727,7 +727,8 @@ cdef void _dropout_act_backward(const floating* a, const floating* z, floating* 
 # capacity in rows; a layer's buffer starts at work + cap * offset (see LayerPlan).
 # ---------------------------------------------------------------------------
 
-cdef inline floating* _passed_on(floating* work, Py_ssize_t cap, const LayerPlan* layer) noexcept nogil:
+cdef inline floating* _passed_on(floating* work, Py_ssize_t cap,
+                                 const LayerPlan* layer) noexcept nogil:
     """What a layer passes on: its residual sum where it has one, else its output."""
     return work + cap * (layer.sum_at if layer.sum_at >= 0 else layer.out_at)
 
@@ -1398,7 +1399,7 @@ def evaluate_run(const floating[::1] params, floating[::1] work, Py_ssize_t capa
     sums."""
     cdef Run r = _data_run(plan, capacity, work.shape[0], params.shape[0], False, X,
                            targets, labels, NULL, 0, loss_kind, loss_param)
-    cdef Py_ssize_t start, rows, d = X.shape[1], k = plan.net.n_outputs
+    cdef Py_ssize_t start, rows, k = plan.net.n_outputs
     cdef double total = 0
     cdef const floating* targets_ptr = <const floating*>r.targets
     if stats.shape[0] != 1:
@@ -1697,8 +1698,6 @@ def adam_update(floating[::1] params, const floating[::1] grads, floating[::1] e
     with nogil:
         _adam_update(&params[0], &grads[0], &exp_avg[0], &exp_avg_sq[0], n, lr, beta1,
                      beta2, eps, weight_decay, decoupled, step)
-
-
 
 
 # Codes as seen from Python: the one list in fastbp._codes (checked at import).

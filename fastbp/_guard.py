@@ -7,9 +7,10 @@ weights. The writing thread may read too (a validation pass inside ``fit``). A
 waiting writer goes before readers that come after it, so steady predictions do
 not starve training; and readers waiting when a write ends go before the next
 write, so that ``fit`` lets them in between its runs of minibatches (a few
-milliseconds apart) and does not starve them either. One ``fit`` runs at a time: a second, from another
-thread, raises.
+milliseconds apart) and does not starve them either. One ``fit`` runs at a time: a
+second, from another thread, raises.
 """
+
 import threading
 
 
@@ -88,10 +89,15 @@ class Guard:
     def fitting(self):
         """The section of one ``fit``; entering it while another thread fits raises."""
         if not self._fitting.acquire(blocking=False):
-            where = ("in this thread (a callback cannot start another fit)"
-                     if self._fitter == threading.get_ident() else "in another thread")
-            raise RuntimeError(f"this model is already training {where}: one fit at a time"
-                               " per model (copy.deepcopy(model) gives an independent one)")
+            where = (
+                "in this thread (a callback cannot start another fit)"
+                if self._fitter == threading.get_ident()
+                else "in another thread"
+            )
+            raise RuntimeError(
+                f"this model is already training {where}: one fit at a time"
+                " per model (copy.deepcopy(model) gives an independent one)"
+            )
         self._fitter = threading.get_ident()
 
         def leave(token):

@@ -1,5 +1,6 @@
 """Ctrl-C during fit: a request to stop at the next safe point, not an exception
 thrown into the middle of bookkeeping."""
+
 import contextlib
 import signal
 import threading

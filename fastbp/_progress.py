@@ -4,6 +4,7 @@
 is installed; otherwise a plain one-line bar on a terminal, and a line per epoch
 elsewhere, so that logs stay readable). 2: one line per epoch.
 """
+
 import sys
 import time
 
@@ -46,8 +47,7 @@ class EpochLines(Silent):
         self.last = first_epoch + epochs
 
     def epoch_end(self, epoch, metrics, seconds):
-        print(f"epoch {epoch + 1}/{self.last}: {_shown(metrics)} - {seconds:.3f}s",
-              flush=True)
+        print(f"epoch {epoch + 1}/{self.last}: {_shown(metrics)} - {seconds:.3f}s", flush=True)
 
 
 class PlainBar(Silent):
@@ -70,8 +70,10 @@ class PlainBar(Silent):
             self.drawn = now
             filled = int(self.width * self.done / self.total)
             bar = "=" * filled + "." * (self.width - filled)
-            sys.stdout.write(f"\repoch {self.epoch + 1}/{self.last} [{bar}]"
-                             f" {100 * self.done / self.total:3.0f}% {self.metrics}")
+            sys.stdout.write(
+                f"\repoch {self.epoch + 1}/{self.last} [{bar}]"
+                f" {100 * self.done / self.total:3.0f}% {self.metrics}"
+            )
             sys.stdout.flush()
 
     def epoch_end(self, epoch, metrics, seconds):

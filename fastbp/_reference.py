@@ -38,6 +38,7 @@ Not covered: dropout (fastbp draws its masks from a counter-based hash of seed,
 step, layer, row and column, which this reference does not reproduce), float32
 arithmetic, threads, and shuffling (``train_epoch`` takes the epoch's row order).
 """
+
 import math
 
 import numpy as np
@@ -184,8 +185,18 @@ def loss_and_delta(loss, output, y, sample_weight=None, param=1.0):
     return float(scale * (w @ per_sample)), scale * w[:, None] * grad
 
 
-def loss_and_gradients(weights, X, y, activations, loss="mse", skips=None, act_params=None,
-                       penalties=None, loss_param=1.0, sample_weight=None):
+def loss_and_gradients(
+    weights,
+    X,
+    y,
+    activations,
+    loss="mse",
+    skips=None,
+    act_params=None,
+    penalties=None,
+    loss_param=1.0,
+    sample_weight=None,
+):
     """The mean loss plus the penalties, and its gradient [(dW, db), ...]."""
     output = forward(weights, activations, X, skips, act_params)[-1]
     value, delta = loss_and_delta(loss, output, y, sample_weight, loss_param)
@@ -194,8 +205,10 @@ def loss_and_gradients(weights, X, y, activations, loss="mse", skips=None, act_p
         if penalty is None:
             continue
         l1_w, l2_w, l1_b, l2_b = penalty
-        for p, dp, l1, l2 in ((weights[l][0], grads[l][0], l1_w, l2_w),
-                              (weights[l][1], grads[l][1], l1_b, l2_b)):
+        for p, dp, l1, l2 in (
+            (weights[l][0], grads[l][0], l1_w, l2_w),
+            (weights[l][1], grads[l][1], l1_b, l2_b),
+        ):
             value += l1 * np.abs(p).sum() + l2 * (p * p).sum()
             dp += l1 * np.sign(p) + 2 * l2 * p
     return value, grads
@@ -223,8 +236,9 @@ class Optimizer:
 
     def step(self, weights, grads, trainable=None):
         """Update the trainable layers' weights in place (all when trainable is None)."""
-        live = [(l, j) for l in range(len(weights)) if trainable is None or trainable[l]
-                for j in (0, 1)]
+        live = [
+            (l, j) for l in range(len(weights)) if trainable is None or trainable[l] for j in (0, 1)
+        ]
         g = {key: np.array(grads[key[0]][key[1]], dtype=np.float64) for key in live}
         if self.clipnorm:
             factor = self.clipnorm / (math.sqrt(sum((v * v).sum() for v in g.values())) + 1e-6)
@@ -251,7 +265,7 @@ class Optimizer:
             beta1, beta2 = h["betas"]
             m = s["m"] = beta1 * s.get("m", 0) + (1 - beta1) * g
             v = s["v"] = beta2 * s.get("v", 0) + (1 - beta2) * g * g
-            p -= lr / (1 - beta1 ** t) * m / (np.sqrt(v) / math.sqrt(1 - beta2 ** t) + h["eps"])
+            p -= lr / (1 - beta1**t) * m / (np.sqrt(v) / math.sqrt(1 - beta2**t) + h["eps"])
         elif self.name == "rmsprop":
             v = s["v"] = h["alpha"] * s.get("v", 0) + (1 - h["alpha"]) * g * g
             if h["centered"]:
@@ -276,16 +290,24 @@ def train_step(weights, X, y, optimizer, trainable=None, sample_weight=None, **n
     return value
 
 
-def train_epoch(weights, X, y, batch_size, optimizer, order=None, trainable=None,
-                sample_weight=None, **network):
+def train_epoch(
+    weights, X, y, batch_size, optimizer, order=None, trainable=None, sample_weight=None, **network
+):
     """One epoch: minibatch b holds rows ``order[b * batch_size:(b + 1) * batch_size]``
     (the last one smaller). Returns the epoch's loss as fit reports it: the mean
     over the samples of their minibatch's loss."""
     order = np.arange(len(X)) if order is None else np.asarray(order)
     total = 0.0
     for start in range(0, len(X), batch_size):
-        rows = order[start:start + batch_size]
+        rows = order[start : start + batch_size]
         weight = None if sample_weight is None else np.asarray(sample_weight)[rows]
-        total += len(rows) * train_step(weights, np.asarray(X)[rows], np.asarray(y)[rows],
-                                        optimizer, trainable, weight, **network)
+        total += len(rows) * train_step(
+            weights,
+            np.asarray(X)[rows],
+            np.asarray(y)[rows],
+            optimizer,
+            trainable,
+            weight,
+            **network,
+        )
     return total / len(X)

@@ -1,4 +1,5 @@
 """A model as text: ``Sequential.summary``."""
+
 import numpy as np
 
 from .layers import Dense, Residual
@@ -15,12 +16,16 @@ def table(model):
                 lines.append(f"{indent}Residual: x + f(x), f =")
                 rows(layer.layers, indent + "  ")
             elif isinstance(layer, Dense):
-                lines.append(f"{indent + repr(layer):<40}{layer.units:>12}"
-                             f"{layer.weight.size + layer.bias.size:>12}")
+                lines.append(
+                    f"{indent + repr(layer):<40}{layer.units:>12}"
+                    f"{layer.weight.size + layer.bias.size:>12}"
+                )
             else:
                 lines.append(f"{indent + repr(layer):<40}{'':>12}{0:>12}")
 
     rows(model.layers, "")
-    lines.append(f"total parameters: {model.count_params()}; loss: {model.loss.name};"
-                 f" optimizer: {model.optimizer!r}; dtype: {np.dtype(model.dtype).name}")
+    lines.append(
+        f"total parameters: {model.count_params()}; loss: {model.loss.name};"
+        f" optimizer: {model.optimizer!r}; dtype: {np.dtype(model.dtype).name}"
+    )
     return "\n".join(lines)

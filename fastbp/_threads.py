@@ -9,6 +9,7 @@ and runs the elementwise loops in parallel too, which pays for all but the small
 networks; tiny steps stay on one thread, where a barrier would cost more than it
 saves.
 """
+
 import contextlib
 import os
 
@@ -45,7 +46,11 @@ def plan(flops_per_step, threads=None):
     ``threads`` is the budget (None: what BLAS would use now).
     """
     budget = blas_threads() if threads is None else threads
-    if budget > 1 and core().HAVE_OPENMP and flops_per_step >= budget * PARALLEL_MIN_FLOPS_PER_THREAD:
+    if (
+        budget > 1
+        and core().HAVE_OPENMP
+        and flops_per_step >= budget * PARALLEL_MIN_FLOPS_PER_THREAD
+    ):
         return min(budget, core().MAX_THREADS), 1
     return 1, budget
 

@@ -3,6 +3,7 @@
 Every function here either returns an array the kernels can use as it is
 (C-contiguous, of the model's dtype) or raises an exception that names the problem.
 """
+
 import numbers
 
 import numpy as np
@@ -15,8 +16,14 @@ def as_float_matrix(X, dtype, name="X", allow_1d=False, finite=True):
     without a copy. ``allow_1d`` turns a 1-D array into a single column.
     ``finite=False`` leaves the scan for NaN and infinity to the caller.
     """
-    if type(X) is np.ndarray and X.ndim == 2 and X.dtype == dtype and X.flags.c_contiguous \
-            and X.shape[0] and X.shape[1]:
+    if (
+        type(X) is np.ndarray
+        and X.ndim == 2
+        and X.dtype == dtype
+        and X.flags.c_contiguous
+        and X.shape[0]
+        and X.shape[1]
+    ):
         # Already what the kernels read (the usual case, and the one-row predict of
         # a service): no conversion, only the finiteness scan.
         if finite:
@@ -28,8 +35,8 @@ def as_float_matrix(X, dtype, name="X", allow_1d=False, finite=True):
     if arr.ndim != 2:
         raise ValueError(
             f"{name} must be 2-D (n_samples, n_features), got an array of {arr.ndim} dimension(s)"
-            f" with shape {arr.shape}" + ("; reshape a single sample with x.reshape(1, -1)"
-                                         if arr.ndim == 1 else "")
+            f" with shape {arr.shape}"
+            + ("; reshape a single sample with x.reshape(1, -1)" if arr.ndim == 1 else "")
         )
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: it has 0 samples")
@@ -103,8 +110,12 @@ def positive_int(value, name, minimum=1):
 
 
 def nonnegative_float(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) \
-            or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not np.isfinite(value)
+        or value < 0
+    ):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
 

@@ -5,6 +5,7 @@ exponential.
 The kernels live in ``fastbp._core``; this module maps names to kernel codes and
 offers NumPy-facing helpers (``apply`` and ``derivative``) for hand-written loops.
 """
+
 import numbers
 
 import numpy as np
@@ -15,8 +16,13 @@ from ._backend import core
 # Names to kernel codes: the one list, in fastbp._codes.
 ACTIVATIONS = _codes.ACTIVATIONS
 
-_ALIASES = {None: "identity", "linear": "identity", "none": "identity", "logistic": "sigmoid",
-            "exp": "exponential"}
+_ALIASES = {
+    None: "identity",
+    "linear": "identity",
+    "none": "identity",
+    "logistic": "sigmoid",
+    "exp": "exponential",
+}
 
 
 def canonical_name(activation):
@@ -25,9 +31,7 @@ def canonical_name(activation):
     Raises ValueError for an unknown name, naming the known ones.
     """
     if activation is not None and not isinstance(activation, str):
-        raise TypeError(
-            f"activation must be a name (str) or None, not {type(activation).__name__}"
-        )
+        raise TypeError(f"activation must be a name (str) or None, not {type(activation).__name__}")
     key = activation.lower() if isinstance(activation, str) else activation
     key = _ALIASES.get(key, key)
     if key not in ACTIVATIONS:
@@ -69,8 +73,9 @@ def apply(x, activation, negative_slope=0.01, alpha=1.0):
     name = canonical_name(activation)
     out = np.array(x, dtype=_float_dtype(x), order="C", copy=True)
     _check_2d(out, "x")
-    core().bias_act_forward(out, out[:0, 0], ACTIVATIONS[name],
-                            parameter(name, negative_slope, alpha))
+    core().bias_act_forward(
+        out, out[:0, 0], ACTIVATIONS[name], parameter(name, negative_slope, alpha)
+    )
     return out
 
 
@@ -91,8 +96,13 @@ def derivative(output, grad_output, activation, negative_slope=0.01, alpha=1.0, 
         if z is None:
             raise ValueError("the derivative of gelu needs its input z")
         z = np.ascontiguousarray(z, dtype=dtype)
-    core().act_backward(a, d, ACTIVATIONS[name], parameter(name, negative_slope, alpha),
-                        z if name == "gelu" else None)
+    core().act_backward(
+        a,
+        d,
+        ACTIVATIONS[name],
+        parameter(name, negative_slope, alpha),
+        z if name == "gelu" else None,
+    )
     return d
 
 

@@ -12,6 +12,7 @@ A callback stops training by setting ``model.stop_training = True``. Learning-ra
 schedules and early stopping live here, not in the optimizer; so does ``History``,
 the record of the epochs that ``fit`` returns.
 """
+
 import math
 import numbers
 import os
@@ -131,8 +132,11 @@ class _Monitor:
     def __init__(self, monitor, mode, min_delta):
         if not isinstance(monitor, str):
             raise TypeError(f"monitor must be a metric name, got {monitor!r}")
-        if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real) \
-                or not min_delta >= 0:
+        if (
+            isinstance(min_delta, bool)
+            or not isinstance(min_delta, numbers.Real)
+            or not min_delta >= 0
+        ):
             raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
         self.monitor = monitor
         self.mode = _mode_for(monitor, mode)
@@ -183,8 +187,9 @@ class EarlyStopping(Callback):
     best_epoch : int or None
     """
 
-    def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto",
-                 restore_best_weights=False):
+    def __init__(
+        self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto", restore_best_weights=False
+    ):
         super().__init__()
         self._monitor = _Monitor(monitor, mode, min_delta)
         self.monitor = monitor
@@ -272,10 +277,15 @@ class LearningRateScheduler(Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         lr = self.schedule(epoch)
-        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (
-                math.isfinite(lr) and lr >= 0):
-            raise ValueError(f"the schedule gave learning rate {lr!r} for epoch {epoch}:"
-                             " it must be a finite number >= 0")
+        if (
+            isinstance(lr, bool)
+            or not isinstance(lr, numbers.Real)
+            or not (math.isfinite(lr) and lr >= 0)
+        ):
+            raise ValueError(
+                f"the schedule gave learning rate {lr!r} for epoch {epoch}:"
+                " it must be a finite number >= 0"
+            )
         self.model.optimizer.lr = float(lr)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -298,11 +308,11 @@ class ReduceLROnPlateau(Callback):
     mode : {"auto", "min", "max"}, default "auto"
     """
 
-    def __init__(self, monitor="val_loss", factor=0.1, patience=10, min_delta=1e-4,
-                 min_lr=0.0, mode="auto"):
+    def __init__(
+        self, monitor="val_loss", factor=0.1, patience=10, min_delta=1e-4, min_lr=0.0, mode="auto"
+    ):
         super().__init__()
-        if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or \
-                not 0 < factor < 1:
+        if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not 0 < factor < 1:
             raise ValueError(f"factor must lie in (0, 1), got {factor!r}")
         if isinstance(min_lr, bool) or not isinstance(min_lr, numbers.Real) or not min_lr >= 0:
             raise ValueError(f"min_lr must be a number >= 0, got {min_lr!r}")

@@ -2,6 +2,7 @@
 boundary, into what the compiled step reads (the model's dtype, C order, targets
 through the Loss, class labels as intp), sample and class weights, and the
 validation split."""
+
 from typing import NamedTuple
 
 import numpy as np
@@ -13,6 +14,7 @@ from .losses import LOSS_BCE, LOSS_CE_LABELS
 class Data(NamedTuple):
     """Checked arrays: ``targets`` (float, (n, n_outputs)) or ``labels`` (intp), the
     unused one empty; ``weights`` empty when every row weighs 1."""
+
     X: np.ndarray
     kind: int
     targets: np.ndarray
@@ -20,9 +22,12 @@ class Data(NamedTuple):
     weights: np.ndarray
 
     def rows(self, index):
-        pick = (lambda a: a[index] if a.size else a)
-        return Data(self.X[index], self.kind, pick(self.targets), pick(self.labels),
-                    pick(self.weights))
+        def pick(a):
+            return a[index] if a.size else a
+
+        return Data(
+            self.X[index], self.kind, pick(self.targets), pick(self.labels), pick(self.weights)
+        )
 
 
 def prepare(X, y, loss, n_outputs, dtype, names=("X", "y"), finite=True):
@@ -68,8 +73,9 @@ def _class_weights(class_weight, labels, k):
         if class_weight != "balanced":
             raise ValueError(f"class_weight must be a dict or 'balanced', got {class_weight!r}")
         counts = np.bincount(labels, minlength=k).astype(np.float64)
-        return np.where(counts > 0,
-                        labels.size / (np.count_nonzero(counts) * np.maximum(counts, 1)), 1.0)
+        return np.where(
+            counts > 0, labels.size / (np.count_nonzero(counts) * np.maximum(counts, 1)), 1.0
+        )
     if isinstance(class_weight, dict):
         per_class = np.ones(k)
         for c, w in class_weight.items():
@@ -89,18 +95,26 @@ def split(data, fraction, rng, is_classifier):
         strata = data.labels
     elif is_classifier:
         targets = data.targets
-        strata = targets.argmax(axis=1) if data.kind != LOSS_BCE or targets.shape[1] > 1 \
+        strata = (
+            targets.argmax(axis=1)
+            if data.kind != LOSS_BCE or targets.shape[1] > 1
             else (targets[:, 0] >= 0.5).astype(np.intp)
+        )
     if strata is None:
-        held = rng.permutation(n)[:int(round(n * fraction))]
+        held = rng.permutation(n)[: int(round(n * fraction))]
     else:
-        held = np.concatenate([
-            rng.permutation(np.flatnonzero(strata == c))[
-                :int(round(np.count_nonzero(strata == c) * fraction))]
-            for c in np.unique(strata)])
+        held = np.concatenate(
+            [
+                rng.permutation(np.flatnonzero(strata == c))[
+                    : int(round(np.count_nonzero(strata == c) * fraction))
+                ]
+                for c in np.unique(strata)
+            ]
+        )
     if held.size == 0 or held.size == n:
-        raise ValueError(f"validation_split={fraction} of {n} samples leaves an empty"
-                         " training or validation set")
+        raise ValueError(
+            f"validation_split={fraction} of {n} samples leaves an empty training or validation set"
+        )
     keep = np.ones(n, dtype=bool)
     keep[held] = False
     held.sort()
@@ -140,16 +154,20 @@ def weight_pairs(weights, n_layers, dtype):
 def check_classes(classes, n_outputs):
     """partial_fit's ``classes``: exactly the labels 0 to n_outputs - 1."""
     classes = np.asarray(classes)
-    if classes.ndim != 1 or classes.dtype.kind not in "iu" or \
-            sorted(classes.tolist()) != list(range(n_outputs)):
-        raise ValueError(f"classes must be the labels 0 to {n_outputs - 1} (one per"
-                         f" output unit), got {classes.tolist()}")
+    if (
+        classes.ndim != 1
+        or classes.dtype.kind not in "iu"
+        or sorted(classes.tolist()) != list(range(n_outputs))
+    ):
+        raise ValueError(
+            f"classes must be the labels 0 to {n_outputs - 1} (one per"
+            f" output unit), got {classes.tolist()}"
+        )
 
 
 def without_targets(X, n_outputs):
     """Checked inputs alone (input gradients of a prediction)."""
-    return Data(X, 0, np.empty((0, n_outputs), X.dtype), np.empty(0, np.intp),
-                np.empty(0, X.dtype))
+    return Data(X, 0, np.empty((0, n_outputs), X.dtype), np.empty(0, np.intp), np.empty(0, X.dtype))
 
 
 def output_index(output, n_outputs):
@@ -171,6 +189,6 @@ def total_squares(targets, chunk_elements=8192):
     total = 0.0
     with np.errstate(invalid="ignore", over="ignore"):  # bad y fails in the step
         for start in range(0, targets.shape[0], rows):
-            block = targets[start:start + rows] - means
+            block = targets[start : start + rows] - means
             total += float(np.einsum("ij,ij->", block, block))
     return total

@@ -7,6 +7,7 @@ a workspace and gradient buffer made for the call, so that calls from several
 threads at once give exactly what they would give one at a time. The data arrive
 checked (``fastbp.data``).
 """
+
 import math
 
 import numpy as np
@@ -36,8 +37,18 @@ def evaluate(network, guard, loss, data):
     ws = network.inference_workspace(data.X.shape[0])
     stats = np.zeros(1, dtype=_codes.BATCH_STATS)
     with guard.reading():
-        core().evaluate_run(network.params, ws.buffer, ws.capacity, network.compiled, data.X,
-                            data.targets, data.labels, data.kind, loss.param, stats)
+        core().evaluate_run(
+            network.params,
+            ws.buffer,
+            ws.capacity,
+            network.compiled,
+            data.X,
+            data.targets,
+            data.labels,
+            data.kind,
+            loss.param,
+            stats,
+        )
         metrics = {"loss": float(stats["loss"][0]) + network.penalty()}
     n = data.X.shape[0]
     if loss.is_classifier:
@@ -61,13 +72,34 @@ def loss_and_gradients(network, guard, loss, data, step, training):
     stats = np.zeros(1, dtype=_codes.BATCH_STATS)
     with guard.reading():
         status = core().batch_gradients(
-            network.params, grads, ws.buffer, n, ws.labels, ws.weights, plan, data.X,
-            data.targets, data.labels, data.weights, np.empty(0, dtype=np.intp), n, 0,
-            data.kind, loss.param, step, stats)
+            network.params,
+            grads,
+            ws.buffer,
+            n,
+            ws.labels,
+            ws.weights,
+            plan,
+            data.X,
+            data.targets,
+            data.labels,
+            data.weights,
+            np.empty(0, dtype=np.intp),
+            n,
+            0,
+            data.kind,
+            loss.param,
+            step,
+            stats,
+        )
     # A non-finite loss (weights too large for these inputs) is returned as it is.
     value = float(stats["loss"][0]) if status == _codes.STATUS_OK else math.inf
-    return value, [(grads[r["weight_at"]:r["bias_at"]].reshape(r["n_in"], r["n_out"]),
-                    grads[r["bias_at"]:r["bias_at"] + r["n_out"]]) for r in network.plan]
+    return value, [
+        (
+            grads[r["weight_at"] : r["bias_at"]].reshape(r["n_in"], r["n_out"]),
+            grads[r["bias_at"] : r["bias_at"] + r["n_out"]],
+        )
+        for r in network.plan
+    ]
 
 
 def input_gradient(network, guard, loss, data, output):
@@ -75,7 +107,17 @@ def input_gradient(network, guard, loss, data, output):
     ws = Workspace(network, data.X.shape[0], training=True)
     gradient = np.empty_like(data.X)
     with guard.reading():
-        core().input_gradient_run(network.params, ws.buffer, ws.capacity,
-                                  network.variant(all_trainable=True), data.X, data.targets,
-                                  data.labels, data.kind, loss.param, output, gradient)
+        core().input_gradient_run(
+            network.params,
+            ws.buffer,
+            ws.capacity,
+            network.variant(all_trainable=True),
+            data.X,
+            data.targets,
+            data.labels,
+            data.kind,
+            loss.param,
+            output,
+            gradient,
+        )
     return gradient

@@ -8,6 +8,7 @@ generator, so a model seed fixes the initial weights.
 An initializer is a name, a ``Constant(value)``, or a callable
 ``f(shape, rng) -> ndarray`` with ``rng`` a ``numpy.random.Generator``.
 """
+
 import math
 import numbers
 
@@ -64,8 +65,11 @@ class Constant:
     """Every entry set to ``value``."""
 
     def __init__(self, value):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-                or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not math.isfinite(value)
+        ):
             raise ValueError(f"Constant needs a finite number, got {value!r}")
         self.value = float(value)
 
@@ -95,8 +99,7 @@ _ALIASES = {
 
 def default_for(activation):
     """The default weight initializer for an activation name."""
-    return ("he_uniform" if activation in ("relu", "leaky_relu", "elu", "gelu")
-            else "glorot_uniform")
+    return "he_uniform" if activation in ("relu", "leaky_relu", "elu", "gelu") else "glorot_uniform"
 
 
 def get_initializer(init):

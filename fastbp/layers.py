@@ -15,6 +15,7 @@ Inside a ``Sequential`` model, a layer's weight, bias and gradients are views in
 the model's flat parameter and gradient buffers, and training runs in the model's
 fused compiled step rather than through ``forward``/``backward``.
 """
+
 import weakref
 
 import numpy as np
@@ -31,7 +32,9 @@ def _read_only(name):
         raise AttributeError(
             f"{type(self).__name__}.{name} cannot be replaced: it is a view into the model's"
             f" parameter buffer. Write into it (layer.{name}[...] = values) or use"
-            " model.set_weights(...)")
+            " model.set_weights(...)"
+        )
+
     return refuse
 
 
@@ -98,9 +101,19 @@ class Dense(Layer):
         Gradients of the loss from the last ``backward`` (or model step).
     """
 
-    def __init__(self, units, activation=None, *, negative_slope=0.01, alpha=1.0, init=None,
-                 bias_init="zeros", kernel_regularizer=None, bias_regularizer=None,
-                 input_dim=None):
+    def __init__(
+        self,
+        units,
+        activation=None,
+        *,
+        negative_slope=0.01,
+        alpha=1.0,
+        init=None,
+        bias_init="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        input_dim=None,
+    ):
         super().__init__()
         self.units = val.positive_int(units, "units")
         self.activation = act.canonical_name(activation)
@@ -156,7 +169,7 @@ class Dense(Layer):
             )
         n_w = n_inputs * self.units
         weight = params[:n_w].reshape(n_inputs, self.units)
-        bias = params[n_w:n_w + self.units]
+        bias = params[n_w : n_w + self.units]
         if self.built and self._weight.shape == weight.shape:
             weight[...] = self._weight
             bias[...] = self._bias
@@ -169,19 +182,28 @@ class Dense(Layer):
         self._owner = weakref.ref(owner) if owner is not None else None
         self._weight, self._bias = weight, bias
         self._grad_weight = grads[:n_w].reshape(n_inputs, self.units)
-        self._grad_bias = grads[n_w:n_w + self.units]
+        self._grad_bias = grads[n_w : n_w + self.units]
         self.input_dim = n_inputs
         self.built = True
 
     # Views into the owner's flat buffers: written in place (``layer.weight[...] =
     # values``), never replaced.
-    weight = property(lambda self: self._weight, _read_only("weight"),
-                      doc="The weight, shape (n_inputs, units): a view into the model's buffer.")
+    weight = property(
+        lambda self: self._weight,
+        _read_only("weight"),
+        doc="The weight, shape (n_inputs, units): a view into the model's buffer.",
+    )
     bias = property(lambda self: self._bias, _read_only("bias"), doc="The bias, shape (units,).")
-    grad_weight = property(lambda self: self._grad_weight, _read_only("grad_weight"),
-                           doc="The gradient of the loss with respect to the weight.")
-    grad_bias = property(lambda self: self._grad_bias, _read_only("grad_bias"),
-                         doc="The gradient of the loss with respect to the bias.")
+    grad_weight = property(
+        lambda self: self._grad_weight,
+        _read_only("grad_weight"),
+        doc="The gradient of the loss with respect to the weight.",
+    )
+    grad_bias = property(
+        lambda self: self._grad_bias,
+        _read_only("grad_bias"),
+        doc="The gradient of the loss with respect to the bias.",
+    )
 
     def __getstate__(self):
         # A copy or a pickle is a free layer: it keeps its values, not its owner nor
@@ -207,7 +229,9 @@ class Dense(Layer):
         if not self.built:
             self.build(x.shape[1], dtype=dtype)
         if x.shape[1] != self.weight.shape[0]:
-            raise ValueError(f"x has {x.shape[1]} features, the layer expects {self.weight.shape[0]}")
+            raise ValueError(
+                f"x has {x.shape[1]} features, the layer expects {self.weight.shape[0]}"
+            )
         out = np.empty((x.shape[0], self.units), dtype=dtype)
         kernels = core()
         kernels.matmul(x, self.weight, out)
@@ -232,8 +256,9 @@ class Dense(Layer):
             )
         val.check_finite(delta, "grad_output")
         kernels = core()
-        kernels.act_backward(self._output, delta, self.activation_code, self.activation_param,
-                             self._z)
+        kernels.act_backward(
+            self._output, delta, self.activation_code, self.activation_param, self._z
+        )
         kernels.matmul(self._input, delta, self.grad_weight, trans_a=True)
         kernels.col_sums(delta, self.grad_bias)
         grad_input = np.empty_like(self._input)
@@ -243,23 +268,32 @@ class Dense(Layer):
     def get_config(self):
         """The constructor arguments, as JSON-compatible values (an initializer given
         as a callable is not saved: a rebuilt layer uses the default)."""
+
         def plain(init):
             return init if isinstance(init, (str, int, float)) else None
 
         def penalty(regularizer):
             return None if regularizer is None else regularizer.get_config()
 
-        return {"units": self.units, "activation": self.activation,
-                "negative_slope": self.negative_slope, "alpha": self.alpha,
-                "init": plain(self.init),
-                "bias_init": plain(self.bias_init) or "zeros",
-                "kernel_regularizer": penalty(self.kernel_regularizer),
-                "bias_regularizer": penalty(self.bias_regularizer), "input_dim": self.input_dim}
+        return {
+            "units": self.units,
+            "activation": self.activation,
+            "negative_slope": self.negative_slope,
+            "alpha": self.alpha,
+            "init": plain(self.init),
+            "bias_init": plain(self.bias_init) or "zeros",
+            "kernel_regularizer": penalty(self.kernel_regularizer),
+            "bias_regularizer": penalty(self.bias_regularizer),
+            "input_dim": self.input_dim,
+        }
 
     def penalty(self):
         """The current value of the layer's weight and bias penalties."""
-        return sum(r.penalty(w) for r, w in ((self.kernel_regularizer, self.weight),
-                                             (self.bias_regularizer, self.bias)) if r)
+        return sum(
+            r.penalty(w)
+            for r, w in ((self.kernel_regularizer, self.weight), (self.bias_regularizer, self.bias))
+            if r
+        )
 
     def penalty_coefficients(self):
         """(l1, l2) of the weight, then of the bias, as the compiled step reads them."""
@@ -267,8 +301,13 @@ class Dense(Layer):
         return [k.l1 if k else 0.0, k.l2 if k else 0.0, b.l1 if b else 0.0, b.l2 if b else 0.0]
 
     def __repr__(self):
-        extra = (f", negative_slope={self.negative_slope}" if self.activation == "leaky_relu"
-                 else f", alpha={self.alpha}" if self.activation == "elu" else "")
+        extra = (
+            f", negative_slope={self.negative_slope}"
+            if self.activation == "leaky_relu"
+            else f", alpha={self.alpha}"
+            if self.activation == "elu"
+            else ""
+        )
         return f"Dense({self.units}, activation={self.activation!r}{extra})"
 
 
@@ -289,8 +328,11 @@ class Dropout(Layer):
 
     def __init__(self, rate):
         super().__init__()
-        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) \
-                or not 0 <= rate < 1:
+        if (
+            isinstance(rate, bool)
+            or not isinstance(rate, (int, float, np.floating))
+            or not 0 <= rate < 1
+        ):
             raise ValueError(f"Dropout rate must be a number in [0, 1), got {rate!r}")
         self.rate = float(rate)
         self.built = True
@@ -336,8 +378,9 @@ class Residual(Layer):
             raise ValueError("a Residual block needs at least one layer")
         for layer in layers:
             if not isinstance(layer, (Dense, Dropout)):
-                raise TypeError(f"a Residual block holds Dense and Dropout layers, got"
-                                f" {type(layer).__name__}")
+                raise TypeError(
+                    f"a Residual block holds Dense and Dropout layers, got {type(layer).__name__}"
+                )
         if not isinstance(layers[-1], Dense):
             raise ValueError("a Residual block must end with a Dense layer")
         self.layers = layers
@@ -353,8 +396,16 @@ class Residual(Layer):
             layer.trainable = value
 
     def get_config(self):
-        return {"layers": [{"class": type(layer).__name__, "config": layer.get_config(),
-                            "trainable": bool(layer.trainable)} for layer in self.layers]}
+        return {
+            "layers": [
+                {
+                    "class": type(layer).__name__,
+                    "config": layer.get_config(),
+                    "trainable": bool(layer.trainable),
+                }
+                for layer in self.layers
+            ]
+        }
 
     def __repr__(self):
         return f"Residual({self.layers!r})"

@@ -11,10 +11,11 @@ is fused into the loss, so that the delta is simply ``probabilities - targets``
 and no Jacobian is ever built. In a ``Sequential`` model a final ``softmax``
 (``sigmoid``) layer before these losses is recognized and fused, never applied twice.
 """
+
 import numpy as np
 
-from . import _validation as val
 from . import _codes
+from . import _validation as val
 from ._backend import core
 
 # Kernel codes: the one list, in fastbp._codes.
@@ -199,8 +200,12 @@ class Huber(Loss):
 
     def __init__(self, delta=1.0):
         super().__init__()
-        if isinstance(delta, bool) or not isinstance(delta, (int, float, np.floating)) \
-                or not np.isfinite(delta) or delta <= 0:
+        if (
+            isinstance(delta, bool)
+            or not isinstance(delta, (int, float, np.floating))
+            or not np.isfinite(delta)
+            or delta <= 0
+        ):
             raise ValueError(f"Huber delta must be a finite number > 0, got {delta!r}")
         self.param = self.delta = float(delta)
 

@@ -8,12 +8,14 @@ pickles and copies; the guard (``fastbp._guard``) orders the threads that read a
 write the weights. The model owns all of their state: copies and pickles are
 independent models.
 """
+
 import copy
 
 import numpy as np
 
-from . import _summary, data as fitdata, inference, persistence, trainer
+from . import _summary, inference, persistence, trainer
 from . import _validation as val
+from . import data as fitdata
 from ._guard import Guard
 from .callbacks import History
 from .layers import Dense, Dropout, Layer, Residual
@@ -63,8 +65,16 @@ class Sequential:
     training works on the logits, ``predict`` returns probabilities (rates).
     """
 
-    def __init__(self, layers=None, loss=None, optimizer="adam", seed=None,
-                 dtype="float32", input_dim=None, threads=None):
+    def __init__(
+        self,
+        layers=None,
+        loss=None,
+        optimizer="adam",
+        seed=None,
+        dtype="float32",
+        input_dim=None,
+        threads=None,
+    ):
         self.layers = []
         for layer in layers or []:
             self.add(layer)
@@ -101,8 +111,10 @@ class Sequential:
         if not isinstance(layer, Layer):
             raise TypeError(f"layers must be Layer instances, got {type(layer).__name__}")
         if not isinstance(layer, (Dense, Dropout, Residual)):
-            raise TypeError(f"Sequential supports Dense, Dropout and Residual layers, got"
-                            f" {type(layer).__name__}")
+            raise TypeError(
+                f"Sequential supports Dense, Dropout and Residual layers, got"
+                f" {type(layer).__name__}"
+            )
         if any(layer is other for other in self.layers):
             raise ValueError("the same layer instance appears twice in the model")
         self.layers.append(layer)
@@ -152,10 +164,14 @@ class Sequential:
         current optimizer and flat buffer; a new optimizer starts a new state."""
         self._require_built()
         state = self._optimizer_state
-        if state is None or state.names != self.optimizer.state_names() or \
-                state.rows.shape[1] != self._network.params.size:
+        if (
+            state is None
+            or state.names != self.optimizer.state_names()
+            or state.rows.shape[1] != self._network.params.size
+        ):
             state = self._optimizer_state = self.optimizer.new_state(
-                self._network.params.size, self.dtype)
+                self._network.params.size, self.dtype
+            )
         return state
 
     def _resolve_loss(self):
@@ -165,8 +181,11 @@ class Sequential:
         if not dense:
             raise ValueError("the model has no Dense layers")
         if self.loss is None:
-            self.loss = get_loss({"softmax": "cross_entropy",
-                                  "sigmoid": "binary_cross_entropy"}.get(dense[-1].activation, "mse"))
+            self.loss = get_loss(
+                {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}.get(
+                    dense[-1].activation, "mse"
+                )
+            )
         self.loss.check_output_units(dense[-1].units)
         return self.loss
 
@@ -180,8 +199,9 @@ class Sequential:
         """Check (X, y) before building from X's width, so that a call rejected for its
         y leaves an unbuilt model unbuilt."""
         loss = self._resolve_loss()
-        data = fitdata.prepare(X, y, loss, _dense_layers(self.layers)[-1].units, self.dtype,
-                               names, finite)
+        data = fitdata.prepare(
+            X, y, loss, _dense_layers(self.layers)[-1].units, self.dtype, names, finite
+        )
         self._ensure_built(data.X.shape[1], names[0])
         return data
 
@@ -195,13 +215,27 @@ class Sequential:
             self.build(n_features)
         elif n_features != self.input_dim:
             raise ValueError(
-                f"{name} has {n_features} features, but the model expects {self.input_dim}")
+                f"{name} has {n_features} features, but the model expects {self.input_dim}"
+            )
         self._require_built()
 
     # -- training -----------------------------------------------------------------
-    def fit(self, X, y, epochs=10, batch_size=32, shuffle=True, validation_data=None,
-            validation_split=0.0, callbacks=None, verbose=0, tol=None, n_iter_no_change=10,
-            sample_weight=None, class_weight=None):
+    def fit(
+        self,
+        X,
+        y,
+        epochs=10,
+        batch_size=32,
+        shuffle=True,
+        validation_data=None,
+        validation_split=0.0,
+        callbacks=None,
+        verbose=0,
+        tol=None,
+        n_iter_no_change=10,
+        sample_weight=None,
+        class_weight=None,
+    ):
         """Train by minibatch gradient descent, continuing from the current weights.
 
         Parameters
@@ -272,8 +306,17 @@ class Sequential:
             When the training loss or the weights become NaN or infinite; the weights
             and optimizer state are restored to the start of that epoch.
         """
-        loop = trainer.settings(epochs, batch_size, shuffle, callbacks, verbose, tol,
-                                n_iter_no_change, validation_split, validation_data)
+        loop = trainer.settings(
+            epochs,
+            batch_size,
+            shuffle,
+            callbacks,
+            verbose,
+            tol,
+            n_iter_no_change,
+            validation_split,
+            validation_data,
+        )
         with self._guard.fitting():
             # NaN or infinity in X or y makes a minibatch's loss non-finite: the
             # compiled step stops there, and X and y are scanned only then.
@@ -281,11 +324,13 @@ class Sequential:
             data = fitdata.with_weights(data, self.n_outputs, sample_weight, class_weight)
             validation = None
             if validation_data is not None:
-                validation = self._data(*fitdata.validation_pair(validation_data),
-                                        ("X_val", "y_val"))
+                validation = self._data(
+                    *fitdata.validation_pair(validation_data), ("X_val", "y_val")
+                )
             elif loop.validation_split:
-                data, validation = fitdata.split(data, loop.validation_split, self._rng,
-                                                 self.loss.is_classifier)
+                data, validation = fitdata.split(
+                    data, loop.validation_split, self._rng, self.loss.is_classifier
+                )
             return self._trainer.fit(data, validation, loop)
 
     def partial_fit(self, X, y, classes=None, batch_size=32, shuffle=True):
@@ -297,13 +342,16 @@ class Sequential:
         n_outputs - 1), so that a first batch lacking some classes is no surprise.
         """
         loss = self._resolve_loss()
-        if classes is not None or (loss.name == "cross_entropy" and np.ndim(y) == 1
-                                   and not self._classes_seen):
+        if classes is not None or (
+            loss.name == "cross_entropy" and np.ndim(y) == 1 and not self._classes_seen
+        ):
             if loss.name != "cross_entropy":
                 raise ValueError(f"classes applies to cross_entropy, not {loss.name}")
             if classes is None:
-                raise ValueError("the first partial_fit of a classifier needs classes="
-                                 " (all class labels, 0 to n_outputs - 1)")
+                raise ValueError(
+                    "the first partial_fit of a classifier needs classes="
+                    " (all class labels, 0 to n_outputs - 1)"
+                )
             fitdata.check_classes(classes, self.n_outputs)
             self._classes_seen = True
         return self.fit(X, y, epochs=1, batch_size=batch_size, shuffle=shuffle)
@@ -339,8 +387,9 @@ class Sequential:
         network = self._network
         X = val.as_float_matrix(X, self.dtype, name="X")
         if X.shape[1] != network.input_dim:
-            raise ValueError(f"X has {X.shape[1]} features, but the model expects"
-                             f" {network.input_dim}")
+            raise ValueError(
+                f"X has {X.shape[1]} features, but the model expects {network.input_dim}"
+            )
         return inference.predict(network, self._guard, X)
 
     def predict_classes(self, X):
@@ -371,9 +420,14 @@ class Sequential:
         ``training=True`` applies dropout with the masks of the next training step
         (the same on every call until the model trains), as fit would.
         """
-        return inference.loss_and_gradients(self._network, self._guard, self.loss,
-                                            self._data(X, y), self.optimizer_state.step,
-                                            training)
+        return inference.loss_and_gradients(
+            self._network,
+            self._guard,
+            self.loss,
+            self._data(X, y),
+            self.optimizer_state.step,
+            training,
+        )
 
     def input_gradient(self, X, y=None, output=None):
         """The gradient with respect to the inputs, by the same backward pass: a
@@ -422,7 +476,8 @@ class Sequential:
             if w.shape != layer.weight.shape or b.shape != layer.bias.shape:
                 raise ValueError(
                     f"layer {i} expects weight {layer.weight.shape} and bias {layer.bias.shape},"
-                    f" got {w.shape} and {b.shape}")
+                    f" got {w.shape} and {b.shape}"
+                )
         with self._guard.writing():
             for layer, (w, b) in zip(dense, pairs):
                 layer.weight[...] = w
@@ -473,8 +528,10 @@ class Sequential:
         return _summary.table(self)
 
     def __repr__(self):
-        return (f"Sequential({self.layers!r}, loss={getattr(self.loss, 'name', None)!r},"
-                f" optimizer={self.optimizer!r})")
+        return (
+            f"Sequential({self.layers!r}, loss={getattr(self.loss, 'name', None)!r},"
+            f" optimizer={self.optimizer!r})"
+        )
 
 
 def _dense_layers(layers):

@@ -7,6 +7,7 @@ into, fuses the output activation into the loss, lays out the workspaces and lis
 the trainable ranges of the flat buffer. It is built once per model and input width;
 nothing here runs per minibatch.
 """
+
 import threading
 
 import numpy as np
@@ -32,8 +33,10 @@ def flatten(layers):
                 skips.append(_codes.NO_SKIP)
             elif isinstance(layer, Dropout):
                 if position > 0 and isinstance(group[position - 1], Residual):
-                    raise ValueError("Dropout right after a Residual block is not"
-                                     " supported: put it inside the block")
+                    raise ValueError(
+                        "Dropout right after a Residual block is not"
+                        " supported: put it inside the block"
+                    )
                 rates[-1] = 1 - (1 - rates[-1]) * (1 - layer.rate)
             else:
                 if inside:
@@ -100,11 +103,18 @@ class Network:
         self.plan = np.zeros(len(self.dense), dtype=_codes.LAYER_PLAN)
         n_in = input_dim
         for i, (layer, skip) in enumerate(zip(self.dense, skips)):
-            width = input_dim if skip == _codes.SKIP_INPUT else \
-                self.dense[skip].units if skip >= 0 else layer.units
+            width = (
+                input_dim
+                if skip == _codes.SKIP_INPUT
+                else self.dense[skip].units
+                if skip >= 0
+                else layer.units
+            )
             if width != layer.units:
-                raise ValueError(f"a Residual block adds its input ({width} features) to its"
-                                 f" output ({layer.units} units): they must match")
+                raise ValueError(
+                    f"a Residual block adds its input ({width} features) to its"
+                    f" output ({layer.units} units): they must match"
+                )
             lo, hi = offsets[i], offsets[i + 1]
             layer.bind(n_in, self.params[lo:hi], self.grads[lo:hi], rng, owner=self)
             row = self.plan[i]
@@ -113,8 +123,9 @@ class Network:
             row["act_param"] = layer.activation_param
             row["weight_at"], row["bias_at"] = lo, lo + n_in * layer.units
             row["dropout_after"] = rates[i + 1]
-            (row["l1_weight"], row["l2_weight"], row["l1_bias"],
-             row["l2_bias"]) = layer.penalty_coefficients()
+            (row["l1_weight"], row["l2_weight"], row["l1_bias"], row["l2_bias"]) = (
+                layer.penalty_coefficients()
+            )
             row["trainable"] = bool(layer.trainable)
             n_in = layer.units
         last = self.dense[-1]
@@ -127,8 +138,12 @@ class Network:
         net["input_dropout"] = rates[0]
         net["dropout_seed"] = int(rng.integers(0, 2**63))
         self._lay_out()
-        self._ranges = [(int(lo), int(lo + n_in * n_out + n_out)) for lo, n_in, n_out
-                        in zip(self.plan["weight_at"], self.plan["n_in"], self.plan["n_out"])]
+        self._ranges = [
+            (int(lo), int(lo + n_in * n_out + n_out))
+            for lo, n_in, n_out in zip(
+                self.plan["weight_at"], self.plan["n_in"], self.plan["n_out"]
+            )
+        ]
         self._flags = None  # the trainable flags that _segments follows
         self.compiled = core().Plan(self.net, self.plan, self.params.size)
         self._local = threading.local()
@@ -228,5 +243,4 @@ class Network:
     def penalty(self, frozen_only=False):
         """The layers' current penalties (only the frozen ones': the training step
         computes the trainable ones')."""
-        return sum(layer.penalty() for layer in self.dense
-                   if not (frozen_only and layer.trainable))
+        return sum(layer.penalty() for layer in self.dense if not (frozen_only and layer.trainable))

@@ -14,6 +14,7 @@ decay is added.
 Learning-rate schedules and early stopping are not the optimizer's concern (see
 ``fastbp.callbacks``).
 """
+
 import math
 import numbers
 
@@ -95,7 +96,8 @@ class Optimizer:
             raise AttributeError(
                 f"{type(self).__name__}.iterations counts hand-written step() calls; this"
                 " optimizer configures a model, whose step count is"
-                " model.optimizer_state.step")
+                " model.optimizer_state.step"
+            )
         return self._hand_steps
 
     @iterations.setter
@@ -104,10 +106,16 @@ class Optimizer:
 
     def __init__(self, lr, clipnorm=None, clipvalue=None):
         self.lr = _check_number(lr, "lr", low=0, low_open=True)
-        self.clipnorm = None if clipnorm is None else _check_number(
-            clipnorm, "clipnorm", low=0, low_open=True, high=None)
-        self.clipvalue = None if clipvalue is None else _check_number(
-            clipvalue, "clipvalue", low=0, low_open=True, high=None)
+        self.clipnorm = (
+            None
+            if clipnorm is None
+            else _check_number(clipnorm, "clipnorm", low=0, low_open=True, high=None)
+        )
+        self.clipvalue = (
+            None
+            if clipvalue is None
+            else _check_number(clipvalue, "clipvalue", low=0, low_open=True, high=None)
+        )
         self.reset()
 
     # -- the update rule, as the kernel reads it -------------------------------------
@@ -135,8 +143,9 @@ class Optimizer:
         fields = dict.fromkeys(_codes.OPTIMIZER_CONFIG.names, 0)
         fields.update(dict.fromkeys(_codes.STATE_ROWS, -1))
         fields.update((name, row) for row, name in enumerate(self.state_names()))
-        fields.update(kind=self.code, clipnorm=self.clipnorm or 0.0,
-                      clipvalue=self.clipvalue or 0.0)
+        fields.update(
+            kind=self.code, clipnorm=self.clipnorm or 0.0, clipvalue=self.clipvalue or 0.0
+        )
         fields.update(self._fields())
         return np.array([tuple(fields.values())], dtype=_codes.OPTIMIZER_CONFIG)
 
@@ -180,8 +189,11 @@ class Optimizer:
         # One flat buffer, as in a model, so that clipping and the update are the
         # model's own compiled ones.
         flat_p = np.concatenate([p.ravel() for p in params]) if params else np.empty(0)
-        flat_g = np.concatenate([np.ravel(g) for g in grads]).astype(flat_p.dtype) \
-            if grads else np.empty(0)
+        flat_g = (
+            np.concatenate([np.ravel(g) for g in grads]).astype(flat_p.dtype)
+            if grads
+            else np.empty(0)
+        )
         signature = [(p.size, p.dtype) for p in params]
         if self._signature != signature:
             self.reset()
@@ -189,13 +201,14 @@ class Optimizer:
             self._signature = signature
         self._hand_steps += 1
         segments = np.array([[0, flat_p.size]], dtype=np.intp)
-        core().apply_update(flat_p, flat_g, self._hand_state.rows, self.config(), segments,
-                            self._hand_steps)
+        core().apply_update(
+            flat_p, flat_g, self._hand_state.rows, self.config(), segments, self._hand_steps
+        )
         start = 0
         for p, g in zip(params, grads):
-            p.ravel()[...] = flat_p[start:start + p.size]
+            p.ravel()[...] = flat_p[start : start + p.size]
             if isinstance(g, np.ndarray) and g.flags.writeable and g.flags.c_contiguous:
-                g.ravel()[...] = flat_g[start:start + p.size]  # clipped, as documented
+                g.ravel()[...] = flat_g[start : start + p.size]  # clipped, as documented
             start += p.size
 
     def get_config(self):
@@ -242,8 +255,9 @@ class SGD(Optimizer):
 
     code = OPT_SGD
 
-    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
-                 clipnorm=None, clipvalue=None):
+    def __init__(
+        self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, clipnorm=None, clipvalue=None
+    ):
         super().__init__(lr, clipnorm, clipvalue)
         self.momentum = _check_number(momentum, "momentum", low=0, high=1)
         self.weight_decay = _check_number(weight_decay, "weight_decay", low=0, high=None)
@@ -252,15 +266,23 @@ class SGD(Optimizer):
             raise ValueError("nesterov=True needs a momentum > 0")
 
     def _fields(self):
-        return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
-                "nesterov": self.nesterov}
+        return {
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
+            "nesterov": self.nesterov,
+        }
 
     def state_names(self):
         return ("momentum_buffer",) if self.momentum != 0 else ()
 
     def _config(self):
-        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
-                "weight_decay": self.weight_decay}
+        return {
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "nesterov": self.nesterov,
+            "weight_decay": self.weight_decay,
+        }
 
 
 class Adam(Optimizer):
@@ -291,28 +313,41 @@ class Adam(Optimizer):
     code = OPT_ADAM
     _decoupled = False
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 clipnorm=None, clipvalue=None):
+    def __init__(
+        self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, clipnorm=None, clipvalue=None
+    ):
         super().__init__(lr, clipnorm, clipvalue)
         try:
             beta1, beta2 = betas
         except (TypeError, ValueError):
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
-        self.betas = (_check_number(beta1, "beta1", low=0, high=1),
-                      _check_number(beta2, "beta2", low=0, high=1))
+        self.betas = (
+            _check_number(beta1, "beta1", low=0, high=1),
+            _check_number(beta2, "beta2", low=0, high=1),
+        )
         self.eps = _check_number(eps, "eps", low=0, high=None)
         self.weight_decay = _check_number(weight_decay, "weight_decay", low=0, high=None)
 
     def _fields(self):
-        return {"lr": self.lr, "beta1": self.betas[0], "beta2": self.betas[1], "eps": self.eps,
-                "weight_decay": self.weight_decay, "decoupled": self._decoupled}
+        return {
+            "lr": self.lr,
+            "beta1": self.betas[0],
+            "beta2": self.betas[1],
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+            "decoupled": self._decoupled,
+        }
 
     def state_names(self):
         return ("exp_avg", "exp_avg_sq")
 
     def _config(self):
-        return {"lr": self.lr, "betas": self.betas, "eps": self.eps,
-                "weight_decay": self.weight_decay}
+        return {
+            "lr": self.lr,
+            "betas": self.betas,
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+        }
 
 
 class AdamW(Adam):
@@ -330,8 +365,15 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
-                 clipnorm=None, clipvalue=None):
+    def __init__(
+        self,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0.01,
+        clipnorm=None,
+        clipvalue=None,
+    ):
         super().__init__(lr, betas, eps, weight_decay, clipnorm, clipvalue)
 
 
@@ -364,8 +406,17 @@ class RMSProp(Optimizer):
 
     code = OPT_RMSPROP
 
-    def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False, clipnorm=None, clipvalue=None):
+    def __init__(
+        self,
+        lr=0.01,
+        alpha=0.99,
+        eps=1e-8,
+        weight_decay=0.0,
+        momentum=0.0,
+        centered=False,
+        clipnorm=None,
+        clipvalue=None,
+    ):
         super().__init__(lr, clipnorm, clipvalue)
         self.alpha = _check_number(alpha, "alpha", low=0, high=1)
         self.eps = _check_number(eps, "eps", low=0, high=None)
@@ -374,18 +425,31 @@ class RMSProp(Optimizer):
         self.centered = _check_flag(centered, "centered")
 
     def _fields(self):
-        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps,
-                "weight_decay": self.weight_decay, "momentum": self.momentum,
-                "centered": self.centered}
+        return {
+            "lr": self.lr,
+            "alpha": self.alpha,
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+            "momentum": self.momentum,
+            "centered": self.centered,
+        }
 
     def state_names(self):
-        return ("square_avg",) + (("momentum_buffer",) if self.momentum != 0 else ()) + \
-            (("grad_avg",) if self.centered else ())
+        return (
+            ("square_avg",)
+            + (("momentum_buffer",) if self.momentum != 0 else ())
+            + (("grad_avg",) if self.centered else ())
+        )
 
     def _config(self):
-        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps,
-                "weight_decay": self.weight_decay, "momentum": self.momentum,
-                "centered": self.centered}
+        return {
+            "lr": self.lr,
+            "alpha": self.alpha,
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+            "momentum": self.momentum,
+            "centered": self.centered,
+        }
 
 
 class Adagrad(Optimizer):
@@ -409,18 +473,31 @@ class Adagrad(Optimizer):
 
     code = OPT_ADAGRAD
 
-    def __init__(self, lr=0.01, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
-                 eps=1e-10, clipnorm=None, clipvalue=None):
+    def __init__(
+        self,
+        lr=0.01,
+        lr_decay=0.0,
+        weight_decay=0.0,
+        initial_accumulator_value=0.0,
+        eps=1e-10,
+        clipnorm=None,
+        clipvalue=None,
+    ):
         super().__init__(lr, clipnorm, clipvalue)
         self.lr_decay = _check_number(lr_decay, "lr_decay", low=0, high=None)
         self.weight_decay = _check_number(weight_decay, "weight_decay", low=0, high=None)
         self.initial_accumulator_value = _check_number(
-            initial_accumulator_value, "initial_accumulator_value", low=0, high=None)
+            initial_accumulator_value, "initial_accumulator_value", low=0, high=None
+        )
         self.eps = _check_number(eps, "eps", low=0, high=None)
 
     def _fields(self):
-        return {"lr": self.lr, "lr_decay": self.lr_decay, "weight_decay": self.weight_decay,
-                "eps": self.eps}
+        return {
+            "lr": self.lr,
+            "lr_decay": self.lr_decay,
+            "weight_decay": self.weight_decay,
+            "eps": self.eps,
+        }
 
     def state_names(self):
         return ("sum",)
@@ -429,8 +506,13 @@ class Adagrad(Optimizer):
         return self.initial_accumulator_value
 
     def _config(self):
-        return {"lr": self.lr, "lr_decay": self.lr_decay, "weight_decay": self.weight_decay,
-                "initial_accumulator_value": self.initial_accumulator_value, "eps": self.eps}
+        return {
+            "lr": self.lr,
+            "lr_decay": self.lr_decay,
+            "weight_decay": self.weight_decay,
+            "initial_accumulator_value": self.initial_accumulator_value,
+            "eps": self.eps,
+        }
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSProp, "adagrad": Adagrad}

@@ -18,6 +18,7 @@ It is read with ``allow_pickle=False``: loading never runs code from the file. T
 file is written to a temporary file in the same folder, then renamed over the
 target, so that a crash never leaves a half-written model under the target's name.
 """
+
 import copy
 import json
 import os
@@ -41,13 +42,21 @@ class ModelFileError(ValueError):
 def config_of(model):
     """The model as JSON-compatible values (weights excluded)."""
     return {
-        "layers": [{"class": type(layer).__name__, "config": layer.get_config(),
-                    "trainable": bool(layer.trainable)} for layer in model.layers],
+        "layers": [
+            {
+                "class": type(layer).__name__,
+                "config": layer.get_config(),
+                "trainable": bool(layer.trainable),
+            }
+            for layer in model.layers
+        ],
         "loss": model.loss.name,
         "loss_config": model.loss.get_config(),
-        "optimizer": {"class": type(model.optimizer).__name__,
-                      "config": model.optimizer.get_config(),
-                      "iterations": model.optimizer_state.step},
+        "optimizer": {
+            "class": type(model.optimizer).__name__,
+            "config": model.optimizer.get_config(),
+            "iterations": model.optimizer_state.step,
+        },
         "dtype": np.dtype(model.dtype).name,
         "seed": model.seed,
         "threads": model.threads,
@@ -80,8 +89,14 @@ def from_config(model_class, config):
     if config["loss"] not in LOSSES:
         raise ValueError(f"unknown loss {config['loss']!r}")
     loss = LOSSES[config["loss"]](**config.get("loss_config", {}))
-    model = model_class(layers, loss=loss, optimizer=by_class[opt["class"]](**opt["config"]),
-                        seed=config["seed"], dtype=config["dtype"], threads=config["threads"])
+    model = model_class(
+        layers,
+        loss=loss,
+        optimizer=by_class[opt["class"]](**opt["config"]),
+        seed=config["seed"],
+        dtype=config["dtype"],
+        threads=config["threads"],
+    )
     model.build(val.positive_int(config["input_dim"], "input_dim"))
     return model
 
@@ -90,14 +105,18 @@ def restore(model, params, state, config):
     """Set weights, optimizer state, random state and history saved by ``save``."""
     network = model._network
     if params.dtype != model.dtype or params.shape != network.params.shape:
-        raise ValueError(f"params of {params.dtype} {params.shape} do not fit the"
-                         f" architecture ({np.dtype(model.dtype).name} {network.params.shape})")
+        raise ValueError(
+            f"params of {params.dtype} {params.shape} do not fit the"
+            f" architecture ({np.dtype(model.dtype).name} {network.params.shape})"
+        )
     if not val.all_finite(params):
         raise ValueError("params hold NaN or infinity")
     live = model.optimizer_state
     if state.dtype != model.dtype or state.shape != live.rows.shape:
-        raise ValueError(f"optimizer state of shape {state.shape} does not fit the"
-                         f" optimizer (shape {live.rows.shape})")
+        raise ValueError(
+            f"optimizer state of shape {state.shape} does not fit the"
+            f" optimizer (shape {live.rows.shape})"
+        )
     np.copyto(network.params, params)
     np.copyto(live.rows, state)
     live.step = val.positive_int(config["optimizer"]["iterations"], "iterations", minimum=0)
@@ -105,8 +124,9 @@ def restore(model, params, state, config):
     network.dropout_seed = val.positive_int(config["dropout_seed"], "dropout_seed", minimum=0)
     history = config["history"]
     model.history.epoch = [int(e) for e in history["epoch"]]
-    model.history.history = {str(k): [float(v) for v in values]
-                             for k, values in history["history"].items()}
+    model.history.history = {
+        str(k): [float(v) for v in values] for k, values in history["history"].items()
+    }
     model._epochs_done = val.positive_int(config["epochs_done"], "epochs_done", minimum=0)
 
 
@@ -118,10 +138,16 @@ def pickled_state(model):
     try:
         if model._network is not None:
             model._require_built()
-        state = {key: value for key, value in model.__dict__.items()
-                 if key not in ("_network", "_guard", "_trainer")}
-        state["_built"] = None if model._network is None else (
-            model._network.input_dim, model._network.dropout_seed)
+        state = {
+            key: value
+            for key, value in model.__dict__.items()
+            if key not in ("_network", "_guard", "_trainer")
+        }
+        state["_built"] = (
+            None
+            if model._network is None
+            else (model._network.input_dim, model._network.dropout_seed)
+        )
         return copy.deepcopy(state)
     finally:
         model._guard.release_read(token)

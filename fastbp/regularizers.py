@@ -6,6 +6,7 @@ bias (``bias_regularizer=``) to the loss: ``L1(a)``: ``a * sum(|w|)``; ``L2(a)``
 loss (training, validation and ``evaluate``) and its gradient (``a * sign(w)``,
 ``2 a w``) part of the gradients, computed inside the compiled training step.
 """
+
 import math
 import numbers
 
@@ -32,8 +33,12 @@ class Regularizer:
 
 
 def _coefficient(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value) or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value < 0
+    ):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
 

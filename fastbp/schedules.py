@@ -7,15 +7,22 @@ Use one with ``callbacks.LearningRateScheduler``::
 
 Any ``f(epoch) -> lr`` works the same way.
 """
+
 import math
 import numbers
 
 
 def _positive(value, name, allow_zero=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-            or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0,"
-                         f" got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
+        raise ValueError(
+            f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {value!r}"
+        )
     return float(value)
 
 
@@ -70,7 +77,7 @@ class ExponentialDecay(Schedule):
         self.gamma = _positive(gamma, "gamma")
 
     def rate(self, epoch):
-        return self.lr * self.gamma ** epoch
+        return self.lr * self.gamma**epoch
 
 
 class InverseScaling(Schedule):

@@ -6,6 +6,7 @@ between them (data-parallel training, full-batch optimizers).
 The trainer works on its model's parts (the network plan, the optimizer and its
 state, the loss, the guard) and on data that ``fastbp.data`` has checked.
 """
+
 import math
 import time
 import warnings
@@ -29,6 +30,7 @@ CHUNK_FLOPS = 4e9
 
 class Settings(NamedTuple):
     """fit's arguments of the loop, checked."""
+
     epochs: int
     batch_size: int
     shuffle: bool
@@ -39,24 +41,34 @@ class Settings(NamedTuple):
     validation_split: float
 
 
-def settings(epochs, batch_size, shuffle, callbacks, verbose, tol, n_iter_no_change,
-             validation_split, validation_data):
+def settings(
+    epochs,
+    batch_size,
+    shuffle,
+    callbacks,
+    verbose,
+    tol,
+    n_iter_no_change,
+    validation_split,
+    validation_data,
+):
     """Check fit's loop arguments once, at the boundary."""
     epochs = val.positive_int(epochs, "epochs", minimum=0)
     batch_size = val.positive_int(batch_size, "batch_size")
     callbacks = list(callbacks or [])
     for callback in callbacks:
         if not isinstance(callback, Callback):
-            raise TypeError(f"callbacks must be fastbp.callbacks.Callback instances, got"
-                            f" {type(callback).__name__}")
+            raise TypeError(
+                f"callbacks must be fastbp.callbacks.Callback instances, got"
+                f" {type(callback).__name__}"
+            )
     if tol is not None:
         tol = val.nonnegative_float(tol, "tol")
         n_iter_no_change = val.positive_int(n_iter_no_change, "n_iter_no_change")
     split = val.fraction(validation_split, "validation_split")
     if split and validation_data is not None:
         raise ValueError("give validation_data or validation_split, not both")
-    return Settings(epochs, batch_size, shuffle, callbacks, verbose, tol, n_iter_no_change,
-                    split)
+    return Settings(epochs, batch_size, shuffle, callbacks, verbose, tol, n_iter_no_change, split)
 
 
 def _step_flops(network, rows):
@@ -85,8 +97,9 @@ class _Epochs:
         self.saved = (np.empty_like(network.params), np.empty_like(state.rows))
         self.saved_step = state.step
         self.opt = model.optimizer.config()
-        self.total_squares = 0.0 if model.loss.is_classifier else \
-            fitdata.total_squares(data.targets)
+        self.total_squares = (
+            0.0 if model.loss.is_classifier else fitdata.total_squares(data.targets)
+        )
 
     def begin(self):
         """The start of an epoch: the rollback point, the rule (a callback may have
@@ -110,26 +123,50 @@ class _Epochs:
         model, data, ws, state = self.model, self.data, self.workspace, self.state
         network = model._network
         status, ran, state.step = core().train_run(
-            network.params, network.grads, ws.buffer, ws.capacity, ws.labels, ws.weights,
-            network.compiled, data.X, data.targets, data.labels, data.weights,
-            self.order, self.batch, first, min(self.n_batches, first + self.chunk),
-            data.kind, model.loss.param, self.opt, state.rows, self.segments, state.step,
-            self.stats, self.step_threads)
+            network.params,
+            network.grads,
+            ws.buffer,
+            ws.capacity,
+            ws.labels,
+            ws.weights,
+            network.compiled,
+            data.X,
+            data.targets,
+            data.labels,
+            data.weights,
+            self.order,
+            self.batch,
+            first,
+            min(self.n_batches, first + self.chunk),
+            data.kind,
+            model.loss.param,
+            self.opt,
+            state.rows,
+            self.segments,
+            state.step,
+            self.stats,
+            self.step_threads,
+        )
         return status, ran
 
     def metrics(self):
         """The epoch's running metrics from the minibatches' statistics (frozen
         layers' penalties are constants the step does not compute)."""
         model, stats, data = self.model, self.stats, self.data
-        metrics = {"loss": float(stats["loss"] @ self.rows) / self.n
-                   + model._network.penalty(frozen_only=True)}
+        metrics = {
+            "loss": float(stats["loss"] @ self.rows) / self.n
+            + model._network.penalty(frozen_only=True)
+        }
         if model.loss.is_classifier:
             per_sample = data.targets.shape[1] if data.kind == LOSS_BCE else 1
             metrics["accuracy"] = stats["correct"].sum() / (self.n * per_sample)
         else:
             metrics["mae"] = stats["abs_residual"].sum() / data.targets.size
-            metrics["r2"] = (1 - stats["sq_residual"].sum() / self.total_squares
-                             if self.total_squares > 0 else 0.0)
+            metrics["r2"] = (
+                1 - stats["sq_residual"].sum() / self.total_squares
+                if self.total_squares > 0
+                else 0.0
+            )
         return metrics
 
 
@@ -169,8 +206,9 @@ class Trainer:
         try:
             with _threads.blas_limited(run.blas_threads), _interrupt.requests() as stop_requested:
                 for _ in range(epochs):
-                    interrupted = self._epoch(run, validation, callbacks, progress,
-                                              stop_requested, tolerance)
+                    interrupted = self._epoch(
+                        run, validation, callbacks, progress, stop_requested, tolerance
+                    )
                     if interrupted or model.stop_training:
                         break
         finally:
@@ -179,10 +217,12 @@ class Trainer:
             for callback in callbacks:
                 callback.on_train_end({})
         if interrupted:
-            warnings.warn(f"training interrupted (Ctrl-C) in epoch {interrupted[0]} after"
-                          f" {interrupted[1]} of {run.n_batches} minibatches: the weights keep"
-                          " those updates; the History holds the completed epochs",
-                          stacklevel=3)
+            warnings.warn(
+                f"training interrupted (Ctrl-C) in epoch {interrupted[0]} after"
+                f" {interrupted[1]} of {run.n_batches} minibatches: the weights keep"
+                " those updates; the History holds the completed epochs",
+                stacklevel=3,
+            )
         return model.history
 
     def _epoch(self, run, validation, callbacks, progress, stop_requested, tolerance):
@@ -229,12 +269,16 @@ class Trainer:
         run.roll_back()
         val.check_finite(run.data.X, "X")
         val.check_finite(run.data.targets, "y")
-        what = (f"the training loss became {run.stats['loss'][done]} at minibatch {done}"
-                if status != _codes.STATUS_OK else "the weights became NaN or infinite")
+        what = (
+            f"the training loss became {run.stats['loss'][done]} at minibatch {done}"
+            if status != _codes.STATUS_OK
+            else "the weights became NaN or infinite"
+        )
         raise FloatingPointError(
             f"training diverged in epoch {epoch}: {what}. The weights and optimizer state"
             f" are restored to the start of that epoch. Try a smaller learning rate (now"
-            f" {self.model.optimizer.lr}) or scale the inputs.")
+            f" {self.model.optimizer.lr}) or scale the inputs."
+        )
 
     # -- the step in two halves ---------------------------------------------------
     def gradients(self, data):
@@ -250,15 +294,33 @@ class Trainer:
         threads, blas = _threads.plan(_step_flops(network, n), model.threads)
         with _threads.blas_limited(blas):
             status = core().batch_gradients(
-                network.params, network.grads, ws.buffer, ws.capacity, ws.labels, ws.weights,
-                network.compiled, data.X, data.targets, data.labels, data.weights,
-                np.empty(0, dtype=np.intp), n, 0, data.kind, model.loss.param,
-                model.optimizer_state.step, stats, threads)
+                network.params,
+                network.grads,
+                ws.buffer,
+                ws.capacity,
+                ws.labels,
+                ws.weights,
+                network.compiled,
+                data.X,
+                data.targets,
+                data.labels,
+                data.weights,
+                np.empty(0, dtype=np.intp),
+                n,
+                0,
+                data.kind,
+                model.loss.param,
+                model.optimizer_state.step,
+                stats,
+                threads,
+            )
         if status != _codes.STATUS_OK:
             val.check_finite(data.X, "X")
             val.check_finite(data.targets, "y")
-            raise FloatingPointError(f"the loss is {stats[0]['loss']}: the weights are not"
-                                     " finite or too large for these inputs")
+            raise FloatingPointError(
+                f"the loss is {stats[0]['loss']}: the weights are not"
+                " finite or too large for these inputs"
+            )
         return stats[0]
 
     def apply(self):
@@ -268,6 +330,13 @@ class Trainer:
         network, state = model._network, model.optimizer_state
         segments = network.sync_trainable()
         threads, blas = _threads.plan(2 * network.params.size, model.threads)
-        core().apply_update(network.params, network.grads, state.rows, model.optimizer.config(),
-                            segments, state.step + 1, threads)
+        core().apply_update(
+            network.params,
+            network.grads,
+            state.rows,
+            model.optimizer.config(),
+            segments,
+            state.step + 1,
+            threads,
+        )
         state.step += 1

@@ -1,4 +1,5 @@
 """Central finite differences over a model's flat parameter buffer (float64)."""
+
 import numpy as np
 
 

@@ -3,10 +3,10 @@
 Imported by name (``from _models import ...``), as ``_gradcheck`` is: conftest.py puts
 tests/ on sys.path, since the tests run with --import-mode=importlib.
 """
+
 import numpy as np
 
 import fastbp
-
 
 # ---------------------------------------------------------------------------
 # N samples of D features; regression targets or K classes; small models
@@ -37,14 +37,16 @@ def mse_model(**kwargs):
 
 def ce_model(k=K, **kwargs):
     kwargs.setdefault("seed", 0)
-    return fastbp.Sequential([fastbp.Dense(4, "relu"), fastbp.Dense(k, "softmax")],
-                             loss="cross_entropy", **kwargs)
+    return fastbp.Sequential(
+        [fastbp.Dense(4, "relu"), fastbp.Dense(k, "softmax")], loss="cross_entropy", **kwargs
+    )
 
 
 def bce_model(**kwargs):
     kwargs.setdefault("seed", 0)
-    return fastbp.Sequential([fastbp.Dense(4, "tanh"), fastbp.Dense(1, "sigmoid")],
-                             loss="binary_cross_entropy", **kwargs)
+    return fastbp.Sequential(
+        [fastbp.Dense(4, "tanh"), fastbp.Dense(1, "sigmoid")], loss="binary_cross_entropy", **kwargs
+    )
 
 
 def fitted_mse():
@@ -62,8 +64,9 @@ def fitted_ce():
 
 
 def same_weights(a, b):
-    return all(np.array_equal(wa, wb) and np.array_equal(ba, bb)
-               for (wa, ba), (wb, bb) in zip(a, b))
+    return all(
+        np.array_equal(wa, wb) and np.array_equal(ba, bb) for (wa, ba), (wb, bb) in zip(a, b)
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -91,6 +94,7 @@ NON_NUMERIC = {
 # three well-separated classes and a small classifier trained by SGD
 # ---------------------------------------------------------------------------
 
+
 def blobs(n=200, seed=0):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 3, n)
@@ -99,8 +103,11 @@ def blobs(n=200, seed=0):
 
 
 def classifier(optimizer=None, seed=0):
-    return fastbp.Sequential([fastbp.Dense(8, "tanh"), fastbp.Dense(3, "softmax")],
-                             optimizer=optimizer or fastbp.SGD(lr=0.1), seed=seed)
+    return fastbp.Sequential(
+        [fastbp.Dense(8, "tanh"), fastbp.Dense(3, "softmax")],
+        optimizer=optimizer or fastbp.SGD(lr=0.1),
+        seed=seed,
+    )
 
 
 # ---------------------------------------------------------------------------

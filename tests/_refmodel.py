@@ -1,4 +1,5 @@
 """A fastbp model described, through its public API, in fastbp._reference's terms."""
+
 import fastbp
 from fastbp import _reference
 
@@ -37,11 +38,18 @@ def network(model):
         k, b = layer.kernel_regularizer, layer.bias_regularizer
         return (k.l1 if k else 0.0, k.l2 if k else 0.0, b.l1 if b else 0.0, b.l2 if b else 0.0)
 
-    act_params = [{"leaky_relu": layer.negative_slope, "elu": layer.alpha}.get(layer.activation)
-                  for layer in dense]
-    return dict(activations=activations, loss=loss, skips=skips, act_params=act_params,
-                penalties=[penalty(layer) for layer in dense],
-                loss_param=getattr(model.loss, "delta", 1.0))
+    act_params = [
+        {"leaky_relu": layer.negative_slope, "elu": layer.alpha}.get(layer.activation)
+        for layer in dense
+    ]
+    return dict(
+        activations=activations,
+        loss=loss,
+        skips=skips,
+        act_params=act_params,
+        penalties=[penalty(layer) for layer in dense],
+        loss_param=getattr(model.loss, "delta", 1.0),
+    )
 
 
 def trainable(model):
@@ -58,7 +66,11 @@ def predict(model, X):
     """What ``model.predict(X)`` returns, by the reference: the trained network's output,
     then the activation fused into the loss."""
     net = network(model)
-    out = _reference.forward(model.get_weights(), net["activations"], X, net["skips"],
-                             net["act_params"])[-1]
-    return _reference.activate(_reference.FUSED[net["loss"]], out) \
-        if net["loss"] in _reference.FUSED else out
+    out = _reference.forward(
+        model.get_weights(), net["activations"], X, net["skips"], net["act_params"]
+    )[-1]
+    return (
+        _reference.activate(_reference.FUSED[net["loss"]], out)
+        if net["loss"] in _reference.FUSED
+        else out
+    )

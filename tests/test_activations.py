@@ -3,17 +3,17 @@ NumPy helpers apply and derivative.
 
 Every bad argument gets a clear Python exception naming the problem.
 """
+
 import numpy as np
 import pytest
 
 import fastbp
-from fastbp import _reference
-from fastbp import activations
-
+from fastbp import _reference, activations
 
 # ---------------------------------------------------------------------------
 # names and parameters
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["relu6", "swishy", "", "soft max"])
 def test_unknown_activation(name):
@@ -43,15 +43,19 @@ def test_negative_slope_of_wrong_type_names_the_parameter(slope):
 # NumPy helpers
 # ---------------------------------------------------------------------------
 
+
 def test_activation_helpers():
     z = np.array([[-2.0, 0.5, 3.0]])
-    np.testing.assert_allclose(activations.apply(z, "sigmoid"),
-                               _reference.activate("sigmoid", z), rtol=1e-14)
+    np.testing.assert_allclose(
+        activations.apply(z, "sigmoid"), _reference.activate("sigmoid", z), rtol=1e-14
+    )
     np.testing.assert_allclose(activations.apply(z, "leaky_relu", 0.2), [[-0.4, 0.5, 3.0]])
     np.testing.assert_allclose(activations.apply(z, None), z)
     a = activations.apply(z, "tanh")
-    np.testing.assert_allclose(activations.derivative(a, np.ones_like(a), "tanh"),
-                               _reference.activation_backward("tanh", z, a, np.ones_like(a)),
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        activations.derivative(a, np.ones_like(a), "tanh"),
+        _reference.activation_backward("tanh", z, a, np.ones_like(a)),
+        rtol=1e-14,
+    )
     with pytest.raises(ValueError, match="unknown activation"):
         activations.apply(z, "swish")

@@ -1,5 +1,6 @@
 """Across modules: the codes shared with the compiled module, names and instances
 accepted for losses, optimizers and activations; the import and the demo."""
+
 import subprocess
 import sys
 import tempfile
@@ -13,13 +14,21 @@ from fastbp._backend import core
 
 def test_python_codes_mirror_compiled_codes():
     assert activations.ACTIVATIONS == core().ACTIVATION_CODES
-    assert core().LOSS_CODES == {"mse": losses.LOSS_MSE, "cross_entropy_labels": losses.LOSS_CE_LABELS,
-                                 "cross_entropy": losses.LOSS_CE_SOFT,
-                                 "binary_cross_entropy": losses.LOSS_BCE, "mae": losses.LOSS_MAE,
-                                 "huber": losses.LOSS_HUBER, "poisson": losses.LOSS_POISSON}
-    assert core().OPTIMIZER_CODES == {"sgd": optimizers.OPT_SGD, "adam": optimizers.OPT_ADAM,
-                                      "rmsprop": optimizers.OPT_RMSPROP,
-                                      "adagrad": optimizers.OPT_ADAGRAD}
+    assert core().LOSS_CODES == {
+        "mse": losses.LOSS_MSE,
+        "cross_entropy_labels": losses.LOSS_CE_LABELS,
+        "cross_entropy": losses.LOSS_CE_SOFT,
+        "binary_cross_entropy": losses.LOSS_BCE,
+        "mae": losses.LOSS_MAE,
+        "huber": losses.LOSS_HUBER,
+        "poisson": losses.LOSS_POISSON,
+    }
+    assert core().OPTIMIZER_CODES == {
+        "sgd": optimizers.OPT_SGD,
+        "adam": optimizers.OPT_ADAM,
+        "rmsprop": optimizers.OPT_RMSPROP,
+        "adagrad": optimizers.OPT_ADAGRAD,
+    }
 
 
 def test_struct_field_names_equal_the_compiled_ones():
@@ -28,8 +37,11 @@ def test_struct_field_names_equal_the_compiled_ones():
     from fastbp import _codes
 
     compiled = core().struct_dtypes()
-    assert set(compiled) == set(_codes.STRUCTS) == {"LayerPlan", "NetPlan", "OptimizerConfig",
-                                                     "BatchStats"}
+    assert (
+        set(compiled)
+        == set(_codes.STRUCTS)
+        == {"LayerPlan", "NetPlan", "OptimizerConfig", "BatchStats"}
+    )
     for name, dtype in _codes.STRUCTS.items():
         assert compiled[name].names == dtype.names, name
         assert compiled[name].itemsize == dtype.itemsize, name
@@ -48,21 +60,32 @@ def test_names_and_instances_accepted():
 
 def run_python(code):
     # Outside the source tree, so that the installed fastbp is imported.
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True, cwd=tempfile.gettempdir()).stdout
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tempfile.gettempdir(),
+    ).stdout
 
 
 def test_import_loads_no_optional_package_and_no_scipy_linalg():
     out = run_python(
         "import sys, fastbp\n"
         "print(sorted(m for m in ('torch', 'sklearn', 'matplotlib', 'tqdm', 'scipy.linalg',"
-        " 'fastbp._core') if m in sys.modules))")
+        " 'fastbp._core') if m in sys.modules))"
+    )
     assert out.strip() == "[]"
 
 
 def test_demo_runs():
-    done = subprocess.run([sys.executable, "-m", "fastbp", "--epochs", "3", "--samples", "100"],
-                          capture_output=True, text=True, check=True, cwd="/")
+    done = subprocess.run(
+        [sys.executable, "-m", "fastbp", "--epochs", "3", "--samples", "100"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd="/",
+    )
     assert "test accuracy" in done.stdout and "R^2" in done.stdout
     assert "epoch 3/3" in done.stdout + done.stderr  # progress, by line or by bar
 
@@ -76,7 +99,8 @@ def test_first_model_leaves_scipy_linalg_unimported_and_intact():
         "import scipy.linalg, scipy.linalg.cython_blas\n"
         "print(scipy.linalg.cython_blas is sys.modules['scipy.linalg.cython_blas'])\n"
         "print(scipy.linalg.solve(2 * np.eye(2), np.ones(2)).tolist())\n"
-        "m.fit(np.ones((4, 2)), np.ones(4)); print(m.predict(np.ones((1, 2))).shape)\n")
+        "m.fit(np.ones((4, 2)), np.ones(4)); print(m.predict(np.ones((1, 2))).shape)\n"
+    )
     assert out.split("\n")[:4] == ["False", "True", "[0.5, 0.5]", "(1, 1)"]
 
 
@@ -85,7 +109,8 @@ def test_works_when_scipy_linalg_is_imported_first():
         "import scipy.linalg, numpy as np, fastbp\n"
         "m = fastbp.Sequential([fastbp.Dense(2)], loss='cross_entropy', input_dim=3, seed=0)\n"
         "m.fit(np.eye(3)[:2], np.array([0, 1]), epochs=50)\n"
-        "print(m.predict_classes(np.eye(3)[:2]).tolist())\n")
+        "print(m.predict_classes(np.eye(3)[:2]).tolist())\n"
+    )
     assert out.strip() == "[0, 1]"
 
 
@@ -96,8 +121,11 @@ def test_type_stub_matches_the_compiled_module():
 
     stub = (pathlib.Path(fastbp.__file__).parent / "_core.pyi").read_text()
     stubbed = set(re.findall(r"^def (\w+)", stub, re.M))
-    compiled = {name for name, value in vars(core()).items()
-                if not name.startswith("_") and callable(value) and not inspect.isclass(value)}
+    compiled = {
+        name
+        for name, value in vars(core()).items()
+        if not name.startswith("_") and callable(value) and not inspect.isclass(value)
+    }
     assert stubbed == compiled
 
 
@@ -105,8 +133,9 @@ def test_the_compiled_module_refuses_codes_other_than_the_python_list(monkeypatc
     from fastbp import _codes
 
     core()._check_codes()  # agrees as built
-    swapped = dict(_codes.ACTIVATIONS, tanh=_codes.ACTIVATIONS["relu"],
-                   relu=_codes.ACTIVATIONS["tanh"])
+    swapped = dict(
+        _codes.ACTIVATIONS, tanh=_codes.ACTIVATIONS["relu"], relu=_codes.ACTIVATIONS["tanh"]
+    )
     monkeypatch.setattr(_codes, "ACTIVATIONS", swapped)
     with pytest.raises(ImportError, match="activations codes"):
         core()._check_codes()
@@ -116,6 +145,11 @@ def test_version_in_one_place():
     import importlib.metadata
 
     assert fastbp.__version__ == importlib.metadata.version("fastbp")
-    result = subprocess.run([sys.executable, "-m", "fastbp", "--version"], capture_output=True,
-                            text=True, cwd=tempfile.gettempdir(), check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "fastbp", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=tempfile.gettempdir(),
+        check=True,
+    )
     assert result.stdout.strip() == f"fastbp {fastbp.__version__}"

@@ -1,5 +1,6 @@
 """Smoke tests of the benchmark scripts in bench/: they run at tiny sizes, write
 their Markdown and JSON, and leave out torch and scikit-learn when those are absent."""
+
 import importlib.util
 import json
 import os
@@ -21,15 +22,20 @@ def have(module):
 
 
 def expected_implementations():
-    return ["fastbp", "numpy"] + [name for name, module in (("torch", "torch"),
-                                                            ("sklearn", "sklearn"))
-                                  if have(module)]
+    return ["fastbp", "numpy"] + [
+        name for name, module in (("torch", "torch"), ("sklearn", "sklearn")) if have(module)
+    ]
 
 
 def run(args, timeout=120):
     # Outside the source tree, so that "python -c" imports the installed fastbp.
-    proc = subprocess.run([sys.executable] + args, cwd=tempfile.gettempdir(),
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable] + args,
+        cwd=tempfile.gettempdir(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     assert "CHECK FAILED" not in proc.stdout, proc.stdout
     return proc
@@ -59,7 +65,8 @@ def test_run_smoke(tmp_path):
     for opt, title in (("sgd", "SGD"), ("adam", "Adam")):
         block = [r for r in data["results"] if r["optimizer"] == opt]
         assert sorted((r["network"], r["implementation"]) for r in block) == sorted(
-            (n, i) for n in SMOKE_NETWORKS for i in impls)
+            (n, i) for n in SMOKE_NETWORKS for i in impls
+        )
         for r in block:
             assert r["median"] > 0 and r["step_times"] and min(r["step_times"]) > 0
             assert r["gflops"] > 0 and r["samples_per_s"] > 0 and r["finite"]
@@ -67,18 +74,21 @@ def test_run_smoke(tmp_path):
                 assert r["ratio_to_fastbp"] == pytest.approx(1.0)
         section = markdown.split(f"### float32, 1 BLAS thread, {title}")[1].split("###")[0]
         assert sorted(table_rows(section)[1:]) == sorted(
-            (n, i) for n in SMOKE_NETWORKS for i in impls)
+            (n, i) for n in SMOKE_NETWORKS for i in impls
+        )
     assert re.search(r"core type \w+", markdown)
 
 
 def test_run_without_torch_and_sklearn(tmp_path):
     """With torch and scikit-learn unimportable, run.py leaves them out."""
-    code = ("import runpy, sys\n"
-            "sys.modules['torch'] = None\n"
-            "sys.modules['sklearn'] = None\n"
-            f"sys.argv = [{RUN!r}, '--smoke', '--networks', 'tiny', '--optimizer', 'sgd',"
-            f" '--out', {str(tmp_path)!r}]\n"
-            f"runpy.run_path({RUN!r}, run_name='__main__')\n")
+    code = (
+        "import runpy, sys\n"
+        "sys.modules['torch'] = None\n"
+        "sys.modules['sklearn'] = None\n"
+        f"sys.argv = [{RUN!r}, '--smoke', '--networks', 'tiny', '--optimizer', 'sgd',"
+        f" '--out', {str(tmp_path)!r}]\n"
+        f"runpy.run_path({RUN!r}, run_name='__main__')\n"
+    )
     proc = run(["-c", code])
     assert "left out: torch, sklearn" in proc.stderr
     data = json.loads((tmp_path / "results.json").read_text())

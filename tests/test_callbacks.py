@@ -1,6 +1,7 @@
 """Callbacks (fastbp/callbacks.py): the order of the hooks and their logs,
 EarlyStopping, ModelCheckpoint, ReduceLROnPlateau and LearningRateScheduler; and
 History.plot."""
+
 import os
 import sys
 
@@ -8,8 +9,9 @@ import numpy as np
 import pytest
 
 import fastbp
-from _models import blobs, classifier
 from fastbp import callbacks as cb
+
+from _models import blobs, classifier
 
 
 class Recorder(cb.Callback):
@@ -40,8 +42,19 @@ def test_callback_order_and_logs(monkeypatch):
     classifier().fit(X, y, epochs=2, batch_size=8, validation_data=(X, y), callbacks=[recorder])
     logs = "['accuracy', 'loss', 'val_accuracy', 'val_loss']"
     assert recorder.calls == [
-        "train_begin", "epoch_begin 0", "chunk 1", "chunk 2", "chunk 3", f"epoch_end 0 {logs}",
-        "epoch_begin 1", "chunk 1", "chunk 2", "chunk 3", f"epoch_end 1 {logs}", "train_end"]
+        "train_begin",
+        "epoch_begin 0",
+        "chunk 1",
+        "chunk 2",
+        "chunk 3",
+        f"epoch_end 0 {logs}",
+        "epoch_begin 1",
+        "chunk 1",
+        "chunk 2",
+        "chunk 3",
+        f"epoch_end 1 {logs}",
+        "train_end",
+    ]
     assert recorder.model is not None
 
 
@@ -133,8 +146,9 @@ def test_model_checkpoint(tmp_path):
     X, y = blobs(40)
     path = str(tmp_path / "ckpt-{epoch:02d}-{loss:.3f}.npz")
     keep_all = cb.ModelCheckpoint(path, monitor="loss")
-    best_only = cb.ModelCheckpoint(str(tmp_path / "best.npz"), monitor="val_accuracy",
-                                   save_best_only=True)
+    best_only = cb.ModelCheckpoint(
+        str(tmp_path / "best.npz"), monitor="val_accuracy", save_best_only=True
+    )
     model = classifier()
     model.fit(X, y, epochs=3, validation_data=(X, y), callbacks=[keep_all, best_only])
     assert len(keep_all.saved) == 3
@@ -146,8 +160,9 @@ def test_model_checkpoint(tmp_path):
 
 def test_reduce_lr_on_plateau():
     X, y = blobs(40)
-    reducer = cb.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=10.0,
-                                   min_lr=0.02)
+    reducer = cb.ReduceLROnPlateau(
+        monitor="loss", factor=0.5, patience=0, min_delta=10.0, min_lr=0.02
+    )
     model = classifier(fastbp.SGD(lr=0.1))
     history = model.fit(X, y, epochs=5, callbacks=[reducer])
     # min_delta 10: no epoch counts as an improvement after the first.
@@ -172,8 +187,7 @@ def test_history_plot(tmp_path):
     axes = model.history.plot()
     assert len(axes) == 2  # loss and accuracy, each with its validation curve
     assert [line.get_label() for line in axes[0].get_lines()] == ["training", "validation"]
-    np.testing.assert_array_equal(axes[0].get_lines()[1].get_ydata(),
-                                  model.history["val_loss"])
+    np.testing.assert_array_equal(axes[0].get_lines()[1].get_ydata(), model.history["val_loss"])
     axes[0].figure.savefig(tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 1000
 

@@ -6,19 +6,35 @@ Every bad input gets a clear Python exception naming the problem (never a crash,
 or a silently wrong result), and the harmless conversions (dtype, layout, read-only,
 int/bool/float labels) give the same results as clean input.
 """
+
 import numpy as np
 import pytest
 
 import fastbp
-from _models import (BAD_NDIM, D, K, N, NON_NUMERIC, NONFINITE, bce_model, ce_model, clf_data,
-                     fitted_ce, fitted_mse, mse_model, reg_data, same_weights)
 from fastbp import _threads
 from fastbp import _validation as val
 
+from _models import (
+    BAD_NDIM,
+    NON_NUMERIC,
+    NONFINITE,
+    D,
+    K,
+    N,
+    bce_model,
+    ce_model,
+    clf_data,
+    fitted_ce,
+    fitted_mse,
+    mse_model,
+    reg_data,
+    same_weights,
+)
 
 # ---------------------------------------------------------------------------
 # shapes and sample counts
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", list(BAD_NDIM))
 def test_fit_rejects_X_that_is_not_2d(kind):
@@ -111,6 +127,7 @@ def test_cross_entropy_soft_targets_negative():
 # NaN and infinity
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value,word", NONFINITE)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_fit_rejects_nonfinite_X(value, word, dtype):
@@ -199,6 +216,7 @@ def test_large_finite_values_are_not_mistaken_for_infinity():
 # class labels and targets
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("bad", [-1, K, K + 10])
 def test_cross_entropy_labels_out_of_range(bad):
     X, y = clf_data()
@@ -279,6 +297,7 @@ def test_bce_accepts_bool_and_boundary_targets():
 # empty, non-numeric and complex data
 # ---------------------------------------------------------------------------
 
+
 def test_fit_zero_samples():
     with pytest.raises(ValueError, match=r"X is empty: it has 0 samples"):
         mse_model().fit(np.empty((0, D)), np.empty(0), epochs=1)
@@ -332,6 +351,7 @@ def test_fit_rejects_ragged_lists():
 # feature counts of the validation data
 # ---------------------------------------------------------------------------
 
+
 def test_validation_X_with_wrong_number_of_features():
     X, y = reg_data()
     model = mse_model()
@@ -350,6 +370,7 @@ def test_validation_X_wrong_features_message_names_X_val():
 # ---------------------------------------------------------------------------
 # good conversions
 # ---------------------------------------------------------------------------
+
 
 def test_float64_X_to_float32_model():
     X, y = reg_data()
@@ -501,12 +522,20 @@ def test_check_same_length_message():
 # sample_weight and class_weight
 # ---------------------------------------------------------------------------
 
+
 def one_step(sample_weight=None, class_weight=None, X=None, y=None, threads=1, loss="mse"):
-    model = fastbp.Sequential([fastbp.Dense(4, "tanh"), fastbp.Dense(3)], loss=loss,
-                              optimizer=fastbp.SGD(lr=0.5), dtype="float64", seed=0,
-                              input_dim=X.shape[1], threads=threads)
-    model.fit(X, y, epochs=1, batch_size=len(X), sample_weight=sample_weight,
-              class_weight=class_weight)
+    model = fastbp.Sequential(
+        [fastbp.Dense(4, "tanh"), fastbp.Dense(3)],
+        loss=loss,
+        optimizer=fastbp.SGD(lr=0.5),
+        dtype="float64",
+        seed=0,
+        input_dim=X.shape[1],
+        threads=threads,
+    )
+    model.fit(
+        X, y, epochs=1, batch_size=len(X), sample_weight=sample_weight, class_weight=class_weight
+    )
     return model
 
 
@@ -528,18 +557,32 @@ def test_sample_weights_with_minibatches_and_threads(threads, monkeypatch):
     rng = np.random.default_rng(4)
     X, y = rng.normal(size=(30, 2)), rng.integers(0, 3, 30)
     w = rng.uniform(0.1, 3, 30)
-    model = fastbp.Sequential([fastbp.Dense(5, "relu"), fastbp.Dense(3)], loss="cross_entropy",
-                              optimizer=fastbp.SGD(lr=0.2), dtype="float64", seed=0,
-                              threads=threads)
+    model = fastbp.Sequential(
+        [fastbp.Dense(5, "relu"), fastbp.Dense(3)],
+        loss="cross_entropy",
+        optimizer=fastbp.SGD(lr=0.2),
+        dtype="float64",
+        seed=0,
+        threads=threads,
+    )
     model.fit(X, y, epochs=2, batch_size=7, sample_weight=w)
-    reference = fastbp.Sequential([fastbp.Dense(5, "relu"), fastbp.Dense(3)],
-                                  loss="cross_entropy", optimizer=fastbp.SGD(lr=0.2),
-                                  dtype="float64", seed=0, threads=1)
+    reference = fastbp.Sequential(
+        [fastbp.Dense(5, "relu"), fastbp.Dense(3)],
+        loss="cross_entropy",
+        optimizer=fastbp.SGD(lr=0.2),
+        dtype="float64",
+        seed=0,
+        threads=1,
+    )
     reference.fit(X, y, epochs=2, batch_size=7, sample_weight=w)
     np.testing.assert_allclose(model.flat_params, reference.flat_params, rtol=1e-10)
-    unweighted = fastbp.Sequential([fastbp.Dense(5, "relu"), fastbp.Dense(3)],
-                                   loss="cross_entropy", optimizer=fastbp.SGD(lr=0.2),
-                                   dtype="float64", seed=0)
+    unweighted = fastbp.Sequential(
+        [fastbp.Dense(5, "relu"), fastbp.Dense(3)],
+        loss="cross_entropy",
+        optimizer=fastbp.SGD(lr=0.2),
+        dtype="float64",
+        seed=0,
+    )
     unweighted.fit(X, y, epochs=2, batch_size=7)
     assert not np.allclose(model.flat_params, unweighted.flat_params)
 
@@ -548,25 +591,31 @@ def test_class_weight_dict_and_balanced():
     rng = np.random.default_rng(5)
     X, y = rng.normal(size=(12, 2)), np.array([0] * 8 + [1] * 3 + [2])
     by_dict = one_step(class_weight={0: 0.5, 2: 4.0}, X=X, y=y, loss="cross_entropy")
-    by_sample = one_step(sample_weight=np.array([0.5] * 8 + [1.0] * 3 + [4.0]), X=X, y=y,
-                         loss="cross_entropy")
+    by_sample = one_step(
+        sample_weight=np.array([0.5] * 8 + [1.0] * 3 + [4.0]), X=X, y=y, loss="cross_entropy"
+    )
     np.testing.assert_array_equal(by_dict.flat_params, by_sample.flat_params)
     balanced = one_step(class_weight="balanced", X=X, y=y, loss="cross_entropy")
     expected = 12 / (3 * np.array([8.0] * 8 + [3.0] * 3 + [1.0]))
     np.testing.assert_allclose(
         balanced.flat_params,
-        one_step(sample_weight=expected, X=X, y=y, loss="cross_entropy").flat_params, rtol=1e-12)
+        one_step(sample_weight=expected, X=X, y=y, loss="cross_entropy").flat_params,
+        rtol=1e-12,
+    )
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(sample_weight=np.ones(5)), "entries"),
-    (dict(sample_weight=-np.ones(12)), ">= 0"),
-    (dict(sample_weight=np.zeros(12)), "all zero"),
-    (dict(sample_weight=np.ones((12, 1))), "1-D"),
-    (dict(class_weight={7: 1.0}), "not a class"),
-    (dict(class_weight="even"), "balanced"),
-    (dict(class_weight=[1, 2]), "dict"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(sample_weight=np.ones(5)), "entries"),
+        (dict(sample_weight=-np.ones(12)), ">= 0"),
+        (dict(sample_weight=np.zeros(12)), "all zero"),
+        (dict(sample_weight=np.ones((12, 1))), "1-D"),
+        (dict(class_weight={7: 1.0}), "not a class"),
+        (dict(class_weight="even"), "balanced"),
+        (dict(class_weight=[1, 2]), "dict"),
+    ],
+)
 def test_weights_checked(kwargs, message):
     X, y = np.ones((12, 2)), np.arange(12) % 3
     model = fastbp.Sequential([fastbp.Dense(3)], loss="cross_entropy")
@@ -576,8 +625,9 @@ def test_weights_checked(kwargs, message):
 
 def test_class_weight_needs_labels():
     with pytest.raises(ValueError, match="class labels"):
-        fastbp.Sequential([fastbp.Dense(1)], loss="mse").fit(np.ones((4, 2)), np.ones(4),
-                                                             class_weight={0: 2.0})
+        fastbp.Sequential([fastbp.Dense(1)], loss="mse").fit(
+            np.ones((4, 2)), np.ones(4), class_weight={0: 2.0}
+        )
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 3), (1000, 9), (5, 20000)])

@@ -1,25 +1,38 @@
 """Dropout: exact gradients for its masks, the right statistics, off in inference,
 independent of the thread count."""
+
 import numpy as np
 import pytest
 
 import fastbp
 from fastbp import _threads
+
 from _gradcheck import flatten, numerical_gradient, relative_error
 
 
-@pytest.mark.parametrize("activation", ["identity", "sigmoid", "tanh", "relu", "leaky_relu",
-                                        "elu", "gelu", "softplus"])
+@pytest.mark.parametrize(
+    "activation", ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "softplus"]
+)
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
 def test_gradient_with_dropout_masks(activation, loss):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(11, 6))
     y = rng.normal(size=(11, 3)) if loss == "mse" else rng.integers(0, 3, 11)
-    model = fastbp.Sequential([fastbp.Dropout(0.2), fastbp.Dense(7, activation),
-                               fastbp.Dropout(0.3), fastbp.Dropout(0.1),
-                               fastbp.Dense(5, activation), fastbp.Dropout(0.5),
-                               fastbp.Dense(3)], loss=loss, dtype="float64", seed=4,
-                              input_dim=6)
+    model = fastbp.Sequential(
+        [
+            fastbp.Dropout(0.2),
+            fastbp.Dense(7, activation),
+            fastbp.Dropout(0.3),
+            fastbp.Dropout(0.1),
+            fastbp.Dense(5, activation),
+            fastbp.Dropout(0.5),
+            fastbp.Dense(3),
+        ],
+        loss=loss,
+        dtype="float64",
+        seed=4,
+        input_dim=6,
+    )
     loss_train, grads = model.loss_and_gradients(X, y, training=True)
     assert model.loss_and_gradients(X, y, training=True)[0] == loss_train  # same masks
     assert loss_train != model.loss_and_gradients(X, y)[0]  # masks do something
@@ -32,8 +45,9 @@ def test_gradient_with_dropout_masks(activation, loss):
 def test_mask_statistics():
     """E[output] is unchanged and the share of dropped inputs is the rate."""
     d, n, rate = 50, 4000, 0.3
-    model = fastbp.Sequential([fastbp.Dropout(rate), fastbp.Dense(1)], loss="mse",
-                              dtype="float64", seed=0, input_dim=d)
+    model = fastbp.Sequential(
+        [fastbp.Dropout(rate), fastbp.Dense(1)], loss="mse", dtype="float64", seed=0, input_dim=d
+    )
     model.set_weights([(np.full((d, 1), 1.0 / d), np.zeros(1))])
     X, y = np.ones((n, d)), np.zeros(n)
     loss, [(gw, _)] = model.loss_and_gradients(X, y, training=True)
@@ -47,11 +61,17 @@ def test_mask_statistics():
 def test_dropout_is_off_in_inference():
     rng = np.random.default_rng(1)
     X = rng.normal(size=(20, 4))
-    with_dropout = fastbp.Sequential([fastbp.Dropout(0.5), fastbp.Dense(8, "relu"),
-                                      fastbp.Dropout(0.5), fastbp.Dense(2, "softmax")],
-                                     seed=0, input_dim=4)
-    plain = fastbp.Sequential([fastbp.Dense(8, "relu"), fastbp.Dense(2, "softmax")],
-                              input_dim=4)
+    with_dropout = fastbp.Sequential(
+        [
+            fastbp.Dropout(0.5),
+            fastbp.Dense(8, "relu"),
+            fastbp.Dropout(0.5),
+            fastbp.Dense(2, "softmax"),
+        ],
+        seed=0,
+        input_dim=4,
+    )
+    plain = fastbp.Sequential([fastbp.Dense(8, "relu"), fastbp.Dense(2, "softmax")], input_dim=4)
     plain.set_weights(with_dropout.get_weights())
     np.testing.assert_array_equal(with_dropout.predict(X), plain.predict(X))
     y = rng.integers(0, 2, 20)
@@ -65,10 +85,14 @@ def test_training_with_dropout_does_not_depend_on_threads(monkeypatch):
     X, y = rng.normal(size=(50, 5)), rng.integers(0, 3, 50)
     results = []
     for threads in (1, 2, 3):
-        model = fastbp.Sequential([fastbp.Dropout(0.1), fastbp.Dense(9, "tanh"),
-                                   fastbp.Dropout(0.4), fastbp.Dense(3)],
-                                  loss="cross_entropy", optimizer=fastbp.SGD(lr=0.1),
-                                  dtype="float64", seed=5, threads=threads)
+        model = fastbp.Sequential(
+            [fastbp.Dropout(0.1), fastbp.Dense(9, "tanh"), fastbp.Dropout(0.4), fastbp.Dense(3)],
+            loss="cross_entropy",
+            optimizer=fastbp.SGD(lr=0.1),
+            dtype="float64",
+            seed=5,
+            threads=threads,
+        )
         model.fit(X, y, epochs=3, batch_size=8, shuffle=threads != 3)
         results.append(model.flat_params.copy())
     np.testing.assert_allclose(results[1], results[0], rtol=1e-10)
@@ -80,8 +104,9 @@ def test_dropout_training_and_seed_reproducibility():
     X, y = rng.normal(size=(60, 4)), rng.integers(0, 2, 60)
 
     def train(seed):
-        model = fastbp.Sequential([fastbp.Dense(16, "relu"), fastbp.Dropout(0.5),
-                                   fastbp.Dense(2, "softmax")], seed=seed)
+        model = fastbp.Sequential(
+            [fastbp.Dense(16, "relu"), fastbp.Dropout(0.5), fastbp.Dense(2, "softmax")], seed=seed
+        )
         model.fit(X, y, epochs=3, batch_size=10)
         return model.flat_params.copy()
 
@@ -92,8 +117,11 @@ def test_dropout_training_and_seed_reproducibility():
 def test_dropout_round_trip(tmp_path):
     rng = np.random.default_rng(4)
     X, y = rng.normal(size=(30, 3)), rng.integers(0, 3, 30)
-    model = fastbp.Sequential([fastbp.Dense(6, "tanh"), fastbp.Dropout(0.3), fastbp.Dense(3)],
-                              loss="cross_entropy", seed=0)
+    model = fastbp.Sequential(
+        [fastbp.Dense(6, "tanh"), fastbp.Dropout(0.3), fastbp.Dense(3)],
+        loss="cross_entropy",
+        seed=0,
+    )
     model.fit(X, y, epochs=2, batch_size=5)
     loaded = fastbp.load(model.save(tmp_path / "m.npz"))
     assert [type(layer).__name__ for layer in loaded.layers] == ["Dense", "Dropout", "Dense"]
@@ -102,10 +130,13 @@ def test_dropout_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.flat_params, model.flat_params)
 
 
-@pytest.mark.parametrize("layers,message", [
-    ([fastbp.Dense(3), fastbp.Dropout(0.5)], "last layer"),
-    ([fastbp.Dense(3, "softmax"), fastbp.Dropout(0.5), fastbp.Dense(2)], "softmax"),
-])
+@pytest.mark.parametrize(
+    "layers,message",
+    [
+        ([fastbp.Dense(3), fastbp.Dropout(0.5)], "last layer"),
+        ([fastbp.Dense(3, "softmax"), fastbp.Dropout(0.5), fastbp.Dense(2)], "softmax"),
+    ],
+)
 def test_dropout_placement_checked(layers, message):
     with pytest.raises(ValueError, match=message):
         fastbp.Sequential(layers, loss="mse", input_dim=2)

@@ -1,7 +1,7 @@
 """Every example runs, at a small size, and reaches what it claims."""
+
 import importlib.util
 import pathlib
-
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
@@ -14,8 +14,16 @@ def load(name):
 
 
 def test_every_example_is_tested():
-    tested = {"xor", "house_prices", "classification", "online_learning", "backprop_vs_genetic",
-              "vanishing_gradients", "dropout_early_stopping", "transfer_learning"}
+    tested = {
+        "xor",
+        "house_prices",
+        "classification",
+        "online_learning",
+        "backprop_vs_genetic",
+        "vanishing_gradients",
+        "dropout_early_stopping",
+        "transfer_learning",
+    }
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
 
 

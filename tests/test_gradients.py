@@ -1,16 +1,27 @@
 """Gradients of the fused compiled path against central finite differences (float64)."""
+
 import zlib
 
 import numpy as np
 import pytest
 
 import fastbp
-from _models import make_targets
 from fastbp import _reference
-from _gradcheck import flatten, numerical_gradient, relative_error
 
-ACTIVATIONS = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softmax", "elu", "gelu",
-               "softplus"]
+from _gradcheck import flatten, numerical_gradient, relative_error
+from _models import make_targets
+
+ACTIVATIONS = [
+    "identity",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "softmax",
+    "elu",
+    "gelu",
+    "softplus",
+]
 LOSSES = ["mse", "cross_entropy", "binary_cross_entropy", "mae", "huber", "poisson"]
 
 
@@ -94,6 +105,6 @@ def test_loss_value_matches_numpy_reference():
     expected, _ = _reference.loss_and_delta("cross_entropy", logits, y)
     loss, _ = model.loss_and_gradients(X, y)
     assert loss == pytest.approx(expected, rel=1e-13)
-    np.testing.assert_allclose(model.predict(X),
-                               _reference.forward(weights, ["sigmoid", "softmax"], X)[-1],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        model.predict(X), _reference.forward(weights, ["sigmoid", "softmax"], X)[-1], rtol=1e-12
+    )

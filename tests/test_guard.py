@@ -1,6 +1,7 @@
 """The guard (fastbp/_guard.py): many readers or one writer, the writer may read, a
 waiting writer goes before new readers and waiting readers before the next write,
 and one fit at a time."""
+
 import threading
 import time
 

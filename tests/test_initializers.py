@@ -1,5 +1,6 @@
 """Initializers: the right scale for each scheme, callables, constants, the model seed,
 the default for each activation, and bad initializers."""
+
 import math
 
 import numpy as np
@@ -9,12 +10,18 @@ import fastbp
 from fastbp import initializers
 
 
-@pytest.mark.parametrize("name,std", [
-    ("glorot_uniform", math.sqrt(2 / (400 + 300))), ("glorot_normal", math.sqrt(2 / (400 + 300))),
-    ("he_uniform", math.sqrt(2 / 400)), ("he_normal", math.sqrt(2 / 400)),
-    ("lecun_normal", math.sqrt(1 / 400)), ("xavier_uniform", math.sqrt(2 / 700)),
-    ("kaiming_normal", math.sqrt(2 / 400)),
-])
+@pytest.mark.parametrize(
+    "name,std",
+    [
+        ("glorot_uniform", math.sqrt(2 / (400 + 300))),
+        ("glorot_normal", math.sqrt(2 / (400 + 300))),
+        ("he_uniform", math.sqrt(2 / 400)),
+        ("he_normal", math.sqrt(2 / 400)),
+        ("lecun_normal", math.sqrt(1 / 400)),
+        ("xavier_uniform", math.sqrt(2 / 700)),
+        ("kaiming_normal", math.sqrt(2 / 400)),
+    ],
+)
 def test_scale_of_each_scheme(name, std):
     w = initializers.initialize(name, (400, 300), np.random.default_rng(0), np.float64)
     assert w.std() == pytest.approx(std, rel=0.02)
@@ -29,16 +36,22 @@ def test_constant_zeros_ones_and_callable():
     assert (initializers.initialize(initializers.Constant(-1), (2,), rng, np.float64) == -1).all()
     assert (initializers.initialize("zeros", (2, 2), rng, np.float64) == 0).all()
     assert (initializers.initialize("ones", (3,), rng, np.float64) == 1).all()
-    custom = initializers.initialize(lambda shape, r: np.arange(6.0).reshape(shape), (2, 3), rng,
-                                     np.float32)
+    custom = initializers.initialize(
+        lambda shape, r: np.arange(6.0).reshape(shape), (2, 3), rng, np.float32
+    )
     assert custom.dtype == np.float32 and custom[1, 2] == 5
 
 
 def test_per_layer_initializers_and_model_seed():
     def build(seed):
-        return fastbp.Sequential([fastbp.Dense(50, "relu", init="he_normal", bias_init=0.1),
-                                  fastbp.Dense(4, init="zeros", bias_init="ones")],
-                                 seed=seed, input_dim=30)
+        return fastbp.Sequential(
+            [
+                fastbp.Dense(50, "relu", init="he_normal", bias_init=0.1),
+                fastbp.Dense(4, init="zeros", bias_init="ones"),
+            ],
+            seed=seed,
+            input_dim=30,
+        )
 
     a, b, c = build(1), build(1), build(2)
     np.testing.assert_array_equal(a.flat_params, b.flat_params)
@@ -48,20 +61,29 @@ def test_per_layer_initializers_and_model_seed():
     assert (b1 == np.float32(0.1)).all() and (w2 == 0).all() and (b2 == 1).all()
 
 
-@pytest.mark.parametrize("activation,expected", [("relu", "he_uniform"), ("gelu", "he_uniform"),
-                                                 ("tanh", "glorot_uniform"),
-                                                 ("sigmoid", "glorot_uniform"),
-                                                 (None, "glorot_uniform")])
+@pytest.mark.parametrize(
+    "activation,expected",
+    [
+        ("relu", "he_uniform"),
+        ("gelu", "he_uniform"),
+        ("tanh", "glorot_uniform"),
+        ("sigmoid", "glorot_uniform"),
+        (None, "glorot_uniform"),
+    ],
+)
 def test_default_per_activation(activation, expected):
     assert fastbp.Dense(3, activation).init == expected
 
 
-@pytest.mark.parametrize("init,error,message", [
-    ("orthogonal", ValueError, "unknown initializer"),
-    ([1, 2], TypeError, "initializer"),
-    (lambda shape, rng: np.zeros(3), ValueError, "shape"),
-    (lambda shape, rng: np.full(shape, np.nan), ValueError, "non-finite"),
-])
+@pytest.mark.parametrize(
+    "init,error,message",
+    [
+        ("orthogonal", ValueError, "unknown initializer"),
+        ([1, 2], TypeError, "initializer"),
+        (lambda shape, rng: np.zeros(3), ValueError, "shape"),
+        (lambda shape, rng: np.full(shape, np.nan), ValueError, "non-finite"),
+    ],
+)
 def test_bad_initializers(init, error, message):
     with pytest.raises(error, match=message):
         fastbp.Sequential([fastbp.Dense(2, init=init)], input_dim=3)

@@ -1,4 +1,5 @@
 """model.input_gradient: saliency by the backward pass, checked by finite differences."""
+
 import numpy as np
 import pytest
 
@@ -16,33 +17,59 @@ def numeric_input_gradient(f, X, h=1e-6):
     return grad
 
 
-@pytest.mark.parametrize("loss,last", [("cross_entropy", "softmax"), ("mse", "tanh"),
-                                       ("binary_cross_entropy", "sigmoid"), ("mae", None),
-                                       ("poisson", None), ("huber", "gelu")])
+@pytest.mark.parametrize(
+    "loss,last",
+    [
+        ("cross_entropy", "softmax"),
+        ("mse", "tanh"),
+        ("binary_cross_entropy", "sigmoid"),
+        ("mae", None),
+        ("poisson", None),
+        ("huber", "gelu"),
+    ],
+)
 def test_loss_gradient_wrt_inputs(loss, last):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(5, 4))
-    y = {"cross_entropy": rng.integers(0, 3, 5), "binary_cross_entropy": rng.uniform(0, 1, (5, 3)),
-         "poisson": rng.poisson(1.0, (5, 3)).astype(float)}.get(loss, rng.normal(size=(5, 3)))
-    model = fastbp.Sequential([fastbp.Dense(6, "tanh"), fastbp.Dense(5, "elu"),
-                               fastbp.Dense(3, last)], loss=loss, dtype="float64", seed=1,
-                              input_dim=4)
+    y = {
+        "cross_entropy": rng.integers(0, 3, 5),
+        "binary_cross_entropy": rng.uniform(0, 1, (5, 3)),
+        "poisson": rng.poisson(1.0, (5, 3)).astype(float),
+    }.get(loss, rng.normal(size=(5, 3)))
+    model = fastbp.Sequential(
+        [fastbp.Dense(6, "tanh"), fastbp.Dense(5, "elu"), fastbp.Dense(3, last)],
+        loss=loss,
+        dtype="float64",
+        seed=1,
+        input_dim=4,
+    )
     got = model.input_gradient(X, y)
 
     def sample_loss(Xp, i):
-        return model.loss_and_gradients(Xp[i:i + 1], y[i:i + 1])[0]
+        return model.loss_and_gradients(Xp[i : i + 1], y[i : i + 1])[0]
 
     np.testing.assert_allclose(got, numeric_input_gradient(sample_loss, X), rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.parametrize("loss,last,output", [("cross_entropy", "softmax", 2),
-                                              ("binary_cross_entropy", None, 1),
-                                              ("mse", "relu", 0), ("poisson", "exponential", 2)])
+@pytest.mark.parametrize(
+    "loss,last,output",
+    [
+        ("cross_entropy", "softmax", 2),
+        ("binary_cross_entropy", None, 1),
+        ("mse", "relu", 0),
+        ("poisson", "exponential", 2),
+    ],
+)
 def test_output_gradient_wrt_inputs(loss, last, output):
     rng = np.random.default_rng(1)
     X = rng.normal(size=(4, 3))
-    model = fastbp.Sequential([fastbp.Dense(7, "sigmoid"), fastbp.Dense(3, last)], loss=loss,
-                              dtype="float64", seed=2, input_dim=3)
+    model = fastbp.Sequential(
+        [fastbp.Dense(7, "sigmoid"), fastbp.Dense(3, last)],
+        loss=loss,
+        dtype="float64",
+        seed=2,
+        input_dim=3,
+    )
     got = model.input_gradient(X, output=output)
     numeric = numeric_input_gradient(lambda Xp, i: model.predict(Xp)[i, output], X)
     np.testing.assert_allclose(got, numeric, rtol=1e-6, atol=1e-9)
@@ -52,8 +79,11 @@ def test_saliency_finds_the_feature_that_matters():
     rng = np.random.default_rng(2)
     X = rng.normal(size=(500, 5))
     y = (X[:, 3] > 0).astype(int)  # only feature 3 decides the class
-    model = fastbp.Sequential([fastbp.Dense(16, "tanh"), fastbp.Dense(2, "softmax")],
-                              optimizer=fastbp.Adam(lr=0.01), seed=0)
+    model = fastbp.Sequential(
+        [fastbp.Dense(16, "tanh"), fastbp.Dense(2, "softmax")],
+        optimizer=fastbp.Adam(lr=0.01),
+        seed=0,
+    )
     model.fit(X, y, epochs=20)
     saliency = np.abs(model.input_gradient(X[:50], output=1)).mean(axis=0)
     assert saliency.argmax() == 3 and saliency[3] > 5 * np.delete(saliency, 3).max()

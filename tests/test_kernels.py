@@ -8,6 +8,7 @@ relative in float64 and 1e-5 in float32; where a result is a sum of k terms the
 tolerance is the standard rounding-error bound ``c * k * eps * sum|terms|``; where the
 kernel does one exact IEEE operation per element the results must be bit-identical.
 """
+
 import warnings
 import zlib
 
@@ -185,8 +186,15 @@ def call_loss(name, z, targets, labels):
 # ---------------------------------------------------------------------------
 
 MATMUL_SHAPES = [  # (m, k, n)
-    (1, 1, 1), (1, 7, 3), (1, 33, 1), (3, 13, 7), (7, 3, 13), (13, 33, 3),
-    (33, 7, 33), (2, 16, 8), (300, 517, 33),
+    (1, 1, 1),
+    (1, 7, 3),
+    (1, 33, 1),
+    (3, 13, 7),
+    (7, 3, 13),
+    (13, 33, 3),
+    (33, 7, 33),
+    (2, 16, 8),
+    (300, 517, 33),
 ]
 
 
@@ -206,7 +214,8 @@ def check_gemm(got, opa, opb, alpha, beta, c0, dtype):
     tol = (2 * k + 8) * eps(dtype) * bound
     err = np.abs(got.astype(np.float64) - expected)
     assert np.all(err <= tol), (
-        f"max error {err.max():.3g} vs tolerance {tol.flat[np.argmax(err - tol)]:.3g}")
+        f"max error {err.max():.3g} vs tolerance {tol.flat[np.argmax(err - tol)]:.3g}"
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -287,19 +296,22 @@ def test_matmul_empty_output_is_a_no_op(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("a_shape, b_shape, out_shape, trans_a, trans_b", [
-    ((3, 4), (5, 2), (3, 2), False, False),   # inner dimensions differ
-    ((3, 4), (4, 2), (2, 3), False, False),   # out transposed
-    ((3, 4), (4, 2), (3, 3), False, False),   # out too wide
-    ((3, 4), (4, 2), (4, 2), False, False),   # out too tall
-    ((3, 4), (4, 2), (3, 2), True, False),    # trans_a makes the inner dim 3
-    ((3, 4), (4, 2), (3, 2), False, True),    # trans_b makes the inner dim 2
-    ((4, 3), (2, 4), (3, 3), True, True),     # op shapes (3, 4) @ (4, 2) need out (3, 2)
-    ((4, 3), (2, 4), (2, 3), True, True),
-    ((4, 3), (4, 2), (3, 2), True, True),     # op(b) is (2, 4): inner dims 4 and 2
-    ((1, 1), (1, 1), (1, 2), False, False),
-    ((3, 0), (1, 2), (3, 2), False, False),   # empty inner dimension mismatched
-])
+@pytest.mark.parametrize(
+    "a_shape, b_shape, out_shape, trans_a, trans_b",
+    [
+        ((3, 4), (5, 2), (3, 2), False, False),  # inner dimensions differ
+        ((3, 4), (4, 2), (2, 3), False, False),  # out transposed
+        ((3, 4), (4, 2), (3, 3), False, False),  # out too wide
+        ((3, 4), (4, 2), (4, 2), False, False),  # out too tall
+        ((3, 4), (4, 2), (3, 2), True, False),  # trans_a makes the inner dim 3
+        ((3, 4), (4, 2), (3, 2), False, True),  # trans_b makes the inner dim 2
+        ((4, 3), (2, 4), (3, 3), True, True),  # op shapes (3, 4) @ (4, 2) need out (3, 2)
+        ((4, 3), (2, 4), (2, 3), True, True),
+        ((4, 3), (4, 2), (3, 2), True, True),  # op(b) is (2, 4): inner dims 4 and 2
+        ((1, 1), (1, 1), (1, 2), False, False),
+        ((3, 0), (1, 2), (3, 2), False, False),  # empty inner dimension mismatched
+    ],
+)
 def test_matmul_wrong_shape_raises(dtype, a_shape, b_shape, out_shape, trans_a, trans_b):
     a = np.ones(a_shape, dtype=dtype)
     b = np.ones(b_shape, dtype=dtype)
@@ -373,8 +385,9 @@ def test_bias_act_forward_matches_numpy(dtype, shape, act, with_bias):
         rtol = RTOL[dtype] + (2 * shape[1] * eps(dtype) if act == "softmax" else 0)
         np.testing.assert_allclose(z, expected, rtol=rtol, atol=np.finfo(dtype).tiny)
     if act == "softmax":
-        np.testing.assert_allclose(z.sum(axis=1, dtype=np.float64), 1.0,
-                                   rtol=0, atol=(shape[1] + 2) * eps(dtype))
+        np.testing.assert_allclose(
+            z.sum(axis=1, dtype=np.float64), 1.0, rtol=0, atol=(shape[1] + 2) * eps(dtype)
+        )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -396,8 +409,9 @@ def test_leaky_relu_uses_slope(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_sigmoid_is_stable_for_large_inputs(dtype):
-    x = np.array([[-1000.0, -200.0, -100.0, -30.0, -1.0, 0.0, 1.0, 30.0, 100.0, 200.0, 1000.0]],
-                 dtype=dtype)
+    x = np.array(
+        [[-1000.0, -200.0, -100.0, -30.0, -1.0, 0.0, 1.0, 30.0, 100.0, 200.0, 1000.0]], dtype=dtype
+    )
     z = x.copy()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -414,15 +428,15 @@ def test_sigmoid_is_stable_for_large_inputs(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_softmax_is_stable_for_large_logits(dtype):
-    x = np.array([[1000.0, 1001.0], [-1000.0, -1001.0], [1000.0, -1000.0], [3.0, 3.0]],
-                 dtype=dtype)
+    x = np.array([[1000.0, 1001.0], [-1000.0, -1001.0], [1000.0, -1000.0], [3.0, 3.0]], dtype=dtype)
     z = x.copy()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _core.bias_act_forward(z, np.empty(0, dtype=dtype), ACT["softmax"], 0.0)
     e = np.e
-    expected = np.array([[1 / (1 + e), e / (1 + e)], [e / (1 + e), 1 / (1 + e)],
-                         [1.0, 0.0], [0.5, 0.5]])
+    expected = np.array(
+        [[1 / (1 + e), e / (1 + e)], [e / (1 + e), 1 / (1 + e)], [1.0, 0.0], [0.5, 0.5]]
+    )
     assert np.all(np.isfinite(z))
     np.testing.assert_allclose(z, expected, rtol=RTOL[dtype], atol=np.finfo(dtype).tiny)
     np.testing.assert_allclose(z.sum(axis=1), 1.0, rtol=0, atol=4 * eps(dtype))
@@ -442,11 +456,16 @@ def test_bias_act_forward_errors(dtype):
     with pytest.raises(ValueError):
         _core.bias_act_forward(readonly(z), np.ones(4, dtype=dtype), ACT["relu"], 0.0)
     with pytest.raises(ValueError):
-        _core.bias_act_forward(np.ones((4, 3), dtype=dtype).T, np.ones(4, dtype=dtype),
-                               ACT["relu"], 0.0)
+        _core.bias_act_forward(
+            np.ones((4, 3), dtype=dtype).T, np.ones(4, dtype=dtype), ACT["relu"], 0.0
+        )
     # Empty arrays are a no-op.
-    _core.bias_act_forward(np.empty((0, 4), dtype=dtype), np.ones(4, dtype=dtype), ACT["softmax"], 0.0)
-    _core.bias_act_forward(np.empty((3, 0), dtype=dtype), np.empty(0, dtype=dtype), ACT["softmax"], 0.0)
+    _core.bias_act_forward(
+        np.empty((0, 4), dtype=dtype), np.ones(4, dtype=dtype), ACT["softmax"], 0.0
+    )
+    _core.bias_act_forward(
+        np.empty((3, 0), dtype=dtype), np.empty(0, dtype=dtype), ACT["softmax"], 0.0
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -505,8 +524,9 @@ def test_softmax_backward_matches_explicit_jacobian(dtype, shape):
     for i in range(shape[0]):
         jac = np.diag(s[i]) - np.outer(s[i], s[i])  # d a_j / d z_l
         expected = jac.T @ delta0[i].astype(np.float64)
-        np.testing.assert_allclose(delta[i], expected, rtol=0,
-                                   atol=20 * eps(dtype) * np.abs(delta0[i]).max())
+        np.testing.assert_allclose(
+            delta[i], expected, rtol=0, atol=20 * eps(dtype) * np.abs(delta0[i]).max()
+        )
     # Consistency: the gradient is orthogonal to the all-ones direction
     # (softmax is invariant to adding a constant to the logits).
     np.testing.assert_allclose(delta.sum(axis=1), 0.0, atol=20 * eps(dtype))
@@ -548,7 +568,9 @@ def test_act_backward_errors(dtype):
         np.testing.assert_array_equal(delta, np.full(shape, 2.0, dtype=dtype))
     with pytest.raises(ValueError):
         _core.act_backward(a, readonly(a), ACT["tanh"], 0.0)
-    _core.act_backward(np.empty((0, 4), dtype=dtype), np.empty((0, 4), dtype=dtype), ACT["softmax"], 0.0)
+    _core.act_backward(
+        np.empty((0, 4), dtype=dtype), np.empty((0, 4), dtype=dtype), ACT["softmax"], 0.0
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -601,8 +623,9 @@ def assert_loss_matches(name, z, targets, labels, dtype, value, correct, delta, 
         assert correct == exp_correct
     # Compare delta scaled by its normalizer, so the tolerance is relative to O(1) terms.
     norm = z.size if name in ("mse", "binary_cross_entropy") else z.shape[0]
-    np.testing.assert_allclose(delta.astype(np.float64) * norm, exp_delta * norm,
-                               rtol=rtol, atol=rtol * max(zmax, 1.0))
+    np.testing.assert_allclose(
+        delta.astype(np.float64) * norm, exp_delta * norm, rtol=rtol, atol=rtol * max(zmax, 1.0)
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -621,8 +644,10 @@ def test_loss_delta_matches_numpy(dtype, shape, name):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", LOSSES)
 def test_loss_delta_extreme_logits(dtype, name):
-    z = np.array([[200.0, -200.0, 0.0], [-200.0, 200.0, 0.0], [0.0, 0.0, 200.0],
-                  [-200.0, -200.0, -200.0]], dtype=dtype)
+    z = np.array(
+        [[200.0, -200.0, 0.0], [-200.0, 200.0, 0.0], [0.0, 0.0, 200.0], [-200.0, -200.0, -200.0]],
+        dtype=dtype,
+    )
     labels = no_labels()
     if name == "cross_entropy_labels":
         targets = np.empty((0, 3), dtype=dtype)
@@ -661,8 +686,9 @@ def test_loss_delta_matches_finite_differences(name, shape):
         up, down = z.copy(), z.copy()
         up[idx] += h
         down[idx] -= h
-        numeric[idx] = (call_loss(name, up, targets, labels)[0]
-                        - call_loss(name, down, targets, labels)[0]) / (2 * h)
+        numeric[idx] = (
+            call_loss(name, up, targets, labels)[0] - call_loss(name, down, targets, labels)[0]
+        ) / (2 * h)
     np.testing.assert_allclose(delta, numeric, rtol=1e-6, atol=1e-9)
     if name in ("mse", "binary_cross_entropy") or shape[1] > 1:
         assert np.abs(delta).max() > 1e-4  # the check above is not vacuous
@@ -677,7 +703,9 @@ def test_loss_delta_counts_correct(dtype):
     onehot = np.eye(3, dtype=dtype)[labels]
     _, correct, _ = call_loss("cross_entropy", z, onehot, no_labels())
     assert correct == 2
-    soft = np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8], [0.2, 0.2, 0.6], [0.6, 0.1, 0.3]], dtype=dtype)
+    soft = np.array(
+        [[0.5, 0.3, 0.2], [0.1, 0.1, 0.8], [0.2, 0.2, 0.6], [0.6, 0.1, 0.3]], dtype=dtype
+    )
     _, correct, _ = call_loss("cross_entropy", z, soft, no_labels())
     assert correct == 3
     zb = np.array([[2.0, -1.0, 0.0, 0.5]], dtype=dtype)
@@ -714,11 +742,17 @@ def test_loss_delta_errors(dtype):
         with pytest.raises(ValueError):
             _core.loss_delta(kind, z, t, no_labels(), d)
     with pytest.raises(ValueError):  # empty batch
-        _core.loss_delta(LOSS["mse"], np.empty((0, 4), dtype=dtype), np.empty((0, 4), dtype=dtype),
-                         no_labels(), np.empty((0, 4), dtype=dtype))
+        _core.loss_delta(
+            LOSS["mse"],
+            np.empty((0, 4), dtype=dtype),
+            np.empty((0, 4), dtype=dtype),
+            no_labels(),
+            np.empty((0, 4), dtype=dtype),
+        )
     with pytest.raises(ValueError):
-        _core.loss_delta(ce, np.empty((0, 4), dtype=dtype), empty_t, no_labels(),
-                         np.empty((0, 4), dtype=dtype))
+        _core.loss_delta(
+            ce, np.empty((0, 4), dtype=dtype), empty_t, no_labels(), np.empty((0, 4), dtype=dtype)
+        )
     np.testing.assert_array_equal(d, np.zeros((3, 4), dtype=dtype))
 
 
@@ -736,7 +770,9 @@ def opt_tolerances(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize("momentum, nesterov", [(0.0, False), (0.9, False), (0.9, True), (0.5, True)])
+@pytest.mark.parametrize(
+    "momentum, nesterov", [(0.0, False), (0.9, False), (0.9, True), (0.5, True)]
+)
 @pytest.mark.parametrize("weight_decay", [0.0, 0.05])
 def test_sgd_update_matches_pytorch_rule(dtype, n, momentum, nesterov, weight_decay):
     rng = rng_for("sgd", dtype, n, momentum, nesterov, weight_decay)
@@ -771,7 +807,9 @@ def test_sgd_update_errors(dtype):
     with pytest.raises(ValueError):
         _core.sgd_update(readonly(p), np.ones(5, dtype=dtype), np.empty(0, dtype=dtype), 0.1)
     np.testing.assert_array_equal(p, np.ones(5, dtype=dtype))
-    _core.sgd_update(np.empty(0, dtype=dtype), np.empty(0, dtype=dtype), np.empty(0, dtype=dtype), 0.1, 0.9)
+    _core.sgd_update(
+        np.empty(0, dtype=dtype), np.empty(0, dtype=dtype), np.empty(0, dtype=dtype), 0.1, 0.9
+    )
 
 
 ADAM_SETTINGS = [  # lr, beta1, beta2, eps
@@ -800,7 +838,9 @@ def test_adam_update_matches_pytorch_rule(dtype, n, setting, weight_decay):
         g_mag = np.abs(grads.astype(np.float64)) + weight_decay * np.abs(p_ref)
         m_mag = m_mag + (1 - b1) * (g_mag - m_mag)
         v_ref = b2 * v_ref + (1 - b2) * g * g
-        p_ref = p_ref - (lr / (1 - b1 ** t)) * m_ref / (np.sqrt(v_ref) / np.sqrt(1 - b2 ** t) + adam_eps)
+        p_ref = p_ref - (lr / (1 - b1**t)) * m_ref / (
+            np.sqrt(v_ref) / np.sqrt(1 - b2**t) + adam_eps
+        )
         tol = opt_tolerances(dtype)
         err = np.abs(m - m_ref)
         assert np.all(err <= tol["rtol"] * m_mag), f"step {t}: m error {err.max():.3g}"
@@ -814,7 +854,9 @@ def test_adam_first_step_moves_each_parameter_by_about_lr(dtype):
     # Known closed form: at t=1, m_hat = g, v_hat = g^2, so p -= lr * g / (|g| + eps).
     g = np.array([3.0, -0.25, 1e-2, -40.0], dtype=dtype)
     p = np.zeros(4, dtype=dtype)
-    _core.adam_update(p, g, np.zeros(4, dtype=dtype), np.zeros(4, dtype=dtype), 1, 0.01, 0.9, 0.999, 1e-8)
+    _core.adam_update(
+        p, g, np.zeros(4, dtype=dtype), np.zeros(4, dtype=dtype), 1, 0.01, 0.9, 0.999, 1e-8
+    )
     g64 = g.astype(np.float64)
     np.testing.assert_allclose(p, -0.01 * g64 / (np.abs(g64) + 1e-8), rtol=10 * RTOL[dtype])
 
@@ -844,8 +886,13 @@ def test_adam_update_errors(dtype):
 def test_loss_delta_rejects_labels_out_of_range(bad):
     z, delta = np.zeros((2, 3)), np.full((2, 3), 7.0)
     with pytest.raises(ValueError, match="class labels"):
-        _core.loss_delta(_core.LOSS_CODES["cross_entropy_labels"], z, np.empty((0, 3)),
-                         np.array(bad, dtype=np.intp), delta)
+        _core.loss_delta(
+            _core.LOSS_CODES["cross_entropy_labels"],
+            z,
+            np.empty((0, 3)),
+            np.array(bad, dtype=np.intp),
+            delta,
+        )
     assert np.all(delta == 7.0)
 
 
@@ -855,8 +902,9 @@ def test_vectorized_math_within_4_ulp(dtype, name):
     """The branch-free exp behind tanh, sigmoid and softmax is accurate to a few ulp
     over the whole range, near zero included (results that would be subnormal may
     flush to zero)."""
-    x = np.concatenate([np.linspace(-750, 750, 200001), np.logspace(-12, 1.5, 2000),
-                        -np.logspace(-12, 1.5, 2000)]).astype(dtype)
+    x = np.concatenate(
+        [np.linspace(-750, 750, 200001), np.logspace(-12, 1.5, 2000), -np.logspace(-12, 1.5, 2000)]
+    ).astype(dtype)
     z = x.reshape(1, -1).copy()
     _core.bias_act_forward(z, np.empty(0, dtype=dtype), _core.ACTIVATION_CODES[name])
     x64 = x.astype(np.float64)
@@ -890,7 +938,8 @@ def test_elu_gelu_softplus_against_reference(dtype):
     }
     derivatives = {
         "elu": np.where(x64 > 0, 1.0, 1.5 * np.exp(np.minimum(x64, 0))),
-        "gelu": 0.5 * (1 + erf(x64 / math.sqrt(2))) + x64 * np.exp(-x64 ** 2 / 2) / math.sqrt(2 * math.pi),
+        "gelu": 0.5 * (1 + erf(x64 / math.sqrt(2)))
+        + x64 * np.exp(-(x64**2) / 2) / math.sqrt(2 * math.pi),
         "softplus": 1 / (1 + np.exp(-x64)),
     }
     rtol = 4e-6 if dtype == np.float32 else 1e-13
@@ -902,8 +951,9 @@ def test_elu_gelu_softplus_against_reference(dtype):
         _core.act_backward(out, d, _core.ACTIVATION_CODES[name], 1.5, z)
         # ELU's derivative is a + alpha from the output a (as PyTorch computes it), so
         # it is exact to an ulp of alpha, not relatively, where it is tiny.
-        np.testing.assert_allclose(d[0], derivatives[name], rtol=rtol * 10,
-                                   atol=4e-7 if dtype == np.float32 else 1e-15)
+        np.testing.assert_allclose(
+            d[0], derivatives[name], rtol=rtol * 10, atol=4e-7 if dtype == np.float32 else 1e-15
+        )
 
 
 def test_gelu_backward_needs_z():
@@ -917,8 +967,14 @@ from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=60, deadline=None)
-@given(m=st.integers(1, 40), k=st.integers(1, 40), n=st.integers(1, 40),
-       trans_a=st.booleans(), trans_b=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    m=st.integers(1, 40),
+    k=st.integers(1, 40),
+    n=st.integers(1, 40),
+    trans_a=st.booleans(),
+    trans_b=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_matmul_property_any_shape(m, k, n, trans_a, trans_b, seed):
     rng = np.random.default_rng(seed)
     a = rng.normal(size=(k, m) if trans_a else (m, k))
@@ -930,17 +986,26 @@ def test_matmul_property_any_shape(m, k, n, trans_a, trans_b, seed):
 
 
 @settings(max_examples=40, deadline=None)
-@given(rows=st.integers(1, 30), batch=st.integers(1, 12), width=st.integers(1, 9),
-       seed=st.integers(0, 2**16))
+@given(
+    rows=st.integers(1, 30),
+    batch=st.integers(1, 12),
+    width=st.integers(1, 9),
+    seed=st.integers(0, 2**16),
+)
 def test_training_any_shape_matches_layer_by_layer_loop(rows, batch, width, seed):
     """For any data size, batch size and width, the fused step equals the hand loop."""
     import fastbp
 
     rng = np.random.default_rng(seed)
     X, y = rng.normal(size=(rows, 3)), rng.normal(size=(rows, 2))
-    model = fastbp.Sequential([fastbp.Dense(width, "tanh"), fastbp.Dense(2)], loss="mse",
-                              optimizer=fastbp.SGD(lr=0.1, momentum=0.5), dtype="float64",
-                              seed=seed, input_dim=3)
+    model = fastbp.Sequential(
+        [fastbp.Dense(width, "tanh"), fastbp.Dense(2)],
+        loss="mse",
+        optimizer=fastbp.SGD(lr=0.1, momentum=0.5),
+        dtype="float64",
+        seed=seed,
+        input_dim=3,
+    )
     hidden, out = fastbp.Dense(width, "tanh"), fastbp.Dense(2)
     hidden.build(3, dtype=np.float64)
     out.build(width, dtype=np.float64)
@@ -948,7 +1013,7 @@ def test_training_any_shape_matches_layer_by_layer_loop(rows, batch, width, seed
     hidden.weight[...], hidden.bias[...], out.weight[...], out.bias[...] = w1, b1, w2, b2
     mse, opt = fastbp.MSE(), fastbp.SGD(lr=0.1, momentum=0.5)
     for start in range(0, rows, batch):
-        mse.forward(out.forward(hidden.forward(X[start:start + batch])), y[start:start + batch])
+        mse.forward(out.forward(hidden.forward(X[start : start + batch])), y[start : start + batch])
         hidden.backward(out.backward(mse.backward()))
         opt.step(hidden.params + out.params, hidden.grads + out.grads)
     model.fit(X, y, epochs=1, batch_size=batch, shuffle=False)

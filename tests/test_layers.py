@@ -3,17 +3,19 @@ passes.
 
 Every bad argument gets a clear Python exception naming the problem.
 """
+
 import numpy as np
 import pytest
 
 import fastbp
 from fastbp import _reference
-from _models import D, reg_data
 
+from _models import D, reg_data
 
 # ---------------------------------------------------------------------------
 # arguments
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("units", [0, -1])
 def test_units_must_be_positive(units):
@@ -38,6 +40,7 @@ def test_layer_input_dim_disagrees_with_data():
 # ---------------------------------------------------------------------------
 # forward and backward by hand
 # ---------------------------------------------------------------------------
+
 
 def test_dense_forward_backward_by_hand():
     rng = np.random.default_rng(0)

@@ -3,11 +3,13 @@ backward; names, types and the output units a loss needs.
 
 Every bad argument gets a clear Python exception naming the problem.
 """
+
 import numpy as np
 import pytest
 
 import fastbp
 from fastbp import _reference
+
 from _models import clf_data
 
 
@@ -15,9 +17,11 @@ def test_loss_values_match_reference():
     """The hand-written loss API (forward, backward) against fastbp._reference."""
     out = np.array([[0.0, 3.0], [1.0, -2.0]])
     y = np.array([[1.0, 0.5], [1.0, 0.0]])  # residuals [[-1, 2.5], [0, -2]]
-    for loss, name, target in ((fastbp.losses.MAE(), "mae", y),
-                               (fastbp.losses.Huber(delta=1.5), "huber", y),
-                               (fastbp.losses.Poisson(), "poisson", np.abs(y))):
+    for loss, name, target in (
+        (fastbp.losses.MAE(), "mae", y),
+        (fastbp.losses.Huber(delta=1.5), "huber", y),
+        (fastbp.losses.Poisson(), "poisson", np.abs(y)),
+    ):
         value, delta = _reference.loss_and_delta(name, out, target, param=loss.param)
         assert loss.forward(out, target) == pytest.approx(value, rel=1e-14)
         np.testing.assert_allclose(loss.backward(), delta, rtol=1e-14)
@@ -27,8 +31,9 @@ def test_poisson_regression_reaches_the_maximum_likelihood_fit():
     rng = np.random.default_rng(0)
     X = rng.uniform(-1, 1, size=(2000, 2))
     y = rng.poisson(np.exp(0.5 + X @ [1.0, -0.7]))
-    model = fastbp.Sequential([fastbp.Dense(1)], loss="poisson", optimizer=fastbp.SGD(lr=0.3),
-                              seed=0, dtype="float64")
+    model = fastbp.Sequential(
+        [fastbp.Dense(1)], loss="poisson", optimizer=fastbp.SGD(lr=0.3), seed=0, dtype="float64"
+    )
     model.fit(X, y, epochs=400, batch_size=2000)  # full-batch gradient descent
     # The maximum-likelihood fit, by Newton's method.
     A = np.column_stack([X, np.ones(len(X))])
@@ -36,12 +41,14 @@ def test_poisson_regression_reaches_the_maximum_likelihood_fit():
     for _ in range(30):
         mu = np.exp(A @ beta)
         beta += np.linalg.solve(A.T @ (A * mu[:, None]), A.T @ (y - mu))
-    (w, b), = model.get_weights()
+    ((w, b),) = model.get_weights()
     np.testing.assert_allclose(np.r_[w[:, 0], b], beta, atol=1e-4)
     np.testing.assert_allclose(beta[:2], [1.0, -0.7], atol=0.1)
-    np.testing.assert_allclose(model.predict(X[:5]),  # the rates exp(z)
-                               _reference.forward([(w, b)], ["exponential"], X[:5])[-1],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        model.predict(X[:5]),  # the rates exp(z)
+        _reference.forward([(w, b)], ["exponential"], X[:5])[-1],
+        rtol=1e-12,
+    )
     with pytest.raises(ValueError, match=">= 0"):
         model.fit(X, -np.ones(2000), epochs=1)
 
@@ -49,8 +56,9 @@ def test_poisson_regression_reaches_the_maximum_likelihood_fit():
 def test_exponential_last_layer_is_fused_with_poisson():
     rng = np.random.default_rng(1)
     X, y = rng.normal(size=(10, 3)), rng.poisson(1.0, size=10)
-    fused = fastbp.Sequential([fastbp.Dense(1, "exponential")], loss="poisson",
-                              dtype="float64", input_dim=3, seed=0)
+    fused = fastbp.Sequential(
+        [fastbp.Dense(1, "exponential")], loss="poisson", dtype="float64", input_dim=3, seed=0
+    )
     plain = fastbp.Sequential([fastbp.Dense(1)], loss="poisson", dtype="float64", input_dim=3)
     plain.set_weights(fused.get_weights())
     np.testing.assert_array_equal(fused.predict(X), plain.predict(X))
@@ -64,8 +72,9 @@ def test_huber_is_robust_to_outliers():
     y[:20] += 50  # outliers
     slopes = {}
     for loss in ("mse", fastbp.losses.Huber(delta=1.0), "mae"):
-        model = fastbp.Sequential([fastbp.Dense(1)], loss=loss, optimizer=fastbp.Adam(lr=0.05),
-                                  seed=0, dtype="float64")
+        model = fastbp.Sequential(
+            [fastbp.Dense(1)], loss=loss, optimizer=fastbp.Adam(lr=0.05), seed=0, dtype="float64"
+        )
         model.fit(X, y, epochs=60, batch_size=50)
         slopes[getattr(loss, "name", loss)] = model.get_weights()[0][0][0, 0]
     assert abs(slopes["huber"] - 2) < 0.1 and abs(slopes["mae"] - 2) < 0.1
@@ -84,6 +93,7 @@ def test_new_losses_by_name_and_round_trip(tmp_path):
 # ---------------------------------------------------------------------------
 # forward and backward by hand
 # ---------------------------------------------------------------------------
+
 
 def test_manual_cross_entropy_loss():
     z = np.array([[2.0, 1.0, 0.1], [0.0, 0.0, 5.0]])
@@ -105,6 +115,7 @@ def test_manual_loss_backward_before_forward_raises():
 # names, types and output units
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["hinge", "kld", ""])
 def test_unknown_loss(name):
     with pytest.raises(ValueError, match=r"unknown loss.*expected one of"):
@@ -119,9 +130,12 @@ def test_loss_of_wrong_type(bad):
 
 def test_cross_entropy_rejects_single_unit_output():
     X, y = clf_data()
-    model = fastbp.Sequential([fastbp.Dense(4, "relu"), fastbp.Dense(1)],
-                              loss="cross_entropy", seed=0)
-    with pytest.raises(ValueError, match=r"cross_entropy needs an output layer of at least 2 units"):
+    model = fastbp.Sequential(
+        [fastbp.Dense(4, "relu"), fastbp.Dense(1)], loss="cross_entropy", seed=0
+    )
+    with pytest.raises(
+        ValueError, match=r"cross_entropy needs an output layer of at least 2 units"
+    ):
         model.fit(X, y % 1, epochs=1)
     assert not model.built
 

@@ -5,18 +5,28 @@ summary, the default loss and the output activation fused into the loss.
 Every bad argument gets a clear Python exception naming the problem (never a crash, a
 hang or a silently wrong result); an unbuilt model says that it has no weights yet.
 """
+
 import numpy as np
 import pytest
 
 import fastbp
 from fastbp import _reference
-from _models import (BAD_NDIM, D, NON_NUMERIC, NONFINITE, fitted_mse, mse_model, reg_data,
-                     same_weights)
 
+from _models import (
+    BAD_NDIM,
+    NON_NUMERIC,
+    NONFINITE,
+    D,
+    fitted_mse,
+    mse_model,
+    reg_data,
+    same_weights,
+)
 
 # ---------------------------------------------------------------------------
 # constructor, add and build
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", ["int32", "float16", np.int64, np.complex128, "foo", "f2"])
 def test_bad_dtype(dtype):
@@ -24,8 +34,9 @@ def test_bad_dtype(dtype):
         fastbp.Sequential([fastbp.Dense(1)], dtype=dtype)
 
 
-@pytest.mark.parametrize("dtype,expected", [("float32", np.float32), (np.float64, np.float64),
-                                            ("f8", np.float64)])
+@pytest.mark.parametrize(
+    "dtype,expected", [("float32", np.float32), (np.float64, np.float64), ("f8", np.float64)]
+)
 def test_good_dtype(dtype, expected):
     assert fastbp.Sequential([fastbp.Dense(1)], dtype=dtype).dtype is expected
 
@@ -65,8 +76,9 @@ def test_add_after_build():
 
 
 def test_names_are_case_insensitive_and_classes_accepted():
-    model = fastbp.Sequential([fastbp.Dense(2, "ReLU"), fastbp.Dense(1)],
-                              loss="MSE", optimizer="SGD")
+    model = fastbp.Sequential(
+        [fastbp.Dense(2, "ReLU"), fastbp.Dense(1)], loss="MSE", optimizer="SGD"
+    )
     assert model.layers[0].activation == "relu"
     assert isinstance(model.loss, fastbp.MSE) and isinstance(model.optimizer, fastbp.SGD)
     model = fastbp.Sequential([fastbp.Dense(1)], loss=fastbp.MSE, optimizer=fastbp.Adam)
@@ -75,8 +87,10 @@ def test_names_are_case_insensitive_and_classes_accepted():
 
 def test_default_loss_inferred_from_last_activation():
     assert fastbp.Sequential([fastbp.Dense(3, "softmax")], input_dim=2).loss.name == "cross_entropy"
-    assert fastbp.Sequential([fastbp.Dense(1, "sigmoid")], input_dim=2).loss.name \
+    assert (
+        fastbp.Sequential([fastbp.Dense(1, "sigmoid")], input_dim=2).loss.name
         == "binary_cross_entropy"
+    )
     assert fastbp.Sequential([fastbp.Dense(1)], input_dim=2).loss.name == "mse"
 
 
@@ -104,18 +118,24 @@ def test_float64_model_and_float32_default():
 # output activation fused into the loss
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("loss,activation,fused", [
-    ("cross_entropy", "softmax", "softmax"),
-    ("binary_cross_entropy", "sigmoid", "sigmoid"),
-])
+
+@pytest.mark.parametrize(
+    "loss,activation,fused",
+    [
+        ("cross_entropy", "softmax", "softmax"),
+        ("binary_cross_entropy", "sigmoid", "sigmoid"),
+    ],
+)
 def test_final_activation_fused_not_applied_twice(loss, activation, fused):
     rng = np.random.default_rng(8)
     X = rng.normal(size=(6, 3))
     y = rng.integers(0, 2, 6) if loss == "cross_entropy" else rng.uniform(0, 1, (6, 2))
-    with_act = fastbp.Sequential([fastbp.Dense(2, activation)], loss=loss, dtype="float64",
-                                 input_dim=3, seed=0)
-    logits_model = fastbp.Sequential([fastbp.Dense(2)], loss=loss, dtype="float64",
-                                     input_dim=3, seed=0)
+    with_act = fastbp.Sequential(
+        [fastbp.Dense(2, activation)], loss=loss, dtype="float64", input_dim=3, seed=0
+    )
+    logits_model = fastbp.Sequential(
+        [fastbp.Dense(2)], loss=loss, dtype="float64", input_dim=3, seed=0
+    )
     logits_model.set_weights(with_act.get_weights())
     expected = _reference.forward(with_act.get_weights(), [fused], X)[-1]
     np.testing.assert_allclose(with_act.predict(X), expected, rtol=1e-12)
@@ -128,8 +148,9 @@ def test_final_activation_fused_not_applied_twice(loss, activation, fused):
 
 def test_softmax_with_mse_is_not_fused():
     """softmax before MSE stays a real softmax layer: predictions are probabilities."""
-    model = fastbp.Sequential([fastbp.Dense(3, "softmax")], loss="mse", dtype="float64",
-                              input_dim=2, seed=0)
+    model = fastbp.Sequential(
+        [fastbp.Dense(3, "softmax")], loss="mse", dtype="float64", input_dim=2, seed=0
+    )
     X = np.array([[1.0, -2.0], [0.5, 0.1]])
     expected = _reference.forward(model.get_weights(), ["softmax"], X)[-1]
     np.testing.assert_allclose(model.predict(X), expected, rtol=1e-12)
@@ -138,6 +159,7 @@ def test_softmax_with_mse_is_not_fused():
 # ---------------------------------------------------------------------------
 # predict, evaluate and loss_and_gradients: X of the wrong shape or content
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", list(BAD_NDIM))
 def test_predict_rejects_X_that_is_not_2d(kind):
@@ -209,6 +231,7 @@ def test_predict_rejects_non_numeric_X(kind):
 # feature counts and unbuilt models
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("d", [D - 1, D + 1])
 def test_predict_with_wrong_number_of_features(d):
     model, X, y = fitted_mse()
@@ -229,8 +252,9 @@ def test_predict_wrong_features_with_input_dim_model():
         model.predict(np.ones((2, 3)))
 
 
-@pytest.mark.parametrize("method", ["predict", "evaluate", "get_weights", "count_params",
-                                    "summary", "predict_classes"])
+@pytest.mark.parametrize(
+    "method", ["predict", "evaluate", "get_weights", "count_params", "summary", "predict_classes"]
+)
 def test_unbuilt_model_raises_runtime_error(method):
     X, y = reg_data()
     model = mse_model()
@@ -250,10 +274,12 @@ def test_predict_classes_needs_classification_loss():
 # predict and evaluate
 # ---------------------------------------------------------------------------
 
+
 def test_predict_large_input_in_chunks_matches_numpy():
     rng = np.random.default_rng(9)
-    model = fastbp.Sequential([fastbp.Dense(7, "tanh"), fastbp.Dense(3)], loss="mse",
-                              dtype="float64", input_dim=5, seed=0)
+    model = fastbp.Sequential(
+        [fastbp.Dense(7, "tanh"), fastbp.Dense(3)], loss="mse", dtype="float64", input_dim=5, seed=0
+    )
     X = rng.normal(size=(1300, 5))  # more than one inference chunk, last chunk partial
     expected = _reference.forward(model.get_weights(), ["tanh", "identity"], X)[-1]
     np.testing.assert_allclose(model.predict(X), expected, rtol=1e-12)
@@ -274,6 +300,7 @@ def test_regression_metrics():
 # ---------------------------------------------------------------------------
 # get_weights and set_weights
 # ---------------------------------------------------------------------------
+
 
 def test_get_set_weights_round_trip():
     model = fastbp.Sequential([fastbp.Dense(4, "relu"), fastbp.Dense(2)], input_dim=3, seed=0)
@@ -335,7 +362,7 @@ def test_set_weights_round_trip_and_float64_input():
     model, X, _ = fitted_mse()
     weights = [(w.astype(np.float64) * 0.5, b.astype(np.float64)) for w, b in model.get_weights()]
     model.set_weights(weights)
-    for (w, b), (w2, b2) in zip(model.get_weights(), weights):
+    for (w, b), (w2, _) in zip(model.get_weights(), weights):
         assert w.dtype == np.float32 and b.dtype == np.float32
         np.testing.assert_allclose(w, w2, rtol=1e-6)
 
@@ -344,9 +371,11 @@ def test_set_weights_round_trip_and_float64_input():
 # summary
 # ---------------------------------------------------------------------------
 
+
 def test_summary_and_repr():
-    model = fastbp.Sequential([fastbp.Dense(4, "leaky_relu", negative_slope=0.1),
-                               fastbp.Dense(1)], input_dim=2)
+    model = fastbp.Sequential(
+        [fastbp.Dense(4, "leaky_relu", negative_slope=0.1), fastbp.Dense(1)], input_dim=2
+    )
     text = model.summary()
     assert "Dense(4, activation='leaky_relu', negative_slope=0.1)" in text
     assert "total parameters: 17" in text

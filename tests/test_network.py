@@ -1,5 +1,6 @@
 """The network plan (fastbp/network.py): flattening, the flat buffers, the plan rows,
 fusion of the output activation, the workspace layout and the trainable segments."""
+
 import numpy as np
 import pytest
 
@@ -16,8 +17,9 @@ def network(layers, loss="cross_entropy", input_dim=5):
 
 def test_flatten_gives_dense_layers_dropout_rates_and_skips():
     a, b, c, d = Dense(4), Dense(4), Dense(4), Dense(2)
-    dense, rates, skips = flatten([Dropout(0.5), a, Dropout(0.5), Dropout(0.2),
-                                   Residual([b, Dropout(0.1), c]), d])
+    dense, rates, skips = flatten(
+        [Dropout(0.5), a, Dropout(0.5), Dropout(0.2), Residual([b, Dropout(0.1), c]), d]
+    )
     assert dense == [a, b, c, d]
     assert rates == pytest.approx([0.5, 1 - 0.5 * 0.8, 0.1, 0, 0])
     assert skips == [_codes.NO_SKIP, _codes.NO_SKIP, 0, _codes.NO_SKIP]
@@ -30,8 +32,10 @@ def test_plan_rows_describe_the_layers_and_their_views():
     plan = net.plan
     assert plan["n_in"].tolist() == [5, 4] and plan["n_out"].tolist() == [4, 3]
     assert plan["weight_at"].tolist() == [0, 24] and plan["bias_at"].tolist() == [20, 36]
-    assert plan["activation"].tolist() == [_codes.ACTIVATIONS["relu"],
-                                           _codes.ACTIVATIONS["identity"]]  # softmax fused
+    assert plan["activation"].tolist() == [
+        _codes.ACTIVATIONS["relu"],
+        _codes.ACTIVATIONS["identity"],
+    ]  # softmax fused
     assert net.net[0]["output_activation"] == _codes.ACTIVATIONS["softmax"]
     assert plan["dropout_after"].tolist() == [0.25, 0.0]
     assert net.params.size == 39
@@ -78,7 +82,7 @@ def test_trainable_segments_merge_adjacent_layers_and_zero_frozen_gradients():
     ends = np.cumsum(sizes)
     assert segments.tolist() == [[0, ends[0]], [ends[1], ends[3]]]
     assert net.plan["trainable"].tolist() == [1, 0, 1, 1]
-    assert not net.grads[ends[0]:ends[1]].any() and net.grads[ends[1]:].all()
+    assert not net.grads[ends[0] : ends[1]].any() and net.grads[ends[1] :].all()
 
 
 def test_each_thread_has_its_own_inference_workspace():

@@ -10,8 +10,9 @@ from fastbp import _reference
 
 def one_weight_model(optimizer, w=0.5, b=0.0):
     """y_hat = w * x + b, MSE, float64."""
-    model = fastbp.Sequential([fastbp.Dense(1)], loss="mse", optimizer=optimizer,
-                              dtype="float64", input_dim=1)
+    model = fastbp.Sequential(
+        [fastbp.Dense(1)], loss="mse", optimizer=optimizer, dtype="float64", input_dim=1
+    )
     model.set_weights([(np.array([[w]]), np.array([b]))])
     return model
 
@@ -23,7 +24,7 @@ X1, Y1, GW, GB = np.array([[2.0]]), np.array([3.0]), -8.0, -4.0
 
 def weights_after(model, steps):
     model.fit(X1, Y1, epochs=steps, batch_size=1, shuffle=False)
-    (w, b), = model.get_weights()
+    ((w, b),) = model.get_weights()
     return w[0, 0], b[0]
 
 
@@ -95,17 +96,28 @@ def test_adam_continues_across_fit_calls():
     np.testing.assert_array_equal(a.flat_params, b.flat_params)
 
 
-@pytest.mark.parametrize("optimizer", [
-    fastbp.SGD(lr=0.1), fastbp.SGD(lr=0.1, momentum=0.9, weight_decay=0.01),
-    fastbp.SGD(lr=0.1, momentum=0.5, nesterov=True), fastbp.Adam(lr=0.02, weight_decay=0.1),
-], ids=["sgd", "momentum", "nesterov", "adam"])
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        fastbp.SGD(lr=0.1),
+        fastbp.SGD(lr=0.1, momentum=0.9, weight_decay=0.01),
+        fastbp.SGD(lr=0.1, momentum=0.5, nesterov=True),
+        fastbp.Adam(lr=0.02, weight_decay=0.1),
+    ],
+    ids=["sgd", "momentum", "nesterov", "adam"],
+)
 def test_hand_written_loop_equals_fused_step(optimizer):
     """Layers, loss and optimizer used one by one reproduce the model's fused step."""
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(10, 3)), rng.normal(size=(10, 2))
-    model = fastbp.Sequential([fastbp.Dense(4, "tanh"), fastbp.Dense(2)], loss="mse",
-                              optimizer=type(optimizer)(**optimizer.get_config()),
-                              dtype="float64", seed=0, input_dim=3)
+    model = fastbp.Sequential(
+        [fastbp.Dense(4, "tanh"), fastbp.Dense(2)],
+        loss="mse",
+        optimizer=type(optimizer)(**optimizer.get_config()),
+        dtype="float64",
+        seed=0,
+        input_dim=3,
+    )
     hidden, out = fastbp.Dense(4, "tanh"), fastbp.Dense(2)
     hidden.build(3, dtype=np.float64)
     out.build(4, dtype=np.float64)
@@ -114,7 +126,7 @@ def test_hand_written_loop_equals_fused_step(optimizer):
     mse, opt = fastbp.MSE(), type(optimizer)(**optimizer.get_config())
     for _ in range(3):
         for start in (0, 4, 8):  # batches of 4, 4 and 2 rows
-            xb, yb = X[start:start + 4], y[start:start + 4]
+            xb, yb = X[start : start + 4], y[start : start + 4]
             mse.forward(out.forward(hidden.forward(xb)), yb)
             hidden.backward(out.backward(mse.backward()))
             opt.step(hidden.params + out.params, hidden.grads + out.grads)
@@ -165,17 +177,28 @@ def test_clipvalue_by_hand():
     assert w == pytest.approx(0.5 + 0.1 * 5.0) and b == pytest.approx(0.0 + 0.1 * 4.0)
 
 
-@pytest.mark.parametrize("optimizer", [
-    fastbp.SGD(lr=0.1, momentum=0.9, weight_decay=0.1), fastbp.AdamW(lr=0.1),
-    fastbp.RMSProp(lr=0.1, momentum=0.5), fastbp.Adagrad(lr=0.1)], ids=str)
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        fastbp.SGD(lr=0.1, momentum=0.9, weight_decay=0.1),
+        fastbp.AdamW(lr=0.1),
+        fastbp.RMSProp(lr=0.1, momentum=0.5),
+        fastbp.Adagrad(lr=0.1),
+    ],
+    ids=str,
+)
 def test_frozen_layer_is_not_updated(optimizer):
     """trainable=False: the layer's weights stay exactly as they were (no update, no
     momentum, no weight decay) while the other layers train."""
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(40, 4)), rng.integers(0, 3, 40)
-    model = fastbp.Sequential([fastbp.Dense(8, "tanh"), fastbp.Dense(6, "tanh"),
-                               fastbp.Dense(3, "softmax")], optimizer=optimizer, seed=0,
-                              dtype="float64", input_dim=4)
+    model = fastbp.Sequential(
+        [fastbp.Dense(8, "tanh"), fastbp.Dense(6, "tanh"), fastbp.Dense(3, "softmax")],
+        optimizer=optimizer,
+        seed=0,
+        dtype="float64",
+        input_dim=4,
+    )
     before = model.get_weights()
     model.layers[1].trainable = False
     model.fit(X, y, epochs=3, batch_size=8)
@@ -198,12 +221,19 @@ def test_frozen_first_layers_equal_training_on_their_features():
     fed the frozen layer's outputs would."""
     rng = np.random.default_rng(1)
     X, y = rng.normal(size=(30, 3)), rng.normal(size=30)
-    model = fastbp.Sequential([fastbp.Dense(5, "tanh"), fastbp.Dense(1)], loss="mse",
-                              optimizer=fastbp.SGD(lr=0.1), seed=0, dtype="float64", input_dim=3)
+    model = fastbp.Sequential(
+        [fastbp.Dense(5, "tanh"), fastbp.Dense(1)],
+        loss="mse",
+        optimizer=fastbp.SGD(lr=0.1),
+        seed=0,
+        dtype="float64",
+        input_dim=3,
+    )
     model.layers[0].trainable = False
     (w1, b1), (w2, b2) = model.get_weights()
-    head = fastbp.Sequential([fastbp.Dense(1)], loss="mse", optimizer=fastbp.SGD(lr=0.1),
-                             dtype="float64", input_dim=5)
+    head = fastbp.Sequential(
+        [fastbp.Dense(1)], loss="mse", optimizer=fastbp.SGD(lr=0.1), dtype="float64", input_dim=5
+    )
     head.set_weights([(w2, b2)])
     model.fit(X, y, epochs=2, batch_size=10, shuffle=False)
     features = _reference.forward([(w1, b1)], ["tanh"], X)[0]
@@ -221,6 +251,7 @@ def test_clipping_arguments_checked(bad):
 # names, types and hyperparameters: every bad one is a clear exception
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["nadam", "lbfgs", ""])
 def test_unknown_optimizer(name):
     with pytest.raises(ValueError, match=r"unknown optimizer.*expected one of"):
@@ -234,28 +265,34 @@ def test_optimizer_of_wrong_type(bad):
 
 
 @pytest.mark.parametrize("cls", [fastbp.SGD, fastbp.Adam])
-@pytest.mark.parametrize("lr,pattern", [
-    (0, r"lr must be > 0"),
-    (0.0, r"lr must be > 0"),
-    (-0.1, r"lr must be > 0"),
-    (float("nan"), r"lr must be a finite number"),
-    (np.float32("nan"), r"lr must be a finite number"),
-    (float("inf"), r"lr must be a finite number"),
-    ("0.1", r"lr must be a finite number"),
-    (None, r"lr must be a finite number"),
-    (True, r"lr must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "lr,pattern",
+    [
+        (0, r"lr must be > 0"),
+        (0.0, r"lr must be > 0"),
+        (-0.1, r"lr must be > 0"),
+        (float("nan"), r"lr must be a finite number"),
+        (np.float32("nan"), r"lr must be a finite number"),
+        (float("inf"), r"lr must be a finite number"),
+        ("0.1", r"lr must be a finite number"),
+        (None, r"lr must be a finite number"),
+        (True, r"lr must be a finite number"),
+    ],
+)
 def test_learning_rate(cls, lr, pattern):
     with pytest.raises(ValueError, match=pattern):
         cls(lr=lr)
 
 
-@pytest.mark.parametrize("momentum,pattern", [
-    (-0.1, r"momentum must be >= 0"),
-    (1.0, r"momentum must be < 1"),
-    (1.5, r"momentum must be < 1"),
-    (float("nan"), r"momentum must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "momentum,pattern",
+    [
+        (-0.1, r"momentum must be >= 0"),
+        (1.0, r"momentum must be < 1"),
+        (1.5, r"momentum must be < 1"),
+        (float("nan"), r"momentum must be a finite number"),
+    ],
+)
 def test_sgd_momentum(momentum, pattern):
     with pytest.raises(ValueError, match=pattern):
         fastbp.SGD(momentum=momentum)
@@ -269,35 +306,44 @@ def test_sgd_nesterov_needs_momentum():
     assert fastbp.SGD(momentum=0.9, nesterov=True).nesterov is True
 
 
-@pytest.mark.parametrize("betas,pattern", [
-    ((1.0, 0.999), r"beta1 must be < 1"),
-    ((-0.1, 0.999), r"beta1 must be >= 0"),
-    ((0.9, 1.0), r"beta2 must be < 1"),
-    ((0.9, -0.5), r"beta2 must be >= 0"),
-    ((0.9, float("nan")), r"beta2 must be a finite number"),
-    ((0.9,), r"betas must be a pair"),
-    ((0.9, 0.99, 0.999), r"betas must be a pair"),
-    (0.9, r"betas must be a pair"),
-])
+@pytest.mark.parametrize(
+    "betas,pattern",
+    [
+        ((1.0, 0.999), r"beta1 must be < 1"),
+        ((-0.1, 0.999), r"beta1 must be >= 0"),
+        ((0.9, 1.0), r"beta2 must be < 1"),
+        ((0.9, -0.5), r"beta2 must be >= 0"),
+        ((0.9, float("nan")), r"beta2 must be a finite number"),
+        ((0.9,), r"betas must be a pair"),
+        ((0.9, 0.99, 0.999), r"betas must be a pair"),
+        (0.9, r"betas must be a pair"),
+    ],
+)
 def test_adam_betas(betas, pattern):
     with pytest.raises(ValueError, match=pattern):
         fastbp.Adam(betas=betas)
 
 
-@pytest.mark.parametrize("eps,pattern", [
-    (-1e-8, r"eps must be >= 0"),
-    (float("inf"), r"eps must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "eps,pattern",
+    [
+        (-1e-8, r"eps must be >= 0"),
+        (float("inf"), r"eps must be a finite number"),
+    ],
+)
 def test_adam_eps(eps, pattern):
     with pytest.raises(ValueError, match=pattern):
         fastbp.Adam(eps=eps)
 
 
 @pytest.mark.parametrize("cls", [fastbp.SGD, fastbp.Adam])
-@pytest.mark.parametrize("wd,pattern", [
-    (-0.01, r"weight_decay must be >= 0"),
-    (float("nan"), r"weight_decay must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "wd,pattern",
+    [
+        (-0.01, r"weight_decay must be >= 0"),
+        (float("nan"), r"weight_decay must be a finite number"),
+    ],
+)
 def test_weight_decay(cls, wd, pattern):
     with pytest.raises(ValueError, match=pattern):
         cls(weight_decay=wd)

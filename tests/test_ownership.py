@@ -5,6 +5,7 @@ workspace, copies whose layers were not views of their own buffers, optimizer
 state kept in the optimizer instance, half-linked moved layers, assignable layer
 arrays).
 """
+
 import copy
 import pickle
 import threading
@@ -23,9 +24,12 @@ def data(n=300, d=6, k=3, seed=0):
 
 
 def model(seed=0, optimizer=None):
-    return fastbp.Sequential([Dense(16, "tanh"), Dropout(0.1), Dense(3, "softmax")],
-                             optimizer=optimizer or fastbp.Adam(lr=0.01), seed=seed,
-                             dtype="float64")
+    return fastbp.Sequential(
+        [Dense(16, "tanh"), Dropout(0.1), Dense(3, "softmax")],
+        optimizer=optimizer or fastbp.Adam(lr=0.01),
+        seed=seed,
+        dtype="float64",
+    )
 
 
 def run_threads(n, target):
@@ -50,22 +54,31 @@ def run_threads(n, target):
 
 def test_concurrent_inference_gives_the_serial_results():
     X, y = data(2000)
-    m = fastbp.Sequential([Dense(256, "tanh"), Dense(256, "relu"), Dense(3, "softmax")],
-                          seed=0, dtype="float64")
+    m = fastbp.Sequential(
+        [Dense(256, "tanh"), Dense(256, "relu"), Dense(3, "softmax")], seed=0, dtype="float64"
+    )
     m.fit(X[:300], y[:300], epochs=1)
     # Each thread its own rows and batch size, long enough calls to overlap, so that
     # a shared buffer would be overwritten with other rows mid-call.
-    chunks = [X[97 * i: 97 * i + 300 + 29 * i] for i in range(8)]
-    targets = [y[97 * i: 97 * i + len(c)] for i, c in enumerate(chunks)]
-    expected = [(m.predict(c), m.predict_classes(c), m.evaluate(c, t), m.input_gradient(c, t))
-                for c, t in zip(chunks, targets)]
+    chunks = [X[97 * i : 97 * i + 300 + 29 * i] for i in range(8)]
+    targets = [y[97 * i : 97 * i + len(c)] for i, c in enumerate(chunks)]
+    expected = [
+        (m.predict(c), m.predict_classes(c), m.evaluate(c, t), m.input_gradient(c, t))
+        for c, t in zip(chunks, targets)
+    ]
 
     def call(i):
         out = []
         for _ in range(10):
             c = chunks[i]
-            out.append((m.predict(c), m.predict_classes(c), m.evaluate(c, targets[i]),
-                        m.input_gradient(c, targets[i])))
+            out.append(
+                (
+                    m.predict(c),
+                    m.predict_classes(c),
+                    m.evaluate(c, targets[i]),
+                    m.input_gradient(c, targets[i]),
+                )
+            )
         return out
 
     for i, repeats in enumerate(run_threads(8, call)):
@@ -87,8 +100,9 @@ def test_a_second_fit_from_another_thread_raises():
             started.set()
             finished.wait(10)
 
-    worker = threading.Thread(target=m.fit, args=(X, y),
-                              kwargs=dict(epochs=1, callbacks=[Signal()]))
+    worker = threading.Thread(
+        target=m.fit, args=(X, y), kwargs=dict(epochs=1, callbacks=[Signal()])
+    )
     worker.start()
     assert started.wait(10)
     with pytest.raises(RuntimeError, match="already training in another thread"):
@@ -139,8 +153,11 @@ def test_copies_are_independent_models_with_their_own_views(how):
     X, y = data()
     original = model()
     original.fit(X, y, epochs=2)
-    clone = {"deepcopy": copy.deepcopy, "copy": copy.copy,
-             "pickle": lambda m: pickle.loads(pickle.dumps(m))}[how](original)
+    clone = {
+        "deepcopy": copy.deepcopy,
+        "copy": copy.copy,
+        "pickle": lambda m: pickle.loads(pickle.dumps(m)),
+    }[how](original)
     before = original.flat_params.copy()
     np.testing.assert_array_equal(clone.flat_params, before)
     np.testing.assert_array_equal(clone.predict(X), original.predict(X))
@@ -192,8 +209,12 @@ def test_a_moved_layer_leaves_the_old_model_unusable():
     np.testing.assert_array_equal(second.get_weights()[0][0], hidden.weight)
     assert np.shares_memory(hidden.weight, second.flat_params)
     before = second.flat_params.copy()
-    for call in (lambda: first.predict(X), lambda: first.set_weights(second.get_weights()[:1] * 2),
-                 lambda: first.fit(X, y, epochs=1), lambda: first.get_weights()):
+    for call in (
+        lambda: first.predict(X),
+        lambda: first.set_weights(second.get_weights()[:1] * 2),
+        lambda: first.fit(X, y, epochs=1),
+        lambda: first.get_weights(),
+    ):
         with pytest.raises(RuntimeError, match="moved to another model"):
             call()
     np.testing.assert_array_equal(second.flat_params, before)  # never written by `first`
@@ -208,7 +229,7 @@ def test_layer_arrays_cannot_be_replaced_only_written():
         with pytest.raises(AttributeError, match="cannot be replaced"):
             setattr(layer, name, np.zeros_like(getattr(layer, name)))
     layer.weight[...] = 0  # in place: the model sees it
-    assert not m.flat_params[:layer.weight.size].any()
+    assert not m.flat_params[: layer.weight.size].any()
 
 
 def test_a_model_optimizers_hand_step_count_is_not_mistaken_for_the_models():
@@ -218,4 +239,4 @@ def test_a_model_optimizers_hand_step_count_is_not_mistaken_for_the_models():
     m.fit(X, y, epochs=1)
     assert m.optimizer_state.step == 10
     with pytest.raises(AttributeError, match="model.optimizer_state.step"):
-        optimizer.iterations
+        optimizer.iterations  # noqa: B018 (the read is what raises)

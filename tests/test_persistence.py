@@ -1,4 +1,5 @@
 """model.save / fastbp.load: exact round trips, atomic writes, refusal of bad files."""
+
 import json
 import os
 import pathlib
@@ -16,7 +17,9 @@ def trained():
     X, y = rng.normal(size=(60, 5)), rng.integers(0, 3, 60)
     model = fastbp.Sequential(
         [fastbp.Dense(7, "leaky_relu", negative_slope=0.05), fastbp.Dense(3, "softmax")],
-        optimizer=fastbp.Adam(lr=0.01, betas=(0.8, 0.99)), seed=3)
+        optimizer=fastbp.Adam(lr=0.01, betas=(0.8, 0.99)),
+        seed=3,
+    )
     model.fit(X, y, epochs=4, batch_size=16, validation_data=(X[:10], y[:10]))
     return model, X, y
 
@@ -39,13 +42,19 @@ def test_round_trip_is_exact(trained, tmp_path):
     assert loaded.history.epoch == model.history.epoch == list(range(6))
 
 
-@pytest.mark.parametrize("optimizer", [fastbp.SGD(lr=0.1, momentum=0.9, nesterov=True),
-                                       fastbp.SGD(lr=0.1)])
+@pytest.mark.parametrize(
+    "optimizer", [fastbp.SGD(lr=0.1, momentum=0.9, nesterov=True), fastbp.SGD(lr=0.1)]
+)
 def test_round_trip_float64_sgd(optimizer, tmp_path):
     rng = np.random.default_rng(1)
     X, y = rng.normal(size=(30, 2)), rng.normal(size=30)
-    model = fastbp.Sequential([fastbp.Dense(4, "tanh"), fastbp.Dense(1)], loss="mse",
-                              optimizer=optimizer, dtype="float64", seed=0)
+    model = fastbp.Sequential(
+        [fastbp.Dense(4, "tanh"), fastbp.Dense(1)],
+        loss="mse",
+        optimizer=optimizer,
+        dtype="float64",
+        seed=0,
+    )
     model.fit(X, y, epochs=2, batch_size=8)
     loaded = fastbp.load(model.save(tmp_path / "m.npz"))
     assert loaded.flat_params.dtype == np.float64
@@ -87,25 +96,44 @@ def edit_config(update):
         config = json.loads(str(arrays["config"]))
         update(config)
         arrays["config"] = np.array(json.dumps(config))
+
     return change
 
 
-@pytest.mark.parametrize("change,message", [
-    (edit_config(lambda c: c.update(format="something-else")), "not a fastbp model"),
-    (edit_config(lambda c: c.update(format_version=99)), "upgrade fastbp"),
-    (edit_config(lambda c: c["layers"][0]["config"].update(activation="swish")),
-     "unknown activation"),
-    (edit_config(lambda c: c["layers"][0]["config"].update(units=8)), "inconsistent"),
-    (edit_config(lambda c: c["optimizer"].update({"class": "Evil"})), "unknown optimizer"),
-    (edit_config(lambda c: c["layers"][0].update({"class": "os.system"})), "unknown layer"),
-    (edit_config(lambda c: c.update(dtype="int64")), "dtype"),
-    (lambda a: a.update(config=np.array("{not json")), "corrupt config"),
-    (lambda a: a.pop("params"), "lacks"),
-    (lambda a: a.update(params=a["params"][:-1]), "do not fit"),
-    (lambda a: a["params"].__setitem__(0, np.nan), "NaN"),
-    (lambda a: a.update(optimizer_state=a["optimizer_state"][:, :3]), "optimizer state"),
-], ids=["format", "version", "activation", "units", "optimizer", "layer", "dtype", "json",
-        "missing", "size", "nan", "state"])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (edit_config(lambda c: c.update(format="something-else")), "not a fastbp model"),
+        (edit_config(lambda c: c.update(format_version=99)), "upgrade fastbp"),
+        (
+            edit_config(lambda c: c["layers"][0]["config"].update(activation="swish")),
+            "unknown activation",
+        ),
+        (edit_config(lambda c: c["layers"][0]["config"].update(units=8)), "inconsistent"),
+        (edit_config(lambda c: c["optimizer"].update({"class": "Evil"})), "unknown optimizer"),
+        (edit_config(lambda c: c["layers"][0].update({"class": "os.system"})), "unknown layer"),
+        (edit_config(lambda c: c.update(dtype="int64")), "dtype"),
+        (lambda a: a.update(config=np.array("{not json")), "corrupt config"),
+        (lambda a: a.pop("params"), "lacks"),
+        (lambda a: a.update(params=a["params"][:-1]), "do not fit"),
+        (lambda a: a["params"].__setitem__(0, np.nan), "NaN"),
+        (lambda a: a.update(optimizer_state=a["optimizer_state"][:, :3]), "optimizer state"),
+    ],
+    ids=[
+        "format",
+        "version",
+        "activation",
+        "units",
+        "optimizer",
+        "layer",
+        "dtype",
+        "json",
+        "missing",
+        "size",
+        "nan",
+        "state",
+    ],
+)
 def test_tampered_files_are_refused(trained, tmp_path, change, message):
     model, _, _ = trained
     path = model.save(tmp_path / "m.npz")
@@ -130,8 +158,12 @@ def test_truncated_foreign_and_pickled_files_are_refused(trained, tmp_path):
     with pytest.raises(fastbp.ModelFileError, match="lacks"):
         fastbp.load(tmp_path / "foreign.npz")
     # An object array needs pickle to load: refused, and nothing in it runs.
-    np.savez(tmp_path / "pickled.npz", config=np.array([{"x": 1}], dtype=object),
-             params=np.ones(3), optimizer_state=np.ones((0, 3)))
+    np.savez(
+        tmp_path / "pickled.npz",
+        config=np.array([{"x": 1}], dtype=object),
+        params=np.ones(3),
+        optimizer_state=np.ones((0, 3)),
+    )
     with pytest.raises(fastbp.ModelFileError):
         fastbp.load(tmp_path / "pickled.npz")
     with pytest.raises(FileNotFoundError):
@@ -142,7 +174,10 @@ def test_file_is_a_plain_npz_with_documented_entries(trained, tmp_path):
     model, _, _ = trained
     path = model.save(tmp_path / "m.npz")
     assert sorted(zipfile.ZipFile(path).namelist()) == [
-        "config.npy", "optimizer_state.npy", "params.npy"]
+        "config.npy",
+        "optimizer_state.npy",
+        "params.npy",
+    ]
     with np.load(path, allow_pickle=False) as archive:
         config = json.loads(str(archive["config"]))
     assert config["format"] == "fastbp-model" and config["fastbp_version"] == fastbp.__version__
@@ -156,8 +191,9 @@ def test_a_file_written_before_the_structs_refactor_loads_and_predicts_the_same(
     folder = pathlib.Path(__file__).parent / "data"
     expected = np.load(folder / "model_format1_expected.npz")
     model = fastbp.load(folder / "model_format1.npz")
-    np.testing.assert_allclose(model.predict(expected["X"]), expected["predict"], rtol=1e-12,
-                               atol=1e-15)
+    np.testing.assert_allclose(
+        model.predict(expected["X"]), expected["predict"], rtol=1e-12, atol=1e-15
+    )
     state = model.optimizer_state
     assert state.step == 9  # 3 epochs of 3 minibatches
     assert list(state.buffers) == ["square_avg", "momentum_buffer", "grad_avg"]

@@ -1,16 +1,18 @@
 """fastbp._reference, the NumPy statement of the training algorithm: checked itself
 (finite differences, worked examples, PyTorch where installed), then fastbp's public
 API checked against it (loss_and_gradients, predict, evaluate, fit)."""
+
 import zlib
 
 import numpy as np
 import pytest
 
 import fastbp
-from _models import make_targets
 from fastbp import _reference as ref
 from fastbp.regularizers import L1, L1L2, L2
+
 import _refmodel
+from _models import make_targets
 
 ACTIVATIONS = list(ref.ACTIVATIONS)
 LOSSES = list(ref.LOSSES)
@@ -23,8 +25,10 @@ def rng_for(*key):
 def random_weights(sizes, rng):
     # Positive biases keep ReLU's z off its kink at 0 (where no finite difference
     # applies) and most units alive.
-    return [(rng.normal(size=(a, b)) / np.sqrt(a), rng.uniform(0.1, 0.4, size=b))
-            for a, b in zip(sizes[:-1], sizes[1:])]
+    return [
+        (rng.normal(size=(a, b)) / np.sqrt(a), rng.uniform(0.1, 0.4, size=b))
+        for a, b in zip(sizes[:-1], sizes[1:])
+    ]
 
 
 # -- the reference itself -------------------------------------------------------------
@@ -61,8 +65,7 @@ def check_gradient(weights, X, y, **network):
     rounding, about 1e-9 relative: 1e-6 leaves room and still catches any wrong term."""
     value, grads = ref.loss_and_gradients(weights, X, y, **network)
     assert np.isfinite(value)
-    numeric = numeric_gradient(lambda: ref.loss_and_gradients(weights, X, y, **network)[0],
-                               weights)
+    numeric = numeric_gradient(lambda: ref.loss_and_gradients(weights, X, y, **network)[0], weights)
     assert np.abs(flat(grads)).max() > 0
     assert relative_error(flat(grads), flat(numeric)) < 1e-6
 
@@ -77,9 +80,14 @@ def test_reference_gradient_matches_finite_differences(activation, loss, output)
         weights = [(w * 0.3, b * 0.3) for w, b in weights]
     X = rng.normal(size=(7, 5))
     y = make_targets(loss, 7, 3, rng)
-    check_gradient(weights, X, y, activations=[activation, activation,
-                                               activation if output == "same" else "identity"],
-                   loss=loss, act_params=[0.2, 0.7, None])
+    check_gradient(
+        weights,
+        X,
+        y,
+        activations=[activation, activation, activation if output == "same" else "identity"],
+        loss=loss,
+        act_params=[0.2, 0.7, None],
+    )
 
 
 @pytest.mark.parametrize("n,sizes", [(1, [11, 13, 9, 7]), (3, [1, 1]), (9, [2, 17, 3])])
@@ -87,21 +95,34 @@ def test_reference_gradient_odd_shapes(n, sizes):
     rng = rng_for(n, sizes)
     weights = random_weights(sizes, rng)
     X, y = rng.normal(size=(n, sizes[0])), rng.normal(size=(n, sizes[-1]))
-    check_gradient(weights, X, y, activations=["tanh"] * (len(sizes) - 2) + ["identity"],
-                   loss="huber", loss_param=0.5)
+    check_gradient(
+        weights,
+        X,
+        y,
+        activations=["tanh"] * (len(sizes) - 2) + ["identity"],
+        loss="huber",
+        loss_param=0.5,
+    )
 
 
-@pytest.mark.parametrize("skips", [[None, -1, None], [None, 0, None], [-1, None, 1],
-                                   [None, None, 1]])
+@pytest.mark.parametrize(
+    "skips", [[None, -1, None], [None, 0, None], [-1, None, 1], [None, None, 1]]
+)
 def test_reference_gradient_through_skips_penalties_and_weights(skips):
     rng = rng_for(skips)
     weights = random_weights([4, 4, 4, 4], rng)
     X = rng.normal(size=(6, 4))
     y = make_targets("cross_entropy", 6, 4, rng, soft=True)
-    check_gradient(weights, X, y, activations=["gelu", "elu", "identity"], skips=skips,
-                   loss="cross_entropy", penalties=[(0.01, 0.02, 0.03, 0.04), None,
-                                                    (0.0, 0.1, 0.05, 0.0)],
-                   sample_weight=rng.uniform(0.1, 2.0, 6))
+    check_gradient(
+        weights,
+        X,
+        y,
+        activations=["gelu", "elu", "identity"],
+        skips=skips,
+        loss="cross_entropy",
+        penalties=[(0.01, 0.02, 0.03, 0.04), None, (0.0, 0.1, 0.05, 0.0)],
+        sample_weight=rng.uniform(0.1, 2.0, 6),
+    )
 
 
 def test_reference_input_gradient_matches_finite_differences():
@@ -150,16 +171,19 @@ def test_reference_loss_definitions_worked_by_hand():
     np.testing.assert_allclose(delta, [[-0.25, 0.375], [0, -0.375]])
     # Weighted: sample weights 3 and 1 make the mean (3 * row 0 + row 1) / (4 * 2).
     assert ref.loss_and_delta("mae", out, y, sample_weight=[3.0, 1.0])[0] == pytest.approx(
-        (3 * 3.5 + 2) / 8)
+        (3 * 3.5 + 2) / 8
+    )
     # Cross-entropy of equal logits over 4 classes is log 4, the delta (1/4 - onehot) / n.
     value, delta = ref.loss_and_delta("cross_entropy", np.zeros((2, 4)), np.array([1, 3]))
     assert value == pytest.approx(np.log(4))
     np.testing.assert_allclose(delta, (0.25 - np.eye(4)[[1, 3]]) / 2)
     # Binary cross-entropy at z = 0 is log 2 whatever the target; Poisson exp(z) - t z.
-    assert ref.loss_and_delta("binary_cross_entropy", np.zeros((1, 2)),
-                              np.array([[0.0, 1.0]]))[0] == pytest.approx(np.log(2))
-    assert ref.loss_and_delta("poisson", np.array([[0.0, 1.0]]), np.array([[2.0, 3.0]]))[0] \
-        == pytest.approx((1 + np.e - 3) / 2)
+    assert ref.loss_and_delta("binary_cross_entropy", np.zeros((1, 2)), np.array([[0.0, 1.0]]))[
+        0
+    ] == pytest.approx(np.log(2))
+    assert ref.loss_and_delta("poisson", np.array([[0.0, 1.0]]), np.array([[2.0, 3.0]]))[
+        0
+    ] == pytest.approx((1 + np.e - 3) / 2)
 
 
 def test_reference_train_epoch_is_minibatch_gradient_descent():
@@ -173,14 +197,18 @@ def test_reference_train_epoch_is_minibatch_gradient_descent():
     expected = [(w.copy(), b.copy()) for w, b in weights]
     losses = []
     for start in (0, 4, 8):
-        rows = order[start:start + 4]
-        batch_loss = lambda: ref.loss_and_gradients(expected, X[rows], y[rows], **network)[0]
+        rows = order[start : start + 4]
+
+        def batch_loss(rows=rows):
+            return ref.loss_and_gradients(expected, X[rows], y[rows], **network)[0]
+
         losses.append(batch_loss() * len(rows))
         for pair, grad in zip(expected, numeric_gradient(batch_loss, expected)):
             for p, g in zip(pair, grad):
                 p -= 0.3 * g
-    epoch_loss = ref.train_epoch(weights, X, y, 4, ref.Optimizer("sgd", lr=0.3), order=order,
-                                 **network)
+    epoch_loss = ref.train_epoch(
+        weights, X, y, 4, ref.Optimizer("sgd", lr=0.3), order=order, **network
+    )
     # The finite-difference steps move the weights by ~1e-10 from the exact ones.
     assert epoch_loss == pytest.approx(sum(losses) / 11, rel=1e-8)
     np.testing.assert_allclose(flat(weights), flat(expected), rtol=1e-8, atol=1e-10)
@@ -195,8 +223,14 @@ def test_reference_frozen_layers_and_clipping():
     _, grads = ref.loss_and_gradients(weights, X, y, **network)
     norm = np.linalg.norm(flat(grads[1:]))
     before = [(w.copy(), b.copy()) for w, b in weights]
-    ref.train_step(weights, X, y, ref.Optimizer("sgd", lr=1.0, clipnorm=0.5),
-                   trainable=[False, True], **network)
+    ref.train_step(
+        weights,
+        X,
+        y,
+        ref.Optimizer("sgd", lr=1.0, clipnorm=0.5),
+        trainable=[False, True],
+        **network,
+    )
     np.testing.assert_array_equal(weights[0][0], before[0][0])
     step = flat(before[1:]) - flat(weights[1:])
     np.testing.assert_allclose(step, flat(grads[1:]) * 0.5 / (norm + 1e-6), rtol=1e-12)
@@ -205,12 +239,18 @@ def test_reference_frozen_layers_and_clipping():
 # -- the reference against PyTorch ----------------------------------------------------
 def torch_activation(torch, name, z, param):
     F = torch.nn.functional
-    return {"identity": lambda: z, "sigmoid": lambda: torch.sigmoid(z),
-            "tanh": lambda: torch.tanh(z), "relu": lambda: torch.relu(z),
-            "leaky_relu": lambda: F.leaky_relu(z, param or 0.01),
-            "softmax": lambda: torch.softmax(z, dim=1),
-            "elu": lambda: F.elu(z, param or 1.0), "gelu": lambda: F.gelu(z),
-            "softplus": lambda: F.softplus(z), "exponential": lambda: torch.exp(z)}[name]()
+    return {
+        "identity": lambda: z,
+        "sigmoid": lambda: torch.sigmoid(z),
+        "tanh": lambda: torch.tanh(z),
+        "relu": lambda: torch.relu(z),
+        "leaky_relu": lambda: F.leaky_relu(z, param or 0.01),
+        "softmax": lambda: torch.softmax(z, dim=1),
+        "elu": lambda: F.elu(z, param or 1.0),
+        "gelu": lambda: F.gelu(z),
+        "softplus": lambda: F.softplus(z),
+        "exponential": lambda: torch.exp(z),
+    }[name]()
 
 
 def torch_loss(torch, loss, z, y, w, delta=1.0):
@@ -218,13 +258,13 @@ def torch_loss(torch, loss, z, y, w, delta=1.0):
     F = torch.nn.functional
     if loss == "cross_entropy":
         return (w * F.cross_entropy(z, y, reduction="none")).sum() / w.sum()
-    each = {"mse": lambda: F.mse_loss(z, y, reduction="none"),
-            "mae": lambda: F.l1_loss(z, y, reduction="none"),
-            "huber": lambda: F.huber_loss(z, y, reduction="none", delta=delta),
-            "poisson": lambda: F.poisson_nll_loss(z, y, log_input=True, full=False,
-                                                  reduction="none"),
-            "binary_cross_entropy": lambda: F.binary_cross_entropy_with_logits(
-                z, y, reduction="none")}[loss]()
+    each = {
+        "mse": lambda: F.mse_loss(z, y, reduction="none"),
+        "mae": lambda: F.l1_loss(z, y, reduction="none"),
+        "huber": lambda: F.huber_loss(z, y, reduction="none", delta=delta),
+        "poisson": lambda: F.poisson_nll_loss(z, y, log_input=True, full=False, reduction="none"),
+        "binary_cross_entropy": lambda: F.binary_cross_entropy_with_logits(z, y, reduction="none"),
+    }[loss]()
     return (w[:, None] * each).sum() / (w.sum() * z.shape[1])
 
 
@@ -232,8 +272,18 @@ def torch_loss(torch, loss, z, y, w, delta=1.0):
 def test_reference_matches_torch_autograd(loss):
     torch = pytest.importorskip("torch")
     rng = rng_for("torch", loss)
-    activations = ["gelu", "elu", "softplus", "leaky_relu", "sigmoid", "tanh", "softmax",
-                   "relu", "exponential", "identity"]
+    activations = [
+        "gelu",
+        "elu",
+        "softplus",
+        "leaky_relu",
+        "sigmoid",
+        "tanh",
+        "softmax",
+        "relu",
+        "exponential",
+        "identity",
+    ]
     act_params = [None, 0.5, None, 0.1] + [None] * 6
     skips = [None, 0, None, -1, None, None, None, 5, None, None]
     sizes = [4, 4, 4, 4, 4, 6, 5, 5, 5, 4, 3]  # layer i maps sizes[i] to sizes[i + 1]
@@ -241,12 +291,20 @@ def test_reference_matches_torch_autograd(loss):
     X = rng.normal(size=(8, 4))
     y = make_targets(loss, 8, 3, rng)
     w = rng.uniform(0.2, 2.0, 8)
-    network = dict(activations=activations, skips=skips, act_params=act_params, loss=loss,
-                   loss_param=0.7, penalties=[(0.01, 0.02, 0.03, 0.04)] * 10)
+    network = dict(
+        activations=activations,
+        skips=skips,
+        act_params=act_params,
+        loss=loss,
+        loss_param=0.7,
+        penalties=[(0.01, 0.02, 0.03, 0.04)] * 10,
+    )
     value, grads = ref.loss_and_gradients(weights, X, y, sample_weight=w, **network)
 
-    params = [(torch.tensor(W, requires_grad=True), torch.tensor(b, requires_grad=True))
-              for W, b in weights]
+    params = [
+        (torch.tensor(W, requires_grad=True), torch.tensor(b, requires_grad=True))
+        for W, b in weights
+    ]
     outputs, h = [], torch.tensor(X)
     for (W, b), name, param, skip in zip(params, activations, act_params, skips):
         h = torch_activation(torch, name, h @ W + b, param)
@@ -256,8 +314,13 @@ def test_reference_matches_torch_autograd(loss):
     target = torch.tensor(y)
     total = torch_loss(torch, loss, h, target, torch.tensor(w), delta=0.7)
     for W, b in params:
-        total = total + 0.01 * W.abs().sum() + 0.02 * (W * W).sum() \
-            + 0.03 * b.abs().sum() + 0.04 * (b * b).sum()
+        total = (
+            total
+            + 0.01 * W.abs().sum()
+            + 0.02 * (W * W).sum()
+            + 0.03 * b.abs().sum()
+            + 0.04 * (b * b).sum()
+        )
     total.backward()
     assert value == pytest.approx(total.item(), rel=1e-12)
     for (gw, gb), (W, b) in zip(grads, params):
@@ -272,17 +335,29 @@ OPTIMIZERS = {
     "adam-wd": ("adam", dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.001)),
     "adamw": ("adamw", dict(lr=0.01, weight_decay=0.1)),
     "rmsprop": ("rmsprop", dict(lr=0.01)),
-    "rmsprop-centered-momentum-wd": ("rmsprop", dict(lr=0.005, alpha=0.9, momentum=0.5,
-                                                     centered=True, weight_decay=0.01)),
-    "adagrad": ("adagrad", dict(lr=0.1, lr_decay=0.01, weight_decay=0.01,
-                                initial_accumulator_value=0.1)),
+    "rmsprop-centered-momentum-wd": (
+        "rmsprop",
+        dict(lr=0.005, alpha=0.9, momentum=0.5, centered=True, weight_decay=0.01),
+    ),
+    "adagrad": (
+        "adagrad",
+        dict(lr=0.1, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.1),
+    ),
 }
-TORCH_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop",
-               "adagrad": "Adagrad"}
+TORCH_NAMES = {
+    "sgd": "SGD",
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "rmsprop": "RMSprop",
+    "adagrad": "Adagrad",
+}
 
 
-@pytest.mark.parametrize("clip", [{}, dict(clipnorm=0.05), dict(clipnorm=0.05, clipvalue=0.01)],
-                         ids=["noclip", "clipnorm", "clipnorm-clipvalue"])
+@pytest.mark.parametrize(
+    "clip",
+    [{}, dict(clipnorm=0.05), dict(clipnorm=0.05, clipvalue=0.01)],
+    ids=["noclip", "clipnorm", "clipnorm-clipvalue"],
+)
 @pytest.mark.parametrize("kind", list(OPTIMIZERS))
 def test_reference_optimizers_match_torch_optim(kind, clip):
     """Two epochs of minibatches of 5 from 23 rows (the last has 3) step by step."""
@@ -299,9 +374,10 @@ def test_reference_optimizers_match_torch_optim(kind, clip):
         ref.train_epoch(weights, X, y, 5, optimizer, **network)
         for start in range(0, 23, 5):
             torch_opt.zero_grad()
-            h = torch.tanh(torch.tensor(X[start:start + 5]) @ params[0] + params[1])
-            torch.nn.functional.cross_entropy(h @ params[2] + params[3],
-                                              torch.tensor(y[start:start + 5])).backward()
+            h = torch.tanh(torch.tensor(X[start : start + 5]) @ params[0] + params[1])
+            torch.nn.functional.cross_entropy(
+                h @ params[2] + params[3], torch.tensor(y[start : start + 5])
+            ).backward()
             if "clipnorm" in clip:
                 torch.nn.utils.clip_grad_norm_(params, clip["clipnorm"])
             if "clipvalue" in clip:
@@ -331,8 +407,14 @@ def assert_weights_close(got, want, rtol):
 
 
 def model_with(layers, loss, optimizer=None, n_in=5, seed=1):
-    return fastbp.Sequential(layers, loss=loss, optimizer=optimizer or fastbp.SGD(lr=0.1),
-                             dtype="float64", seed=seed, input_dim=n_in)
+    return fastbp.Sequential(
+        layers,
+        loss=loss,
+        optimizer=optimizer or fastbp.SGD(lr=0.1),
+        dtype="float64",
+        seed=seed,
+        input_dim=n_in,
+    )
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
@@ -346,8 +428,11 @@ def test_fastbp_activation_helpers_match_reference(activation):
     a = fastbp.activations.apply(z, activation, **kwargs)
     want = ref.activate(activation, z, param)
     assert_close(a, want, 1e-13)
-    assert_close(fastbp.activations.derivative(a, d, activation, z=z, **kwargs),
-                 ref.activation_backward(activation, z, want, d, param), 1e-13)
+    assert_close(
+        fastbp.activations.derivative(a, d, activation, z=z, **kwargs),
+        ref.activation_backward(activation, z, want, d, param),
+        1e-13,
+    )
 
 
 @pytest.mark.parametrize("loss", LOSSES)
@@ -355,37 +440,52 @@ def test_fastbp_activation_helpers_match_reference(activation):
 @pytest.mark.parametrize("output", ["same", "identity"])
 def test_fastbp_loss_and_gradients_match_reference(activation, loss, output):
     rng = rng_for("api", activation, loss, output)
-    model = model_with([fastbp.Dense(6, activation, bias_init=0.05),
-                        fastbp.Dense(5, activation, bias_init=0.05, negative_slope=0.2, alpha=0.6),
-                        fastbp.Dense(3, activation if output == "same" else None)], loss)
+    model = model_with(
+        [
+            fastbp.Dense(6, activation, bias_init=0.05),
+            fastbp.Dense(5, activation, bias_init=0.05, negative_slope=0.2, alpha=0.6),
+            fastbp.Dense(3, activation if output == "same" else None),
+        ],
+        loss,
+    )
     if activation == "exponential":  # exp(exp(exp(z))) overflows unless z is small
         model.set_weights([(w * 0.3, b) for w, b in model.get_weights()])
     X, y = rng.normal(size=(7, 5)), make_targets(loss, 7, 3, rng)
     value, grads = model.loss_and_gradients(X, y)
-    want_value, want_grads = ref.loss_and_gradients(model.get_weights(), X, y,
-                                                    **_refmodel.network(model))
+    want_value, want_grads = ref.loss_and_gradients(
+        model.get_weights(), X, y, **_refmodel.network(model)
+    )
     assert value == pytest.approx(want_value, rel=1e-10)
     assert_weights_close(grads, want_grads, 1e-10)
     assert_close(model.predict(X), _refmodel.predict(model, X), 1e-10)
 
 
-@pytest.mark.parametrize("name", ["block-of-one", "block-of-two", "from-input", "consecutive",
-                                  "last", "penalties"])
+@pytest.mark.parametrize(
+    "name", ["block-of-one", "block-of-two", "from-input", "consecutive", "last", "penalties"]
+)
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy", "binary_cross_entropy"])
 def test_fastbp_residual_and_penalties_match_reference(name, loss):
     Dense, Residual = fastbp.Dense, fastbp.Residual
     layers = {
         "block-of-one": [Dense(5, "tanh"), Residual(Dense(5, "relu", bias_init=0.1)), Dense(3)],
-        "block-of-two": [Dense(5, "sigmoid"), Residual([Dense(4, "elu"), Dense(5, "tanh")]),
-                         Dense(3, "sigmoid")],
+        "block-of-two": [
+            Dense(5, "sigmoid"),
+            Residual([Dense(4, "elu"), Dense(5, "tanh")]),
+            Dense(3, "sigmoid"),
+        ],
         "from-input": [Residual([Dense(6, "gelu"), Dense(5)]), Dense(3, "softplus")],
-        "consecutive": [Dense(5, "tanh"), Residual(Dense(5, "tanh")),
-                        Residual([Dense(3, "leaky_relu"), Dense(5, "softmax")]), Dense(3)],
+        "consecutive": [
+            Dense(5, "tanh"),
+            Residual(Dense(5, "tanh")),
+            Residual([Dense(3, "leaky_relu"), Dense(5, "softmax")]),
+            Dense(3),
+        ],
         "last": [Dense(3, "tanh"), Residual(Dense(3, "sigmoid"))],
-        "penalties": [Dense(7, "tanh", kernel_regularizer=L1L2(0.01, 0.02),
-                            bias_regularizer=L1(0.03)),
-                      Residual(Dense(7, "elu", kernel_regularizer=L2(0.05))),
-                      Dense(3, "softmax", bias_regularizer=L2(0.1))],
+        "penalties": [
+            Dense(7, "tanh", kernel_regularizer=L1L2(0.01, 0.02), bias_regularizer=L1(0.03)),
+            Residual(Dense(7, "elu", kernel_regularizer=L2(0.05))),
+            Dense(3, "softmax", bias_regularizer=L2(0.1)),
+        ],
     }[name]
     rng = rng_for("residual", name, loss)
     model = model_with(layers, loss)
@@ -404,10 +504,22 @@ def fit_and_compare(model, X, y, epochs, batch_size, sample_weight=None, rtol=1e
     weights = model.get_weights()
     network, optimizer = _refmodel.network(model), _refmodel.optimizer(model)
     trainable = _refmodel.trainable(model)
-    losses = [ref.train_epoch(weights, X, y, batch_size, optimizer, trainable=trainable,
-                              sample_weight=sample_weight, **network) for _ in range(epochs)]
-    model.fit(X, y, epochs=epochs, batch_size=batch_size, shuffle=False,
-              sample_weight=sample_weight)
+    losses = [
+        ref.train_epoch(
+            weights,
+            X,
+            y,
+            batch_size,
+            optimizer,
+            trainable=trainable,
+            sample_weight=sample_weight,
+            **network,
+        )
+        for _ in range(epochs)
+    ]
+    model.fit(
+        X, y, epochs=epochs, batch_size=batch_size, shuffle=False, sample_weight=sample_weight
+    )
     assert_weights_close(model.get_weights(), weights, rtol)
     assert model.optimizer_state.step == optimizer.iterations
     np.testing.assert_allclose(model.history["loss"], losses, rtol=rtol)
@@ -416,42 +528,65 @@ def fit_and_compare(model, X, y, epochs, batch_size, sample_weight=None, rtol=1e
 
 FASTBP_OPTIMIZERS = {
     "sgd-momentum": lambda **clip: fastbp.SGD(lr=0.1, momentum=0.9, **clip),
-    "sgd-nesterov-wd": lambda **clip: fastbp.SGD(lr=0.05, momentum=0.8, nesterov=True,
-                                                 weight_decay=0.01, **clip),
-    "adam-wd": lambda **clip: fastbp.Adam(lr=0.01, betas=(0.8, 0.95), eps=1e-6,
-                                          weight_decay=0.001, **clip),
+    "sgd-nesterov-wd": lambda **clip: fastbp.SGD(
+        lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.01, **clip
+    ),
+    "adam-wd": lambda **clip: fastbp.Adam(
+        lr=0.01, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.001, **clip
+    ),
     "adamw": lambda **clip: fastbp.AdamW(lr=0.01, weight_decay=0.1, **clip),
     "rmsprop-centered-momentum": lambda **clip: fastbp.RMSProp(
-        lr=0.005, alpha=0.9, momentum=0.5, centered=True, weight_decay=0.01, **clip),
+        lr=0.005, alpha=0.9, momentum=0.5, centered=True, weight_decay=0.01, **clip
+    ),
     "rmsprop": lambda **clip: fastbp.RMSProp(lr=0.005, **clip),
-    "adagrad": lambda **clip: fastbp.Adagrad(lr=0.1, lr_decay=0.01, weight_decay=0.01,
-                                             initial_accumulator_value=0.1, **clip),
+    "adagrad": lambda **clip: fastbp.Adagrad(
+        lr=0.1, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.1, **clip
+    ),
 }
 
 
-@pytest.mark.parametrize("clip", [{}, dict(clipnorm=0.05), dict(clipvalue=0.01),
-                                  dict(clipnorm=0.05, clipvalue=0.01)],
-                         ids=["noclip", "clipnorm", "clipvalue", "both"])
+@pytest.mark.parametrize(
+    "clip",
+    [{}, dict(clipnorm=0.05), dict(clipvalue=0.01), dict(clipnorm=0.05, clipvalue=0.01)],
+    ids=["noclip", "clipnorm", "clipvalue", "both"],
+)
 @pytest.mark.parametrize("kind", list(FASTBP_OPTIMIZERS))
 def test_fastbp_fit_matches_reference_optimizers(kind, clip):
     rng = rng_for("fit", kind)
-    model = model_with([fastbp.Dense(8, "tanh"), fastbp.Dense(3, "softmax")], "cross_entropy",
-                       FASTBP_OPTIMIZERS[kind](**clip))
+    model = model_with(
+        [fastbp.Dense(8, "tanh"), fastbp.Dense(3, "softmax")],
+        "cross_entropy",
+        FASTBP_OPTIMIZERS[kind](**clip),
+    )
     X, y = rng.normal(size=(23, 5)) * 2, rng.integers(0, 3, 23)
     fit_and_compare(model, X, y, epochs=3, batch_size=5)
 
 
-@pytest.mark.parametrize("case", ["residual-penalties-weights", "frozen-first", "frozen-in-block",
-                                  "frozen-last", "batch-of-one", "full-batch", "huber-gelu",
-                                  "poisson", "bce-soft", "ce-probabilities"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "residual-penalties-weights",
+        "frozen-first",
+        "frozen-in-block",
+        "frozen-last",
+        "batch-of-one",
+        "full-batch",
+        "huber-gelu",
+        "poisson",
+        "bce-soft",
+        "ce-probabilities",
+    ],
+)
 def test_fastbp_fit_matches_reference(case):
     Dense, Residual = fastbp.Dense, fastbp.Residual
     rng = rng_for("fit", case)
     n, loss, batch = 23, "cross_entropy", 5
     optimizer = fastbp.Adam(lr=0.01, clipnorm=0.5)
-    layers = [Dense(8, "tanh", kernel_regularizer=L1(0.01)),
-              Residual([Dense(6, "relu", bias_init=0.1), Dense(8, "gelu")]),
-              Dense(3, "softmax", bias_regularizer=L2(0.1))]
+    layers = [
+        Dense(8, "tanh", kernel_regularizer=L1(0.01)),
+        Residual([Dense(6, "relu", bias_init=0.1), Dense(8, "gelu")]),
+        Dense(3, "softmax", bias_regularizer=L2(0.1)),
+    ]
     if case == "batch-of-one":
         n, batch, optimizer = 7, 1, fastbp.SGD(lr=0.05, momentum=0.9)
     elif case == "full-batch":
@@ -480,8 +615,9 @@ def test_fastbp_fit_matches_reference(case):
 def test_fastbp_fit_continues_like_the_reference():
     """Two fit calls continue the optimizer state, as the reference's one optimizer does."""
     rng = rng_for("continue")
-    model = model_with([fastbp.Dense(6, "tanh"), fastbp.Dense(2)], "mse",
-                       fastbp.Adam(lr=0.02, weight_decay=0.01))
+    model = model_with(
+        [fastbp.Dense(6, "tanh"), fastbp.Dense(2)], "mse", fastbp.Adam(lr=0.02, weight_decay=0.01)
+    )
     X, y = rng.normal(size=(10, 5)), rng.normal(size=(10, 2))
     weights = model.get_weights()
     network, optimizer = _refmodel.network(model), _refmodel.optimizer(model)

@@ -1,22 +1,32 @@
 """L1 and L2 penalties: in the loss, in the gradients (finite differences), in training."""
+
 import numpy as np
 import pytest
 
 import fastbp
 from fastbp import _reference
 from fastbp.regularizers import L1, L1L2, L2
+
 from _gradcheck import flatten, numerical_gradient, relative_error
 
 
 def model_with(kernel, bias, loss="mse", dtype="float64", seed=0):
     return fastbp.Sequential(
-        [fastbp.Dense(5, "tanh", kernel_regularizer=kernel, bias_regularizer=bias),
-         fastbp.Dense(2, kernel_regularizer=kernel)],
-        loss=loss, optimizer=fastbp.SGD(lr=0.05), dtype=dtype, seed=seed, input_dim=3)
+        [
+            fastbp.Dense(5, "tanh", kernel_regularizer=kernel, bias_regularizer=bias),
+            fastbp.Dense(2, kernel_regularizer=kernel),
+        ],
+        loss=loss,
+        optimizer=fastbp.SGD(lr=0.05),
+        dtype=dtype,
+        seed=seed,
+        input_dim=3,
+    )
 
 
-@pytest.mark.parametrize("kernel,bias", [(L2(0.1), None), (L1(0.05), L2(0.2)),
-                                         (L1L2(0.03, 0.07), L1(0.1))])
+@pytest.mark.parametrize(
+    "kernel,bias", [(L2(0.1), None), (L1(0.05), L2(0.2)), (L1L2(0.03, 0.07), L1(0.1))]
+)
 def test_penalty_in_loss_and_gradient(kernel, bias):
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(9, 3)), rng.normal(size=(9, 2))
@@ -24,11 +34,13 @@ def test_penalty_in_loss_and_gradient(kernel, bias):
     model.layers[0].bias[:] = rng.normal(size=5)  # away from L1's kink at 0
     loss, grads = model.loss_and_gradients(X, y)
     # The reference adds l1 sum|w| + l2 sum w^2 of each penalized weight and bias.
-    penalties = [(kernel.l1, kernel.l2, bias.l1 if bias else 0.0, bias.l2 if bias else 0.0),
-                 (kernel.l1, kernel.l2, 0.0, 0.0)]
+    penalties = [
+        (kernel.l1, kernel.l2, bias.l1 if bias else 0.0, bias.l2 if bias else 0.0),
+        (kernel.l1, kernel.l2, 0.0, 0.0),
+    ]
     expected, expected_grads = _reference.loss_and_gradients(
-        model.get_weights(), X, y, activations=["tanh", "identity"], loss="mse",
-        penalties=penalties)
+        model.get_weights(), X, y, activations=["tanh", "identity"], loss="mse", penalties=penalties
+    )
     assert loss == pytest.approx(expected, rel=1e-13)
     np.testing.assert_allclose(flatten(grads), flatten(expected_grads), rtol=1e-12, atol=1e-15)
     assert relative_error(flatten(grads), numerical_gradient(model, X, y)) < 1e-6
@@ -36,8 +48,9 @@ def test_penalty_in_loss_and_gradient(kernel, bias):
 
 
 def test_l2_gradient_is_2aw():
-    model = fastbp.Sequential([fastbp.Dense(1, kernel_regularizer=L2(0.5))], loss="mse",
-                              dtype="float64", input_dim=1)
+    model = fastbp.Sequential(
+        [fastbp.Dense(1, kernel_regularizer=L2(0.5))], loss="mse", dtype="float64", input_dim=1
+    )
     model.set_weights([(np.array([[3.0]]), np.array([0.0]))])
     # y_hat = 3 x = 3 = y: the data term is 0, so only the penalty remains.
     loss, [(gw, gb)] = model.loss_and_gradients(np.array([[1.0]]), np.array([3.0]))
@@ -64,8 +77,13 @@ def test_training_reaches_the_ridge_solution_and_l1_zeroes_useless_inputs():
     y = X[:, 0] - 2 * X[:, 1] + 0.1 * rng.normal(size=300)  # inputs 2..5 are useless
     weights = {}
     for name, reg in (("none", None), ("l2", L2(0.5)), ("l1", L1(0.05))):
-        model = fastbp.Sequential([fastbp.Dense(1, kernel_regularizer=reg)], loss="mse",
-                                  optimizer=fastbp.SGD(lr=0.05), seed=0, dtype="float64")
+        model = fastbp.Sequential(
+            [fastbp.Dense(1, kernel_regularizer=reg)],
+            loss="mse",
+            optimizer=fastbp.SGD(lr=0.05),
+            seed=0,
+            dtype="float64",
+        )
         model.fit(X, y, epochs=200, batch_size=300)  # full-batch gradient descent
         weights[name] = model.get_weights()[0]
     # Ridge: minimize mean((X w + b - y)^2) + a |w|^2; the bias is not penalized.

@@ -1,4 +1,5 @@
 """Training split over threads (OpenMP) gives the single-threaded result."""
+
 import numpy as np
 import pytest
 
@@ -27,9 +28,14 @@ def train(threads, loss, optimizer, batch_size, n=37, seed=0, dtype="float64"):
         y = rng.uniform(0, 1, (n, 3))
     else:
         y = rng.normal(size=(n, 3))
-    model = fastbp.Sequential([fastbp.Dense(9, "tanh"), fastbp.Dense(5, "relu"), fastbp.Dense(3)],
-                              loss=loss, optimizer=optimizer, seed=seed, dtype=dtype,
-                              threads=threads)
+    model = fastbp.Sequential(
+        [fastbp.Dense(9, "tanh"), fastbp.Dense(5, "relu"), fastbp.Dense(3)],
+        loss=loss,
+        optimizer=optimizer,
+        seed=seed,
+        dtype=dtype,
+        threads=threads,
+    )
     history = model.fit(X, y, epochs=3, batch_size=batch_size)
     return model, history
 
@@ -66,8 +72,13 @@ def test_threaded_training_is_deterministic(always_parallel):
 def test_divergence_detected_over_threads(always_parallel):
     rng = np.random.default_rng(1)
     X, y = rng.normal(size=(40, 3)) * 1e3, rng.normal(size=40) * 1e3
-    model = fastbp.Sequential([fastbp.Dense(8, "relu"), fastbp.Dense(1)], loss="mse",
-                              optimizer=fastbp.SGD(lr=1e3), seed=0, threads=2)
+    model = fastbp.Sequential(
+        [fastbp.Dense(8, "relu"), fastbp.Dense(1)],
+        loss="mse",
+        optimizer=fastbp.SGD(lr=1e3),
+        seed=0,
+        threads=2,
+    )
     model.build(3)
     before = model.flat_params.copy()
     with pytest.raises(FloatingPointError, match="learning rate"):

@@ -1,11 +1,12 @@
-"""The fit loop (fastbp/trainer.py, behind Sequential.fit): its own arguments (epochs, batch_size, tol and n_iter_no_change,
-callbacks, verbose, validation_split), minibatches, shuffling and chunked compiled
-calls, the epoch metrics, validation split, partial_fit, divergence and NaN found
-mid-epoch, Ctrl-C and progress output.
+"""The fit loop (fastbp/trainer.py, behind Sequential.fit): its own arguments
+(epochs, batch_size, tol and n_iter_no_change, callbacks, verbose, validation_split),
+minibatches, shuffling and chunked compiled calls, the epoch metrics, validation
+split, partial_fit, divergence and NaN found mid-epoch, Ctrl-C and progress output.
 
 Every bad argument gets a clear Python exception naming the problem (never a crash, a
 hang or a silently wrong result).
 """
+
 import os
 import signal
 import sys
@@ -15,11 +16,11 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import _reference
 import fastbp.data
-from _models import (XOR_X, XOR_Y, blobs, class_blobs, classifier, mse_model, reg_data,
-                     same_weights)
+from fastbp import _reference
 from fastbp import callbacks as cb
+
+from _models import XOR_X, XOR_Y, blobs, class_blobs, classifier, mse_model, reg_data, same_weights
 
 
 def all_finite(model):
@@ -29,6 +30,7 @@ def all_finite(model):
 # ---------------------------------------------------------------------------
 # fit arguments
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("bad", [0, -1, -32, np.int64(0)])
 def test_batch_size_must_be_positive(bad):
@@ -75,15 +77,18 @@ def test_zero_epochs_builds_without_training():
     assert model.built and len(model.history) == 0
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"validation_split": 1.0}, "validation_split"),
-    ({"validation_split": -0.1}, "validation_split"),
-    ({"validation_split": 0.2, "validation_data": ([[0, 0, 0]], [0])}, "not both"),
-    ({"validation_split": 0.001}, "empty"),
-    ({"tol": -1}, "tol"),
-    ({"callbacks": [object()]}, "Callback"),
-    ({"verbose": 3}, "verbose"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"validation_split": 1.0}, "validation_split"),
+        ({"validation_split": -0.1}, "validation_split"),
+        ({"validation_split": 0.2, "validation_data": ([[0, 0, 0]], [0])}, "not both"),
+        ({"validation_split": 0.001}, "empty"),
+        ({"tol": -1}, "tol"),
+        ({"callbacks": [object()]}, "Callback"),
+        ({"verbose": 3}, "verbose"),
+    ],
+)
 def test_fit_arguments_checked(kwargs, message):
     X, y = blobs(30)
     with pytest.raises((ValueError, TypeError), match=message):
@@ -102,6 +107,7 @@ def test_tol_with_patience_stops_like_scikit_learn():
 # minibatches, shuffling and chunked compiled calls
 # ---------------------------------------------------------------------------
 
+
 def test_chunked_calls_give_the_same_training(monkeypatch):
     X, y = blobs(50)
     whole = classifier()
@@ -117,8 +123,9 @@ def test_epoch_loss_is_mean_of_batch_losses_full_batch():
     """With one batch per epoch the reported loss is the loss before that epoch's step."""
     rng = np.random.default_rng(3)
     X, y = rng.normal(size=(20, 3)), rng.normal(size=20)
-    model = fastbp.Sequential([fastbp.Dense(1)], loss="mse", optimizer=fastbp.SGD(lr=0.1),
-                              dtype="float64", seed=0)
+    model = fastbp.Sequential(
+        [fastbp.Dense(1)], loss="mse", optimizer=fastbp.SGD(lr=0.1), dtype="float64", seed=0
+    )
     model.build(3)
     expected = []
     for _ in range(3):
@@ -130,15 +137,20 @@ def test_epoch_loss_is_mean_of_batch_losses_full_batch():
 def test_minibatches_with_smaller_last_batch_match_numpy_reference():
     rng = np.random.default_rng(4)
     X, y = rng.normal(size=(11, 3)), rng.normal(size=(11, 2))
-    model = fastbp.Sequential([fastbp.Dense(5, "sigmoid"), fastbp.Dense(2)], loss="mse",
-                              optimizer=fastbp.SGD(lr=0.2, momentum=0.5), dtype="float64",
-                              seed=0)
+    model = fastbp.Sequential(
+        [fastbp.Dense(5, "sigmoid"), fastbp.Dense(2)],
+        loss="mse",
+        optimizer=fastbp.SGD(lr=0.2, momentum=0.5),
+        dtype="float64",
+        seed=0,
+    )
     model.build(3)
     weights = model.get_weights()
     optimizer = _reference.Optimizer("sgd", lr=0.2, momentum=0.5)
     for _ in range(2):  # minibatches of 4, 4 and 3 rows
-        _reference.train_epoch(weights, X, y, 4, optimizer,
-                               activations=["sigmoid", "identity"], loss="mse")
+        _reference.train_epoch(
+            weights, X, y, 4, optimizer, activations=["sigmoid", "identity"], loss="mse"
+        )
     model.fit(X, y, epochs=2, batch_size=4, shuffle=False)
     for (got_w, got_b), (want_w, want_b) in zip(model.get_weights(), weights):
         np.testing.assert_allclose(got_w, want_w, rtol=1e-12)
@@ -150,9 +162,13 @@ def test_shuffle_does_not_change_full_batch_training():
     X, y = rng.normal(size=(30, 4)), rng.integers(0, 3, 30)
     results = []
     for shuffle in (True, False):
-        model = fastbp.Sequential([fastbp.Dense(6, "relu"), fastbp.Dense(3)],
-                                  loss="cross_entropy", optimizer=fastbp.SGD(lr=0.1),
-                                  dtype="float64", seed=7)
+        model = fastbp.Sequential(
+            [fastbp.Dense(6, "relu"), fastbp.Dense(3)],
+            loss="cross_entropy",
+            optimizer=fastbp.SGD(lr=0.1),
+            dtype="float64",
+            seed=7,
+        )
         model.fit(X, y, epochs=5, batch_size=30, shuffle=shuffle)
         results.append(model.flat_params.copy())
     np.testing.assert_allclose(results[0], results[1], rtol=1e-12)
@@ -163,8 +179,9 @@ def test_shuffling_changes_the_minibatches():
     X, y = rng.normal(size=(40, 3)), rng.normal(size=40)
 
     def train(shuffle):
-        model = fastbp.Sequential([fastbp.Dense(1)], loss="mse", optimizer=fastbp.SGD(lr=0.05),
-                                  dtype="float64", seed=0)
+        model = fastbp.Sequential(
+            [fastbp.Dense(1)], loss="mse", optimizer=fastbp.SGD(lr=0.05), dtype="float64", seed=0
+        )
         model.fit(X, y, epochs=2, batch_size=8, shuffle=shuffle)
         return model.flat_params.copy()
 
@@ -175,11 +192,13 @@ def test_shuffling_changes_the_minibatches():
 # epoch metrics and validation
 # ---------------------------------------------------------------------------
 
+
 def test_validation_loss_equals_evaluate():
     rng = np.random.default_rng(2)
     X, y = class_blobs(50, 3, 4, rng)
-    model = fastbp.Sequential([fastbp.Dense(8, "tanh"), fastbp.Dense(3)], loss="cross_entropy",
-                              seed=0, dtype="float64")
+    model = fastbp.Sequential(
+        [fastbp.Dense(8, "tanh"), fastbp.Dense(3)], loss="cross_entropy", seed=0, dtype="float64"
+    )
     history = model.fit(X, y, epochs=3, validation_data=(X[:40], y[:40]))
     result = model.evaluate(X[:40], y[:40])
     assert history["val_loss"][-1] == pytest.approx(result["loss"], rel=1e-12)
@@ -193,9 +212,14 @@ def test_training_mae_and_r2_per_epoch(loss):
     rng = np.random.default_rng(6)
     X = rng.normal(size=(40, 3))
     y = np.abs(X @ [1.0, -2.0, 0.5]) if loss == "poisson" else X @ [1.0, -2.0, 0.5]
-    model = fastbp.Sequential([fastbp.Dense(4, "tanh"), fastbp.Dense(1)], loss=loss,
-                              optimizer=fastbp.SGD(lr=0.05), dtype="float64", seed=0,
-                              input_dim=3)
+    model = fastbp.Sequential(
+        [fastbp.Dense(4, "tanh"), fastbp.Dense(1)],
+        loss=loss,
+        optimizer=fastbp.SGD(lr=0.05),
+        dtype="float64",
+        seed=0,
+        input_dim=3,
+    )
     before = model.evaluate(X, y)
     history = model.fit(X, y, epochs=1, batch_size=40)
     assert history["mae"][0] == pytest.approx(before["mae"], rel=1e-12)
@@ -233,6 +257,7 @@ def test_validation_split_regression_reports_mae_and_r2():
 # partial_fit
 # ---------------------------------------------------------------------------
 
+
 def test_partial_fit_online_learning():
     X, y = blobs(90)
     model = classifier(fastbp.SGD(lr=0.2))
@@ -243,10 +268,11 @@ def test_partial_fit_online_learning():
     first = model.partial_fit(X[:30], np.zeros(30, dtype=int), classes=[0, 1, 2])
     assert len(first) == 1
     for start in range(30, 90, 30):  # later calls continue without classes
-        model.partial_fit(X[start:start + 30], y[start:start + 30])
+        model.partial_fit(X[start : start + 30], y[start : start + 30])
     assert len(model.history) == 3 and model.history.epoch == [0, 1, 2]
-    batch = fastbp.Sequential([fastbp.Dense(8, "tanh"), fastbp.Dense(3, "softmax")],
-                              optimizer=fastbp.SGD(lr=0.2), seed=0)
+    batch = fastbp.Sequential(
+        [fastbp.Dense(8, "tanh"), fastbp.Dense(3, "softmax")], optimizer=fastbp.SGD(lr=0.2), seed=0
+    )
     batch.fit(X[:30], np.zeros(30, dtype=int), epochs=1)
     batch.fit(X[30:60], y[30:60], epochs=1)
     batch.fit(X[60:], y[60:], epochs=1)
@@ -259,6 +285,7 @@ def test_partial_fit_online_learning():
 # divergence, and NaN found mid-epoch
 # ---------------------------------------------------------------------------
 
+
 def diverging_regression(seed=0):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(200, 5)) * 1e3
@@ -270,10 +297,15 @@ def diverging_regression(seed=0):
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_divergence_raises_floating_point_error(dtype, momentum):
     X, y = diverging_regression()
-    model = fastbp.Sequential([fastbp.Dense(8, "relu"), fastbp.Dense(1)],
-                              optimizer=fastbp.SGD(lr=1e6, momentum=momentum),
-                              seed=0, dtype=dtype)
-    with pytest.raises(FloatingPointError, match=r"(?s)training loss became (nan|inf).*learning rate"):
+    model = fastbp.Sequential(
+        [fastbp.Dense(8, "relu"), fastbp.Dense(1)],
+        optimizer=fastbp.SGD(lr=1e6, momentum=momentum),
+        seed=0,
+        dtype=dtype,
+    )
+    with pytest.raises(
+        FloatingPointError, match=r"(?s)training loss became (nan|inf).*learning rate"
+    ):
         model.fit(X, y, epochs=20, batch_size=32)
     assert all_finite(model)
 
@@ -291,17 +323,25 @@ def test_huge_inputs_stop_before_the_first_update(dtype, scale):
     assert len(model.history) == 0
 
 
-@pytest.mark.parametrize("make_optimizer", [
-    lambda: fastbp.SGD(lr=1e38),
-    lambda: fastbp.SGD(lr=1e38, momentum=0.5),
-    lambda: fastbp.Adam(lr=1e38),
-], ids=["sgd", "sgd-momentum", "adam"])
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [
+        lambda: fastbp.SGD(lr=1e38),
+        lambda: fastbp.SGD(lr=1e38, momentum=0.5),
+        lambda: fastbp.Adam(lr=1e38),
+    ],
+    ids=["sgd", "sgd-momentum", "adam"],
+)
 def test_update_overflowing_float32_raises_and_keeps_weights_finite(make_optimizer):
     # The loss of a minibatch is still finite, but lr * gradient overflows float32:
     # training must stop with FloatingPointError and leave finite weights.
     X, y = diverging_regression()
-    model = fastbp.Sequential([fastbp.Dense(8, "relu"), fastbp.Dense(1)],
-                              optimizer=make_optimizer(), seed=0, dtype="float32")
+    model = fastbp.Sequential(
+        [fastbp.Dense(8, "relu"), fastbp.Dense(1)],
+        optimizer=make_optimizer(),
+        seed=0,
+        dtype="float32",
+    )
     with pytest.raises(FloatingPointError, match=r"learning rate"):
         model.fit(X, y, epochs=3, batch_size=32)
     assert all_finite(model)
@@ -311,8 +351,12 @@ def test_single_overflowing_update_is_not_silent():
     # One full-batch step whose update overflows float32: fit must not return
     # normally with infinite/NaN weights.
     X, y = diverging_regression()
-    model = fastbp.Sequential([fastbp.Dense(8, "relu"), fastbp.Dense(1)],
-                              optimizer=fastbp.SGD(lr=1e38), seed=0, dtype="float32")
+    model = fastbp.Sequential(
+        [fastbp.Dense(8, "relu"), fastbp.Dense(1)],
+        optimizer=fastbp.SGD(lr=1e38),
+        seed=0,
+        dtype="float32",
+    )
     try:
         model.fit(X, y, epochs=1, batch_size=len(X))
     except FloatingPointError as exc:
@@ -328,8 +372,13 @@ def test_nan_found_mid_epoch_restores_weights(where):
     rng = np.random.default_rng(10)
     X, y = rng.normal(size=(64, 3)), rng.normal(size=64)
     (X if where == "X" else y)[60] = np.nan
-    model = fastbp.Sequential([fastbp.Dense(4, "tanh"), fastbp.Dense(1)], loss="mse",
-                              optimizer=fastbp.SGD(lr=0.1), seed=0, input_dim=3)
+    model = fastbp.Sequential(
+        [fastbp.Dense(4, "tanh"), fastbp.Dense(1)],
+        loss="mse",
+        optimizer=fastbp.SGD(lr=0.1),
+        seed=0,
+        input_dim=3,
+    )
     before = model.flat_params.copy()
     with pytest.raises(ValueError, match=f"{where} contains NaN"):
         model.fit(X, y, epochs=2, batch_size=8, shuffle=False)
@@ -340,6 +389,7 @@ def test_nan_found_mid_epoch_restores_weights(where):
 # ---------------------------------------------------------------------------
 # Ctrl-C and progress output
 # ---------------------------------------------------------------------------
+
 
 def test_ctrl_c_stops_after_the_running_minibatches(monkeypatch):
     monkeypatch.setattr(fastbp.trainer, "CHUNK_FLOPS", 1)  # one minibatch per call
@@ -389,15 +439,20 @@ def test_verbose_prints_one_line_per_epoch(capsys):
 def _halves_model(optimizer, frozen=False):
     layers = [fastbp.Dense(7, "tanh"), fastbp.Dense(3)]
     layers[0].trainable = not frozen
-    return fastbp.Sequential(layers, loss="cross_entropy", optimizer=optimizer, seed=4,
-                             dtype="float64", input_dim=5)
+    return fastbp.Sequential(
+        layers, loss="cross_entropy", optimizer=optimizer, seed=4, dtype="float64", input_dim=5
+    )
 
 
 @pytest.mark.parametrize("frozen", [False, True])
-@pytest.mark.parametrize("optimizer", [
-    lambda: fastbp.SGD(lr=0.3, momentum=0.9, clipnorm=0.05),
-    lambda: fastbp.Adam(lr=0.05, clipvalue=0.01),
-], ids=["sgd-clipnorm", "adam-clipvalue"])
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        lambda: fastbp.SGD(lr=0.3, momentum=0.9, clipnorm=0.05),
+        lambda: fastbp.Adam(lr=0.05, clipvalue=0.01),
+    ],
+    ids=["sgd-clipnorm", "adam-clipvalue"],
+)
 def test_gradients_of_shards_combined_then_applied_equal_the_fused_step(optimizer, frozen):
     """What data-parallel training does between the two halves: each shard's mean
     gradient, weighted by its rows, summed, then one update. Equal to fit's fused step
@@ -414,14 +469,14 @@ def test_gradients_of_shards_combined_then_applied_equal_the_fused_step(optimize
             combined += halves.flat_grads * (rows.stop - rows.start) / 20
         halves.flat_grads[...] = combined
         halves.apply_gradients()
-        np.testing.assert_allclose(halves.flat_params, fused.flat_params, rtol=1e-10,
-                                   atol=1e-13)
+        np.testing.assert_allclose(halves.flat_params, fused.flat_params, rtol=1e-10, atol=1e-13)
     if frozen:
         frozen_size = 5 * 7 + 7
         assert not halves.flat_grads[:frozen_size].any()
     assert halves.optimizer_state.step == fused.optimizer_state.step == 3
-    assert (13 * losses[0] + 7 * losses[1]) / 20 == pytest.approx(fused.history["loss"][-1],
-                                                                rel=1e-10)
+    assert (13 * losses[0] + 7 * losses[1]) / 20 == pytest.approx(
+        fused.history["loss"][-1], rel=1e-10
+    )
 
 
 def test_compute_gradients_checks_its_data_and_refuses_during_fit():
@@ -437,12 +492,14 @@ def test_compute_gradients_checks_its_data_and_refuses_during_fit():
             started.set()
             release.wait(10)
 
-    worker = threading.Thread(target=model.fit, args=(np.ones((4, 5)), [0, 1, 2, 0]),
-                              kwargs=dict(epochs=1, callbacks=[Hold()]))
+    worker = threading.Thread(
+        target=model.fit,
+        args=(np.ones((4, 5)), [0, 1, 2, 0]),
+        kwargs=dict(epochs=1, callbacks=[Hold()]),
+    )
     worker.start()
     assert started.wait(10)
-    for call in (lambda: model.compute_gradients(np.ones((2, 5)), [0, 1]),
-                 model.apply_gradients):
+    for call in (lambda: model.compute_gradients(np.ones((2, 5)), [0, 1]), model.apply_gradients):
         with pytest.raises(RuntimeError, match="already training"):
             call()
     release.set()
