@@ -7,6 +7,7 @@ import importlib.util
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -181,6 +182,7 @@ def machine_info(argv=None):
         "usable_cpus": affinity,
         "platform": platform.platform(),
         "python": platform.python_version(),
+        "commit": source_commit(),
         "versions": {
             name: version(dist)
             for name, dist in (
@@ -197,11 +199,32 @@ def machine_info(argv=None):
     }
 
 
+def source_commit():
+    """The fastbp commit the figures come from ("+changes" when the tree differed from
+    it), or None outside a git checkout, so that a reader can tell a stale figure."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args):
+        return subprocess.run(
+            ["git", "-C", root, *args], capture_output=True, text=True, timeout=10
+        )
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return None
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", "fastbp")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return head.stdout.strip() + ("+changes" if changed.stdout.strip() else "")
+
+
 def machine_markdown(info):
     """Render ``machine_info()`` as a Markdown bullet list."""
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v)
     lines = [
         f"- Date: {info['date']}",
+        f"- fastbp commit: {info.get('commit') or 'unknown'}",
         f"- Command: `{info['command']}`",
         f"- CPU: {info['cpu']}; {info['logical_cpus']} logical CPUs"
         f" ({info['usable_cpus']} usable by this process)",

@@ -113,3 +113,17 @@ def test_digits_quick(tmp_path):
     for name in impls:
         assert rows.count(name) == 2  # digits and memory tables
     assert "`import fastbp`" in rows
+
+
+def test_results_name_the_commit_they_come_from():
+    head = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout (an sdist): the commit is unknown there")
+    spec = importlib.util.spec_from_file_location(
+        "bench_common", os.path.join(ROOT, "bench", "common.py")
+    )
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    commit = common.source_commit()
+    assert commit.split("+")[0] == head.stdout.strip()
+    assert f"- fastbp commit: {commit}" in common.machine_markdown(common.machine_info())
