@@ -120,8 +120,9 @@ class Optimizer:
 
     # -- the update rule, as the kernel reads it -------------------------------------
     def _fields(self):
-        """This optimizer's fields of the OptimizerConfig struct."""
-        raise NotImplementedError
+        """This optimizer's fields of the OptimizerConfig struct: by default its
+        constructor arguments, where they have the struct's names."""
+        return self._config()
 
     def state_names(self):
         """The names of the state buffers this rule keeps, in row order."""
@@ -264,14 +265,6 @@ class SGD(Optimizer):
         self.nesterov = _check_flag(nesterov, "nesterov")
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs a momentum > 0")
-
-    def _fields(self):
-        return {
-            "lr": self.lr,
-            "momentum": self.momentum,
-            "weight_decay": self.weight_decay,
-            "nesterov": self.nesterov,
-        }
 
     def state_names(self):
         return ("momentum_buffer",) if self.momentum != 0 else ()
@@ -423,16 +416,6 @@ class RMSProp(Optimizer):
         self.weight_decay = _check_number(weight_decay, "weight_decay", low=0, high=None)
         self.momentum = _check_number(momentum, "momentum", low=0, high=1)
         self.centered = _check_flag(centered, "centered")
-
-    def _fields(self):
-        return {
-            "lr": self.lr,
-            "alpha": self.alpha,
-            "eps": self.eps,
-            "weight_decay": self.weight_decay,
-            "momentum": self.momentum,
-            "centered": self.centered,
-        }
 
     def state_names(self):
         return (

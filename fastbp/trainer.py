@@ -71,6 +71,25 @@ def settings(
     return Settings(epochs, batch_size, shuffle, callbacks, verbose, tol, n_iter_no_change, split)
 
 
+def _buffers(network, workspace, data):
+    """What every compiled training call takes, by name: the flat buffers, the
+    workspace, the plan and the checked data."""
+    return dict(
+        params=network.params,
+        grads=network.grads,
+        work=workspace.buffer,
+        capacity=workspace.capacity,
+        label_work=workspace.labels,
+        weight_work=workspace.weights,
+        plan=network.compiled,
+        X=data.X,
+        targets=data.targets,
+        labels=data.labels,
+        sample_weight=data.weights,
+        loss_kind=data.kind,
+    )
+
+
 def _step_flops(network, rows):
     return 6 * network.params.size * rows
 
@@ -123,29 +142,18 @@ class _Epochs:
         model, data, ws, state = self.model, self.data, self.workspace, self.state
         network = model._network
         status, ran, state.step = core().train_run(
-            network.params,
-            network.grads,
-            ws.buffer,
-            ws.capacity,
-            ws.labels,
-            ws.weights,
-            network.compiled,
-            data.X,
-            data.targets,
-            data.labels,
-            data.weights,
-            self.order,
-            self.batch,
-            first,
-            min(self.n_batches, first + self.chunk),
-            data.kind,
-            model.loss.param,
-            self.opt,
-            state.rows,
-            self.segments,
-            state.step,
-            self.stats,
-            self.step_threads,
+            **_buffers(network, ws, data),
+            loss_param=model.loss.param,
+            order=self.order,
+            batch_size=self.batch,
+            first_batch=first,
+            stop_batch=min(self.n_batches, first + self.chunk),
+            opt=self.opt,
+            state=state.rows,
+            segments=self.segments,
+            step=state.step,
+            stats=self.stats,
+            n_threads=self.step_threads,
         )
         return status, ran
 
@@ -294,25 +302,14 @@ class Trainer:
         threads, blas = _threads.plan(_step_flops(network, n), model.threads)
         with _threads.blas_limited(blas):
             status = core().batch_gradients(
-                network.params,
-                network.grads,
-                ws.buffer,
-                ws.capacity,
-                ws.labels,
-                ws.weights,
-                network.compiled,
-                data.X,
-                data.targets,
-                data.labels,
-                data.weights,
-                np.empty(0, dtype=np.intp),
-                n,
-                0,
-                data.kind,
-                model.loss.param,
-                model.optimizer_state.step,
-                stats,
-                threads,
+                **_buffers(network, ws, data),
+                loss_param=model.loss.param,
+                order=np.empty(0, dtype=np.intp),
+                batch_size=n,
+                batch=0,
+                step=model.optimizer_state.step,
+                stats=stats,
+                n_threads=threads,
             )
         if status != _codes.STATUS_OK:
             val.check_finite(data.X, "X")
