@@ -51,6 +51,16 @@ def flatten(layers):
     return dense, rates, skips
 
 
+def _check_placement(layers, dense, rates, input_dim):
+    if isinstance(layers[-1], Dropout):
+        raise ValueError("Dropout cannot be the last layer: its output is the loss's input")
+    for layer, rate in zip(dense, rates[1:]):
+        if rate and layer.activation == "softmax":
+            raise ValueError("Dropout after a softmax layer is not supported")
+    if max([input_dim] + [layer.units for layer in dense]) >= 2**31:  # BLAS: 32-bit sizes
+        raise ValueError("layer widths must be below 2**31")
+
+
 class Workspace:
     """The per-batch memory of one compiled call for up to ``capacity`` rows: one
     flat buffer laid out by the plan (see ``LayerPlan``'s offsets), and the gathered
@@ -82,14 +92,7 @@ class Network:
 
     def __init__(self, layers, loss, input_dim, dtype, rng):
         self.dense, rates, skips = flatten(layers)
-        if isinstance(layers[-1], Dropout):
-            raise ValueError("Dropout cannot be the last layer: its output is the loss's input")
-        for i, layer in enumerate(self.dense):
-            if rates[i + 1] and layer.activation == "softmax":
-                raise ValueError("Dropout after a softmax layer is not supported")
-        widths = [layer.units for layer in self.dense]
-        if max([input_dim] + widths) >= 2**31:  # BLAS takes 32-bit sizes
-            raise ValueError("layer widths must be below 2**31")
+        _check_placement(layers, self.dense, rates, input_dim)
         self.dtype = np.dtype(dtype)
         self.input_dim = input_dim
         self.lost = None
@@ -97,37 +100,11 @@ class Network:
         for layer in self.dense:
             sizes.append(layer.n_params(n_in))
             n_in = layer.units
-        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-        self.params = np.empty(int(offsets[-1]), dtype=self.dtype)
-        self.grads = np.zeros(int(offsets[-1]), dtype=self.dtype)
+        size = int(sum(sizes))
+        self.params = np.empty(size, dtype=self.dtype)
+        self.grads = np.zeros(size, dtype=self.dtype)
         self.plan = np.zeros(len(self.dense), dtype=_codes.LAYER_PLAN)
-        n_in = input_dim
-        for i, (layer, skip) in enumerate(zip(self.dense, skips)):
-            width = (
-                input_dim
-                if skip == _codes.SKIP_INPUT
-                else self.dense[skip].units
-                if skip >= 0
-                else layer.units
-            )
-            if width != layer.units:
-                raise ValueError(
-                    f"a Residual block adds its input ({width} features) to its"
-                    f" output ({layer.units} units): they must match"
-                )
-            lo, hi = offsets[i], offsets[i + 1]
-            layer.bind(n_in, self.params[lo:hi], self.grads[lo:hi], rng, owner=self)
-            row = self.plan[i]
-            row["n_in"], row["n_out"], row["skip"] = n_in, layer.units, skip
-            row["activation"] = layer.activation_code
-            row["act_param"] = layer.activation_param
-            row["weight_at"], row["bias_at"] = lo, lo + n_in * layer.units
-            row["dropout_after"] = rates[i + 1]
-            (row["l1_weight"], row["l2_weight"], row["l1_bias"], row["l2_bias"]) = (
-                layer.penalty_coefficients()
-            )
-            row["trainable"] = bool(layer.trainable)
-            n_in = layer.units
+        self._bind_layers(rates, skips, rng)
         last = self.dense[-1]
         if last.activation == loss.output_activation and skips[-1] == _codes.NO_SKIP:
             self.plan[-1]["activation"] = _codes.ACTIVATIONS["identity"]  # fused into the loss
@@ -139,15 +116,39 @@ class Network:
         net["dropout_seed"] = int(rng.integers(0, 2**63))
         self._lay_out()
         self._ranges = [
-            (int(lo), int(lo + n_in * n_out + n_out))
-            for lo, n_in, n_out in zip(
-                self.plan["weight_at"], self.plan["n_in"], self.plan["n_out"]
-            )
+            (int(row["weight_at"]), int(row["bias_at"] + row["n_out"])) for row in self.plan
         ]
         self._flags = None  # the trainable flags that _segments follows
         self.compiled = core().Plan(self.net, self.plan, self.params.size)
         self._local = threading.local()
         self._train_ws = None
+
+    def _bind_layers(self, rates, skips, rng):
+        """Bind each Dense layer to its stretch of the flat buffers (weight, then
+        bias) and fill its plan row."""
+        n_in, at = self.input_dim, 0
+        for row, layer, skip, rate in zip(self.plan, self.dense, skips, rates[1:]):
+            if skip == _codes.NO_SKIP:
+                width = layer.units
+            else:  # what the residual adds: the input or an earlier layer's output
+                width = self.input_dim if skip == _codes.SKIP_INPUT else self.dense[skip].units
+            if width != layer.units:
+                raise ValueError(
+                    f"a Residual block adds its input ({width} features) to its"
+                    f" output ({layer.units} units): they must match"
+                )
+            end = at + layer.n_params(n_in)
+            layer.bind(n_in, self.params[at:end], self.grads[at:end], rng, owner=self)
+            row["n_in"], row["n_out"], row["skip"] = n_in, layer.units, skip
+            row["activation"] = layer.activation_code
+            row["act_param"] = layer.activation_param
+            row["weight_at"], row["bias_at"] = at, at + n_in * layer.units
+            row["dropout_after"] = rate
+            (row["l1_weight"], row["l2_weight"], row["l1_bias"], row["l2_bias"]) = (
+                layer.penalty_coefficients()
+            )
+            row["trainable"] = bool(layer.trainable)
+            n_in, at = layer.units, end
 
     def _lay_out(self):
         """Workspace offsets, in rows: what inference needs first (each layer's
