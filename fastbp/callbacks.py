@@ -13,6 +13,8 @@ schedules and early stopping live here, not in the optimizer; so does ``History`
 the record of the epochs that ``fit`` returns.
 """
 
+from __future__ import annotations
+
 import math
 import numbers
 import os
@@ -33,9 +35,9 @@ class History:
         The epoch numbers, from 0 (continuing across repeated ``fit`` calls).
     """
 
-    def __init__(self):
-        self.history = {}
-        self.epoch = []
+    def __init__(self) -> None:
+        self.history: dict[str, list[float]] = {}
+        self.epoch: list[int] = []
 
     def _append(self, epoch, metrics):
         self.epoch.append(epoch)
@@ -188,8 +190,13 @@ class EarlyStopping(Callback):
     """
 
     def __init__(
-        self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto", restore_best_weights=False
-    ):
+        self,
+        monitor: str = "val_loss",
+        patience: int = 0,
+        min_delta: float = 0.0,
+        mode: str = "auto",
+        restore_best_weights: bool = False,
+    ) -> None:
         super().__init__()
         self._monitor = _Monitor(monitor, mode, min_delta)
         self.monitor = monitor

@@ -16,15 +16,22 @@ the model's flat parameter and gradient buffers, and training runs in the model'
 fused compiled step rather than through ``forward``/``backward``.
 """
 
+from __future__ import annotations
+
 import weakref
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _validation as val
 from . import activations as act
 from . import initializers as inits
 from . import regularizers
 from ._backend import core
+
+FloatArray = NDArray[np.floating[Any]]
 
 
 def _read_only(name):
@@ -103,17 +110,17 @@ class Dense(Layer):
 
     def __init__(
         self,
-        units,
-        activation=None,
+        units: int,
+        activation: str | None = None,
         *,
-        negative_slope=0.01,
-        alpha=1.0,
-        init=None,
-        bias_init="zeros",
-        kernel_regularizer=None,
-        bias_regularizer=None,
-        input_dim=None,
-    ):
+        negative_slope: float = 0.01,
+        alpha: float = 1.0,
+        init: str | float | Callable[..., Any] | None = None,
+        bias_init: str | float | Callable[..., Any] = "zeros",
+        kernel_regularizer: regularizers.Regularizer | None = None,
+        bias_regularizer: regularizers.Regularizer | None = None,
+        input_dim: int | None = None,
+    ) -> None:
         super().__init__()
         self.units = val.positive_int(units, "units")
         self.activation = act.canonical_name(activation)
@@ -213,15 +220,15 @@ class Dense(Layer):
         return state
 
     @property
-    def params(self):
+    def params(self) -> list[FloatArray]:
         return [self.weight, self.bias] if self.built else []
 
     @property
-    def grads(self):
+    def grads(self) -> list[FloatArray]:
         return [self.grad_weight, self.grad_bias] if self.built else []
 
     # -- hand-written use ---------------------------------------------------------
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> FloatArray:
         """Return ``f(x @ weight + bias)`` for x of shape (n_samples, n_inputs),
         keeping x and the output for ``backward``. Builds the layer on first use."""
         dtype = self.weight.dtype.type if self.built else _dtype_of(x)
@@ -245,7 +252,7 @@ class Dense(Layer):
         self._input, self._output = x, out
         return out
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> FloatArray:
         """Given dL/d output, set ``grad_weight`` and ``grad_bias`` and return dL/dx."""
         if self._output is None:
             raise RuntimeError("call forward(x) before backward(grad_output)")
@@ -326,7 +333,7 @@ class Dropout(Layer):
         Fraction of the units dropped, in [0, 1).
     """
 
-    def __init__(self, rate):
+    def __init__(self, rate: float) -> None:
         super().__init__()
         if (
             isinstance(rate, bool)

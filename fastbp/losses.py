@@ -12,7 +12,12 @@ and no Jacobian is ever built. In a ``Sequential`` model a final ``softmax``
 (``sigmoid``) layer before these losses is recognized and fused, never applied twice.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _codes
 from . import _validation as val
@@ -52,8 +57,8 @@ class Loss:
     is_classifier = False
     param = 0.0  # read by the kernel (Huber's delta)
 
-    def __init__(self):
-        self._delta = None
+    def __init__(self) -> None:
+        self._delta: NDArray[np.floating[Any]] | None = None
 
     # -- preparing targets (used by the model, once per call) -------------------
     def prepare_targets(self, y, n_outputs, dtype, name="y", finite=True):
@@ -80,7 +85,7 @@ class Loss:
         """Raise if the output layer's width does not suit this loss."""
 
     # -- hand-written use --------------------------------------------------------
-    def forward(self, output, y):
+    def forward(self, output: ArrayLike, y: ArrayLike) -> float:
         """Return the mean loss of ``output`` (logits for fused losses) against ``y``
         and keep its gradient for ``backward``."""
         arr = np.asarray(output)
@@ -98,7 +103,7 @@ class Loss:
 
     __call__ = forward
 
-    def backward(self):
+    def backward(self) -> NDArray[np.floating[Any]]:
         """Return ``dL/d output`` of the last ``forward`` call."""
         if self._delta is None:
             raise RuntimeError("call forward(output, y) before backward()")

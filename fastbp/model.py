@@ -9,20 +9,28 @@ write the weights. The model owns all of their state: copies and pickles are
 independent models.
 """
 
+from __future__ import annotations
+
 import copy
+import os
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _summary, inference, persistence, trainer
 from . import _validation as val
 from . import data as fitdata
 from ._guard import Guard
-from .callbacks import History
+from .callbacks import Callback, History
 from .layers import Dense, Dropout, Layer, Residual
-from .losses import get_loss
+from .losses import Loss, get_loss
 from .network import Network
-from .optimizers import get_optimizer
+from .optimizers import Optimizer, get_optimizer
 from .trainer import Trainer
+
+FloatArray = NDArray[np.floating[Any]]
 
 
 class Sequential:
@@ -67,14 +75,14 @@ class Sequential:
 
     def __init__(
         self,
-        layers=None,
-        loss=None,
-        optimizer="adam",
-        seed=None,
-        dtype="float32",
-        input_dim=None,
-        threads=None,
-    ):
+        layers: Sequence[Layer] | None = None,
+        loss: str | Loss | None = None,
+        optimizer: str | Optimizer | type[Optimizer] = "adam",
+        seed: int | None = None,
+        dtype: DTypeLike = "float32",
+        input_dim: int | None = None,
+        threads: int | None = None,
+    ) -> None:
         self.layers = []
         for layer in layers or []:
             self.add(layer)
@@ -222,20 +230,20 @@ class Sequential:
     # -- training -----------------------------------------------------------------
     def fit(
         self,
-        X,
-        y,
-        epochs=10,
-        batch_size=32,
-        shuffle=True,
-        validation_data=None,
-        validation_split=0.0,
-        callbacks=None,
-        verbose=0,
-        tol=None,
-        n_iter_no_change=10,
-        sample_weight=None,
-        class_weight=None,
-    ):
+        X: ArrayLike,
+        y: ArrayLike,
+        epochs: int = 10,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        validation_data: tuple[ArrayLike, ArrayLike] | None = None,
+        validation_split: float = 0.0,
+        callbacks: Sequence[Callback] | None = None,
+        verbose: int = 0,
+        tol: float | None = None,
+        n_iter_no_change: int = 10,
+        sample_weight: ArrayLike | None = None,
+        class_weight: dict[int, float] | str | None = None,
+    ) -> History:
         """Train by minibatch gradient descent, continuing from the current weights.
 
         Parameters
@@ -376,7 +384,7 @@ class Sequential:
             self._trainer.apply()
 
     # -- inference ----------------------------------------------------------------
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> FloatArray:
         """Return the network's output for X of shape (n_samples, n_features).
 
         For cross_entropy, class probabilities of shape (n_samples, n_classes); for
@@ -403,7 +411,7 @@ class Sequential:
             return probabilities.argmax(axis=1)
         return (probabilities > 0.5).astype(np.intp)
 
-    def evaluate(self, X, y):
+    def evaluate(self, X: ArrayLike, y: ArrayLike) -> dict[str, float]:
         """Return a dict of metrics on (X, y): "loss"; "accuracy" for classification;
         "mae" and "r2" (coefficient of determination) for regression."""
         self._require_built()
@@ -488,7 +496,7 @@ class Sequential:
         return int(self._network.params.size)
 
     # -- persistence and copies ---------------------------------------------------
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> str:
         """Save architecture, weights, optimizer state, random state and history to
         ``path`` (a ``.npz`` file; see ``fastbp.persistence`` for the format).
         Returns the path written. Load with ``fastbp.load(path)``."""
@@ -497,7 +505,7 @@ class Sequential:
             return persistence.save(self, path)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str | os.PathLike[str]) -> Sequential:
         """Read a model written by ``save`` (``fastbp.load``)."""
         return persistence.load(path, cls)
 
@@ -544,6 +552,6 @@ def _dense_layers(layers):
     return dense
 
 
-def load(path):
+def load(path: str | os.PathLike[str]) -> Sequential:
     """Read a model written by ``Sequential.save``."""
     return Sequential.load(path)

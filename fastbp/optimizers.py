@@ -15,10 +15,15 @@ Learning-rate schedules and early stopping are not the optimizer's concern (see
 ``fastbp.callbacks``).
 """
 
+from __future__ import annotations
+
 import math
 import numbers
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _codes
 from ._backend import core
@@ -104,7 +109,9 @@ class Optimizer:
     def iterations(self, value):
         self._hand_steps = value
 
-    def __init__(self, lr, clipnorm=None, clipvalue=None):
+    def __init__(
+        self, lr: float, clipnorm: float | None = None, clipvalue: float | None = None
+    ) -> None:
         self.lr = _check_number(lr, "lr", low=0, low_open=True)
         self.clipnorm = (
             None
@@ -161,7 +168,11 @@ class Optimizer:
         self.iterations = 0
 
     # -- hand-written use ---------------------------------------------------------
-    def step(self, params, grads):
+    def step(
+        self,
+        params: NDArray[np.floating[Any]] | Sequence[NDArray[np.floating[Any]]],
+        grads: ArrayLike | Sequence[ArrayLike],
+    ) -> None:
         """Update ``params`` in place from ``grads`` (clipped in place first when
         clipnorm or clipvalue is set), by the same compiled update as a model's.
 
@@ -257,8 +268,14 @@ class SGD(Optimizer):
     code = OPT_SGD
 
     def __init__(
-        self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, clipnorm=None, clipvalue=None
-    ):
+        self,
+        lr: float = 0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+    ) -> None:
         super().__init__(lr, clipnorm, clipvalue)
         self.momentum = _check_number(momentum, "momentum", low=0, high=1)
         self.weight_decay = _check_number(weight_decay, "weight_decay", low=0, high=None)
@@ -307,8 +324,14 @@ class Adam(Optimizer):
     _decoupled = False
 
     def __init__(
-        self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, clipnorm=None, clipvalue=None
-    ):
+        self,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+    ) -> None:
         super().__init__(lr, clipnorm, clipvalue)
         try:
             beta1, beta2 = betas

@@ -153,3 +153,20 @@ def test_version_in_one_place():
         check=True,
     )
     assert result.stdout.strip() == f"fastbp {fastbp.__version__}"
+
+
+def test_the_typed_readme_examples_run():
+    """tests/typing/readme_examples.py is what .ci/typing checks with mypy --strict;
+    here it runs, so that it stays a true program."""
+    import pathlib
+
+    script = pathlib.Path(__file__).parent / "typing" / "readme_examples.py"
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        cwd=tempfile.gettempdir(),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "accuracy" in result.stdout

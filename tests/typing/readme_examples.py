@@ -1,0 +1,58 @@
+"""The README's examples as a typed program: ``mypy --strict`` checks it against
+fastbp's annotations (.ci/typing), and tests/test_api.py runs it."""
+
+import os
+import tempfile
+
+import numpy as np
+from numpy.typing import NDArray
+
+import fastbp
+from fastbp import Dense, Dropout
+from fastbp.callbacks import EarlyStopping
+
+
+def classification() -> tuple[float, dict[str, float], NDArray[np.floating]]:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 4))
+    y = (X[:, 0] * X[:, 1] > 0).astype(int)
+    model = fastbp.Sequential(
+        [Dense(32, "relu"), Dropout(0.2), Dense(2, "softmax")],
+        loss="cross_entropy",
+        optimizer=fastbp.Adam(lr=0.01),
+        seed=0,
+    )
+    history = model.fit(
+        X,
+        y,
+        epochs=5,
+        batch_size=32,
+        validation_split=0.2,
+        callbacks=[EarlyStopping(patience=5, restore_best_weights=True)],
+    )
+    last: float = history.history["val_accuracy"][-1]
+    metrics = model.evaluate(X, y)
+    probabilities = model.predict(X[:5])
+    with tempfile.TemporaryDirectory() as folder:
+        path = model.save(os.path.join(folder, "model.npz"))
+        loaded = fastbp.load(path)
+        assert np.array_equal(loaded.predict(X[:5]), probabilities)
+    return last, metrics, probabilities
+
+
+def hand_written_loop() -> float:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 3))
+    y = X.sum(axis=1)
+    hidden, out = fastbp.Dense(16, "tanh"), fastbp.Dense(1)
+    mse, sgd = fastbp.MSE(), fastbp.SGD(lr=0.1)
+    loss = 0.0
+    for _ in range(100):
+        loss = mse.forward(out.forward(hidden.forward(X)), y.reshape(-1, 1))
+        hidden.backward(out.backward(mse.backward()))
+        sgd.step(hidden.params + out.params, hidden.grads + out.grads)
+    return loss
+
+
+if __name__ == "__main__":
+    print(classification()[:2], hand_written_loop())
