@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections.abc import Callable
 
 import numpy as np
 
@@ -247,7 +248,13 @@ class ModelCheckpoint(Callback):
     mode : {"auto", "min", "max"}, default "auto"
     """
 
-    def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto"):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        monitor: str = "val_loss",
+        save_best_only: bool = False,
+        mode: str = "auto",
+    ) -> None:
         super().__init__()
         self.path = os.fspath(path)
         self._monitor = _Monitor(monitor, mode, 0.0)
@@ -276,7 +283,7 @@ class LearningRateScheduler(Callback):
         example a schedule from ``fastbp.schedules``.
     """
 
-    def __init__(self, schedule):
+    def __init__(self, schedule: Callable[[int], float]) -> None:
         super().__init__()
         if not callable(schedule):
             raise TypeError(f"schedule must be callable, got {schedule!r}")
@@ -316,8 +323,14 @@ class ReduceLROnPlateau(Callback):
     """
 
     def __init__(
-        self, monitor="val_loss", factor=0.1, patience=10, min_delta=1e-4, min_lr=0.0, mode="auto"
-    ):
+        self,
+        monitor: str = "val_loss",
+        factor: float = 0.1,
+        patience: int = 10,
+        min_delta: float = 1e-4,
+        min_lr: float = 0.0,
+        mode: str = "auto",
+    ) -> None:
         super().__init__()
         if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not 0 < factor < 1:
             raise ValueError(f"factor must lie in (0, 1), got {factor!r}")

@@ -19,7 +19,7 @@ fused compiled step rather than through ``forward``/``backward``.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -378,7 +378,7 @@ class Residual(Layer):
         block's input has features.
     """
 
-    def __init__(self, layers):
+    def __init__(self, layers: Layer | Sequence[Layer]) -> None:
         super().__init__()
         layers = [layers] if isinstance(layers, Layer) else list(layers)
         if not layers:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from .callbacks import Callback, History
 from .layers import Dense, Dropout, Layer, Residual
 from .losses import Loss, get_loss
 from .network import Network
-from .optimizers import Optimizer, get_optimizer
+from .optimizers import Optimizer, OptimizerState, get_optimizer
 from .trainer import Trainer
 
 FloatArray = NDArray[np.floating[Any]]
@@ -112,7 +112,7 @@ class Sequential:
         self._guard = Guard()
         self._trainer = Trainer(self)
 
-    def add(self, layer):
+    def add(self, layer: Layer) -> None:
         """Append a layer (before the model is built)."""
         if getattr(self, "_network", None) is not None:
             raise RuntimeError("cannot add layers to a model that is already built")
@@ -129,16 +129,16 @@ class Sequential:
 
     # -- the parts ----------------------------------------------------------------
     @property
-    def optimizer(self):
+    def optimizer(self) -> Optimizer:
         """The update rule (configuration only: the state is ``optimizer_state``)."""
         return self._optimizer
 
     @optimizer.setter
-    def optimizer(self, optimizer):
+    def optimizer(self, optimizer: str | Optimizer | type[Optimizer]) -> None:
         self._optimizer = get_optimizer(optimizer)
         self._optimizer._serves_models = True
 
-    def build(self, input_dim):
+    def build(self, input_dim: int) -> Sequential:
         """Create the weights for ``input_dim`` input features."""
         self._resolve_loss()
         with self._guard.writing():
@@ -146,28 +146,28 @@ class Sequential:
         return self
 
     @property
-    def built(self):
+    def built(self) -> bool:
         return self._network is not None
 
     @property
-    def input_dim(self):
+    def input_dim(self) -> int | None:
         return self._network.input_dim if self.built else None
 
     @property
-    def flat_params(self):
+    def flat_params(self) -> FloatArray | None:
         """The flat parameter buffer (every layer's weight then bias, in order)."""
         return self._network.params if self.built else None
 
     @property
-    def flat_grads(self):
+    def flat_grads(self) -> FloatArray | None:
         return self._network.grads if self.built else None
 
     @property
-    def n_outputs(self):
+    def n_outputs(self) -> int:
         return _dense_layers(self.layers)[-1].units
 
     @property
-    def optimizer_state(self):
+    def optimizer_state(self) -> OptimizerState:
         """The model's optimizer state (moments by name, step count), created for the
         current optimizer and flat buffer; a new optimizer starts a new state."""
         self._require_built()
@@ -341,7 +341,14 @@ class Sequential:
                 )
             return self._trainer.fit(data, validation, loop)
 
-    def partial_fit(self, X, y, classes=None, batch_size=32, shuffle=True):
+    def partial_fit(
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        classes: ArrayLike | None = None,
+        batch_size: int = 32,
+        shuffle: bool = True,
+    ) -> History:
         """One more epoch on (X, y), continuing from the current weights and
         optimizer state (online learning).
 
@@ -364,7 +371,9 @@ class Sequential:
             self._classes_seen = True
         return self.fit(X, y, epochs=1, batch_size=batch_size, shuffle=shuffle)
 
-    def compute_gradients(self, X, y, sample_weight=None):
+    def compute_gradients(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> float:
         """The first half of a training step, for callers that combine gradients
         before updating (data-parallel training, full-batch optimizers): the
         gradient of the mean loss over (X, y) (one minibatch, with the trainable
@@ -376,7 +385,7 @@ class Sequential:
             with self._guard.writing():
                 return float(self._trainer.gradients(data)["loss"])
 
-    def apply_gradients(self):
+    def apply_gradients(self) -> None:
         """The second half: clip ``flat_grads`` and take one optimizer step with them
         on the trainable layers (``optimizer_state.step`` counts it)."""
         self._require_built()
@@ -400,7 +409,7 @@ class Sequential:
             )
         return inference.predict(network, self._guard, X)
 
-    def predict_classes(self, X):
+    def predict_classes(self, X: ArrayLike) -> NDArray[np.intp]:
         """Class predictions: the most probable class (cross_entropy) or 0/1 per output
         (binary_cross_entropy)."""
         self._require_built()
@@ -420,7 +429,9 @@ class Sequential:
     def _evaluate_data(self, data):  # the trainer's validation pass
         return inference.evaluate(self._network, self._guard, self.loss, data)
 
-    def loss_and_gradients(self, X, y, training=False):
+    def loss_and_gradients(
+        self, X: ArrayLike, y: ArrayLike, training: bool = False
+    ) -> tuple[float, list[tuple[FloatArray, FloatArray]]]:
         """Return ``(loss, [(grad_weight, grad_bias), ...])`` of the mean loss over all
         of (X, y) (with the layers' penalties) in Dense layer order, without changing
         the weights or ``flat_grads``.
@@ -437,7 +448,9 @@ class Sequential:
             training,
         )
 
-    def input_gradient(self, X, y=None, output=None):
+    def input_gradient(
+        self, X: ArrayLike, y: ArrayLike | None = None, output: int | None = None
+    ) -> FloatArray:
         """The gradient with respect to the inputs, by the same backward pass: a
         saliency map of how each input feature moves the loss or a prediction.
 
@@ -466,13 +479,13 @@ class Sequential:
         return inference.input_gradient(self._network, self._guard, self.loss, data, output)
 
     # -- weights ------------------------------------------------------------------
-    def get_weights(self):
+    def get_weights(self) -> list[tuple[FloatArray, FloatArray]]:
         """Return copies of the weights: a list of (weight, bias) in layer order."""
         self._require_built()
         with self._guard.reading():
             return [(layer.weight.copy(), layer.bias.copy()) for layer in self._network.dense]
 
-    def set_weights(self, weights):
+    def set_weights(self, weights: Iterable[tuple[ArrayLike, ArrayLike]]) -> None:
         """Set the weights from a list of (weight, bias) pairs in layer order, shaped
         (n_inputs, units) and (units,). Builds the model if needed."""
         dense = _dense_layers(self.layers)
@@ -491,7 +504,7 @@ class Sequential:
                 layer.weight[...] = w
                 layer.bias[...] = b
 
-    def count_params(self):
+    def count_params(self) -> int:
         self._require_built()
         return int(self._network.params.size)
 
@@ -509,13 +522,13 @@ class Sequential:
         """Read a model written by ``save`` (``fastbp.load``)."""
         return persistence.load(path, cls)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         """The model as JSON-compatible values (weights excluded)."""
         self._require_built()
         return persistence.config_of(self)
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> Sequential:
         """A built model (fresh weights) from ``get_config()``'s output."""
         return persistence.from_config(cls, config)
 
@@ -530,7 +543,7 @@ class Sequential:
         return copy.deepcopy(self)
 
     # -- presentation -------------------------------------------------------------
-    def summary(self):
+    def summary(self) -> str:
         """Return a text table of the layers, their output shapes and parameter counts."""
         self._require_built()
         return _summary.table(self)

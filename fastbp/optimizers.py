@@ -383,13 +383,13 @@ class AdamW(Adam):
 
     def __init__(
         self,
-        lr=1e-3,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=0.01,
-        clipnorm=None,
-        clipvalue=None,
-    ):
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+    ) -> None:
         super().__init__(lr, betas, eps, weight_decay, clipnorm, clipvalue)
 
 
@@ -424,15 +424,15 @@ class RMSProp(Optimizer):
 
     def __init__(
         self,
-        lr=0.01,
-        alpha=0.99,
-        eps=1e-8,
-        weight_decay=0.0,
-        momentum=0.0,
-        centered=False,
-        clipnorm=None,
-        clipvalue=None,
-    ):
+        lr: float = 0.01,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+    ) -> None:
         super().__init__(lr, clipnorm, clipvalue)
         self.alpha = _check_number(alpha, "alpha", low=0, high=1)
         self.eps = _check_number(eps, "eps", low=0, high=None)
@@ -481,14 +481,14 @@ class Adagrad(Optimizer):
 
     def __init__(
         self,
-        lr=0.01,
-        lr_decay=0.0,
-        weight_decay=0.0,
-        initial_accumulator_value=0.0,
-        eps=1e-10,
-        clipnorm=None,
-        clipvalue=None,
-    ):
+        lr: float = 0.01,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+    ) -> None:
         super().__init__(lr, clipnorm, clipvalue)
         self.lr_decay = _check_number(lr_decay, "lr_decay", low=0, high=None)
         self.weight_decay = _check_number(weight_decay, "weight_decay", low=0, high=None)

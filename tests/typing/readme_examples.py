@@ -54,5 +54,46 @@ def hand_written_loop() -> float:
     return loss
 
 
+def the_rest_of_the_model() -> tuple[int, float, int]:
+    """The README's feature list: residual blocks, the other optimizers and callbacks,
+    classes, gradients, weights, the two halves of a step, online learning."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 6))
+    y = (X[:, 0] > 0).astype(int)
+    optimizers: list[fastbp.Optimizer] = [
+        fastbp.RMSProp(lr=0.01, momentum=0.5, centered=True),
+        fastbp.AdamW(lr=0.01),
+        fastbp.Adagrad(lr=0.05, clipnorm=1.0),
+    ]
+    for optimizer in optimizers:
+        model = fastbp.Sequential(
+            [Dense(6, "tanh"), fastbp.Residual([Dense(6, "relu")]), Dense(2, "softmax")],
+            optimizer=optimizer,
+            seed=1,
+            input_dim=6,
+        )
+        with tempfile.TemporaryDirectory() as folder:
+            model.fit(
+                X,
+                y,
+                epochs=3,
+                validation_split=0.25,
+                callbacks=[
+                    fastbp.callbacks.ModelCheckpoint(os.path.join(folder, "best.npz")),
+                    fastbp.callbacks.ReduceLROnPlateau(patience=1),
+                    fastbp.callbacks.LearningRateScheduler(lambda epoch: 0.01 / (1 + epoch)),
+                ],
+            )
+    classes = model.predict_classes(X)
+    loss, gradients = model.loss_and_gradients(X, y)
+    saliency = model.input_gradient(X, y)
+    model.set_weights([(w * 0.5, b) for w, b in model.get_weights()])
+    model.compute_gradients(X[:32], y[:32])
+    model.apply_gradients()
+    model.partial_fit(X, y, classes=[0, 1])
+    assert saliency.shape == X.shape and len(gradients) == 3 and model.summary()
+    return int(classes.sum()), loss, model.optimizer_state.step
+
+
 if __name__ == "__main__":
-    print(classification()[:2], hand_written_loop())
+    print(classification()[:2], hand_written_loop(), the_rest_of_the_model())
