@@ -6,9 +6,13 @@ The kernels live in ``fastbp._core``; this module maps names to kernel codes and
 offers NumPy-facing helpers (``apply`` and ``derivative``) for hand-written loops.
 """
 
+from __future__ import annotations
+
 import numbers
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _codes
 from ._backend import core
@@ -68,7 +72,9 @@ def parameter(name, negative_slope=0.01, alpha=1.0):
     return 0.0
 
 
-def apply(x, activation, negative_slope=0.01, alpha=1.0):
+def apply(
+    x: ArrayLike, activation: str | None, negative_slope: float = 0.01, alpha: float = 1.0
+) -> NDArray[np.floating[Any]]:
     """Return ``f(x)`` for a float32 or float64 array of shape (n_samples, n_units)."""
     name = canonical_name(activation)
     out = np.array(x, dtype=_float_dtype(x), order="C", copy=True)
@@ -79,7 +85,14 @@ def apply(x, activation, negative_slope=0.01, alpha=1.0):
     return out
 
 
-def derivative(output, grad_output, activation, negative_slope=0.01, alpha=1.0, z=None):
+def derivative(
+    output: ArrayLike,
+    grad_output: ArrayLike,
+    activation: str | None,
+    negative_slope: float = 0.01,
+    alpha: float = 1.0,
+    z: ArrayLike | None = None,
+) -> NDArray[np.floating[Any]]:
     """Return ``grad_output * f'(z)`` given the activation's output ``f(z)`` (GELU
     needs its input ``z`` too).
 

@@ -203,7 +203,7 @@ class Huber(Loss):
     name = "huber"
     _float_kind = LOSS_HUBER
 
-    def __init__(self, delta=1.0):
+    def __init__(self, delta: float = 1.0) -> None:
         super().__init__()
         if (
             isinstance(delta, bool)

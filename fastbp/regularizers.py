@@ -7,18 +7,22 @@ loss (training, validation and ``evaluate``) and its gradient (``a * sign(w)``,
 ``2 a w``) part of the gradients, computed inside the compiled training step.
 """
 
+from __future__ import annotations
+
 import math
 import numbers
+
+from numpy.typing import ArrayLike
 
 
 class Regularizer:
     """``l1 * sum(|w|) + l2 * sum(w ** 2)``."""
 
-    def __init__(self, l1=0.0, l2=0.0):
+    def __init__(self, l1: float = 0.0, l2: float = 0.0) -> None:
         self.l1 = _coefficient(l1, "l1")
         self.l2 = _coefficient(l2, "l2")
 
-    def penalty(self, weights):
+    def penalty(self, weights: ArrayLike) -> float:
         """The penalty of an array of weights (float)."""
         import numpy as np
 
@@ -46,21 +50,21 @@ def _coefficient(value, name):
 class L1(Regularizer):
     """``a * sum(|w|)``."""
 
-    def __init__(self, a=0.01):
+    def __init__(self, a: float = 0.01) -> None:
         super().__init__(l1=a)
 
 
 class L2(Regularizer):
     """``a * sum(w ** 2)``."""
 
-    def __init__(self, a=0.01):
+    def __init__(self, a: float = 0.01) -> None:
         super().__init__(l2=a)
 
 
 class L1L2(Regularizer):
     """``l1 * sum(|w|) + l2 * sum(w ** 2)``."""
 
-    def __init__(self, l1=0.0, l2=0.0):
+    def __init__(self, l1: float = 0.0, l2: float = 0.0) -> None:
         super().__init__(l1=l1, l2=l2)
 
 

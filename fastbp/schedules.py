@@ -8,6 +8,8 @@ Use one with ``callbacks.LearningRateScheduler``::
 Any ``f(epoch) -> lr`` works the same way.
 """
 
+from __future__ import annotations
+
 import math
 import numbers
 
@@ -35,7 +37,7 @@ def _count(value, name, minimum):
 class Schedule:
     """Base class: ``schedule(epoch)`` gives the learning rate of that epoch."""
 
-    def __call__(self, epoch):
+    def __call__(self, epoch: int) -> float:
         epoch = _count(epoch, "epoch", 0)
         return self.rate(epoch)
 
@@ -50,7 +52,7 @@ class Schedule:
 class Constant(Schedule):
     """lr at every epoch."""
 
-    def __init__(self, lr):
+    def __init__(self, lr: float) -> None:
         self.lr = _positive(lr, "lr")
 
     def rate(self, epoch):
@@ -60,7 +62,7 @@ class Constant(Schedule):
 class StepDecay(Schedule):
     """lr * gamma ** (epoch // step_size): multiply by gamma every step_size epochs."""
 
-    def __init__(self, lr, step_size, gamma=0.1):
+    def __init__(self, lr: float, step_size: int, gamma: float = 0.1) -> None:
         self.lr = _positive(lr, "lr")
         self.step_size = _count(step_size, "step_size", 1)
         self.gamma = _positive(gamma, "gamma")
@@ -72,7 +74,7 @@ class StepDecay(Schedule):
 class ExponentialDecay(Schedule):
     """lr * gamma ** epoch."""
 
-    def __init__(self, lr, gamma):
+    def __init__(self, lr: float, gamma: float) -> None:
         self.lr = _positive(lr, "lr")
         self.gamma = _positive(gamma, "gamma")
 
@@ -83,7 +85,7 @@ class ExponentialDecay(Schedule):
 class InverseScaling(Schedule):
     """lr / (epoch + 1) ** power (scikit-learn's "invscaling", counted in epochs)."""
 
-    def __init__(self, lr, power=0.5):
+    def __init__(self, lr: float, power: float = 0.5) -> None:
         self.lr = _positive(lr, "lr")
         self.power = _positive(power, "power", allow_zero=True)
 
@@ -95,7 +97,9 @@ class CosineDecay(Schedule):
     """Linear warm-up from lr / warmup_epochs to lr over ``warmup_epochs``, then a
     half cosine from lr down to ``min_lr`` at ``total_epochs`` (and min_lr after)."""
 
-    def __init__(self, lr, total_epochs, warmup_epochs=0, min_lr=0.0):
+    def __init__(
+        self, lr: float, total_epochs: int, warmup_epochs: int = 0, min_lr: float = 0.0
+    ) -> None:
         self.lr = _positive(lr, "lr")
         self.total_epochs = _count(total_epochs, "total_epochs", 1)
         self.warmup_epochs = _count(warmup_epochs, "warmup_epochs", 0)

@@ -95,5 +95,27 @@ def the_rest_of_the_model() -> tuple[int, float, int]:
     return int(classes.sum()), loss, model.optimizer_state.step
 
 
+def penalties_schedules_and_helpers() -> float:
+    """Regularizers, schedules, a Huber loss and the activation helpers."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(100, 3))
+    y = X.sum(axis=1)
+    model = fastbp.Sequential(
+        [
+            Dense(8, "elu", kernel_regularizer=fastbp.regularizers.L2(1e-3)),
+            Dense(1, bias_regularizer=fastbp.regularizers.L1L2(1e-4, 1e-4)),
+        ],
+        loss=fastbp.losses.Huber(delta=0.5),
+        optimizer=fastbp.SGD(lr=0.05, momentum=0.9),
+        seed=2,
+    )
+    schedule = fastbp.schedules.CosineDecay(0.05, total_epochs=5, warmup_epochs=1)
+    model.fit(X, y, epochs=5, callbacks=[fastbp.callbacks.LearningRateScheduler(schedule)])
+    z = fastbp.activations.apply(X, "tanh")
+    slope = fastbp.activations.derivative(z, np.ones_like(z), "tanh")
+    return float(slope.mean()) + model.evaluate(X, y)["loss"]
+
+
 if __name__ == "__main__":
     print(classification()[:2], hand_written_loop(), the_rest_of_the_model())
+    print(penalties_schedules_and_helpers())
