@@ -29,7 +29,7 @@ _ALIASES = {
 }
 
 
-def canonical_name(activation):
+def canonical_name(activation: str | None) -> str:
     """Return the canonical name of an activation given by name (or None for identity).
 
     Raises ValueError for an unknown name, naming the known ones.
@@ -45,7 +45,7 @@ def canonical_name(activation):
     return key
 
 
-def check_negative_slope(negative_slope):
+def check_negative_slope(negative_slope: float) -> float:
     if isinstance(negative_slope, (bool, np.bool_)) or not isinstance(negative_slope, numbers.Real):
         raise TypeError(f"negative_slope must be a number, got {negative_slope!r}")
     slope = float(negative_slope)
@@ -54,7 +54,7 @@ def check_negative_slope(negative_slope):
     return slope
 
 
-def check_alpha(alpha):
+def check_alpha(alpha: float) -> float:
     if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real):
         raise TypeError(f"alpha must be a number, got {alpha!r}")
     if not np.isfinite(alpha) or alpha <= 0:
@@ -62,7 +62,7 @@ def check_alpha(alpha):
     return float(alpha)
 
 
-def parameter(name, negative_slope=0.01, alpha=1.0):
+def parameter(name: str, negative_slope: float = 0.01, alpha: float = 1.0) -> float:
     """The activation's parameter as the kernels read it: leaky_relu's negative
     slope, ELU's alpha, 0 for the others."""
     if name == "leaky_relu":

@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,10 +46,10 @@ class History:
         for key, value in metrics.items():
             self.history.setdefault(key, []).append(float(value))
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> list[float]:
         return self.history[key]
 
-    def plot(self, metrics=None, ax=None):
+    def plot(self, metrics: Sequence[str] | None = None, ax: Any = None) -> Any:
         """Draw the training and validation curves with matplotlib.
 
         Parameters
@@ -88,10 +89,10 @@ class History:
             axis.legend()
         return axes
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.epoch)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         last = {k: round(v[-1], 6) for k, v in self.history.items() if v}
         return f"History(epochs={len(self.epoch)}, last={last})"
 
@@ -99,25 +100,25 @@ class History:
 class Callback:
     """Base class: every hook does nothing. ``self.model`` is the model being fit."""
 
-    def __init__(self):
-        self.model = None
+    def __init__(self) -> None:
+        self.model: Any = None
 
-    def set_model(self, model):
+    def set_model(self, model: Any) -> None:
         self.model = model
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         pass
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         pass
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         pass
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         pass
 
-    def on_batch_chunk_end(self, batch, logs=None):
+    def on_batch_chunk_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         pass
 
 

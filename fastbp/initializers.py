@@ -9,10 +9,15 @@ An initializer is a name, a ``Constant(value)``, or a callable
 ``f(shape, rng) -> ndarray`` with ``rng`` a ``numpy.random.Generator``.
 """
 
+from __future__ import annotations
+
 import math
 import numbers
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 
 def _fans(shape):
@@ -21,50 +26,50 @@ def _fans(shape):
     return shape[0], shape[0]
 
 
-def glorot_uniform(shape, rng):
+def glorot_uniform(shape: tuple[int, ...], rng: np.random.Generator) -> NDArray[np.float64]:
     """Uniform on [-l, l] with l = sqrt(6 / (fan_in + fan_out))."""
     fan_in, fan_out = _fans(shape)
     limit = math.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-limit, limit, size=shape)
 
 
-def glorot_normal(shape, rng):
+def glorot_normal(shape: tuple[int, ...], rng: np.random.Generator) -> NDArray[np.float64]:
     """Normal with std sqrt(2 / (fan_in + fan_out))."""
     fan_in, fan_out = _fans(shape)
     return rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), size=shape)
 
 
-def he_uniform(shape, rng):
+def he_uniform(shape: tuple[int, ...], rng: np.random.Generator) -> NDArray[np.float64]:
     """Uniform on [-l, l] with l = sqrt(6 / fan_in)."""
     fan_in, _ = _fans(shape)
     limit = math.sqrt(6.0 / fan_in)
     return rng.uniform(-limit, limit, size=shape)
 
 
-def he_normal(shape, rng):
+def he_normal(shape: tuple[int, ...], rng: np.random.Generator) -> NDArray[np.float64]:
     """Normal with std sqrt(2 / fan_in)."""
     fan_in, _ = _fans(shape)
     return rng.normal(0.0, math.sqrt(2.0 / fan_in), size=shape)
 
 
-def lecun_normal(shape, rng):
+def lecun_normal(shape: tuple[int, ...], rng: np.random.Generator) -> NDArray[np.float64]:
     """Normal with std sqrt(1 / fan_in)."""
     fan_in, _ = _fans(shape)
     return rng.normal(0.0, math.sqrt(1.0 / fan_in), size=shape)
 
 
-def zeros(shape, rng):
+def zeros(shape: tuple[int, ...], rng: np.random.Generator) -> NDArray[np.float64]:
     return np.zeros(shape)
 
 
-def ones(shape, rng):
+def ones(shape: tuple[int, ...], rng: np.random.Generator) -> NDArray[np.float64]:
     return np.ones(shape)
 
 
 class Constant:
     """Every entry set to ``value``."""
 
-    def __init__(self, value):
+    def __init__(self, value: float) -> None:
         if (
             isinstance(value, bool)
             or not isinstance(value, numbers.Real)
@@ -73,10 +78,10 @@ class Constant:
             raise ValueError(f"Constant needs a finite number, got {value!r}")
         self.value = float(value)
 
-    def __call__(self, shape, rng):
+    def __call__(self, shape: tuple[int, ...], rng: np.random.Generator) -> NDArray[np.float64]:
         return np.full(shape, self.value)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Constant({self.value!r})"
 
 
@@ -97,12 +102,14 @@ _ALIASES = {
 }
 
 
-def default_for(activation):
+def default_for(activation: str) -> str:
     """The default weight initializer for an activation name."""
     return "he_uniform" if activation in ("relu", "leaky_relu", "elu", "gelu") else "glorot_uniform"
 
 
-def get_initializer(init):
+def get_initializer(
+    init: str | float | Callable[..., Any],
+) -> Callable[[tuple[int, ...], np.random.Generator], NDArray[np.float64]]:
     """Return a callable ``f(shape, rng)`` for a name, a Constant or a callable."""
     if isinstance(init, str):
         key = _ALIASES.get(init.lower(), init.lower())
@@ -119,7 +126,12 @@ def get_initializer(init):
     raise TypeError(f"an initializer must be a name, a number or a callable, not {init!r}")
 
 
-def initialize(init, shape, rng, dtype):
+def initialize(
+    init: str | float | Callable[..., Any],
+    shape: tuple[int, ...],
+    rng: np.random.Generator,
+    dtype: DTypeLike,
+) -> NDArray[np.floating[Any]]:
     """Draw an array of ``shape`` from ``init`` and check what a callable returned."""
     values = np.asarray(get_initializer(init)(shape, rng))
     if values.shape != tuple(shape):

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _validation as val
 from . import activations as act
@@ -53,25 +53,25 @@ class Layer:
     matching gradients in ``grads``.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.built = False
         self.trainable = True
 
     @property
-    def params(self):
+    def params(self) -> list[FloatArray]:
         return []
 
     @property
-    def grads(self):
+    def grads(self) -> list[FloatArray]:
         return []
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> FloatArray:
         raise NotImplementedError
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> FloatArray:
         raise NotImplementedError
 
-    def __call__(self, x):
+    def __call__(self, x: ArrayLike) -> FloatArray:
         return self.forward(x)
 
 
@@ -152,7 +152,9 @@ class Dense(Layer):
         return self.units
 
     # -- parameters ---------------------------------------------------------------
-    def build(self, n_inputs, rng=None, dtype=np.float32):
+    def build(
+        self, n_inputs: int, rng: np.random.Generator | None = None, dtype: DTypeLike = np.float32
+    ) -> Dense:
         """Create the weights (their own arrays) for ``n_inputs`` inputs."""
         n_inputs = val.positive_int(n_inputs, "n_inputs")
         size = self.n_params(n_inputs)
@@ -272,7 +274,7 @@ class Dense(Layer):
         kernels.matmul(delta, self.weight, grad_input, trans_b=True)
         return grad_input
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         """The constructor arguments, as JSON-compatible values (an initializer given
         as a callable is not saved: a rebuilt layer uses the default)."""
 
@@ -307,7 +309,7 @@ class Dense(Layer):
         k, b = self.kernel_regularizer, self.bias_regularizer
         return [k.l1 if k else 0.0, k.l2 if k else 0.0, b.l1 if b else 0.0, b.l2 if b else 0.0]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         extra = (
             f", negative_slope={self.negative_slope}"
             if self.activation == "leaky_relu"
@@ -344,10 +346,12 @@ class Dropout(Layer):
         self.rate = float(rate)
         self.built = True
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"rate": self.rate}
 
-    def forward(self, x, training=True, rng=None):
+    def forward(
+        self, x: ArrayLike, training: bool = True, rng: np.random.Generator | None = None
+    ) -> FloatArray:
         """Apply dropout by hand (a fresh mask from ``rng`` each call) when training;
         the identity otherwise."""
         x = np.asarray(x)
@@ -357,12 +361,12 @@ class Dropout(Layer):
         self._mask = (rng.random(x.shape) >= self.rate) / (1 - self.rate)
         return x * self._mask
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> FloatArray:
         if getattr(self, "_mask", None) is None:
             raise RuntimeError("call forward(x) before backward(grad_output)")
         return np.asarray(grad_output) * self._mask
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Dropout({self.rate})"
 
 
@@ -402,7 +406,7 @@ class Residual(Layer):
         for layer in getattr(self, "layers", []):
             layer.trainable = value
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "layers": [
                 {
@@ -414,7 +418,7 @@ class Residual(Layer):
             ]
         }
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Residual({self.layers!r})"
 
 

@@ -109,10 +109,10 @@ class Loss:
             raise RuntimeError("call forward(output, y) before backward()")
         return self._delta
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
@@ -214,10 +214,10 @@ class Huber(Loss):
             raise ValueError(f"Huber delta must be a finite number > 0, got {delta!r}")
         self.param = self.delta = float(delta)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"delta": self.delta}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Huber(delta={self.delta!r})"
 
 
@@ -253,7 +253,7 @@ _ALIASES = {
 }
 
 
-def get_loss(loss):
+def get_loss(loss: str | Loss | type[Loss]) -> Loss:
     """Return a Loss instance for a name or an instance."""
     if isinstance(loss, Loss):
         return loss

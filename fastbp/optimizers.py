@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _codes
 from ._backend import core
@@ -66,11 +66,11 @@ class OptimizerState:
         self.step = 0
 
     @property
-    def buffers(self):
+    def buffers(self) -> dict[str, NDArray[np.floating[Any]]]:
         """The state buffers by name (views into ``rows``)."""
         return dict(zip(self.names, self.rows))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"OptimizerState(step={self.step}, buffers={list(self.names)})"
 
 
@@ -96,7 +96,7 @@ class Optimizer:
     _serves_models = False  # set by Sequential
 
     @property
-    def iterations(self):
+    def iterations(self) -> int:
         if self._serves_models and not self._hand_steps:
             raise AttributeError(
                 f"{type(self).__name__}.iterations counts hand-written step() calls; this"
@@ -106,7 +106,7 @@ class Optimizer:
         return self._hand_steps
 
     @iterations.setter
-    def iterations(self, value):
+    def iterations(self, value: int) -> None:
         self._hand_steps = value
 
     def __init__(
@@ -131,14 +131,14 @@ class Optimizer:
         constructor arguments, where they have the struct's names."""
         return self._config()
 
-    def state_names(self):
+    def state_names(self) -> tuple[str, ...]:
         """The names of the state buffers this rule keeps, in row order."""
         raise NotImplementedError
 
     def _initial_state(self):
         return 0.0
 
-    def config(self):
+    def config(self) -> NDArray[np.void]:
         """The rule as the compiled update reads it: an OptimizerConfig (see
         ``fastbp/_core.pxd``) filled by field name, in an array of one (made again
         only when a hyperparameter changed; read it, do not write it)."""
@@ -157,11 +157,11 @@ class Optimizer:
         fields.update(self._fields())
         return np.array([tuple(fields.values())], dtype=_codes.OPTIMIZER_CONFIG)
 
-    def new_state(self, size, dtype):
+    def new_state(self, size: int, dtype: DTypeLike) -> OptimizerState:
         """Fresh state for a flat parameter buffer of ``size`` entries."""
         return OptimizerState(self, size, dtype)
 
-    def reset(self):
+    def reset(self) -> None:
         """Forget the hand-written loop's state and step count."""
         self._hand_state = None
         self._signature = None
@@ -223,7 +223,7 @@ class Optimizer:
                 g.ravel()[...] = flat_g[start : start + p.size]  # clipped, as documented
             start += p.size
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = self._config()
         if self.clipnorm is not None:
             config["clipnorm"] = self.clipnorm
@@ -234,7 +234,7 @@ class Optimizer:
     def _config(self):
         raise NotImplementedError
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
 
@@ -283,7 +283,7 @@ class SGD(Optimizer):
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs a momentum > 0")
 
-    def state_names(self):
+    def state_names(self) -> tuple[str, ...]:
         return ("momentum_buffer",) if self.momentum != 0 else ()
 
     def _config(self):
@@ -354,7 +354,7 @@ class Adam(Optimizer):
             "decoupled": self._decoupled,
         }
 
-    def state_names(self):
+    def state_names(self) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq")
 
     def _config(self):
@@ -440,7 +440,7 @@ class RMSProp(Optimizer):
         self.momentum = _check_number(momentum, "momentum", low=0, high=1)
         self.centered = _check_flag(centered, "centered")
 
-    def state_names(self):
+    def state_names(self) -> tuple[str, ...]:
         return (
             ("square_avg",)
             + (("momentum_buffer",) if self.momentum != 0 else ())
@@ -505,7 +505,7 @@ class Adagrad(Optimizer):
             "eps": self.eps,
         }
 
-    def state_names(self):
+    def state_names(self) -> tuple[str, ...]:
         return ("sum",)
 
     def _initial_state(self):
@@ -524,7 +524,7 @@ class Adagrad(Optimizer):
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSProp, "adagrad": Adagrad}
 
 
-def get_optimizer(optimizer):
+def get_optimizer(optimizer: str | Optimizer | type[Optimizer]) -> Optimizer:
     """Return an Optimizer for a name (default hyperparameters) or an instance."""
     if isinstance(optimizer, Optimizer):
         return optimizer

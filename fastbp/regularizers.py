@@ -68,7 +68,7 @@ class L1L2(Regularizer):
         super().__init__(l1=l1, l2=l2)
 
 
-def get(regularizer):
+def get(regularizer: Regularizer | dict[str, float] | None) -> Regularizer | None:
     """None, a Regularizer, or its config dict (as saved)."""
     if regularizer is None or isinstance(regularizer, Regularizer):
         return regularizer

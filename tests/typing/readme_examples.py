@@ -3,6 +3,7 @@ fastbp's annotations (.ci/typing), and tests/test_api.py runs it."""
 
 import os
 import tempfile
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -116,6 +117,41 @@ def penalties_schedules_and_helpers() -> float:
     return float(slope.mean()) + model.evaluate(X, y)["loss"]
 
 
+class EpochCounter(fastbp.callbacks.Callback):
+    """A user's own callback, typed against the hooks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epochs = 0
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epochs += 1
+
+
+def initializers_layers_and_lookups() -> int:
+    """Initializers by name, value and function; a user callback; lookups by name."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(50, 4))
+    y = rng.integers(0, 3, 50)
+    counter = EpochCounter()
+    layers: list[fastbp.Layer] = [
+        Dense(5, "relu", init="he_normal", bias_init=0.1),
+        Dense(5, "tanh", init=fastbp.initializers.glorot_uniform),
+        Dense(3, "softmax", init=fastbp.initializers.Constant(0.01)),
+    ]
+    model = fastbp.Sequential(
+        layers,
+        loss=fastbp.losses.get_loss("cross_entropy"),
+        optimizer=fastbp.optimizers.get_optimizer("adam"),
+        dtype="float64",
+    )
+    model.fit(X, y, epochs=2, callbacks=[counter])
+    weights = fastbp.initializers.initialize("lecun_normal", (4, 5), rng, np.float32)
+    name = fastbp.activations.canonical_name("logistic")
+    assert weights.shape == (4, 5) and name == "sigmoid"
+    return counter.epochs + len(model.history)
+
+
 if __name__ == "__main__":
     print(classification()[:2], hand_written_loop(), the_rest_of_the_model())
-    print(penalties_schedules_and_helpers())
+    print(penalties_schedules_and_helpers(), initializers_layers_and_lookups())
