@@ -205,14 +205,14 @@ class EarlyStopping(Callback):
         self.patience = _check_int(patience, "patience")
         self.restore_best_weights = bool(restore_best_weights)
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._monitor.best = math.inf if self._monitor.mode == "min" else -math.inf
         self.wait = 0
         self.stopped_epoch = None
         self.best_epoch = None
         self._best_weights = None
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         value = self._monitor.value(logs, "EarlyStopping")
         if self._monitor.improved(value):
             self._monitor.best = value
@@ -226,12 +226,12 @@ class EarlyStopping(Callback):
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self.restore_best_weights and self._best_weights is not None:
             np.copyto(self.model.flat_params, self._best_weights)
 
     @property
-    def best(self):
+    def best(self) -> float:
         return self._monitor.best
 
 
@@ -262,10 +262,10 @@ class ModelCheckpoint(Callback):
         self.save_best_only = bool(save_best_only)
         self.saved = []
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._monitor.best = math.inf if self._monitor.mode == "min" else -math.inf
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.save_best_only:
             value = self._monitor.value(logs, "ModelCheckpoint")
             if not self._monitor.improved(value):
@@ -290,7 +290,7 @@ class LearningRateScheduler(Callback):
             raise TypeError(f"schedule must be callable, got {schedule!r}")
         self.schedule = schedule
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         lr = self.schedule(epoch)
         if (
             isinstance(lr, bool)
@@ -303,7 +303,7 @@ class LearningRateScheduler(Callback):
             )
         self.model.optimizer.lr = float(lr)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs["lr"] = self.model.optimizer.lr
 
 
@@ -342,11 +342,11 @@ class ReduceLROnPlateau(Callback):
         self.patience = _check_int(patience, "patience")
         self.min_lr = float(min_lr)
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._monitor.best = math.inf if self._monitor.mode == "min" else -math.inf
         self.wait = 0
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         value = self._monitor.value(logs, "ReduceLROnPlateau")
         if self._monitor.improved(value):
             self._monitor.best = value

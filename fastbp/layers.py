@@ -138,17 +138,17 @@ class Dense(Layer):
         self._input = self._output = self._z = None
 
     @property
-    def activation_code(self):
+    def activation_code(self) -> int:
         return act.ACTIVATIONS[self.activation]
 
     @property
-    def activation_param(self):
+    def activation_param(self) -> float:
         return act.parameter(self.activation, self.negative_slope, self.alpha)
 
-    def n_params(self, n_inputs):
+    def n_params(self, n_inputs: int) -> int:
         return n_inputs * self.units + self.units
 
-    def output_dim(self, n_inputs):
+    def output_dim(self, n_inputs: int) -> int:
         return self.units
 
     # -- parameters ---------------------------------------------------------------
@@ -163,7 +163,14 @@ class Dense(Layer):
         self.bind(n_inputs, params, grads, rng if rng is not None else np.random.default_rng())
         return self
 
-    def bind(self, n_inputs, params, grads, rng, owner=None):
+    def bind(
+        self,
+        n_inputs: int,
+        params: FloatArray,
+        grads: FloatArray,
+        rng: np.random.Generator,
+        owner: Any = None,
+    ) -> None:
         """Point weight, bias and gradients at ``params`` and ``grads`` (flat views of
         ``n_params(n_inputs)`` entries), keeping the current values when the layer is
         already built with this shape, drawing fresh ones from ``rng`` otherwise.
@@ -296,7 +303,7 @@ class Dense(Layer):
             "input_dim": self.input_dim,
         }
 
-    def penalty(self):
+    def penalty(self) -> float:
         """The current value of the layer's weight and bias penalties."""
         return sum(
             r.penalty(w)
@@ -304,7 +311,7 @@ class Dense(Layer):
             if r
         )
 
-    def penalty_coefficients(self):
+    def penalty_coefficients(self) -> list[float]:
         """(l1, l2) of the weight, then of the bias, as the compiled step reads them."""
         k, b = self.kernel_regularizer, self.bias_regularizer
         return [k.l1 if k else 0.0, k.l2 if k else 0.0, b.l1 if b else 0.0, b.l2 if b else 0.0]
@@ -398,11 +405,11 @@ class Residual(Layer):
         self.built = True
 
     @property
-    def trainable(self):
+    def trainable(self) -> bool:
         return all(layer.trainable for layer in self.layers)
 
     @trainable.setter
-    def trainable(self, value):
+    def trainable(self, value: bool) -> None:
         for layer in getattr(self, "layers", []):
             layer.trainable = value
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _codes
 from . import _validation as val
@@ -61,7 +61,9 @@ class Loss:
         self._delta: NDArray[np.floating[Any]] | None = None
 
     # -- preparing targets (used by the model, once per call) -------------------
-    def prepare_targets(self, y, n_outputs, dtype, name="y", finite=True):
+    def prepare_targets(
+        self, y: ArrayLike, n_outputs: int, dtype: DTypeLike, name: str = "y", finite: bool = True
+    ) -> tuple[int, NDArray[np.floating[Any]], NDArray[np.intp]]:
         """Return ``(kind, targets, labels)`` for the kernels.
 
         ``targets`` is a float matrix of shape (n_samples, n_outputs) and ``labels``
@@ -81,7 +83,7 @@ class Loss:
                 f" {n_outputs} unit(s)"
             )
 
-    def check_output_units(self, n_outputs):
+    def check_output_units(self, n_outputs: int) -> None:
         """Raise if the output layer's width does not suit this loss."""
 
     # -- hand-written use --------------------------------------------------------
@@ -137,14 +139,16 @@ class CrossEntropy(Loss):
     output_activation = "softmax"
     is_classifier = True
 
-    def check_output_units(self, n_outputs):
+    def check_output_units(self, n_outputs: int) -> None:
         if n_outputs < 2:
             raise ValueError(
                 "cross_entropy needs an output layer of at least 2 units (one per class);"
                 " for a single output unit use binary_cross_entropy"
             )
 
-    def prepare_targets(self, y, n_outputs, dtype, name="y", finite=True):
+    def prepare_targets(
+        self, y: ArrayLike, n_outputs: int, dtype: DTypeLike, name: str = "y", finite: bool = True
+    ) -> tuple[int, NDArray[np.floating[Any]], NDArray[np.intp]]:
         arr = np.asarray(y)
         if arr.ndim == 1:
             labels = val.as_labels(arr, n_outputs, name=name)
@@ -169,7 +173,9 @@ class BinaryCrossEntropy(Loss):
     is_classifier = True
     _float_kind = LOSS_BCE
 
-    def prepare_targets(self, y, n_outputs, dtype, name="y", finite=True):
+    def prepare_targets(
+        self, y: ArrayLike, n_outputs: int, dtype: DTypeLike, name: str = "y", finite: bool = True
+    ) -> tuple[int, NDArray[np.floating[Any]], NDArray[np.intp]]:
         kind, targets, labels = super().prepare_targets(y, n_outputs, dtype, name, finite)
         if not (targets.min() >= 0 and targets.max() <= 1):  # NaN fails too
             val.check_finite(targets, name)
@@ -232,7 +238,9 @@ class Poisson(Loss):
     output_activation = "exponential"
     _float_kind = LOSS_POISSON
 
-    def prepare_targets(self, y, n_outputs, dtype, name="y", finite=True):
+    def prepare_targets(
+        self, y: ArrayLike, n_outputs: int, dtype: DTypeLike, name: str = "y", finite: bool = True
+    ) -> tuple[int, NDArray[np.floating[Any]], NDArray[np.intp]]:
         kind, targets, labels = super().prepare_targets(y, n_outputs, dtype, name, finite)
         if not targets.min() >= 0:  # NaN fails too
             val.check_finite(targets, name)

@@ -60,7 +60,7 @@ class OptimizerState:
     holds configuration only, so one instance can configure several models.
     """
 
-    def __init__(self, optimizer, size, dtype):
+    def __init__(self, optimizer: Optimizer, size: int, dtype: DTypeLike) -> None:
         self.names = optimizer.state_names()
         self.rows = np.full((len(self.names), size), optimizer._initial_state(), dtype=dtype)
         self.step = 0

@@ -19,16 +19,23 @@ file is written to a temporary file in the same folder, then renamed over the
 target, so that a crash never leaves a half-written model under the target's name.
 """
 
+from __future__ import annotations
+
 import copy
 import json
 import os
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from . import _validation as val
 from .layers import Dense, Dropout, Residual
 from .losses import LOSSES
 from .optimizers import OPTIMIZERS
+
+if TYPE_CHECKING:  # the model imports this module, never the other way at run time
+    from .model import Sequential
 
 FORMAT = "fastbp-model"
 FORMAT_VERSION = 1
@@ -39,7 +46,7 @@ class ModelFileError(ValueError):
     """A file that is not a readable fastbp model (truncated, tampered, foreign)."""
 
 
-def config_of(model):
+def config_of(model: Sequential) -> dict[str, Any]:
     """The model as JSON-compatible values (weights excluded)."""
     return {
         "layers": [
@@ -79,7 +86,7 @@ def _layer(entry, inside=False):
     return layer
 
 
-def from_config(model_class, config):
+def from_config(model_class: type[Sequential], config: dict[str, Any]) -> Sequential:
     """A built ``model_class`` (fresh weights) from ``config_of``'s output."""
     layers = [_layer(entry) for entry in config["layers"]]
     opt = config["optimizer"]
@@ -101,7 +108,9 @@ def from_config(model_class, config):
     return model
 
 
-def restore(model, params, state, config):
+def restore(
+    model: Sequential, params: NDArray[Any], state: NDArray[Any], config: dict[str, Any]
+) -> None:
     """Set weights, optimizer state, random state and history saved by ``save``."""
     network = model._network
     if params.dtype != model.dtype or params.shape != network.params.shape:
@@ -130,7 +139,7 @@ def restore(model, params, state, config):
     model._epochs_done = val.positive_int(config["epochs_done"], "epochs_done", minimum=0)
 
 
-def pickled_state(model):
+def pickled_state(model: Sequential) -> dict[str, Any]:
     """What pickle and copy keep of a model: its attributes, with the layers carrying
     their weights (copies of their views, taken while no fit writes them); the
     network plan, guard and workspaces are rebuilt around them by ``unpickle``."""
@@ -153,7 +162,7 @@ def pickled_state(model):
         model._guard.release_read(token)
 
 
-def unpickle(model, state):
+def unpickle(model: Sequential, state: dict[str, Any]) -> None:
     """Restore ``pickled_state``'s output into a new (empty) model object."""
     built = state.pop("_built")
     model.__dict__.update(state)
@@ -165,7 +174,7 @@ def unpickle(model, state):
         model._network.dropout_seed = built[1]
 
 
-def save(model, path):
+def save(model: Sequential, path: str | os.PathLike[str]) -> str:
     """Write ``model`` (built) to ``path`` atomically. Returns the path written.
 
     A path without the ``.npz`` ending gets it appended, as NumPy does.
@@ -199,7 +208,7 @@ def save(model, path):
     return path
 
 
-def load(path, model_class):
+def load(path: str | os.PathLike[str], model_class: type[Sequential]) -> Sequential:
     """Read a model written by ``save`` as a ``model_class`` (``fastbp.load`` passes
     Sequential).
 

@@ -29,7 +29,7 @@ class Regularizer:
         w = np.asarray(weights, dtype=np.float64)
         return self.l1 * float(np.abs(w).sum()) + self.l2 * float((w * w).sum())
 
-    def get_config(self):
+    def get_config(self) -> dict[str, float]:
         return {"l1": self.l1, "l2": self.l2}
 
     def __repr__(self):

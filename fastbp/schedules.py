@@ -41,7 +41,7 @@ class Schedule:
         epoch = _count(epoch, "epoch", 0)
         return self.rate(epoch)
 
-    def rate(self, epoch):
+    def rate(self, epoch: int) -> float:
         raise NotImplementedError
 
     def __repr__(self):
@@ -55,7 +55,7 @@ class Constant(Schedule):
     def __init__(self, lr: float) -> None:
         self.lr = _positive(lr, "lr")
 
-    def rate(self, epoch):
+    def rate(self, epoch: int) -> float:
         return self.lr
 
 
@@ -67,7 +67,7 @@ class StepDecay(Schedule):
         self.step_size = _count(step_size, "step_size", 1)
         self.gamma = _positive(gamma, "gamma")
 
-    def rate(self, epoch):
+    def rate(self, epoch: int) -> float:
         return self.lr * self.gamma ** (epoch // self.step_size)
 
 
@@ -78,7 +78,7 @@ class ExponentialDecay(Schedule):
         self.lr = _positive(lr, "lr")
         self.gamma = _positive(gamma, "gamma")
 
-    def rate(self, epoch):
+    def rate(self, epoch: int) -> float:
         return self.lr * self.gamma**epoch
 
 
@@ -89,7 +89,7 @@ class InverseScaling(Schedule):
         self.lr = _positive(lr, "lr")
         self.power = _positive(power, "power", allow_zero=True)
 
-    def rate(self, epoch):
+    def rate(self, epoch: int) -> float:
         return self.lr / (epoch + 1) ** self.power
 
 
@@ -109,7 +109,7 @@ class CosineDecay(Schedule):
         if self.min_lr >= self.lr:
             raise ValueError("min_lr must be below lr")
 
-    def rate(self, epoch):
+    def rate(self, epoch: int) -> float:
         if epoch < self.warmup_epochs:
             return self.lr * (epoch + 1) / self.warmup_epochs
         span = self.total_epochs - self.warmup_epochs

@@ -153,6 +153,8 @@ def test_version_in_one_place():
         check=True,
     )
     assert result.stdout.strip() == f"fastbp {fastbp.__version__}"
+    scripts = {e.name: e.value for e in importlib.metadata.entry_points(group="console_scripts")}
+    assert scripts["fastbp"] == scripts["fastbp-demo"] == "fastbp.__main__:main"
 
 
 def test_the_typed_readme_examples_run():
