@@ -401,13 +401,7 @@ class Sequential:
         mse, the outputs, of shape (n_samples, n_outputs).
         """
         self._require_built()
-        network = self._network
-        X = val.as_float_matrix(X, self.dtype, name="X")
-        if X.shape[1] != network.input_dim:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but the model expects {network.input_dim}"
-            )
-        return inference.predict(network, self._guard, X)
+        return inference.predict(self._network, self._guard, self._check_X(X))
 
     def predict_classes(self, X: ArrayLike) -> NDArray[np.intp]:
         """Class predictions: the most probable class (cross_entropy) or 0/1 per output

@@ -70,7 +70,6 @@ class Workspace:
         net = network.net[0]
         width = net["train_width"] if training else net["infer_width"]
         self.capacity = capacity
-        self.training = training
         self.buffer = np.empty(capacity * int(width), dtype=network.dtype)
         self.labels = np.empty(capacity if training else 0, dtype=np.intp)
         self.weights = np.empty(capacity if training else 0, dtype=network.dtype)
