@@ -482,7 +482,8 @@ cdef double _loss_elementwise(int kind, double param, const floating* out,
       its derivative o - t, clipped to [-delta, delta];
     - binary cross-entropy on logits z (sigmoid fused, stable for any |z|):
       max(z, 0) - z t + log(1 + exp(-|z|)), sigmoid(z) - t; counts correct 0/1 guesses;
-    - poisson on log-rates z (exp fused): exp(z) - t z, exp(z) - t.
+    - poisson on log-rates z (exp fused): exp(z) - t z, exp(z) - t; with param = 1 the
+      value adds t log t - t (half the Poisson deviance: zero at a perfect fit).
 
     For the regression losses, ``stats`` accumulates the sums of |prediction - t| and
     (prediction - t)^2, the prediction being exp(z) for poisson.
@@ -531,6 +532,8 @@ cdef double _loss_elementwise(int kind, double param, const floating* out,
                 g = _sigmoid(v) - t[j]
             else:  # LOSS_POISSON
                 row_loss += exp(v) - t[j] * v
+                if param != 0 and t[j] > 0:
+                    row_loss += param * (t[j] * log(t[j]) - t[j])
                 g = exp(v) - t[j]
             if d != NULL:
                 d[j] = scale * w * g
@@ -557,11 +560,10 @@ cdef double _loss(int kind, double param, const floating* out, const floating* t
                              stats)
 
 
-cdef inline double _loss_scale(int kind, double total_weight, Py_ssize_t cols) noexcept nogil:
-    # Cross-entropy averages over (weighted) rows, the others over every element.
-    if kind == LOSS_CE_LABELS or kind == LOSS_CE_SOFT:
-        return 1.0 / total_weight
-    return 1.0 / (total_weight * cols)
+cdef inline double _loss_scale(double row_scale, double total_weight) noexcept nogil:
+    # A row's loss is row_scale times the sum over its outputs (the Loss decides:
+    # 1 / n_outputs averages over every element); the batch's is their weighted mean.
+    return row_scale / total_weight
 
 
 # ---------------------------------------------------------------------------
@@ -580,11 +582,16 @@ cdef void _sgd_update(floating* p, const floating* g, floating* buf, Py_ssize_t 
 
 cdef void _adam_update(floating* p, const floating* g, floating* m, floating* v,
                        Py_ssize_t n, double lr, double beta1, double beta2, double eps,
-                       double weight_decay, bint decoupled, long long step) noexcept nogil:
+                       double weight_decay, bint decoupled, bint eps_uncorrected,
+                       long long step) noexcept nogil:
     """PyTorch's Adam (L2 weight decay added to the gradient) or AdamW (decoupled:
-    the weights shrink by lr * weight_decay first); ``step`` counts from 1."""
+    the weights shrink by lr * weight_decay first); ``step`` counts from 1.
+    ``eps_uncorrected`` adds eps to sqrt(v) before its bias correction (scikit-learn's
+    Adam: ``lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)``), not after."""
     cdef double step_size = lr / (1 - pow(beta1, <double>step))
     cdef double bias2_sqrt = sqrt(1 - pow(beta2, <double>step))
+    if eps_uncorrected:
+        eps = eps / bias2_sqrt
     cdef double wd = 0 if decoupled else weight_decay
     cdef double decay = 1 - lr * weight_decay if decoupled else 1
     if floating is float:
@@ -616,7 +623,8 @@ cdef void _optimizer_step(const OptimizerConfig* o, floating* p, const floating*
                     <floating>o.weight_decay, o.nesterov != 0)
     elif o.kind == OPT_ADAM:
         _adam_update(p, g, _row(state, stride, o.exp_avg), _row(state, stride, o.exp_avg_sq),
-                     n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, o.decoupled != 0, step)
+                     n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, o.decoupled != 0,
+                     o.eps_uncorrected != 0, step)
     elif o.kind == OPT_RMSPROP:
         if floating is float:
             fbp_rmsprop_f32(p, g, square_avg, momentum_buffer, grad_avg, n, o.lr, o.alpha,
@@ -822,14 +830,14 @@ cdef void _deltas(const floating* params, floating* work, Py_ssize_t cap,
 
 cdef double _gradients(const floating* params, floating* grads, floating* work,
                        Py_ssize_t cap, const LayerPlan* plan, Py_ssize_t n_layers,
-                       const floating* x, Py_ssize_t rows, int part,
+                       const floating* x, Py_ssize_t rows, double penalty_factor, int part,
                        int n_parts) noexcept nogil:
     """Weight and bias gradients over all ``rows`` rows of the batch, for part
     ``part`` of ``n_parts`` of each trainable layer's output columns:
     ``grad_weight[:, cols] = a_prev^T @ delta[:, cols]``, ``grad_bias[cols] =
     column sums of delta[:, cols]``, plus the gradients of the layer's L1 and L2
-    penalties. Parts write disjoint entries. Returns this part's share of the
-    penalty."""
+    penalties times ``penalty_factor``. Parts write disjoint entries. Returns this
+    part's share of the penalty."""
     cdef Py_ssize_t l, c0, c1
     cdef const LayerPlan* layer
     cdef const floating* a_prev
@@ -849,11 +857,13 @@ cdef double _gradients(const floating* params, floating* grads, floating* work,
         _col_sums(delta, rows, c1 - c0, layer.n_out, grads + layer.bias_at + c0)
         if layer.l1_weight != 0 or layer.l2_weight != 0:
             penalty += _penalize(params + layer.weight_at + c0, grads + layer.weight_at + c0,
-                                 layer.n_in, c1 - c0, layer.n_out, layer.l1_weight,
-                                 layer.l2_weight)
+                                 layer.n_in, c1 - c0, layer.n_out,
+                                 layer.l1_weight * penalty_factor,
+                                 layer.l2_weight * penalty_factor)
         if layer.l1_bias != 0 or layer.l2_bias != 0:
             penalty += _penalize(params + layer.bias_at + c0, grads + layer.bias_at + c0,
-                                 1, c1 - c0, layer.n_out, layer.l1_bias, layer.l2_bias)
+                                 1, c1 - c0, layer.n_out, layer.l1_bias * penalty_factor,
+                                 layer.l2_bias * penalty_factor)
     return penalty
 
 
@@ -923,6 +933,7 @@ cdef struct Batch:
     const void* targets
     const intp* labels
     const void* weights
+    double total_weight         # the batch's sum of sample weights (rows when unweighted)
     double scale                # turns loss sums into the (weighted) batch mean
 
 
@@ -976,7 +987,8 @@ cdef void _gather(const Run* r, Batch* b, floating* work, Py_ssize_t index,
             b.x = xb
     if input_dropout:
         _dropout_forward(xb + b.r0 * d, b.r1 - b.r0, d, b.r0, r.net.input_dropout, masks, 0)
-    b.scale = _loss_scale(r.loss_kind, total_weight, k)
+    b.total_weight = total_weight
+    b.scale = _loss_scale(r.net.loss_scale, total_weight)
 
 
 cdef void _forward_loss_backward(const Run* r, const Batch* b, const floating* params,
@@ -1091,13 +1103,16 @@ cdef void _train_part(const Run* r, floating* params, floating* grads, floating*
         if not _reduce(r, &b, parts, part, n_parts, out):
             local_status = ST_NONFINITE_LOSS
             break
-        parts[part].penalty = _gradients(params, grads, work, r.capacity, r.plan, r.n_layers,
-                                         <const floating*>b.x, b.rows, part, n_parts)
+        parts[part].penalty = _gradients(
+            params, grads, work, r.capacity, r.plan, r.n_layers, <const floating*>b.x, b.rows,
+            1 / b.total_weight if r.net.penalty_per_weight else 1, part, n_parts)
         if n_parts > 1:
             fbp_barrier()
         if part == 0:
+            out.penalty = 0
             for t in range(n_parts):
-                out.loss += parts[t].penalty
+                out.penalty += parts[t].penalty
+            out.loss += out.penalty
         if r.opt != NULL:
             local_step += 1
             _clip_and_update(r, params, grads, state, local_step, parts, part, n_parts)
@@ -1334,11 +1349,9 @@ def input_gradient_run(const floating[::1] params, floating[::1] work, Py_ssize_
         res = _passed_on(wp, capacity, &r.plan[r.n_layers - 1])
         seed = wp + capacity * r.plan[r.n_layers - 1].delta_at
         if output < 0:
-            # scale 1 per row (times k for the elementwise losses): each row's own loss.
+            # each row's own loss: the row scale, no mean over rows.
             _loss(loss_kind, loss_param, res, <const floating*>r.targets, r.labels,
-                  <floating*>NULL, n, k, seed,
-                  <floating>(1 if loss_kind == LOSS_CE_LABELS or loss_kind == LOSS_CE_SOFT
-                             else 1.0 / k), &ignored)
+                  <floating*>NULL, n, k, seed, <floating>r.net.loss_scale, &ignored)
         else:
             memset(seed, 0, n * k * sizeof(floating))
             if output_act == ACT_SOFTMAX:
@@ -1417,7 +1430,7 @@ def evaluate_run(const floating[::1] params, floating[::1] work, Py_ssize_t capa
                            r.labels + start if r.labels != NULL else NULL, <floating*>NULL,
                            rows, k, <floating*>NULL, <floating>1, &stats[0])
             start += rows
-    stats[0].loss = total * _loss_scale(loss_kind, r.n, k)
+    stats[0].loss = total * _loss_scale(r.net.loss_scale, r.n)
 
 
 # ---------------------------------------------------------------------------
@@ -1640,9 +1653,11 @@ def col_sums(const floating[:, ::1] d, floating[::1] out):
 
 
 def loss_delta(int kind, const floating[:, ::1] out, const floating[:, ::1] targets,
-               const intp[::1] labels, floating[:, ::1] delta, double param=1.0):
+               const intp[::1] labels, floating[:, ::1] delta, double param=1.0,
+               double row_scale=1.0):
     """Mean loss of ``out`` against ``targets`` (or integer ``labels`` for
-    cross-entropy with labels) and its gradient with respect to ``out`` in ``delta``.
+    cross-entropy with labels) and its gradient with respect to ``out`` in ``delta``;
+    a row's loss is ``row_scale`` times the sum over its columns.
 
     Returns ``(mean_loss, n_correct)``.
     """
@@ -1666,8 +1681,8 @@ def loss_delta(int kind, const floating[:, ::1] out, const floating[:, ::1] targ
         value = _loss(kind, param, &out[0, 0],
                       &targets[0, 0] if kind != LOSS_CE_LABELS else NULL,
                       &labels[0] if kind == LOSS_CE_LABELS else NULL, <floating*>NULL,
-                      rows, cols, &delta[0, 0], _loss_scale(kind, rows, cols), &stats)
-    return value * _loss_scale(kind, rows, cols), stats.correct
+                      rows, cols, &delta[0, 0], _loss_scale(row_scale, rows), &stats)
+    return value * _loss_scale(row_scale, rows), stats.correct
 
 
 def sgd_update(floating[::1] params, const floating[::1] grads, floating[::1] momentum_buffer,
@@ -1697,7 +1712,7 @@ def adam_update(floating[::1] params, const floating[::1] grads, floating[::1] e
         return
     with nogil:
         _adam_update(&params[0], &grads[0], &exp_avg[0], &exp_avg_sq[0], n, lr, beta1,
-                     beta2, eps, weight_decay, decoupled, step)
+                     beta2, eps, weight_decay, decoupled, False, step)
 
 
 # Codes as seen from Python: the one list in fastbp._codes (checked at import).

@@ -49,7 +49,7 @@ def evaluate(network, guard, loss, data):
             loss.param,
             stats,
         )
-        metrics = {"loss": float(stats["loss"][0]) + network.penalty()}
+        metrics = {"loss": float(stats["loss"][0]) + network.penalty(total_weight=data.X.shape[0])}
     n = data.X.shape[0]
     if loss.is_classifier:
         per_sample = data.targets.shape[1] if data.kind == LOSS_BCE else 1

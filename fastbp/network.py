@@ -75,6 +75,23 @@ class Workspace:
         self.weights = np.empty(capacity if training else 0, dtype=network.dtype)
 
 
+def _penalty_convention(dense):
+    """Whether the network's penalties are per sample (see fastbp.regularizers):
+    one convention for all of them."""
+    kinds = {
+        r.per_sample
+        for layer in dense
+        for r in (layer.kernel_regularizer, layer.bias_regularizer)
+        if r is not None
+    }
+    if len(kinds) > 1:
+        raise ValueError(
+            "the network mixes regularizers with per_sample=True and per_sample=False:"
+            " use one convention for every layer"
+        )
+    return bool(kinds and kinds.pop())
+
+
 class Network:
     """The compiled plan of ``layers`` for ``input_dim`` features (see the module).
 
@@ -112,6 +129,8 @@ class Network:
         net["n_inputs"], net["n_outputs"] = input_dim, last.units
         net["output_activation"] = _codes.ACTIVATIONS[loss.output_activation]
         net["input_dropout"] = rates[0]
+        net["loss_scale"] = loss.row_scale(last.units)
+        net["penalty_per_weight"] = _penalty_convention(self.dense)
         net["dropout_seed"] = int(rng.integers(0, 2**63))
         self._lay_out()
         self._ranges = [
@@ -240,7 +259,11 @@ class Network:
             self._train_ws = Workspace(self, rows, training=True)
         return self._train_ws
 
-    def penalty(self, frozen_only=False):
+    def penalty(self, frozen_only=False, total_weight=1.0):
         """The layers' current penalties (only the frozen ones': the training step
-        computes the trainable ones')."""
-        return sum(layer.penalty() for layer in self.dense if not (frozen_only and layer.trainable))
+        computes the trainable ones'), divided by ``total_weight`` when they are per
+        sample."""
+        total = sum(
+            layer.penalty() for layer in self.dense if not (frozen_only and layer.trainable)
+        )
+        return total / total_weight if self.net[0]["penalty_per_weight"] else total

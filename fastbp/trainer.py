@@ -163,7 +163,7 @@ class _Epochs:
         model, stats, data = self.model, self.stats, self.data
         metrics = {
             "loss": float(stats["loss"] @ self.rows) / self.n
-            + model._network.penalty(frozen_only=True)
+            + model._network.penalty(frozen_only=True, total_weight=self.n / self.n_batches)
         }
         if model.loss.is_classifier:
             per_sample = data.targets.shape[1] if data.kind == LOSS_BCE else 1
