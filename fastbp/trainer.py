@@ -98,9 +98,11 @@ class _Epochs:
     """One fit's buffers and settings, prepared once: the row order, per-minibatch
     statistics, the trainable segments, the thread plan and the rollback copies."""
 
-    def __init__(self, model, data, batch_size, shuffle):
+    def __init__(self, model, data, batch_size, shuffle, orders=None):
         network, state = model._network, model.optimizer_state
-        self.model, self.data, self.shuffle, self.state = model, data, shuffle, state
+        self.model, self.data, self.state, self.orders = model, data, state, orders
+        shuffle = shuffle or orders is not None
+        self.shuffle = shuffle
         self.n = n = data.X.shape[0]
         self.batch = min(batch_size, n)
         self.n_batches = -(-n // self.batch)
@@ -128,7 +130,9 @@ class _Epochs:
         np.copyto(self.saved[1], self.state.rows)
         self.saved_step = self.state.step
         self.opt = model.optimizer.config()
-        if self.shuffle:
+        if self.orders is not None:
+            np.copyto(self.order, self.orders(), casting="same_kind")
+        elif self.shuffle:
             model._rng.shuffle(self.order)
 
     def roll_back(self):
@@ -199,10 +203,16 @@ class Trainer:
     def __init__(self, model):
         self.model = model
 
-    def fit(self, data, validation, settings):
-        """Run the epochs of ``settings`` on checked ``data``; return the History."""
+    def fit(self, data, validation, settings, orders=None):
+        """Run the epochs of ``settings`` on checked ``data``; return the History.
+
+        ``orders`` (None: shuffle as ``settings`` says), called at the start of each
+        epoch, returns that epoch's row order (a permutation of the rows): a caller
+        with its own random stream (``fastbp.sklearn``) draws the orders itself.
+        ``self.run`` is the fit's ``_Epochs`` while it runs (its per-minibatch
+        statistics are what callbacks of the package read)."""
         model, epochs, callbacks = self.model, settings.epochs, settings.callbacks
-        run = _Epochs(model, data, settings.batch_size, settings.shuffle)
+        run = self.run = _Epochs(model, data, settings.batch_size, settings.shuffle, orders)
         progress = _progress.make(settings.verbose, epochs, run.n_batches, model._epochs_done)
         tolerance = _Tolerance(settings.tol, settings.n_iter_no_change)
         model.stop_training = False
