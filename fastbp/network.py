@@ -66,10 +66,12 @@ class Workspace:
     flat buffer laid out by the plan (see ``LayerPlan``'s offsets), and the gathered
     labels and sample weights of a shuffled training batch."""
 
-    def __init__(self, network, capacity, training):
+    def __init__(self, network, capacity, training, sparse=False):
         net = network.net[0]
         width = net["train_width"] if training else net["infer_width"]
-        self.capacity = capacity
+        if training and sparse:  # sparse rows are read in place: no input batch
+            width = net["x_at"]
+        self.capacity, self.sparse = capacity, training and sparse
         self.buffer = np.empty(capacity * int(width), dtype=network.dtype)
         self.labels = np.empty(capacity if training else 0, dtype=np.intp)
         self.weights = np.empty(capacity if training else 0, dtype=network.dtype)
@@ -192,8 +194,8 @@ class Network:
                 row["z_at"] = take(row["n_out"])
         for row in plan:
             row["delta_at"] = take(row["n_out"])
-        net["x_at"] = take(net["n_inputs"])
         net["y_at"] = take(net["n_outputs"])
+        net["x_at"] = take(net["n_inputs"])  # last: sparse input needs no copy of its rows
         net["train_width"] = at
 
     # -- ownership ----------------------------------------------------------------
@@ -253,10 +255,12 @@ class Network:
             ws = self._local.workspace = Workspace(self, rows, training=False)
         return ws
 
-    def training_workspace(self, rows):
-        """The training workspace, kept between fits (one fit runs at a time)."""
-        if self._train_ws is None or self._train_ws.capacity < rows:
-            self._train_ws = Workspace(self, rows, training=True)
+    def training_workspace(self, rows, sparse=False):
+        """The training workspace, kept between fits (one fit runs at a time); for
+        ``sparse`` input one without the input batch will do."""
+        ws = self._train_ws
+        if ws is None or ws.capacity < rows or (ws.sparse and not sparse):
+            self._train_ws = Workspace(self, rows, training=True, sparse=sparse)
         return self._train_ws
 
     def penalty(self, frozen_only=False, total_weight=1.0):

@@ -38,9 +38,7 @@ import numpy as np
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
 except ImportError as exc:  # pragma: no cover - the extra is missing
-    raise ImportError(
-        "fastbp.sklearn needs scikit-learn: pip install 'fastbp[sklearn]'"
-    ) from exc
+    raise ImportError("fastbp.sklearn needs scikit-learn: pip install 'fastbp[sklearn]'") from exc
 import scipy.optimize
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
@@ -130,9 +128,7 @@ class _BaseMLP(BaseEstimator):
     def _hidden_sizes(self):
         sizes = self.hidden_layer_sizes
         sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
-        if any(
-            isinstance(s, bool) or not isinstance(s, numbers.Integral) or s <= 0 for s in sizes
-        ):
+        if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s <= 0 for s in sizes):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {sizes}.")
         return [int(s) for s in sizes]
 

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _codes, _interrupt, _progress, _threads
+from . import _codes, _interrupt, _progress, _sparse, _threads
 from . import _validation as val
 from . import data as fitdata
 from ._backend import core
@@ -106,7 +106,7 @@ class _Epochs:
         self.n = n = data.X.shape[0]
         self.batch = min(batch_size, n)
         self.n_batches = -(-n // self.batch)
-        self.workspace = network.training_workspace(self.batch)
+        self.workspace = network.training_workspace(self.batch, _sparse.is_csr(data.X))
         self.segments = network.sync_trainable()
         self.order = np.arange(n, dtype=np.intp) if shuffle else np.empty(0, dtype=np.intp)
         self.stats = np.zeros(self.n_batches, dtype=_codes.BATCH_STATS)
@@ -285,7 +285,7 @@ class Trainer:
         """Restore the start of the epoch; blame the data if it holds NaN or
         infinity, else the step size."""
         run.roll_back()
-        val.check_finite(run.data.X, "X")
+        fitdata.check_finite_inputs(run.data.X, "X")
         val.check_finite(run.data.targets, "y")
         what = (
             f"the training loss became {run.stats['loss'][done]} at minibatch {done}"
@@ -306,7 +306,7 @@ class Trainer:
         step. Returns the minibatch's BatchStats."""
         model = self.model
         network, n = model._network, data.X.shape[0]
-        ws = network.training_workspace(n)
+        ws = network.training_workspace(n, _sparse.is_csr(data.X))
         network.sync_trainable()
         stats = np.zeros(1, dtype=_codes.BATCH_STATS)
         threads, blas = _threads.plan(_step_flops(network, n), model.threads)
@@ -322,7 +322,7 @@ class Trainer:
                 n_threads=threads,
             )
         if status != _codes.STATUS_OK:
-            val.check_finite(data.X, "X")
+            fitdata.check_finite_inputs(data.X, "X")
             val.check_finite(data.targets, "y")
             raise FloatingPointError(
                 f"the loss is {stats[0]['loss']}: the weights are not"
