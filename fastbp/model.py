@@ -135,7 +135,10 @@ class Sequential:
 
     @optimizer.setter
     def optimizer(self, optimizer: str | Optimizer | type[Optimizer]) -> None:
-        self._optimizer = get_optimizer(optimizer)
+        optimizer = get_optimizer(optimizer)
+        if optimizer is not getattr(self, "_optimizer", None):
+            self._optimizer_state = None  # a new optimizer starts a new state
+        self._optimizer = optimizer
         self._optimizer._serves_models = True
 
     def build(self, input_dim: int) -> Sequential:

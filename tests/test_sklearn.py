@@ -1,0 +1,305 @@
+"""fastbp.sklearn against scikit-learn: its estimator checks, and the same results
+as its MLPClassifier and MLPRegressor from the same random_state."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from fastbp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+
+# Checks that cannot pass, with the reason (the README lists them too).
+EXPECTED_FAILED_CHECKS = {}
+
+
+@parametrize_with_checks(
+    [MLPClassifier(max_iter=100), MLPRegressor(max_iter=100)],
+    expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS.get(type(est).__name__, {}),
+)
+def test_sklearn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check(estimator)
+
+
+# -- the same training as scikit-learn --------------------------------------------
+sk_nn = pytest.importorskip("sklearn.neural_network")
+
+
+def classification(n=120, d=7, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    y = (X[:, 0] + X[:, 1] * X[:, 2] > 0).astype(int) + (X[:, 3] > 0.8)
+    return X, np.array(["cat", "dog", "eel"])[y[:n] % k]
+
+
+def regression(n=120, d=7, outputs=1, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    Y = np.column_stack([np.sin(X[:, j]) + X[:, j + 1] for j in range(outputs)])
+    return X, (Y[:, 0] if outputs == 1 else Y)
+
+
+def both(cls, **params):
+    """scikit-learn's estimator and ours with the same parameters."""
+    sk = getattr(sk_nn, cls.__name__)(**params)
+    return sk, cls(**params)
+
+
+def assert_same_fit(sk, ours, tol=1e-9):
+    """Same weights (to the rounding of different summation orders), iterations,
+    losses and curves."""
+    assert ours.n_iter_ == sk.n_iter_
+    assert ours.t_ == sk.t_
+    for a, b in zip(ours.coefs_ + ours.intercepts_, sk.coefs_ + sk.intercepts_):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    assert ours.loss_ == pytest.approx(sk.loss_, rel=tol)
+    for name in ("loss_curve_", "validation_scores_"):
+        if getattr(sk, name, None) is not None:
+            np.testing.assert_allclose(getattr(ours, name), getattr(sk, name), rtol=tol)
+    for name in ("best_loss_", "best_validation_score_"):
+        if getattr(sk, name, None) is not None:
+            assert getattr(ours, name) == pytest.approx(getattr(sk, name), rel=tol)
+    for name in ("n_layers_", "n_outputs_", "out_activation_", "n_features_in_"):
+        assert getattr(ours, name) == getattr(sk, name)
+
+
+STOCHASTIC = {
+    "adam": dict(solver="adam", learning_rate_init=0.01),
+    "sgd-constant": dict(solver="sgd", momentum=0.0, learning_rate_init=0.1),
+    "sgd-momentum": dict(solver="sgd", nesterovs_momentum=False, learning_rate_init=0.05),
+    "sgd-nesterov-invscaling": dict(
+        solver="sgd", learning_rate="invscaling", learning_rate_init=0.5, power_t=0.3
+    ),
+    # a large tol makes the adaptive rule divide the rate by 5 several times
+    "sgd-adaptive": dict(solver="sgd", learning_rate="adaptive", tol=0.05, n_iter_no_change=2),
+    "adam-early-stopping": dict(solver="adam", early_stopping=True, learning_rate_init=0.01),
+    "sgd-tol-stops": dict(solver="sgd", tol=0.1, n_iter_no_change=2),
+    "no-shuffle-batch-7": dict(solver="adam", shuffle=False, batch_size=7),
+}
+
+
+@pytest.mark.parametrize("name", list(STOCHASTIC))
+@pytest.mark.parametrize("task", ["classifier", "regressor"])
+def test_stochastic_training_equals_scikit_learn(name, task):
+    """From the same random_state: the same initial weights, minibatch orders,
+    updates, learning-rate changes, stopping epoch and best weights."""
+    params = dict(
+        hidden_layer_sizes=(9, 5), random_state=3, max_iter=25, alpha=0.01, **STOCHASTIC[name]
+    )
+    if task == "classifier":
+        X, y = classification()
+        sk, ours = both(MLPClassifier, activation="tanh", **params)
+    else:
+        X, y = regression()
+        sk, ours = both(MLPRegressor, **params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk.fit(X, y)
+        ours.fit(X, y)
+    assert_same_fit(sk, ours)
+    if task == "classifier":
+        proba = sk.predict_proba(X)
+        np.testing.assert_allclose(ours.predict_proba(X), proba, atol=1e-9)
+        assert list(ours.classes_) == ["cat", "dog", "eel"]
+        top = np.sort(proba, axis=1)
+        clear = top[:, -1] - top[:, -2] > 1e-6  # rows not at a tie within rounding
+        np.testing.assert_array_equal(ours.predict(X)[clear], sk.predict(X)[clear])
+    else:
+        np.testing.assert_allclose(ours.predict(X), sk.predict(X), rtol=1e-9, atol=1e-9)
+
+
+TARGETS = {
+    "binary": lambda X: np.where(X[:, 0] > 0, True, False),
+    "multilabel": lambda X: np.column_stack([X[:, 0] > 0, X[:, 1] > 0.5, X[:, 2] < 0]).astype(int),
+    "multi-output": lambda X: np.column_stack([X[:, 0] + X[:, 1], X[:, 2] ** 2]),
+    "poisson": lambda X: np.random.default_rng(1).poisson(np.exp(0.3 * X[:, 0])),
+}
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_targets_solvers_and_weights_equal_scikit_learn(target, solver, weighted):
+    """Binary (one logistic output), multi-label, multi-output regression (the
+    reported loss half the mean squared error, the gradient that of the sum) and
+    Poisson, each solver, with and without sample weights."""
+    X = np.random.default_rng(5).normal(size=(90, 6))
+    y = TARGETS[target](X)
+    cls = MLPClassifier if target in ("binary", "multilabel") else MLPRegressor
+    extra = {"loss": "poisson"} if target == "poisson" else {}
+    sk, ours = both(
+        cls,
+        hidden_layer_sizes=(8,),
+        random_state=0,
+        max_iter=15,
+        batch_size=16,
+        learning_rate_init=0.01,
+        alpha=0.05,
+        solver=solver,
+        **extra,
+    )
+    weights = np.random.default_rng(2).uniform(0.2, 3.0, 90) if weighted else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk.fit(X, y, sample_weight=weights)
+        ours.fit(X, y, sample_weight=weights)
+    # L-BFGS's line search amplifies rounding differences a little.
+    tol = 1e-6 if solver == "lbfgs" else 1e-9
+    assert_same_fit(sk, ours, tol)
+    if cls is MLPRegressor:
+        np.testing.assert_allclose(ours.predict(X), sk.predict(X), rtol=tol, atol=tol)
+    else:
+        np.testing.assert_allclose(ours.predict_proba(X), sk.predict_proba(X), atol=tol)
+    assert ours.score(X, y) == pytest.approx(sk.score(X, y), abs=tol)
+
+
+def test_float32_trains_in_float32():
+    X, y = classification()
+    sk, ours = both(MLPClassifier, hidden_layer_sizes=(6,), random_state=0, max_iter=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk.fit(X.astype(np.float32), y)
+        ours.fit(X.astype(np.float32), y)
+    assert ours.coefs_[0].dtype == np.float32 and ours.model_.dtype == np.float32
+    assert_same_fit(sk, ours, tol=2e-4)
+
+
+def test_warm_start_and_partial_fit_equal_scikit_learn():
+    X, y = classification()
+    params = dict(hidden_layer_sizes=(6,), random_state=1, max_iter=5, solver="sgd")
+    sk, ours = both(MLPClassifier, warm_start=True, **params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for est in (sk, ours):
+            est.fit(X, y)
+            est.fit(X, y)  # continues from the weights, with a new optimizer
+    assert_same_fit(sk, ours)
+    sk, ours = both(MLPClassifier, **params)
+    for est in (sk, ours):
+        est.partial_fit(X[:50], y[:50], classes=["cat", "dog", "eel"])
+        for _ in range(3):
+            est.partial_fit(X[50:], y[50:])
+    assert_same_fit(sk, ours)
+    with pytest.raises(ValueError, match="classes not in"):
+        ours.partial_fit(X[:3], ["cat", "dog", "fox"])
+    with pytest.raises(ValueError, match="classes must be passed on the first call"):
+        MLPClassifier().partial_fit(X, y)
+    assert not hasattr(MLPClassifier(solver="lbfgs"), "partial_fit")
+
+
+def test_convergence_warnings_as_scikit_learn():
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, y = classification()
+    with pytest.warns(ConvergenceWarning, match=r"Maximum iterations \(3\) reached"):
+        MLPClassifier(max_iter=3, random_state=0).fit(X, y)
+    with pytest.warns(ConvergenceWarning, match="lbfgs failed to converge after 2"):
+        MLPClassifier(solver="lbfgs", max_iter=2, random_state=0).fit(X, y)
+
+
+def test_verbose_prints_scikit_learns_lines(capsys):
+    X, y = classification()
+    sk, ours = both(MLPClassifier, max_iter=3, random_state=0, verbose=True, early_stopping=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk.fit(X, y)
+        expected = capsys.readouterr().out
+        ours.fit(X, y)
+        got = capsys.readouterr().out
+    assert got.splitlines()[0].startswith("Iteration 1, loss = ")
+    assert "Validation score: " in got
+    # The same numbers, to the 8 printed digits (or one unit in the last).
+    for a, b in zip(got.split(), expected.split()):
+        if a != b:
+            assert float(a) == pytest.approx(float(b), abs=2e-8)
+
+
+def test_sparse_input_equals_dense_and_scikit_learn():
+    sp = pytest.importorskip("scipy.sparse")
+    X = sp.random(80, 40, density=0.1, random_state=0, format="csr")
+    y = np.random.default_rng(0).integers(0, 3, 80)
+    sk, ours = both(MLPClassifier, hidden_layer_sizes=(7,), random_state=0, max_iter=8)
+    dense = MLPClassifier(hidden_layer_sizes=(7,), random_state=0, max_iter=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk.fit(X, y)
+        ours.fit(X.tocsc(), y)
+        dense.fit(X.toarray(), y)
+    assert_same_fit(sk, ours)
+    assert_same_fit(dense, ours)
+    np.testing.assert_allclose(ours.predict_proba(X.tocoo()), sk.predict_proba(X), atol=1e-9)
+
+
+def test_coefs_are_the_models_weights():
+    """Writing into coefs_ or assigning new lists changes predictions, as in
+    scikit-learn; a pickled estimator predicts the same and stays writable."""
+    import pickle
+
+    X, y = regression()
+    est = MLPRegressor(hidden_layer_sizes=(5,), max_iter=5, random_state=0).fit(X, y)
+    before = est.predict(X)
+    est.intercepts_[-1] += 1.0
+    np.testing.assert_allclose(est.predict(X), before + 1.0)
+    est.coefs_ = [np.zeros_like(c) for c in est.coefs_]
+    np.testing.assert_allclose(est.predict(X), est.intercepts_[-1][0])
+    copy = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(copy.predict(X), est.predict(X))
+    copy.intercepts_[-1] += 2.0
+    np.testing.assert_allclose(copy.predict(X), est.predict(X) + 2.0)
+
+
+def test_pandas_feature_names_and_dtypes():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "a": rng.normal(size=60),
+            "b": pd.array(rng.integers(0, 5, 60), dtype="Int64"),
+            "flag": rng.integers(0, 2, 60).astype(bool),
+            "color": pd.Categorical(rng.choice(["red", "blue"], 60)),
+        }
+    )
+    frame = pd.get_dummies(frame, columns=["color"])
+    y = pd.Series(pd.Categorical(rng.choice(["no", "yes"], 60)))
+    est = MLPClassifier(hidden_layer_sizes=(4,), max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        warnings.simplefilter("ignore", category=Warning)
+        est.fit(frame, y)
+    assert list(est.feature_names_in_) == list(frame.columns)
+    assert set(est.predict(frame)) <= {"no", "yes"}
+    with pytest.warns(UserWarning, match="fitted with feature names"):
+        est.predict(frame.to_numpy(dtype=float))
+    with pytest.raises(ValueError, match="feature names"):
+        est.predict(frame[frame.columns[::-1]])
+
+
+def test_pipeline_grid_search_cross_val_and_clone():
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = classification(n=150)
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(max_iter=20, random_state=0))
+    theirs = make_pipeline(StandardScaler(), sk_nn.MLPClassifier(max_iter=20, random_state=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores = cross_val_score(pipe, X, y, cv=3)
+        np.testing.assert_allclose(scores, cross_val_score(theirs, X, y, cv=3), atol=1e-12)
+    search = GridSearchCV(
+        pipe, {"mlpclassifier__hidden_layer_sizes": [(4,), (16,)]}, cv=2, n_jobs=2
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search.fit(X, y)
+    assert search.best_params_["mlpclassifier__hidden_layer_sizes"] in [(4,), (16,)]
+    twin = clone(search.best_estimator_[-1])
+    assert twin.get_params() == search.best_estimator_[-1].get_params()
+    assert not hasattr(twin, "coefs_")
