@@ -1304,6 +1304,7 @@ def input_gradient_run(const floating[::1] params, floating[::1] work, Py_ssize_
     cdef floating* wp = &work[0]
     cdef floating* res
     cdef floating* seed
+    cdef floating* row
     cdef floating p
     cdef BatchStats ignored
     cdef bint input_skip = False
@@ -1340,21 +1341,21 @@ def input_gradient_run(const floating[::1] params, floating[::1] work, Py_ssize_
                   <floating>(1 if loss_kind == LOSS_CE_LABELS or loss_kind == LOSS_CE_SOFT
                              else 1.0 / k), &ignored)
         else:
-            memset(seed, 0, n * k * sizeof(floating))
-            if output_act == ACT_SOFTMAX:
-                # d p_j / d z = p_j (e_j - p)
-                _softmax_rows(res, n, k)
-                for i in range(n):
-                    p = res[i * k + output]
+            # predict's output activation, applied to a copy in the delta buffer: the
+            # backward pass reads ``res``, the last layer's own output, unchanged.
+            memcpy(seed, res, n * k * sizeof(floating))
+            _bias_act(seed, <floating*>NULL, n, k, output_act, <floating>0, <floating*>NULL)
+            for i in range(n):
+                row = seed + i * k
+                p = row[output]
+                if output_act == ACT_SOFTMAX:  # d p_j / d z = p_j (e_j - p)
                     for j in range(k):
-                        seed[i * k + j] = -p * res[i * k + j]
-                    seed[i * k + output] += p
-            else:
-                for i in range(n):
-                    seed[i * k + output] = 1
-                if output_act != ACT_IDENTITY:  # sigmoid, exponential: elementwise
-                    _bias_act(res, <floating*>NULL, n, k, output_act, <floating>0, <floating*>NULL)
-                    _act_backward(res, NULL, seed, n, k, output_act, <floating>0)
+                        row[j] = -p * row[j]
+                    row[output] += p
+                else:  # identity, sigmoid, exponential: elementwise
+                    for j in range(k):
+                        row[j] = 0
+                    row[output] = _derivative(output_act, p, p, <floating>0)
         # A residual connection from the input leaves its share in out first.
         _deltas(&params[0], wp, capacity, r.plan, r.n_layers, 0, n, NULL, &out[0, 0])
         _gemm(False, True, <int>n, <int>d, <int>first.n_out, <floating>1,
