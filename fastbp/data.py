@@ -79,9 +79,19 @@ def _class_weights(class_weight, labels, k):
     if isinstance(class_weight, dict):
         per_class = np.ones(k)
         for c, w in class_weight.items():
-            if not (isinstance(c, (int, np.integer)) and 0 <= c < k):
-                raise ValueError(f"class_weight has a key {c!r} that is not a class in [0, {k})")
-            per_class[c] = val.nonnegative_float(w, f"class_weight[{c}]")
+            # A bool is an int to Python but a mask to NumPy (per_class[True] is
+            # every class): keys are class labels, nothing else.
+            if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer)):
+                raise TypeError(
+                    f"class_weight keys must be class labels (integers 0 to {k - 1}),"
+                    f" got {c!r} of type {type(c).__name__}"
+                )
+            if not 0 <= c < k:
+                raise ValueError(
+                    f"class_weight has a key {c!r} that is not a class: the class labels"
+                    f" are 0 to {k - 1} (one per output unit)"
+                )
+            per_class[int(c)] = val.nonnegative_float(w, f"class_weight[{c}]")
         return per_class
     raise TypeError(f"class_weight must be a dict or 'balanced', got {class_weight!r}")
 

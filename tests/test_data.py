@@ -611,7 +611,12 @@ def test_class_weight_dict_and_balanced():
         (dict(sample_weight=-np.ones(12)), ">= 0"),
         (dict(sample_weight=np.zeros(12)), "all zero"),
         (dict(sample_weight=np.ones((12, 1))), "1-D"),
-        (dict(class_weight={7: 1.0}), "not a class"),
+        (dict(class_weight={7: 1.0}), "not a class: the class labels are 0 to 2"),
+        (dict(class_weight={-1: 1.0}), "not a class"),
+        (dict(class_weight={True: 3.0}), "class labels .* got True of type bool"),
+        (dict(class_weight={np.True_: 3.0}), "got (np.)?True_? of type bool"),
+        (dict(class_weight={1.0: 3.0}), "got 1.0 of type float"),
+        (dict(class_weight={"1": 3.0}), "got '1' of type str"),
         (dict(class_weight="even"), "balanced"),
         (dict(class_weight=[1, 2]), "dict"),
     ],
@@ -621,6 +626,18 @@ def test_weights_checked(kwargs, message):
     model = fastbp.Sequential([fastbp.Dense(3)], loss="cross_entropy")
     with pytest.raises((ValueError, TypeError), match=message):
         model.fit(X, y, epochs=1, **kwargs)
+
+
+def test_class_weight_keys_are_labels_not_masks():
+    # {True: 3} once weighted every class by 3 (NumPy read True as a mask); a
+    # NumPy integer key is a label like any other.
+    rng = np.random.default_rng(6)
+    X, y = rng.normal(size=(12, 2)), np.arange(12) % 3
+    with pytest.raises(TypeError, match="class labels"):
+        one_step(class_weight={True: 3.0}, X=X, y=y, loss="cross_entropy")
+    by_key = one_step(class_weight={np.int64(1): 3.0}, X=X, y=y, loss="cross_entropy")
+    by_sample = one_step(sample_weight=np.where(y == 1, 3.0, 1.0), X=X, y=y, loss="cross_entropy")
+    np.testing.assert_array_equal(by_key.flat_params, by_sample.flat_params)
 
 
 def test_class_weight_needs_labels():
