@@ -923,7 +923,7 @@ cdef struct Batch:
     const void* targets
     const intp* labels
     const void* weights
-    double scale                # turns loss sums into the (weighted) batch mean
+    double scale                # turns loss sums into the (weighted) batch mean; 0: no weight
 
 
 cdef void _gather(const Run* r, Batch* b, floating* work, Py_ssize_t index,
@@ -976,7 +976,9 @@ cdef void _gather(const Run* r, Batch* b, floating* work, Py_ssize_t index,
             b.x = xb
     if input_dropout:
         _dropout_forward(xb + b.r0 * d, b.r1 - b.r0, d, b.r0, r.net.input_dropout, masks, 0)
-    b.scale = _loss_scale(r.loss_kind, total_weight, k)
+    # Weights that sum to zero (0/0, not divergence): scale 0 marks a minibatch
+    # with nothing to learn, which the step skips.
+    b.scale = _loss_scale(r.loss_kind, total_weight, k) if total_weight > 0 else 0
 
 
 cdef void _forward_loss_backward(const Run* r, const Batch* b, const floating* params,
@@ -1072,7 +1074,8 @@ cdef void _train_part(const Run* r, floating* params, floating* grads, floating*
     """Minibatches ``first_batch <= b < stop_batch`` as run by one thread: gather,
     forward, loss and deltas (rows), a barrier, the loss reduced, the gradients
     (columns), a barrier, then, with an optimizer, clipping and the update (flat
-    ranges) and a barrier. Stops before the gradients at a non-finite loss."""
+    ranges) and a barrier. Stops before the gradients at a non-finite loss; skips a
+    minibatch whose weights sum to zero after its statistics."""
     cdef Batch b
     cdef Py_ssize_t index, local_done = 0
     cdef long long local_step = step[0]
@@ -1091,6 +1094,11 @@ cdef void _train_part(const Run* r, floating* params, floating* grads, floating*
         if not _reduce(r, &b, parts, part, n_parts, out):
             local_status = ST_NONFINITE_LOSS
             break
+        if b.scale == 0:  # no weight: no gradient, no update, no optimizer step
+            if n_parts > 1:
+                fbp_barrier()  # every part has read the others' sums
+            local_done += 1
+            continue
         parts[part].penalty = _gradients(params, grads, work, r.capacity, r.plan, r.n_layers,
                                          <const floating*>b.x, b.rows, part, n_parts)
         if n_parts > 1:
@@ -1214,7 +1222,8 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
     sums or its correct count. The optimizer ``opt[0]`` (state rows in ``state``)
     updates the flat ranges listed in ``segments`` and nothing else, taking steps
     ``step + 1, step + 2, ...``. Stops before updating at a batch whose loss is not
-    finite (its raw loss sum in ``stats[b].loss``).
+    finite (its raw loss sum in ``stats[b].loss``). A batch whose sample weights sum
+    to zero has loss 0 and is skipped: no gradient, no update, no step counted.
 
     ``n_threads > 1`` splits every step over that many OpenMP threads (BLAS should
     then run single-threaded); the result depends on the thread count only through
@@ -1251,7 +1260,8 @@ def batch_gradients(const floating[::1] params, floating[::1] grads, floating[::
     ``train_run`` takes them) into ``grads`` for the trainable layers, with dropout
     masks of step ``step + 1``; no update. ``stats[0]`` receives the batch's
     statistics as in ``train_run``. Returns the status (``STATUS_OK`` or
-    ``STATUS_NONFINITE_LOSS``: then ``grads`` is not written)."""
+    ``STATUS_NONFINITE_LOSS``: then ``grads`` is not written; nor is it when the
+    batch's sample weights sum to zero)."""
     if grads.shape[0] != params.shape[0]:
         raise ValueError("grads and params differ in size")
     cdef Run r = _data_run(plan, capacity, work.shape[0], params.shape[0], True, X,

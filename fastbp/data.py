@@ -54,18 +54,24 @@ def with_weights(data, n_outputs, sample_weight=None, class_weight=None):
         weights = np.ascontiguousarray(weights[:, 0])
         if weights.shape[0] != n:
             raise ValueError(f"sample_weight has {weights.shape[0]} entries for {n} samples")
-        if weights.min() < 0 or weights.max() == 0:
-            raise ValueError("sample_weight must be >= 0 and not all zero")
+        if not weights.min() >= 0:  # NaN fails too
+            raise ValueError("sample_weight must be finite and >= 0")
+        _require_weight(weights, "sample_weight is zero for every sample")
     if class_weight is not None:
         if data.kind != LOSS_CE_LABELS:
             raise ValueError("class_weight needs cross_entropy with class labels")
         per_class = _class_weights(class_weight, data.labels, n_outputs)
         weights = per_class[data.labels].astype(dtype) * (weights if weights is not None else 1)
-        if weights.max() == 0:
-            raise ValueError("class_weight gives every sample weight 0")
+        _require_weight(weights, "class_weight (with sample_weight) gives every sample weight 0")
     if weights is None:
         return data
     return data._replace(weights=np.ascontiguousarray(weights))
+
+
+def _require_weight(weights, problem):
+    """Refuse a fit with nothing to learn from: every minibatch would be skipped."""
+    if weights.size and not weights.max() > 0:
+        raise ValueError(f"{problem}: there is nothing to train on; give some samples weight > 0")
 
 
 def _class_weights(class_weight, labels, k):
@@ -127,6 +133,11 @@ def split(data, fraction, rng, is_classifier):
         )
     keep = np.ones(n, dtype=bool)
     keep[held] = False
+    if data.weights.size:
+        _require_weight(
+            data.weights[keep],
+            f"validation_split={fraction} holds out every sample of weight > 0",
+        )
     held.sort()
     validation = data.rows(held)._replace(weights=np.empty(0, dtype=data.X.dtype))
     val.check_finite(validation.X, "X")

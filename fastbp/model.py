@@ -281,12 +281,17 @@ class Sequential:
         n_iter_no_change : int, default 10
         sample_weight : array-like of shape (n_samples,), optional
             Weights >= 0 of the samples in the training loss: each minibatch's loss
-            is the weighted mean sum(w_i loss_i) / sum(w_i) (validation metrics are
-            not weighted).
+            is the weighted mean sum(w_i loss_i) / sum(w_i), and so is the epoch's
+            "loss" (validation metrics are not weighted). A minibatch whose weights
+            are all zero has nothing to learn from and is skipped: no update and no
+            optimizer step, as a PyTorch loop that skips it before
+            ``optimizer.step()``. A fit whose training samples all weigh zero
+            (after class_weight and validation_split) raises ValueError.
         class_weight : dict or "balanced", optional
-            For classification with class labels: a weight per class (missing
-            classes weigh 1), or "balanced" (n_samples / (n_classes * count)), as
-            scikit-learn defines it; multiplies sample_weight.
+            For classification with class labels: a weight per class label (an
+            integer 0 to n_outputs - 1; missing classes weigh 1), or "balanced"
+            (n_samples / (n_classes * count)), as scikit-learn defines it;
+            multiplies sample_weight.
 
         Returns
         -------

@@ -108,8 +108,11 @@ class _Epochs:
         self.segments = network.sync_trainable()
         self.order = np.arange(n, dtype=np.intp) if shuffle else np.empty(0, dtype=np.intp)
         self.stats = np.zeros(self.n_batches, dtype=_codes.BATCH_STATS)
-        self.rows = np.full(self.n_batches, self.batch, dtype=np.float64)
-        self.rows[-1] = n - self.batch * (self.n_batches - 1)
+        # Each minibatch's share of the epoch's loss: its rows, or the sum of its
+        # sample weights (one whose weights are all zero, skipped, counts for nothing).
+        self.starts = np.arange(0, n, self.batch)
+        self.weights = data.weights.astype(np.float64) if data.weights.size else None
+        self.batch_weight = np.diff(np.append(self.starts, n)).astype(np.float64)
         flops = _step_flops(network, self.batch)
         self.step_threads, self.blas_threads = _threads.plan(flops, model.threads)
         self.chunk = max(1, int(CHUNK_FLOPS // flops))
@@ -130,6 +133,9 @@ class _Epochs:
         self.opt = model.optimizer.config()
         if self.shuffle:
             model._rng.shuffle(self.order)
+        if self.weights is not None:
+            weights = self.weights[self.order] if self.shuffle else self.weights
+            self.batch_weight = np.add.reduceat(weights, self.starts)
 
     def roll_back(self):
         model = self.model
@@ -162,7 +168,7 @@ class _Epochs:
         layers' penalties are constants the step does not compute)."""
         model, stats, data = self.model, self.stats, self.data
         metrics = {
-            "loss": float(stats["loss"] @ self.rows) / self.n
+            "loss": float(stats["loss"] @ self.batch_weight) / self.batch_weight.sum()
             + model._network.penalty(frozen_only=True)
         }
         if model.loss.is_classifier:
