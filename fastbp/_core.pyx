@@ -1194,7 +1194,13 @@ cdef tuple _run_team(const Run* r, floating* params, floating* grads, floating* 
     cdef Py_ssize_t done = 0
     if n_threads < 1 or n_threads > MAX_PARTS:
         raise ValueError("n_threads must lie in [1, %d]" % MAX_PARTS)
-    if stop_batch > first_batch:
+    if stop_batch > first_batch and n_threads == 1:
+        # One thread enters no OpenMP region: nothing of the runtime is touched,
+        # which a process forked after a parallel fit needs (fastbp._threads).
+        with nogil:
+            _train_part(r, params, grads, work, state, parts, first_batch, stop_batch,
+                        &step, &status, &done, 0, 1)
+    elif stop_batch > first_batch:
         with nogil, parallel(num_threads=n_threads):
             # The team may be smaller than asked (nested or limited OpenMP): split
             # over the threads that actually run.
@@ -1294,6 +1300,10 @@ def apply_update(floating[::1] params, floating[::1] grads, floating[:, ::1] sta
     if params.shape[0] == 0:
         return
     cdef floating* state_ptr = &state[0, 0] if state.shape[0] and state.shape[1] else NULL
+    if n_threads == 1:  # no OpenMP region (as in _run_team)
+        with nogil:
+            _clip_and_update(&r, &params[0], &grads[0], state_ptr, step, parts, 0, 1)
+        return
     with nogil, parallel(num_threads=n_threads):
         _clip_and_update(&r, &params[0], &grads[0], state_ptr, step, parts, fbp_thread_id(),
                          fbp_team_size())
