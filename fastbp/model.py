@@ -306,8 +306,21 @@ class Sequential:
         weights, never half-updated ones.
 
         Ctrl-C stops training at the end of the run of minibatches in progress (a
-        few milliseconds): the weights keep every completed update, the History keeps
-        the completed epochs, and fit returns after a warning.
+        few milliseconds): the weights keep every completed update (and
+        ``optimizer_state.step`` counts them), the History keeps the completed
+        epochs (an epoch whose last minibatch has run is complete, its callbacks
+        run), and fit returns after a warning. An exception raised by a callback
+        propagates with the same bookkeeping.
+
+        Training diverges when a minibatch's loss or the weights become NaN or
+        infinite, or when an epoch's training loss exceeds 1e4
+        (``fastbp.trainer.EXPLOSION``) times the fit's reference loss: the larger of
+        the loss of its first minibatch (at the weights fit started from) and the
+        loss of an all-zero output (logits, log-rates) on the targets, so that
+        neither a small first loss nor unscaled inputs raise a false alarm. fit then
+        restores the weights, optimizer state and History of the start of the
+        latest epoch whose first minibatch's loss was finite and sane (an epoch can
+        end with weights whose loss is not) and raises FloatingPointError.
 
         Raises
         ------
@@ -316,8 +329,7 @@ class Sequential:
             minibatch holding them makes the loss non-finite; the weights and
             optimizer state are then restored to the start of that epoch).
         FloatingPointError
-            When the training loss or the weights become NaN or infinite; the weights
-            and optimizer state are restored to the start of that epoch.
+            When training diverges (above).
         """
         loop = trainer.settings(
             epochs,
