@@ -1006,7 +1006,7 @@ cdef struct Batch:
     const intp* labels
     const void* weights
     double total_weight         # the batch's sum of sample weights (rows when unweighted)
-    double scale                # turns loss sums into the (weighted) batch mean
+    double scale                # turns loss sums into the (weighted) batch mean; 0: no weight
 
 
 cdef void _gather(const Run* r, Batch* b, floating* work, Py_ssize_t index,
@@ -1066,8 +1066,10 @@ cdef void _gather(const Run* r, Batch* b, floating* work, Py_ssize_t index,
             b.x = xb
     if input_dropout:
         _dropout_forward(xb + b.r0 * d, b.r1 - b.r0, d, b.r0, r.net.input_dropout, masks, 0)
+    # Weights that sum to zero (0/0, not divergence): scale 0 marks a minibatch
+    # with nothing to learn, which the step skips.
     b.total_weight = total_weight
-    b.scale = _loss_scale(r.net.loss_scale, total_weight)
+    b.scale = _loss_scale(r.net.loss_scale, total_weight) if total_weight > 0 else 0
 
 
 cdef void _forward_loss_backward(const Run* r, const Batch* b, const floating* params,
@@ -1164,7 +1166,8 @@ cdef void _train_part(const Run* r, floating* params, floating* grads, floating*
     """Minibatches ``first_batch <= b < stop_batch`` as run by one thread: gather,
     forward, loss and deltas (rows), a barrier, the loss reduced, the gradients
     (columns), a barrier, then, with an optimizer, clipping and the update (flat
-    ranges) and a barrier. Stops before the gradients at a non-finite loss."""
+    ranges) and a barrier. Stops before the gradients at a non-finite loss; skips a
+    minibatch whose weights sum to zero after its statistics."""
     cdef Batch b
     cdef Py_ssize_t index, local_done = 0
     cdef long long local_step = step[0]
@@ -1183,6 +1186,11 @@ cdef void _train_part(const Run* r, floating* params, floating* grads, floating*
         if not _reduce(r, &b, parts, part, n_parts, out):
             local_status = ST_NONFINITE_LOSS
             break
+        if b.scale == 0:  # no weight: no gradient, no update, no optimizer step
+            if n_parts > 1:
+                fbp_barrier()  # every part has read the others' sums
+            local_done += 1
+            continue
         parts[part].penalty = _gradients(
             params, grads, work, r.capacity, r.plan, r.n_layers, <const floating*>b.x,
             b.sparse, b.rows,
@@ -1318,7 +1326,13 @@ cdef tuple _run_team(const Run* r, floating* params, floating* grads, floating* 
     cdef Py_ssize_t done = 0
     if n_threads < 1 or n_threads > MAX_PARTS:
         raise ValueError("n_threads must lie in [1, %d]" % MAX_PARTS)
-    if stop_batch > first_batch:
+    if stop_batch > first_batch and n_threads == 1:
+        # One thread enters no OpenMP region: nothing of the runtime is touched,
+        # which a process forked after a parallel fit needs (fastbp._threads).
+        with nogil:
+            _train_part(r, params, grads, work, state, parts, first_batch, stop_batch,
+                        &step, &status, &done, 0, 1)
+    elif stop_batch > first_batch:
         with nogil, parallel(num_threads=n_threads):
             # The team may be smaller than asked (nested or limited OpenMP): split
             # over the threads that actually run.
@@ -1346,7 +1360,8 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
     sums or its correct count. The optimizer ``opt[0]`` (state rows in ``state``)
     updates the flat ranges listed in ``segments`` and nothing else, taking steps
     ``step + 1, step + 2, ...``. Stops before updating at a batch whose loss is not
-    finite (its raw loss sum in ``stats[b].loss``).
+    finite (its raw loss sum in ``stats[b].loss``). A batch whose sample weights sum
+    to zero has loss 0 and is skipped: no gradient, no update, no step counted.
 
     ``n_threads > 1`` splits every step over that many OpenMP threads (BLAS should
     then run single-threaded); the result depends on the thread count only through
@@ -1383,7 +1398,8 @@ def batch_gradients(const floating[::1] params, floating[::1] grads, floating[::
     ``train_run`` takes them) into ``grads`` for the trainable layers, with dropout
     masks of step ``step + 1``; no update. ``stats[0]`` receives the batch's
     statistics as in ``train_run``. Returns the status (``STATUS_OK`` or
-    ``STATUS_NONFINITE_LOSS``: then ``grads`` is not written)."""
+    ``STATUS_NONFINITE_LOSS``: then ``grads`` is not written; nor is it when the
+    batch's sample weights sum to zero)."""
     if grads.shape[0] != params.shape[0]:
         raise ValueError("grads and params differ in size")
     cdef Run r = _data_run(plan, capacity, work.shape[0], params.shape[0], True, X,
@@ -1416,6 +1432,10 @@ def apply_update(floating[::1] params, floating[::1] grads, floating[:, ::1] sta
     if params.shape[0] == 0:
         return
     cdef floating* state_ptr = &state[0, 0] if state.shape[0] and state.shape[1] else NULL
+    if n_threads == 1:  # no OpenMP region (as in _run_team)
+        with nogil:
+            _clip_and_update(&r, &params[0], &grads[0], state_ptr, step, parts, 0, 1)
+        return
     with nogil, parallel(num_threads=n_threads):
         _clip_and_update(&r, &params[0], &grads[0], state_ptr, step, parts, fbp_thread_id(),
                          fbp_team_size())
@@ -1436,6 +1456,7 @@ def input_gradient_run(const floating[::1] params, floating[::1] work, Py_ssize_
     cdef floating* wp = &work[0]
     cdef floating* res
     cdef floating* seed
+    cdef floating* row
     cdef floating p
     cdef BatchStats ignored
     cdef bint input_skip = False
@@ -1471,21 +1492,21 @@ def input_gradient_run(const floating[::1] params, floating[::1] work, Py_ssize_
             _loss(loss_kind, loss_param, res, <const floating*>r.targets, r.labels,
                   <floating*>NULL, n, k, seed, <floating>r.net.loss_scale, &ignored)
         else:
-            memset(seed, 0, n * k * sizeof(floating))
-            if output_act == ACT_SOFTMAX:
-                # d p_j / d z = p_j (e_j - p)
-                _softmax_rows(res, n, k)
-                for i in range(n):
-                    p = res[i * k + output]
+            # predict's output activation, applied to a copy in the delta buffer: the
+            # backward pass reads ``res``, the last layer's own output, unchanged.
+            memcpy(seed, res, n * k * sizeof(floating))
+            _bias_act(seed, <floating*>NULL, n, k, output_act, <floating>0, <floating*>NULL)
+            for i in range(n):
+                row = seed + i * k
+                p = row[output]
+                if output_act == ACT_SOFTMAX:  # d p_j / d z = p_j (e_j - p)
                     for j in range(k):
-                        seed[i * k + j] = -p * res[i * k + j]
-                    seed[i * k + output] += p
-            else:
-                for i in range(n):
-                    seed[i * k + output] = 1
-                if output_act != ACT_IDENTITY:  # sigmoid, exponential: elementwise
-                    _bias_act(res, <floating*>NULL, n, k, output_act, <floating>0, <floating*>NULL)
-                    _act_backward(res, NULL, seed, n, k, output_act, <floating>0)
+                        row[j] = -p * row[j]
+                    row[output] += p
+                else:  # identity, sigmoid, exponential: elementwise
+                    for j in range(k):
+                        row[j] = 0
+                    row[output] = _derivative(output_act, p, p, <floating>0)
         # A residual connection from the input leaves its share in out first.
         _deltas(&params[0], wp, capacity, r.plan, r.n_layers, 0, n, NULL, &out[0, 0])
         _gemm(False, True, <int>n, <int>d, <int>first.n_out, <floating>1,

@@ -313,14 +313,19 @@ def train_epoch(
     weights, X, y, batch_size, optimizer, order=None, trainable=None, sample_weight=None, **network
 ):
     """One epoch: minibatch b holds rows ``order[b * batch_size:(b + 1) * batch_size]``
-    (the last one smaller). Returns the epoch's loss as fit reports it: the mean
-    over the samples of their minibatch's loss."""
+    (the last one smaller). A minibatch whose sample weights are all zero is
+    skipped: no step. Returns the epoch's loss as fit reports it: the mean over the
+    samples of their minibatch's loss, weighted by the sample weights."""
     order = np.arange(len(X)) if order is None else np.asarray(order)
-    total = 0.0
+    total = total_weight = 0.0
     for start in range(0, len(X), batch_size):
         rows = order[start : start + batch_size]
         weight = None if sample_weight is None else np.asarray(sample_weight)[rows]
-        total += len(rows) * train_step(
+        share = len(rows) if weight is None else float(weight.sum())
+        if share == 0:
+            continue
+        total_weight += share
+        total += share * train_step(
             weights,
             np.asarray(X)[rows],
             np.asarray(y)[rows],
@@ -329,4 +334,4 @@ def train_epoch(
             weight,
             **network,
         )
-    return total / len(X)
+    return total / total_weight

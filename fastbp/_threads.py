@@ -8,6 +8,16 @@ second has three barriers per step instead of a thread hand-off per matrix produ
 and runs the elementwise loops in parallel too, which pays for all but the smallest
 networks; tiny steps stay on one thread, where a barrier would cost more than it
 saves.
+
+A process made by ``fork`` (``os.fork``, ``multiprocessing``'s "fork" and
+"forkserver" start methods) never splits a step over OpenMP threads. The GNU
+OpenMP runtime's pool of threads does not survive fork: the child inherits the
+pool's bookkeeping but not its threads, so its first parallel region with more than
+one thread waits forever at a barrier for threads that do not exist, and no runtime
+call repairs the pool. A forked child's steps run on one thread, with no OpenMP
+region at all, and BLAS may use the thread budget instead (OpenBLAS restarts its
+own threads after fork). Spawned processes ("spawn", joblib's loky) are fresh and
+split steps as usual.
 """
 
 import contextlib
@@ -20,6 +30,17 @@ from ._backend import core
 PARALLEL_MIN_FLOPS_PER_THREAD = 2_000_000
 
 _controller = None
+
+_forked = False  # whether this process was made by fork (see the module)
+
+
+def _after_fork_in_child():
+    global _forked
+    _forked = True
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _blas():
@@ -43,12 +64,14 @@ def blas_threads():
 def plan(flops_per_step, threads=None):
     """Return ``(step_threads, blas_threads)`` for a training step.
 
-    ``threads`` is the budget (None: what BLAS would use now).
+    ``threads`` is the budget (None: what BLAS would use now). A forked process
+    never splits the step (see the module).
     """
     budget = blas_threads() if threads is None else threads
     if (
         budget > 1
         and core().HAVE_OPENMP
+        and not _forked
         and flops_per_step >= budget * PARALLEL_MIN_FLOPS_PER_THREAD
     ):
         return min(budget, core().MAX_THREADS), 1

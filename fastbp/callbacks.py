@@ -46,6 +46,20 @@ class History:
         for key, value in metrics.items():
             self.history.setdefault(key, []).append(float(value))
 
+    def _mark(self):
+        """What ``_restore`` needs to forget the epochs recorded after now."""
+        return len(self.epoch), {key: len(values) for key, values in self.history.items()}
+
+    def _restore(self, mark):
+        """Forget the epochs recorded since ``mark`` (their updates were rolled back)."""
+        n_epochs, lengths = mark
+        del self.epoch[n_epochs:]
+        for key in list(self.history):
+            if key in lengths:
+                del self.history[key][lengths[key] :]
+            else:
+                del self.history[key]
+
     def __getitem__(self, key: str) -> list[float]:
         return self.history[key]
 

@@ -62,18 +62,24 @@ def with_weights(data, n_outputs, sample_weight=None, class_weight=None):
         weights = np.ascontiguousarray(weights[:, 0])
         if weights.shape[0] != n:
             raise ValueError(f"sample_weight has {weights.shape[0]} entries for {n} samples")
-        if weights.min() < 0 or weights.max() == 0:
-            raise ValueError("sample_weight must be >= 0 and not all zero")
+        if not weights.min() >= 0:  # NaN fails too
+            raise ValueError("sample_weight must be finite and >= 0")
+        _require_weight(weights, "sample_weight is zero for every sample")
     if class_weight is not None:
         if data.kind != LOSS_CE_LABELS:
             raise ValueError("class_weight needs cross_entropy with class labels")
         per_class = _class_weights(class_weight, data.labels, n_outputs)
         weights = per_class[data.labels].astype(dtype) * (weights if weights is not None else 1)
-        if weights.max() == 0:
-            raise ValueError("class_weight gives every sample weight 0")
+        _require_weight(weights, "class_weight (with sample_weight) gives every sample weight 0")
     if weights is None:
         return data
     return data._replace(weights=np.ascontiguousarray(weights))
+
+
+def _require_weight(weights, problem):
+    """Refuse a fit with nothing to learn from: every minibatch would be skipped."""
+    if weights.size and not weights.max() > 0:
+        raise ValueError(f"{problem}: there is nothing to train on; give some samples weight > 0")
 
 
 def _class_weights(class_weight, labels, k):
@@ -87,9 +93,19 @@ def _class_weights(class_weight, labels, k):
     if isinstance(class_weight, dict):
         per_class = np.ones(k)
         for c, w in class_weight.items():
-            if not (isinstance(c, (int, np.integer)) and 0 <= c < k):
-                raise ValueError(f"class_weight has a key {c!r} that is not a class in [0, {k})")
-            per_class[c] = val.nonnegative_float(w, f"class_weight[{c}]")
+            # A bool is an int to Python but a mask to NumPy (per_class[True] is
+            # every class): keys are class labels, nothing else.
+            if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer)):
+                raise TypeError(
+                    f"class_weight keys must be class labels (integers 0 to {k - 1}),"
+                    f" got {c!r} of type {type(c).__name__}"
+                )
+            if not 0 <= c < k:
+                raise ValueError(
+                    f"class_weight has a key {c!r} that is not a class: the class labels"
+                    f" are 0 to {k - 1} (one per output unit)"
+                )
+            per_class[int(c)] = val.nonnegative_float(w, f"class_weight[{c}]")
         return per_class
     raise TypeError(f"class_weight must be a dict or 'balanced', got {class_weight!r}")
 
@@ -125,6 +141,11 @@ def split(data, fraction, rng, is_classifier):
         )
     keep = np.ones(n, dtype=bool)
     keep[held] = False
+    if data.weights.size:
+        _require_weight(
+            data.weights[keep],
+            f"validation_split={fraction} holds out every sample of weight > 0",
+        )
     held.sort()
     validation = data.rows(held)._replace(weights=np.empty(0, dtype=data.X.dtype))
     check_finite_inputs(validation.X, "X")

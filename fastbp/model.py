@@ -284,12 +284,17 @@ class Sequential:
         n_iter_no_change : int, default 10
         sample_weight : array-like of shape (n_samples,), optional
             Weights >= 0 of the samples in the training loss: each minibatch's loss
-            is the weighted mean sum(w_i loss_i) / sum(w_i) (validation metrics are
-            not weighted).
+            is the weighted mean sum(w_i loss_i) / sum(w_i), and so is the epoch's
+            "loss" (validation metrics are not weighted). A minibatch whose weights
+            are all zero has nothing to learn from and is skipped: no update and no
+            optimizer step, as a PyTorch loop that skips it before
+            ``optimizer.step()``. A fit whose training samples all weigh zero
+            (after class_weight and validation_split) raises ValueError.
         class_weight : dict or "balanced", optional
-            For classification with class labels: a weight per class (missing
-            classes weigh 1), or "balanced" (n_samples / (n_classes * count)), as
-            scikit-learn defines it; multiplies sample_weight.
+            For classification with class labels: a weight per class label (an
+            integer 0 to n_outputs - 1; missing classes weigh 1), or "balanced"
+            (n_samples / (n_classes * count)), as scikit-learn defines it;
+            multiplies sample_weight.
 
         Returns
         -------
@@ -304,8 +309,21 @@ class Sequential:
         weights, never half-updated ones.
 
         Ctrl-C stops training at the end of the run of minibatches in progress (a
-        few milliseconds): the weights keep every completed update, the History keeps
-        the completed epochs, and fit returns after a warning.
+        few milliseconds): the weights keep every completed update (and
+        ``optimizer_state.step`` counts them), the History keeps the completed
+        epochs (an epoch whose last minibatch has run is complete, its callbacks
+        run), and fit returns after a warning. An exception raised by a callback
+        propagates with the same bookkeeping.
+
+        Training diverges when a minibatch's loss or the weights become NaN or
+        infinite, or when an epoch's training loss exceeds 1e4
+        (``fastbp.trainer.EXPLOSION``) times the fit's reference loss: the larger of
+        the loss of its first minibatch (at the weights fit started from) and the
+        loss of an all-zero output (logits, log-rates) on the targets, so that
+        neither a small first loss nor unscaled inputs raise a false alarm. fit then
+        restores the weights, optimizer state and History of the start of the
+        latest epoch whose first minibatch's loss was finite and sane (an epoch can
+        end with weights whose loss is not) and raises FloatingPointError.
 
         Raises
         ------
@@ -314,8 +332,7 @@ class Sequential:
             minibatch holding them makes the loss non-finite; the weights and
             optimizer state are then restored to the start of that epoch).
         FloatingPointError
-            When the training loss or the weights become NaN or infinite; the weights
-            and optimizer state are restored to the start of that epoch.
+            When training diverges (above).
         """
         loop = trainer.settings(
             epochs,

@@ -340,8 +340,8 @@ class _BaseMLP(BaseEstimator):
                 model._trainer.fit(data, None, loop, orders=orders)
         except FloatingPointError as exc:
             raise ValueError(
-                "Solver produced non-finite parameter weights. The input data may contain"
-                f" large values and need to be preprocessed. ({exc})"
+                f"{exc} The input data may contain large values and need to be"
+                " preprocessed, or learning_rate_init may be too large."
             ) from exc
         finally:
             if self.early_stopping:
@@ -494,9 +494,12 @@ class _Iterations(Callback):
         self.stopped = False
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        # scikit-learn's epoch loss: the minibatches' losses (weighted means with
+        # their penalties) averaged by their numbers of rows.
         est, run = self.estimator, self.model._trainer.run
-        penalty = float(run.stats["penalty"] @ run.rows) / run.n
-        loss = est._reported_loss(float(logs["loss"]), penalty)
+        rows = run.batch_rows
+        penalty = float(run.stats["penalty"] @ rows) / run.n
+        loss = est._reported_loss(float(run.stats["loss"] @ rows) / run.n, penalty)
         if est._epoch_done(loss, self.validation, self.n_samples, est.verbose):
             self.stopped = True
             self.model.stop_training = True

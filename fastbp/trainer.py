@@ -3,6 +3,14 @@ them (thread plan, rollback on divergence, metrics, callbacks, progress, Ctrl-C,
 ``tol``); and the training step in two halves for callers that reduce gradients
 between them (data-parallel training, full-batch optimizers).
 
+Divergence, the one statement of the rule (``Sequential.fit`` documents it): a
+minibatch loss or weights that are NaN or infinite, or an epoch's training loss
+above ``EXPLOSION`` times the fit's reference loss (the larger of its first
+minibatch's loss and the loss of an all-zero output). The rollback point is the
+start of the latest epoch whose first minibatch, whose loss is taken at exactly
+those weights, had a finite and sane loss: the start of the failing epoch may
+already hold the diverged result of the epoch before.
+
 The trainer works on its model's parts (the network plan, the optimizer and its
 state, the loss, the guard) and on data that ``fastbp.data`` has checked.
 """
@@ -26,6 +34,18 @@ from .losses import LOSS_BCE
 # negligible, little enough to answer Ctrl-C and waiting readers within
 # milliseconds.
 CHUNK_FLOPS = 4e9
+
+# Divergence (see Trainer): an epoch whose training loss exceeds this many times
+# the fit's reference loss. A working fit's epoch losses stay near or below where
+# they started; diverging SGD multiplies them by 1e5 to 1e100 before (if ever) they
+# overflow, so that four orders of magnitude catch it early without mistaking a
+# noisy first minibatch or unscaled inputs for it (the reference takes the larger
+# of two scales, below).
+EXPLOSION = 1e4
+
+# Rows of the training data over which the loss of an all-zero output is taken:
+# a scale of the targets, not an estimate that needs every row.
+_ZERO_OUTPUT_ROWS = 1024
 
 
 class Settings(NamedTuple):
@@ -110,13 +130,22 @@ class _Epochs:
         self.segments = network.sync_trainable()
         self.order = np.arange(n, dtype=np.intp) if shuffle else np.empty(0, dtype=np.intp)
         self.stats = np.zeros(self.n_batches, dtype=_codes.BATCH_STATS)
-        self.rows = np.full(self.n_batches, self.batch, dtype=np.float64)
-        self.rows[-1] = n - self.batch * (self.n_batches - 1)
+        # Each minibatch's share of the epoch's loss: its rows, or the sum of its
+        # sample weights (one whose weights are all zero, skipped, counts for nothing).
+        self.starts = np.arange(0, n, self.batch)
+        self.weights = data.weights.astype(np.float64) if data.weights.size else None
+        self.batch_rows = np.diff(np.append(self.starts, n)).astype(np.float64)
+        self.batch_weight = self.batch_rows.copy()
         flops = _step_flops(network, self.batch)
         self.step_threads, self.blas_threads = _threads.plan(flops, model.threads)
         self.chunk = max(1, int(CHUNK_FLOPS // flops))
-        self.saved = (np.empty_like(network.params), np.empty_like(state.rows))
-        self.saved_step = state.step
+        # Rollback points: the start of this epoch, and the latest epoch start whose
+        # first minibatch's loss was finite and sane (None until one is); a spare
+        # for the next start.
+        self.start = self.good = None
+        self.spare = _Checkpoint(network.params, state.rows)
+        self.zero_output_loss = _zero_output_loss(model, data)
+        self.reference = None  # the fit's reference loss, from its first minibatch
         self.opt = model.optimizer.config()
         self.total_squares = (
             0.0 if model.loss.is_classifier else fitdata.total_squares(data.targets)
@@ -126,20 +155,40 @@ class _Epochs:
         """The start of an epoch: the rollback point, the rule (a callback may have
         changed the learning rate), a new row order."""
         model = self.model
-        np.copyto(self.saved[0], model._network.params)
-        np.copyto(self.saved[1], self.state.rows)
-        self.saved_step = self.state.step
+        self.start, self.spare = self.spare, None
+        self.start.take(model)
         self.opt = model.optimizer.config()
         if self.orders is not None:
             np.copyto(self.order, self.orders(), casting="same_kind")
         elif self.shuffle:
             model._rng.shuffle(self.order)
+        if self.weights is not None:
+            weights = self.weights[self.order] if self.shuffle else self.weights
+            self.batch_weight = np.add.reduceat(weights, self.starts)
 
-    def roll_back(self):
-        model = self.model
-        np.copyto(model._network.params, self.saved[0])
-        np.copyto(self.state.rows, self.saved[1])
-        self.state.step = self.saved_step
+    def limit(self):
+        """The highest sane training loss (inf before the reference is known)."""
+        return math.inf if self.reference is None else EXPLOSION * self.reference
+
+    def judge_start(self):
+        """After the epoch's first run of minibatches: its first minibatch's loss,
+        taken at the weights of the epoch's start, fixes the fit's reference (on the
+        first epoch) and tells whether that start is a sane rollback point."""
+        first = float(self.stats["loss"][0])
+        if self.reference is None and math.isfinite(first):
+            self.reference = max(abs(first), abs(self.zero_output_loss), _TINY)
+        if math.isfinite(first) and first <= self.limit():
+            self.spare = self.good or _Checkpoint(self.start.params, self.start.rows)
+            self.good = self.start
+        else:
+            self.spare = self.start
+
+    def roll_back(self, to_epoch_start=False):
+        """Restore the latest sane rollback point (``to_epoch_start``: this epoch's
+        start); returns its epoch."""
+        point = self.start if to_epoch_start or self.good is None else self.good
+        point.restore(self.model)
+        return point.epoch
 
     def train(self, first):
         """Minibatches from ``first``, one compiled call; returns (status, batches run)."""
@@ -166,7 +215,7 @@ class _Epochs:
         layers' penalties are constants the step does not compute)."""
         model, stats, data = self.model, self.stats, self.data
         metrics = {
-            "loss": float(stats["loss"] @ self.rows) / self.n
+            "loss": float(stats["loss"] @ self.batch_weight) / self.batch_weight.sum()
             + model._network.penalty(frozen_only=True, total_weight=self.n / self.n_batches)
         }
         if model.loss.is_classifier:
@@ -180,6 +229,50 @@ class _Epochs:
                 else 0.0
             )
         return metrics
+
+
+_TINY = float(np.finfo(np.float64).tiny)
+
+
+class _Checkpoint:
+    """A rollback point: the weights, the optimizer state and step count, and the
+    epochs and History as they were at the start of an epoch."""
+
+    def __init__(self, params, rows):
+        self.params, self.rows = np.empty_like(params), np.empty_like(rows)
+        self.step = self.epoch = 0
+        self.history = None
+
+    def take(self, model):
+        state = model.optimizer_state
+        np.copyto(self.params, model._network.params)
+        np.copyto(self.rows, state.rows)
+        self.step, self.epoch = state.step, model._epochs_done
+        self.history = model.history._mark()
+
+    def restore(self, model):
+        state = model.optimizer_state
+        np.copyto(model._network.params, self.params)
+        np.copyto(state.rows, self.rows)
+        state.step, model._epochs_done = self.step, self.epoch
+        model.history._restore(self.history)
+
+
+def _zero_output_loss(model, data):
+    """The loss of an all-zero network output (logits, log-rates) on the first rows:
+    what the targets alone make of the loss, a scale that does not depend on the
+    weights. 0 when not finite (NaN targets fail later, by name)."""
+    rows = min(data.X.shape[0], _ZERO_OUTPUT_ROWS)
+    zeros = np.zeros((rows, model.n_outputs), dtype=data.X.dtype)
+    value, _ = core().loss_delta(
+        data.kind,
+        zeros,
+        data.targets[:rows],
+        data.labels[:rows],
+        np.empty_like(zeros),
+        model.loss.param,
+    )
+    return value if math.isfinite(value) else 0.0
 
 
 class _Tolerance:
@@ -227,6 +320,8 @@ class Trainer:
                     interrupted = self._epoch(
                         run, validation, callbacks, progress, stop_requested, tolerance
                     )
+                    if interrupted is None and stop_requested():  # came in the last run
+                        interrupted = (model._epochs_done - 1, run.n_batches)
                     if interrupted or model.stop_training:
                         break
         finally:
@@ -235,67 +330,110 @@ class Trainer:
             for callback in callbacks:
                 callback.on_train_end({})
         if interrupted:
-            warnings.warn(
-                f"training interrupted (Ctrl-C) in epoch {interrupted[0]} after"
-                f" {interrupted[1]} of {run.n_batches} minibatches: the weights keep"
-                " those updates; the History holds the completed epochs",
-                stacklevel=3,
+            epoch, done = interrupted
+            where = (
+                f"at the end of epoch {epoch}, the last in the History"
+                if done == run.n_batches
+                else f"in epoch {epoch} after {done} of {run.n_batches} minibatches: the"
+                " weights keep those updates (and the optimizer counts them); the History"
+                " holds the completed epochs"
             )
+            warnings.warn(f"training interrupted (Ctrl-C) {where}", stacklevel=3)
         return model.history
 
     def _epoch(self, run, validation, callbacks, progress, stop_requested, tolerance):
-        """One epoch; returns (epoch, minibatches done) when Ctrl-C stopped it. The
-        weights are written only inside the guard's write sections, which readers
-        wait for; they get in between the compiled runs."""
+        """One epoch; returns (epoch, minibatches done) when Ctrl-C stopped it before
+        its end. The weights are written only inside the guard's write sections,
+        which readers wait for; they get in between the compiled runs.
+
+        Once all its minibatches have run and it has not diverged, the epoch is
+        complete: it enters the History and the count of epochs even when one of
+        its callbacks then raises, so that the History always matches the weights.
+        """
         model, guard = self.model, self.model._guard
         epoch, started = model._epochs_done, time.perf_counter()
         with guard.writing():
             for callback in callbacks:
                 callback.on_epoch_begin(epoch, {})
             run.begin()
-        done, status = 0, _codes.STATUS_OK
-        while done < run.n_batches:
+        done, metrics = 0, None
+        try:
+            while done < run.n_batches:
+                with guard.writing():
+                    status, ran = run.train(done)
+                    if done == 0:
+                        run.judge_start()
+                    done += ran
+                    if status != _codes.STATUS_OK:
+                        self._diverged(
+                            run,
+                            epoch,
+                            f"the training loss became"
+                            f" {run.stats['loss'][done]} at minibatch {done}",
+                        )
+                    if done == run.n_batches:
+                        metrics = self._complete(run, epoch)
+                    progress.batches(ran)
+                    for callback in callbacks:
+                        callback.on_batch_chunk_end(done, {"batch": done})
+                if done < run.n_batches and stop_requested():
+                    return epoch, done
             with guard.writing():
-                status, ran = run.train(done)
-                done += ran
-                if status != _codes.STATUS_OK:
-                    break
-                progress.batches(ran)
+                if validation is not None:
+                    for key, value in model._evaluate_data(validation).items():
+                        metrics["val_" + key] = value
                 for callback in callbacks:
-                    callback.on_batch_chunk_end(done, {"batch": done})
-            if stop_requested():
-                return epoch, done
-        with guard.writing():
-            if status != _codes.STATUS_OK or not val.all_finite(model._network.params):
-                self._diverged(run, epoch, status, done)
-            metrics = run.metrics()
-            if validation is not None:
-                for key, value in model._evaluate_data(validation).items():
-                    metrics["val_" + key] = value
-            for callback in callbacks:
-                callback.on_epoch_end(epoch, metrics)
-            model.history._append(epoch, metrics)
-            model._epochs_done += 1
-            progress.epoch_end(epoch, metrics, time.perf_counter() - started)
-            if tolerance.exhausted(metrics["val_loss" if validation is not None else "loss"]):
-                model.stop_training = True
+                    callback.on_epoch_end(epoch, metrics)
+        finally:
+            if metrics is not None:
+                model.history._append(epoch, metrics)
+                model._epochs_done += 1
+        progress.epoch_end(epoch, metrics, time.perf_counter() - started)
+        if tolerance.exhausted(metrics["val_loss" if validation is not None else "loss"]):
+            model.stop_training = True
         return None
 
-    def _diverged(self, run, epoch, status, done):
-        """Restore the start of the epoch; blame the data if it holds NaN or
-        infinity, else the step size."""
-        run.roll_back()
-        fitdata.check_finite_inputs(run.data.X, "X")
-        val.check_finite(run.data.targets, "y")
-        what = (
-            f"the training loss became {run.stats['loss'][done]} at minibatch {done}"
-            if status != _codes.STATUS_OK
-            else "the weights became NaN or infinite"
-        )
+    def _complete(self, run, epoch):
+        """The end of an epoch's minibatches: its training metrics, once it is known
+        not to have diverged."""
+        if not val.all_finite(self.model._network.params):
+            self._diverged(run, epoch, "the weights became NaN or infinite")
+        metrics = run.metrics()
+        loss = metrics["loss"]
+        if not loss <= run.limit():  # NaN fails too
+            self._diverged(
+                run,
+                epoch,
+                f"the epoch's training loss {loss:.4g} exceeds {EXPLOSION:g} times the"
+                f" fit's reference loss {run.reference:.4g} (the larger of its first"
+                " minibatch's loss and the loss of an all-zero output)"
+                if math.isfinite(loss)
+                else f"the epoch's training loss became {loss}",
+            )
+        return metrics
+
+    def _diverged(self, run, epoch, what):
+        """Restore the latest sane rollback point and raise, blaming the data if it
+        holds NaN or infinity (then the start of this epoch: the weights are not at
+        fault), else the step size."""
+        try:
+            fitdata.check_finite_inputs(run.data.X, "X")
+            val.check_finite(run.data.targets, "y")
+        except ValueError:
+            run.roll_back(to_epoch_start=True)
+            raise
+        sane = run.good is not None
+        restored = run.roll_back()
         raise FloatingPointError(
-            f"training diverged in epoch {epoch}: {what}. The weights and optimizer state"
-            f" are restored to the start of that epoch. Try a smaller learning rate (now"
-            f" {self.model.optimizer.lr}) or scale the inputs."
+            f"training diverged in epoch {epoch}: {what}. The weights, optimizer state"
+            f" and History are restored to the start of epoch {restored}"
+            + (
+                ", the last point whose training loss was finite and sane."
+                if sane
+                else ", where this fit began."
+            )
+            + f" Try a smaller learning rate (now {self.model.optimizer.lr}) or scale"
+            " the inputs."
         )
 
     # -- the step in two halves ---------------------------------------------------

@@ -604,14 +604,111 @@ def test_class_weight_dict_and_balanced():
     )
 
 
+# A minibatch whose weights are all zero (0/0 is not divergence) is skipped: no
+# update and no optimizer step, as a PyTorch loop that skips it before
+# optimizer.step(); the epoch's loss is the weighted mean over its samples.
+
+
+def zero_class_data():
+    # Without shuffling, minibatch 0 (rows 0-7) holds class 0 only.
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(16, 3))
+    y = np.concatenate([np.zeros(8, dtype=int), rng.integers(1, 3, 8)])
+    return X, y
+
+
+def weighted_classifier(optimizer):
+    return fastbp.Sequential(
+        [fastbp.Dense(5, "tanh"), fastbp.Dense(3)],
+        loss="cross_entropy",
+        optimizer=optimizer,
+        dtype="float64",
+        seed=0,
+        input_dim=3,
+    )
+
+
+@pytest.mark.parametrize(
+    "make_optimizer", [lambda: fastbp.SGD(lr=0.1, momentum=0.9), lambda: fastbp.Adam(lr=0.01)]
+)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_minibatch_without_weight_is_skipped(make_optimizer, threads, monkeypatch):
+    monkeypatch.setattr(_threads, "PARALLEL_MIN_FLOPS_PER_THREAD", 0)
+    X, y = zero_class_data()
+    model = weighted_classifier(make_optimizer())
+    model.threads = threads
+    history = model.fit(X, y, epochs=3, batch_size=8, shuffle=False, class_weight={0: 0})
+    # The same as training on the weighted minibatch alone: momentum and Adam's
+    # bias correction would tell an extra (zero-gradient) step.
+    alone = weighted_classifier(make_optimizer())
+    alone_history = alone.fit(X[8:], y[8:], epochs=3, batch_size=8, shuffle=False)
+    assert model.optimizer_state.step == alone.optimizer_state.step == 3
+    np.testing.assert_allclose(model.flat_params, alone.flat_params, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(history["loss"], alone_history["loss"], rtol=1e-12)
+
+
+def test_shuffled_mostly_zero_weights_train(monkeypatch):
+    monkeypatch.setattr(_threads, "PARALLEL_MIN_FLOPS_PER_THREAD", 0)
+    rng = np.random.default_rng(8)
+    X, y = rng.normal(size=(20, 3)), rng.normal(size=(20, 3))
+    weights = np.zeros(20)
+    weights[[4, 11]] = [1.0, 3.0]
+    results = []
+    for threads in (1, 2):
+        model = one_step(X=X, y=y, threads=threads)
+        model.fit(X, y, epochs=4, batch_size=3, sample_weight=weights)
+        assert model.optimizer_state.step == 1 + 4 * 2  # one_step's, then two per epoch
+        results.append(model.flat_params.copy())
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-10, atol=1e-12)
+
+
+def test_epoch_loss_is_the_weighted_mean_over_the_epoch():
+    # Frozen layers: the weights stay, so the epoch's loss is the weighted mean of
+    # the samples' losses at those weights, whatever the minibatches.
+    rng = np.random.default_rng(9)
+    X, y = rng.normal(size=(10, 3)), rng.normal(size=(10, 3))
+    weights = np.array([0, 0, 0, 2.0, 1, 0, 0, 0, 0.5, 3])
+    model = one_step(X=X, y=y)
+    for layer in model.layers:
+        layer.trainable = False
+    history = model.fit(X, y, epochs=1, batch_size=3, sample_weight=weights)
+    per_sample = ((model.predict(X) - y) ** 2).mean(axis=1)
+    expected = (weights * per_sample).sum() / weights.sum()
+    assert history["loss"][-1] == pytest.approx(expected, rel=1e-12)
+
+
+def test_validation_split_leaving_no_weight_is_refused():
+    # Two rows, one held out (the same whatever the weights): weighting the other
+    # trains, weighting the held-out one leaves nothing to train on, said up front.
+    X, y = np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([[1.0], [2.0]])
+    outcomes = []
+    for weighted_row in (0, 1):
+        weights = np.zeros(2)
+        weights[weighted_row] = 1.0
+        model = fastbp.Sequential([fastbp.Dense(1)], seed=0)
+        try:
+            model.fit(X, y, epochs=2, validation_split=0.5, sample_weight=weights)
+            outcomes.append(model.optimizer_state.step)
+        except ValueError as error:
+            assert "validation_split=0.5 holds out every sample of weight > 0" in str(error)
+            outcomes.append("refused")
+    assert sorted(outcomes, key=str) == [2, "refused"]
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [
         (dict(sample_weight=np.ones(5)), "entries"),
         (dict(sample_weight=-np.ones(12)), ">= 0"),
-        (dict(sample_weight=np.zeros(12)), "all zero"),
+        (dict(sample_weight=np.zeros(12)), "zero for every sample: there is nothing to train on"),
+        (dict(class_weight={0: 0, 1: 0.0, 2: 0}), "every sample weight 0"),
         (dict(sample_weight=np.ones((12, 1))), "1-D"),
-        (dict(class_weight={7: 1.0}), "not a class"),
+        (dict(class_weight={7: 1.0}), "not a class: the class labels are 0 to 2"),
+        (dict(class_weight={-1: 1.0}), "not a class"),
+        (dict(class_weight={True: 3.0}), "class labels .* got True of type bool"),
+        (dict(class_weight={np.True_: 3.0}), "got (np.)?True_? of type bool"),
+        (dict(class_weight={1.0: 3.0}), "got 1.0 of type float"),
+        (dict(class_weight={"1": 3.0}), "got '1' of type str"),
         (dict(class_weight="even"), "balanced"),
         (dict(class_weight=[1, 2]), "dict"),
     ],
@@ -621,6 +718,18 @@ def test_weights_checked(kwargs, message):
     model = fastbp.Sequential([fastbp.Dense(3)], loss="cross_entropy")
     with pytest.raises((ValueError, TypeError), match=message):
         model.fit(X, y, epochs=1, **kwargs)
+
+
+def test_class_weight_keys_are_labels_not_masks():
+    # {True: 3} once weighted every class by 3 (NumPy read True as a mask); a
+    # NumPy integer key is a label like any other.
+    rng = np.random.default_rng(6)
+    X, y = rng.normal(size=(12, 2)), np.arange(12) % 3
+    with pytest.raises(TypeError, match="class labels"):
+        one_step(class_weight={True: 3.0}, X=X, y=y, loss="cross_entropy")
+    by_key = one_step(class_weight={np.int64(1): 3.0}, X=X, y=y, loss="cross_entropy")
+    by_sample = one_step(sample_weight=np.where(y == 1, 3.0, 1.0), X=X, y=y, loss="cross_entropy")
+    np.testing.assert_array_equal(by_key.flat_params, by_sample.flat_params)
 
 
 def test_class_weight_needs_labels():

@@ -71,8 +71,47 @@ def test_output_gradient_wrt_inputs(loss, last, output):
         input_dim=3,
     )
     got = model.input_gradient(X, output=output)
-    numeric = numeric_input_gradient(lambda Xp, i: model.predict(Xp)[i, output], X)
+    numeric = numeric_input_gradient(lambda Xp, i, output=output: model.predict(Xp)[i, output], X)
     np.testing.assert_allclose(got, numeric, rtol=1e-6, atol=1e-9)
+
+
+ACTIVATIONS = [
+    None,
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "softmax",
+    "elu",
+    "gelu",
+    "softplus",
+    "exponential",
+]
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "binary_cross_entropy", "poisson"])
+@pytest.mark.parametrize("last", ACTIVATIONS)
+def test_output_gradient_when_the_last_layer_keeps_its_activation(loss, last):
+    # The loss's output activation (softmax, sigmoid, exp) on top of the last
+    # layer's own one (tanh under cross_entropy, ...): the backward pass must read
+    # the layer's output, not the probabilities predict computes from it.
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(4, 3))
+    model = fastbp.Sequential(
+        [fastbp.Dense(6, "tanh"), fastbp.Dense(3, last)],
+        loss=loss,
+        dtype="float64",
+        seed=4,
+        input_dim=3,
+    )
+    for output in range(3):
+        got = model.input_gradient(X, output=output)
+        numeric = numeric_input_gradient(
+            lambda Xp, i, output=output: model.predict(Xp)[i, output], X
+        )
+        # Central differences with h = 1e-6 in float64 err by about h^2 |f'''| (1e-12)
+        # plus rounding, eps |f| / h (1e-10), for these smooth outputs of order 1.
+        np.testing.assert_allclose(got, numeric, rtol=1e-6, atol=1e-9)
 
 
 def test_saliency_finds_the_feature_that_matters():

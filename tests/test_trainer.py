@@ -310,6 +310,121 @@ def test_divergence_raises_floating_point_error(dtype, momentum):
     assert all_finite(model)
 
 
+DIVERGENCE_TARGETS = {
+    "mse": lambda rng: rng.normal(size=(64, 2)),
+    "mae": lambda rng: rng.normal(size=(64, 2)),
+    "huber": lambda rng: rng.normal(size=(64, 2)),
+    "poisson": lambda rng: rng.poisson(3.0, (64, 2)).astype(float),
+    "cross_entropy": lambda rng: rng.integers(0, 2, 64),
+    "binary_cross_entropy": lambda rng: rng.integers(0, 2, (64, 2)).astype(float),
+}
+
+
+@pytest.mark.parametrize("loss", list(DIVERGENCE_TARGETS))
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_divergence_is_always_reported_and_rolled_back(loss, activation, dtype, momentum):
+    # SGD at lr=1e6 once returned normally in most of these configurations (the loss
+    # grown 1e5 to 1e100 times, weights of 6e49), or restored weights that had
+    # already diverged. Every one must raise and restore the last sane weights: here
+    # the initial ones, since the first epoch diverges at once.
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 5)), DIVERGENCE_TARGETS[loss](rng)
+    for batch_size, threads in [(1, 1), (8, 2), (64, 1), (64, 2)]:
+        model = fastbp.Sequential(
+            [fastbp.Dense(8, activation), fastbp.Dense(2)],
+            loss=loss,
+            optimizer=fastbp.SGD(lr=1e6, momentum=momentum),
+            seed=0,
+            dtype=dtype,
+            threads=threads,
+            input_dim=5,
+        )
+        start, start_loss = model.flat_params.copy(), model.evaluate(X, y)["loss"]
+        with pytest.raises(FloatingPointError, match="diverged.*restored to the start of epoch 0"):
+            model.fit(X, y, epochs=20, batch_size=batch_size)
+        np.testing.assert_array_equal(model.flat_params, start)
+        assert model.optimizer_state.step == 0 and len(model.history) == 0
+        assert model.evaluate(X, y)["loss"] == start_loss
+
+
+def test_a_finite_explosion_is_divergence():
+    # tanh under mse at lr=1e6, full batch: epoch 0's one loss is taken before its
+    # update, and epoch 1's is 1e12 (then 1e271, finite). Epoch 0 ended diverged, so
+    # its record goes with its update.
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 5)), rng.normal(size=(64, 2))
+    model = fastbp.Sequential(
+        [fastbp.Dense(8, "tanh"), fastbp.Dense(2)],
+        optimizer=fastbp.SGD(lr=1e6),
+        seed=0,
+        dtype="float64",
+        input_dim=5,
+    )
+    start = model.flat_params.copy()
+    with pytest.raises(
+        FloatingPointError,
+        match=r"epoch 1: the epoch's training loss .* exceeds 10000 times.*start of epoch 0",
+    ):
+        model.fit(X, y, epochs=20, batch_size=64)
+    np.testing.assert_array_equal(model.flat_params, start)
+    assert model.optimizer_state.step == 0 and len(model.history) == 0
+
+
+def test_rollback_skips_an_epoch_that_ended_diverged(monkeypatch):
+    # The last update of epoch 1 blows the weights up (here by hand), after that
+    # epoch's loss was taken: its end, the start of epoch 2, is not a sane rollback
+    # point, so the weights go back to the start of epoch 1, and the History and
+    # step count with them.
+    monkeypatch.setattr(fastbp.trainer, "CHUNK_FLOPS", 1)  # one minibatch per call
+    X, y = reg_data(n=32, d=3)
+    starts = {}
+
+    class BlowUpAtTheEndOfEpoch1(cb.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            starts[epoch] = self.model.flat_params.copy()
+
+        def on_batch_chunk_end(self, batch, logs=None):
+            if len(self.model.history) == 1 and batch == 4:
+                self.model.flat_params[:] *= 1e30
+
+    model = mse_model(dtype="float64", optimizer=fastbp.SGD(lr=0.01))
+    with pytest.raises(FloatingPointError, match="epoch 2.*restored to the start of epoch 1"):
+        model.fit(X, y, epochs=5, batch_size=8, callbacks=[BlowUpAtTheEndOfEpoch1()])
+    np.testing.assert_array_equal(model.flat_params, starts[1])
+    assert model.history.epoch == [0] and model.optimizer_state.step == 4
+    model.fit(X, y, epochs=1, batch_size=8)  # training goes on from there
+    assert model.history.epoch == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["unscaled-inputs", "heavy-tailed-targets", "poisson-negative-loss", "converged"],
+)
+def test_no_false_alarm_on_sound_training(case):
+    rng = np.random.default_rng(11)
+    X, loss, optimizer, batch_size = rng.normal(size=(200, 4)), "mse", fastbp.Adam(0.01), 16
+    if case == "unscaled-inputs":  # a first loss far above the targets' scale
+        X = X * 1e3
+        y = X @ rng.normal(size=4)
+    elif case == "heavy-tailed-targets":  # single samples with losses 1e6 times others
+        y, batch_size = rng.standard_cauchy(200), 1
+    elif case == "poisson-negative-loss":  # exp(z) - y z < 0 near the optimum
+        y, loss = rng.poisson(200.0, 200).astype(float), "poisson"
+    else:  # a fit to a tiny loss, then continued: noise far above that loss
+        X, y = np.tile(XOR_X, (50, 1)), np.tile(XOR_Y, 50).astype(float)
+    model = fastbp.Sequential(
+        [fastbp.Dense(16, "tanh"), fastbp.Dense(1)], loss=loss, optimizer=optimizer, seed=0
+    )
+    model.fit(X, y, epochs=30, batch_size=batch_size)
+    if case == "converged":
+        assert model.history["loss"][-1] < 1e-4
+        model.optimizer = fastbp.Adam(0.05)
+        model.fit(X, y, epochs=10, batch_size=4)
+    assert all_finite(model)
+
+
 @pytest.mark.parametrize("dtype,scale", [("float32", 1e20), ("float64", 1e160)])
 def test_huge_inputs_stop_before_the_first_update(dtype, scale):
     X, y = reg_data(n=64, d=4)
@@ -409,6 +524,70 @@ def test_ctrl_c_stops_after_the_running_minibatches(monkeypatch):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     model.fit(X, y, epochs=1, batch_size=8)  # and training goes on normally
     assert len(model.history) == 2
+
+
+def test_ctrl_c_in_the_last_run_of_an_epoch_keeps_that_epoch(monkeypatch):
+    # The epoch's updates are all in: it is recorded, with its callbacks, and
+    # training stops before the next epoch.
+    monkeypatch.setattr(fastbp.trainer, "CHUNK_FLOPS", 1)  # one minibatch per call
+    X, y = blobs(64)
+    ended = []
+
+    class PressCtrlC(cb.Callback):
+        def on_batch_chunk_end(self, batch, logs=None):
+            if len(self.model.history) == 1 and batch == 8:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        def on_epoch_end(self, epoch, logs=None):
+            ended.append(epoch)
+
+    model = classifier()
+    with pytest.warns(UserWarning, match="interrupted.*at the end of epoch 1"):
+        history = model.fit(X, y, epochs=5, batch_size=8, callbacks=[PressCtrlC()])
+    assert history.epoch == ended == [0, 1]
+    assert model.optimizer_state.step == 2 * 8
+
+
+@pytest.mark.parametrize(
+    "hook,epochs_recorded,steps",
+    [
+        ("on_epoch_end", [0, 1, 2], 3 * 8),  # epoch 2 is complete when its callback raises
+        ("last_chunk", [0, 1, 2], 3 * 8),  # so it is after its last minibatch
+        ("mid_epoch", [0, 1], 2 * 8 + 3),  # a partial epoch: its updates, not a record
+        ("on_epoch_begin", [0, 1], 2 * 8),
+    ],
+)
+def test_a_callback_that_raises_leaves_history_and_steps_consistent(
+    monkeypatch, hook, epochs_recorded, steps
+):
+    monkeypatch.setattr(fastbp.trainer, "CHUNK_FLOPS", 1)
+    X, y = blobs(64)
+
+    class Fails(cb.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if hook == "on_epoch_begin" and epoch == 2:
+                raise RuntimeError("callback failed")
+
+        def on_batch_chunk_end(self, batch, logs=None):
+            if len(self.model.history) == 2 and batch == {"last_chunk": 8, "mid_epoch": 3}.get(
+                hook
+            ):
+                raise RuntimeError("callback failed")
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs["extra"] = epoch
+            if hook == "on_epoch_end" and epoch == 2:
+                raise RuntimeError("callback failed")
+
+    model = classifier()
+    with pytest.raises(RuntimeError, match="callback failed"):
+        model.fit(X, y, epochs=5, batch_size=8, callbacks=[Fails()])
+    assert model.history.epoch == epochs_recorded
+    assert model.optimizer_state.step == steps
+    if hook == "on_epoch_end":  # what the callbacks added before the failure is kept
+        assert model.history["extra"] == [0, 1, 2]
+    model.fit(X, y, epochs=1, batch_size=8)  # the next epoch is numbered on
+    assert model.history.epoch == epochs_recorded + [len(epochs_recorded)]
 
 
 def test_progress_plain_lines_without_tqdm(monkeypatch, capsys):
