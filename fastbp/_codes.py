@@ -80,6 +80,8 @@ NET_PLAN = _struct(
     ("y_at", _I),
     ("infer_width", _I),
     ("train_width", _I),
+    ("loss_scale", _D),
+    ("penalty_per_weight", _I),
 )
 
 OPTIMIZER_CONFIG = _struct(
@@ -92,6 +94,7 @@ OPTIMIZER_CONFIG = _struct(
     ("eps", _D),
     ("weight_decay", _D),
     ("decoupled", _I),
+    ("eps_uncorrected", _I),
     ("alpha", _D),
     ("centered", _I),
     ("lr_decay", _D),
@@ -102,6 +105,7 @@ OPTIMIZER_CONFIG = _struct(
 
 BATCH_STATS = _struct(
     ("loss", _D),
+    ("penalty", _D),
     ("abs_residual", _D),
     ("sq_residual", _D),
     ("correct", _I),

@@ -95,6 +95,8 @@ cdef struct NetPlan:
     intp y_at                   # gathered float targets, training only
     intp infer_width            # elements per row of capacity that inference needs
     intp train_width            # ... and training (a prefix: inference uses the same offsets)
+    double loss_scale           # a row's loss is loss_scale * the sum over its outputs
+    intp penalty_per_weight     # 1: penalties divided by the minibatch's total sample weight
 
 
 cdef struct OptimizerConfig:
@@ -108,6 +110,7 @@ cdef struct OptimizerConfig:
     double eps                  # Adam, RMSprop, Adagrad
     double weight_decay
     intp decoupled              # AdamW
+    intp eps_uncorrected        # Adam: eps added to sqrt(v) before the bias correction
     double alpha                # RMSprop's smoothing constant
     intp centered
     double lr_decay             # Adagrad
@@ -125,6 +128,7 @@ cdef struct OptimizerConfig:
 cdef struct BatchStats:
     # What one minibatch reports.
     double loss                 # mean loss (weighted) plus the trainable layers' penalties
+    double penalty              # those penalties alone
     double abs_residual         # regression: sum |prediction - target|
     double sq_residual          # regression: sum (prediction - target)^2
     intp correct                # classification: correct predictions

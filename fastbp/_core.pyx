@@ -482,7 +482,8 @@ cdef double _loss_elementwise(int kind, double param, const floating* out,
       its derivative o - t, clipped to [-delta, delta];
     - binary cross-entropy on logits z (sigmoid fused, stable for any |z|):
       max(z, 0) - z t + log(1 + exp(-|z|)), sigmoid(z) - t; counts correct 0/1 guesses;
-    - poisson on log-rates z (exp fused): exp(z) - t z, exp(z) - t.
+    - poisson on log-rates z (exp fused): exp(z) - t z, exp(z) - t; with param = 1 the
+      value adds t log t - t (half the Poisson deviance: zero at a perfect fit).
 
     For the regression losses, ``stats`` accumulates the sums of |prediction - t| and
     (prediction - t)^2, the prediction being exp(z) for poisson.
@@ -531,6 +532,8 @@ cdef double _loss_elementwise(int kind, double param, const floating* out,
                 g = _sigmoid(v) - t[j]
             else:  # LOSS_POISSON
                 row_loss += exp(v) - t[j] * v
+                if param != 0 and t[j] > 0:
+                    row_loss += param * (t[j] * log(t[j]) - t[j])
                 g = exp(v) - t[j]
             if d != NULL:
                 d[j] = scale * w * g
@@ -557,11 +560,10 @@ cdef double _loss(int kind, double param, const floating* out, const floating* t
                              stats)
 
 
-cdef inline double _loss_scale(int kind, double total_weight, Py_ssize_t cols) noexcept nogil:
-    # Cross-entropy averages over (weighted) rows, the others over every element.
-    if kind == LOSS_CE_LABELS or kind == LOSS_CE_SOFT:
-        return 1.0 / total_weight
-    return 1.0 / (total_weight * cols)
+cdef inline double _loss_scale(double row_scale, double total_weight) noexcept nogil:
+    # A row's loss is row_scale times the sum over its outputs (the Loss decides:
+    # 1 / n_outputs averages over every element); the batch's is their weighted mean.
+    return row_scale / total_weight
 
 
 # ---------------------------------------------------------------------------
@@ -580,11 +582,16 @@ cdef void _sgd_update(floating* p, const floating* g, floating* buf, Py_ssize_t 
 
 cdef void _adam_update(floating* p, const floating* g, floating* m, floating* v,
                        Py_ssize_t n, double lr, double beta1, double beta2, double eps,
-                       double weight_decay, bint decoupled, long long step) noexcept nogil:
+                       double weight_decay, bint decoupled, bint eps_uncorrected,
+                       long long step) noexcept nogil:
     """PyTorch's Adam (L2 weight decay added to the gradient) or AdamW (decoupled:
-    the weights shrink by lr * weight_decay first); ``step`` counts from 1."""
+    the weights shrink by lr * weight_decay first); ``step`` counts from 1.
+    ``eps_uncorrected`` adds eps to sqrt(v) before its bias correction (scikit-learn's
+    Adam: ``lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)``), not after."""
     cdef double step_size = lr / (1 - pow(beta1, <double>step))
     cdef double bias2_sqrt = sqrt(1 - pow(beta2, <double>step))
+    if eps_uncorrected:
+        eps = eps / bias2_sqrt
     cdef double wd = 0 if decoupled else weight_decay
     cdef double decay = 1 - lr * weight_decay if decoupled else 1
     if floating is float:
@@ -616,7 +623,8 @@ cdef void _optimizer_step(const OptimizerConfig* o, floating* p, const floating*
                     <floating>o.weight_decay, o.nesterov != 0)
     elif o.kind == OPT_ADAM:
         _adam_update(p, g, _row(state, stride, o.exp_avg), _row(state, stride, o.exp_avg_sq),
-                     n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, o.decoupled != 0, step)
+                     n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, o.decoupled != 0,
+                     o.eps_uncorrected != 0, step)
     elif o.kind == OPT_RMSPROP:
         if floating is float:
             fbp_rmsprop_f32(p, g, square_avg, momentum_buffer, grad_avg, n, o.lr, o.alpha,
@@ -723,6 +731,66 @@ cdef void _dropout_act_backward(const floating* a, const floating* z, floating* 
 
 
 # ---------------------------------------------------------------------------
+# Sparse input: the first layer's products on CSR rows, never densified.
+# ---------------------------------------------------------------------------
+
+cdef struct SparseRows:
+    # The rows of a CSR input as a batch (or chunk) sees them: its row i is row
+    # order[i] of the matrix, or first + i when order is NULL. NULL values: dense input.
+    const void* values
+    const intp* indices         # the column of each value
+    const intp* indptr          # (n_rows + 1,) where each row's values start
+    const intp* order
+    Py_ssize_t first
+
+
+cdef inline Py_ssize_t _source(const SparseRows* sx, Py_ssize_t i) noexcept nogil:
+    return sx.order[i] if sx.order != NULL else sx.first + i
+
+
+cdef void _sparse_product(const SparseRows* sx, Py_ssize_t row0, Py_ssize_t rows,
+                          const floating* w, Py_ssize_t n_out, floating* out) noexcept nogil:
+    """``out = X[rows] @ w`` for the batch's rows row0 <= i < row0 + rows, each a sum
+    of the weight rows its nonzero columns select."""
+    cdef const floating* values = <const floating*>sx.values
+    cdef Py_ssize_t i, j, at, src
+    cdef floating v
+    cdef floating* o
+    cdef const floating* wr
+    for i in range(rows):
+        o = out + i * n_out
+        memset(o, 0, n_out * sizeof(floating))
+        src = _source(sx, row0 + i)
+        for at in range(sx.indptr[src], sx.indptr[src + 1]):
+            v = values[at]
+            wr = w + sx.indices[at] * n_out
+            for j in range(n_out):
+                o[j] += v * wr[j]
+
+
+cdef void _sparse_gradient(const SparseRows* sx, Py_ssize_t rows, const floating* delta,
+                           Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t c0, Py_ssize_t c1,
+                           floating* grad) noexcept nogil:
+    """``grad[:, c0:c1] = X[rows]^T @ delta[:, c0:c1]`` over the batch's ``rows`` rows
+    (row stride ``n_out`` for both): each nonzero adds its scaled delta row."""
+    cdef const floating* values = <const floating*>sx.values
+    cdef Py_ssize_t i, j, at, src
+    cdef floating v
+    cdef floating* g
+    cdef const floating* dr
+    for i in range(n_in):
+        memset(grad + i * n_out + c0, 0, (c1 - c0) * sizeof(floating))
+    for i in range(rows):
+        src = _source(sx, i)
+        dr = delta + i * n_out
+        for at in range(sx.indptr[src], sx.indptr[src + 1]):
+            v = values[at]
+            g = grad + sx.indices[at] * n_out
+            for j in range(c0, c1):
+                g[j] += v * dr[j]
+
+
+# ---------------------------------------------------------------------------
 # Forward and backward through the whole network. ``cap`` is the workspace's
 # capacity in rows; a layer's buffer starts at work + cap * offset (see LayerPlan).
 # ---------------------------------------------------------------------------
@@ -741,10 +809,12 @@ cdef inline floating* _kept_z(floating* work, Py_ssize_t cap, const LayerPlan* l
 
 cdef void _forward(const floating* params, floating* work, Py_ssize_t cap,
                    const LayerPlan* plan, Py_ssize_t n_layers, const floating* x,
-                   Py_ssize_t row0, Py_ssize_t rows, const Masks* masks,
+                   const SparseRows* sx, Py_ssize_t row0, Py_ssize_t rows, const Masks* masks,
                    bint training) noexcept nogil:
     """Forward pass of rows ``row0 <= i < row0 + rows`` of the batch, whose first row
-    is at ``x``; each layer's output lands in those rows of its buffer (a residual
+    is at ``x`` (or, with ``sx`` not NULL, are CSR rows: the first layer's product
+    reads them sparse; a sparse network has no residual from its input); each
+    layer's output lands in those rows of its buffer (a residual
     layer's sum with its skip source in its sum buffer). ``training`` keeps the
     pre-activations that backward needs; ``masks`` (NULL: none) applies dropout to
     the layers' outputs (the input's dropout is the caller's, on its copy)."""
@@ -758,9 +828,12 @@ cdef void _forward(const floating* params, floating* work, Py_ssize_t cap,
         layer = &plan[l]
         at = row0 * layer.n_out
         out = work + cap * layer.out_at + at
-        _gemm(False, False, <int>rows, <int>layer.n_out, <int>layer.n_in, <floating>1,
-              x, <int>layer.n_in, params + layer.weight_at, <int>layer.n_out, <floating>0,
-              out, <int>layer.n_out)
+        if l == 0 and sx != NULL:
+            _sparse_product(sx, row0, rows, params + layer.weight_at, layer.n_out, out)
+        else:
+            _gemm(False, False, <int>rows, <int>layer.n_out, <int>layer.n_in, <floating>1,
+                  x, <int>layer.n_in, params + layer.weight_at, <int>layer.n_out,
+                  <floating>0, out, <int>layer.n_out)
         _bias_act(out, params + layer.bias_at, rows, layer.n_out, <int>layer.activation,
                   <floating>layer.act_param, _kept_z(work, cap, layer, at) if training else NULL)
         if layer.skip != NO_SKIP:
@@ -822,14 +895,14 @@ cdef void _deltas(const floating* params, floating* work, Py_ssize_t cap,
 
 cdef double _gradients(const floating* params, floating* grads, floating* work,
                        Py_ssize_t cap, const LayerPlan* plan, Py_ssize_t n_layers,
-                       const floating* x, Py_ssize_t rows, int part,
-                       int n_parts) noexcept nogil:
+                       const floating* x, const SparseRows* sx, Py_ssize_t rows,
+                       double penalty_factor, int part, int n_parts) noexcept nogil:
     """Weight and bias gradients over all ``rows`` rows of the batch, for part
     ``part`` of ``n_parts`` of each trainable layer's output columns:
     ``grad_weight[:, cols] = a_prev^T @ delta[:, cols]``, ``grad_bias[cols] =
     column sums of delta[:, cols]``, plus the gradients of the layer's L1 and L2
-    penalties. Parts write disjoint entries. Returns this part's share of the
-    penalty."""
+    penalties times ``penalty_factor``. Parts write disjoint entries. Returns this
+    part's share of the penalty."""
     cdef Py_ssize_t l, c0, c1
     cdef const LayerPlan* layer
     cdef const floating* a_prev
@@ -843,17 +916,23 @@ cdef double _gradients(const floating* params, floating* grads, floating* work,
             continue
         a_prev = x if l == 0 else _passed_on(work, cap, &plan[l - 1])
         delta = work + cap * layer.delta_at + c0
-        _gemm(True, False, <int>layer.n_in, <int>(c1 - c0), <int>rows, <floating>1,
-              a_prev, <int>layer.n_in, delta, <int>layer.n_out, <floating>0,
-              grads + layer.weight_at + c0, <int>layer.n_out)
+        if l == 0 and sx != NULL:
+            _sparse_gradient(sx, rows, work + cap * layer.delta_at, layer.n_in, layer.n_out,
+                             c0, c1, grads + layer.weight_at)
+        else:
+            _gemm(True, False, <int>layer.n_in, <int>(c1 - c0), <int>rows, <floating>1,
+                  a_prev, <int>layer.n_in, delta, <int>layer.n_out, <floating>0,
+                  grads + layer.weight_at + c0, <int>layer.n_out)
         _col_sums(delta, rows, c1 - c0, layer.n_out, grads + layer.bias_at + c0)
         if layer.l1_weight != 0 or layer.l2_weight != 0:
             penalty += _penalize(params + layer.weight_at + c0, grads + layer.weight_at + c0,
-                                 layer.n_in, c1 - c0, layer.n_out, layer.l1_weight,
-                                 layer.l2_weight)
+                                 layer.n_in, c1 - c0, layer.n_out,
+                                 layer.l1_weight * penalty_factor,
+                                 layer.l2_weight * penalty_factor)
         if layer.l1_bias != 0 or layer.l2_bias != 0:
             penalty += _penalize(params + layer.bias_at + c0, grads + layer.bias_at + c0,
-                                 1, c1 - c0, layer.n_out, layer.l1_bias, layer.l2_bias)
+                                 1, c1 - c0, layer.n_out, layer.l1_bias * penalty_factor,
+                                 layer.l2_bias * penalty_factor)
     return penalty
 
 
@@ -886,7 +965,8 @@ cdef struct Run:
     const LayerPlan* plan
     Py_ssize_t n_layers
     Py_ssize_t capacity         # rows of the workspace
-    const void* X               # (n, n_inputs)
+    const void* X               # (n, n_inputs), NULL for sparse input
+    SparseRows sparse           # CSR input (values NULL for dense), order unset
     const void* targets         # (n, n_outputs), NULL with class labels
     const intp* labels          # (n,), NULL without
     const void* sample_weight   # (n,), NULL: every row weighs 1
@@ -920,9 +1000,12 @@ cdef struct Batch:
     Py_ssize_t r0               # this thread's rows [r0, r1)
     Py_ssize_t r1
     const void* x               # the batch's first input row (gathered or in place)
+    SparseRows sx               # the batch's rows of a CSR input
+    const SparseRows* sparse    # &sx for CSR input, else NULL
     const void* targets
     const intp* labels
     const void* weights
+    double total_weight         # the batch's sum of sample weights (rows when unweighted)
     double scale                # turns loss sums into the (weighted) batch mean
 
 
@@ -944,17 +1027,24 @@ cdef void _gather(const Run* r, Batch* b, floating* work, Py_ssize_t index,
     b.r0 = b.rows * part // n_parts
     b.r1 = b.rows * (part + 1) // n_parts
     total_weight = b.rows
+    b.sparse = NULL
+    if r.sparse.values != NULL:  # CSR rows are read in place, in the epoch's order
+        b.sx = r.sparse
+        b.sx.order = r.order + b.start if r.order != NULL else NULL
+        b.sx.first = b.start
+        b.sparse = &b.sx
     if r.order != NULL:
         for i in range(b.r0, b.r1):
             src = r.order[b.start + i]
-            memcpy(xb + i * d, X + src * d, d * sizeof(floating))
+            if X != NULL:
+                memcpy(xb + i * d, X + src * d, d * sizeof(floating))
             if targets == NULL:
                 r.label_work[i] = r.labels[src]
             else:
                 memcpy(yb + i * k, targets + src * k, k * sizeof(floating))
             if weights != NULL:
                 (<floating*>r.weight_work)[i] = weights[src]
-        b.x = xb
+        b.x = xb if X != NULL else NULL
         b.targets = yb if targets != NULL else NULL
         b.labels = r.label_work if targets == NULL else NULL
         b.weights = r.weight_work if weights != NULL else NULL
@@ -963,7 +1053,7 @@ cdef void _gather(const Run* r, Batch* b, floating* work, Py_ssize_t index,
             for i in range(b.rows):
                 total_weight += weights[r.order[b.start + i]]
     else:
-        b.x = X + b.start * d
+        b.x = X + b.start * d if X != NULL else NULL
         b.targets = targets + b.start * k if targets != NULL else NULL
         b.labels = r.labels + b.start if targets == NULL else NULL
         b.weights = weights + b.start if weights != NULL else NULL
@@ -976,7 +1066,8 @@ cdef void _gather(const Run* r, Batch* b, floating* work, Py_ssize_t index,
             b.x = xb
     if input_dropout:
         _dropout_forward(xb + b.r0 * d, b.r1 - b.r0, d, b.r0, r.net.input_dropout, masks, 0)
-    b.scale = _loss_scale(r.loss_kind, total_weight, k)
+    b.total_weight = total_weight
+    b.scale = _loss_scale(r.net.loss_scale, total_weight)
 
 
 cdef void _forward_loss_backward(const Run* r, const Batch* b, const floating* params,
@@ -990,8 +1081,9 @@ cdef void _forward_loss_backward(const Run* r, const Batch* b, const floating* p
     memset(&mine.stats, 0, sizeof(BatchStats))
     if rows == 0:
         return
-    _forward(params, work, r.capacity, r.plan, r.n_layers, <const floating*>b.x + b.r0 * d,
-             b.r0, rows, masks, True)
+    _forward(params, work, r.capacity, r.plan, r.n_layers,
+             <const floating*>b.x + b.r0 * d if b.x != NULL else NULL, b.sparse, b.r0, rows,
+             masks, True)
     mine.stats.loss = _loss(r.loss_kind, r.loss_param,
                             _passed_on(work, r.capacity, last) + b.r0 * k,
                             targets + b.r0 * k if targets != NULL else NULL,
@@ -1091,13 +1183,17 @@ cdef void _train_part(const Run* r, floating* params, floating* grads, floating*
         if not _reduce(r, &b, parts, part, n_parts, out):
             local_status = ST_NONFINITE_LOSS
             break
-        parts[part].penalty = _gradients(params, grads, work, r.capacity, r.plan, r.n_layers,
-                                         <const floating*>b.x, b.rows, part, n_parts)
+        parts[part].penalty = _gradients(
+            params, grads, work, r.capacity, r.plan, r.n_layers, <const floating*>b.x,
+            b.sparse, b.rows,
+            1 / b.total_weight if r.net.penalty_per_weight else 1, part, n_parts)
         if n_parts > 1:
             fbp_barrier()
         if part == 0:
+            out.penalty = 0
             for t in range(n_parts):
-                out.loss += parts[t].penalty
+                out.penalty += parts[t].penalty
+            out.loss += out.penalty
         if r.opt != NULL:
             local_step += 1
             _clip_and_update(r, params, grads, state, local_step, parts, part, n_parts)
@@ -1116,23 +1212,59 @@ cdef void _train_part(const Run* r, floating* params, floating* grads, floating*
 # runs the kernels without the GIL.
 # ---------------------------------------------------------------------------
 
+cdef Py_ssize_t _bind_input(object X, Plan plan, Py_ssize_t n_params, Py_ssize_t work_size,
+                            Py_ssize_t capacity, bint training, const floating* kind,
+                            const void** dense, SparseRows* sparse) except -1:
+    """Check the input ``X`` of a call (a C-contiguous array of the call's dtype or a
+    ``Csr``) with the call's plan and buffers; point ``dense`` at its rows or fill
+    ``sparse``. Returns its number of rows. (``kind`` only selects the dtype.)"""
+    cdef const floating[:, ::1] rows
+    cdef Csr csr
+    cdef Py_ssize_t l
+    memset(sparse, 0, sizeof(SparseRows))
+    dense[0] = NULL
+    if isinstance(X, Csr):
+        csr = <Csr>X
+        if floating is double:
+            want = "float64"
+        else:
+            want = "float32"
+        if csr.dtype != want:
+            raise TypeError("X's values are %s but the parameters %s" % (csr.dtype, want))
+        _check_call(plan, n_params, work_size, capacity, training, csr.n_cols, True)
+        if plan.net.input_dropout > 0:
+            raise ValueError("input dropout needs dense X")
+        for l in range(plan.n_layers):
+            if plan.layers[l].skip == SKIP_INPUT:
+                raise ValueError("a residual connection from the input needs dense X")
+        if csr.n_rows < 1:
+            raise ValueError("at least one row is needed")
+        sparse.values, sparse.indices, sparse.indptr = csr.values_at, csr.indices_at, csr.indptr_at
+        return csr.n_rows
+    rows = X
+    _check_call(plan, n_params, work_size, capacity, training, rows.shape[1])
+    if rows.shape[0] < 1:
+        raise ValueError("at least one row is needed")
+    dense[0] = &rows[0, 0]
+    return rows.shape[0]
+
+
 cdef Run _data_run(Plan plan, Py_ssize_t capacity,
                    Py_ssize_t work_size, Py_ssize_t n_params, bint training,
-                   const floating[:, ::1] X, const floating[:, ::1] targets,
+                   object X, const floating[:, ::1] targets,
                    const intp[::1] labels, const void* sample_weight, Py_ssize_t n_weights,
                    int loss_kind, double loss_param) except *:
     """The checked plan and data of a call, as a Run without optimizer or batches."""
     cdef Run r
     cdef bint use_labels = loss_kind == LOSS_CE_LABELS
     memset(&r, 0, sizeof(Run))
-    _check_call(plan, n_params, work_size, capacity, training, X.shape[1])
+    r.n = _bind_input(X, plan, n_params, work_size, capacity, training, &targets[0, 0]
+                      if targets.shape[0] else <const floating*>NULL, &r.X, &r.sparse)
     if not 0 <= loss_kind < LOSS_COUNT:
         raise ValueError("unknown loss code %d" % loss_kind)
-    if X.shape[0] < 1:
-        raise ValueError("at least one row is needed")
     r.net, r.plan, r.n_layers, r.capacity = plan.net, plan.layers, plan.n_layers, capacity
     r.dropout = plan.dropout
-    r.X, r.n, r.loss_kind, r.loss_param = &X[0, 0], X.shape[0], loss_kind, loss_param
+    r.loss_kind, r.loss_param = loss_kind, loss_param
     if use_labels:
         if labels.shape[0] != r.n:
             raise ValueError("labels do not match X: %d for %d rows" % (labels.shape[0], r.n))
@@ -1198,7 +1330,7 @@ cdef tuple _run_team(const Run* r, floating* params, floating* grads, floating* 
 def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
               Py_ssize_t capacity, intp[::1] label_work, floating[::1] weight_work,
               Plan plan,
-              const floating[:, ::1] X, const floating[:, ::1] targets, const intp[::1] labels,
+              object X, const floating[:, ::1] targets, const intp[::1] labels,
               const floating[::1] sample_weight, const intp[::1] order,
               Py_ssize_t batch_size, Py_ssize_t first_batch, Py_ssize_t stop_batch,
               int loss_kind, double loss_param, const OptimizerConfig[::1] opt,
@@ -1242,7 +1374,7 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
 def batch_gradients(const floating[::1] params, floating[::1] grads, floating[::1] work,
                     Py_ssize_t capacity, intp[::1] label_work, floating[::1] weight_work,
                     Plan plan,
-                    const floating[:, ::1] X, const floating[:, ::1] targets,
+                    object X, const floating[:, ::1] targets,
                     const intp[::1] labels, const floating[::1] sample_weight,
                     const intp[::1] order, Py_ssize_t batch_size, Py_ssize_t batch,
                     int loss_kind, double loss_param, long long step,
@@ -1330,15 +1462,14 @@ def input_gradient_run(const floating[::1] params, floating[::1] work, Py_ssize_
         input_skip |= plan.layers[l].skip == SKIP_INPUT
     memset(&ignored, 0, sizeof(BatchStats))
     with nogil:
-        _forward(&params[0], wp, capacity, r.plan, r.n_layers, &X[0, 0], 0, n, NULL, True)
+        _forward(&params[0], wp, capacity, r.plan, r.n_layers, &X[0, 0], NULL, 0, n, NULL,
+                 True)
         res = _passed_on(wp, capacity, &r.plan[r.n_layers - 1])
         seed = wp + capacity * r.plan[r.n_layers - 1].delta_at
         if output < 0:
-            # scale 1 per row (times k for the elementwise losses): each row's own loss.
+            # each row's own loss: the row scale, no mean over rows.
             _loss(loss_kind, loss_param, res, <const floating*>r.targets, r.labels,
-                  <floating*>NULL, n, k, seed,
-                  <floating>(1 if loss_kind == LOSS_CE_LABELS or loss_kind == LOSS_CE_SOFT
-                             else 1.0 / k), &ignored)
+                  <floating*>NULL, n, k, seed, <floating>r.net.loss_scale, &ignored)
         else:
             memset(seed, 0, n * k * sizeof(floating))
             if output_act == ACT_SOFTMAX:
@@ -1364,14 +1495,17 @@ def input_gradient_run(const floating[::1] params, floating[::1] work, Py_ssize_
 
 
 def predict_run(const floating[::1] params, floating[::1] work, Py_ssize_t capacity,
-                Plan plan, const floating[:, ::1] X,
-                floating[:, ::1] out):
-    """Forward pass over all rows of ``X`` in chunks of ``capacity`` rows into ``out``,
-    the output activation (``NetPlan.output_activation``: the one fused into the loss
-    in training) applied."""
-    cdef Py_ssize_t n = X.shape[0], start, rows, k
+                Plan plan, object X, floating[:, ::1] out):
+    """Forward pass over all rows of ``X`` (dense or ``Csr``) in chunks of
+    ``capacity`` rows into ``out``, the output activation
+    (``NetPlan.output_activation``: the one fused into the loss in training) applied."""
+    cdef Py_ssize_t n, start, rows, k, d = plan.net.n_inputs
     cdef floating* res
-    _check_call(plan, params.shape[0], work.shape[0], capacity, False, X.shape[1])
+    cdef const void* dense
+    cdef SparseRows sparse
+    n = _bind_input(X, plan, params.shape[0], work.shape[0], capacity, False, &out[0, 0]
+                    if out.shape[0] else <floating*>NULL, &dense, &sparse)
+    cdef const SparseRows* sx = &sparse if sparse.values != NULL else NULL
     k = plan.net.n_outputs
     if out.shape[0] != n or out.shape[1] != k:
         raise ValueError("out has the wrong shape")
@@ -1381,8 +1515,10 @@ def predict_run(const floating[::1] params, floating[::1] work, Py_ssize_t capac
         start = 0
         while start < n:
             rows = capacity if start + capacity <= n else n - start
-            _forward(&params[0], &work[0], capacity, plan.layers, plan.n_layers, &X[start, 0], 0,
-                     rows, NULL, False)
+            sparse.first = start
+            _forward(&params[0], &work[0], capacity, plan.layers, plan.n_layers,
+                     <const floating*>dense + start * d if dense != NULL else NULL, sx, 0, rows,
+                     NULL, False)
             res = _passed_on(&work[0], capacity, last)
             _bias_act(res, <floating*>NULL, rows, k, output_act, <floating>0, <floating*>NULL)
             memcpy(&out[start, 0], res, rows * k * sizeof(floating))
@@ -1390,8 +1526,7 @@ def predict_run(const floating[::1] params, floating[::1] work, Py_ssize_t capac
 
 
 def evaluate_run(const floating[::1] params, floating[::1] work, Py_ssize_t capacity,
-                 Plan plan,
-                 const floating[:, ::1] X, const floating[:, ::1] targets,
+                 Plan plan, object X, const floating[:, ::1] targets,
                  const intp[::1] labels, int loss_kind, double loss_param,
                  BatchStats[::1] stats):
     """Over all rows of ``X`` in chunks of ``capacity`` rows: ``stats[0]`` receives the
@@ -1399,9 +1534,11 @@ def evaluate_run(const floating[::1] params, floating[::1] work, Py_ssize_t capa
     sums."""
     cdef Run r = _data_run(plan, capacity, work.shape[0], params.shape[0], False, X,
                            targets, labels, NULL, 0, loss_kind, loss_param)
-    cdef Py_ssize_t start, rows, k = plan.net.n_outputs
+    cdef Py_ssize_t start, rows, k = plan.net.n_outputs, d = plan.net.n_inputs
     cdef double total = 0
     cdef const floating* targets_ptr = <const floating*>r.targets
+    cdef const floating* dense = <const floating*>r.X
+    cdef SparseRows* sx = &r.sparse if r.sparse.values != NULL else NULL
     if stats.shape[0] != 1:
         raise ValueError("stats must hold one BatchStats")
     memset(&stats[0], 0, sizeof(BatchStats))
@@ -1409,15 +1546,16 @@ def evaluate_run(const floating[::1] params, floating[::1] work, Py_ssize_t capa
         start = 0
         while start < r.n:
             rows = capacity if start + capacity <= r.n else r.n - start
-            _forward(&params[0], &work[0], capacity, r.plan, r.n_layers, &X[start, 0], 0, rows,
-                     NULL, False)
+            r.sparse.first = start
+            _forward(&params[0], &work[0], capacity, r.plan, r.n_layers,
+                     dense + start * d if dense != NULL else NULL, sx, 0, rows, NULL, False)
             total += _loss(loss_kind, loss_param,
                            _passed_on(&work[0], capacity, &r.plan[r.n_layers - 1]),
                            targets_ptr + start * k if targets_ptr != NULL else NULL,
                            r.labels + start if r.labels != NULL else NULL, <floating*>NULL,
                            rows, k, <floating*>NULL, <floating>1, &stats[0])
             start += rows
-    stats[0].loss = total * _loss_scale(loss_kind, r.n, k)
+    stats[0].loss = total * _loss_scale(r.net.loss_scale, r.n)
 
 
 # ---------------------------------------------------------------------------
@@ -1483,8 +1621,60 @@ cdef class Plan:
             self.dropout |= self.layers[l].dropout_after > 0
 
 
+cdef class Csr:
+    """A CSR matrix as the kernels read it, checked once (the ``Plan`` of data):
+    ``values`` (float32 or float64), ``indices`` (intp, each below ``n_cols``) and
+    ``indptr`` (intp, ``n_rows + 1`` entries from 0, never decreasing, ending at the
+    number of values). The arrays stay referenced here; ``matrix`` is free for the
+    caller (fastbp keeps its scipy matrix there)."""
+    cdef readonly object values
+    cdef readonly object indices
+    cdef readonly object indptr
+    cdef readonly Py_ssize_t n_rows
+    cdef readonly Py_ssize_t n_cols
+    cdef readonly bint double_values
+    cdef public object matrix
+    cdef const void* values_at
+    cdef const intp* indices_at
+    cdef const intp* indptr_at
+
+    def __init__(self, values, const intp[::1] indices not None, const intp[::1] indptr not None,
+                 Py_ssize_t n_cols):
+        cdef Py_ssize_t i, nnz
+        if (not isinstance(values, np.ndarray) or values.ndim != 1
+                or values.dtype not in (np.float32, np.float64)
+                or not values.flags.c_contiguous):
+            raise TypeError("values must be a C-contiguous 1-D float32 or float64 array")
+        nnz = values.shape[0]
+        if indptr.shape[0] < 1 or indptr[0] != 0 or indptr[indptr.shape[0] - 1] != nnz:
+            raise ValueError("indptr must start at 0 and end at the number of values")
+        if indices.shape[0] != nnz:
+            raise ValueError("indices and values differ in length")
+        if n_cols < 1:
+            raise ValueError("n_cols must be positive")
+        for i in range(indptr.shape[0] - 1):
+            if indptr[i + 1] < indptr[i]:
+                raise ValueError("indptr decreases at row %d" % i)
+        _check_indices(indices, n_cols, "column indices")
+        self.values, self.indices, self.indptr = values, indices.base, indptr.base
+        self.n_rows, self.n_cols = indptr.shape[0] - 1, n_cols
+        self.double_values = values.dtype == np.float64
+        self.values_at = cnp.PyArray_DATA(values)
+        self.indices_at = &indices[0] if nnz else NULL
+        self.indptr_at = &indptr[0]
+        self.matrix = None
+
+    @property
+    def shape(self):
+        return (self.n_rows, self.n_cols)
+
+    @property
+    def dtype(self):
+        return self.values.dtype
+
+
 cdef _check_call(Plan plan, Py_ssize_t n_params, Py_ssize_t work_size, Py_ssize_t capacity,
-                 bint training, Py_ssize_t d):
+                 bint training, Py_ssize_t d, bint sparse=False):
     # What the plan's own check cannot know: this call's buffers and input width.
     if plan is None:
         raise TypeError("plan must be a fastbp._core.Plan")
@@ -1495,7 +1685,11 @@ cdef _check_call(Plan plan, Py_ssize_t n_params, Py_ssize_t work_size, Py_ssize_
         raise ValueError("X has %d features, the network expects %d" % (d, plan.net.n_inputs))
     if capacity < 1:
         raise ValueError("capacity must be positive")
-    if work_size < capacity * (plan.net.train_width if training else plan.net.infer_width):
+    # Sparse input is read in place: a training workspace may end before the input
+    # batch (NetPlan.x_at: the last buffer).
+    if work_size < capacity * (
+            (plan.net.x_at if sparse else plan.net.train_width) if training
+            else plan.net.infer_width):
         raise ValueError("the workspace is too small for %d rows" % capacity)
 
 
@@ -1526,6 +1720,8 @@ cdef _check_structure(const NetPlan[::1] net, const LayerPlan[::1] plan, Py_ssiz
         raise ValueError("the last layer's width is not the network's output width")
     _check_buffer(nw.x_at, nw.n_inputs, train, "input batch", -1)
     _check_buffer(nw.y_at, nw.n_outputs, train, "target batch", -1)
+    if nw.x_at + nw.n_inputs != train:
+        raise ValueError("the input batch must end the training workspace")
     for l in range(n_layers):
         layer = &plan[l]
         if layer.n_in < 1 or layer.n_out < 1:
@@ -1640,9 +1836,11 @@ def col_sums(const floating[:, ::1] d, floating[::1] out):
 
 
 def loss_delta(int kind, const floating[:, ::1] out, const floating[:, ::1] targets,
-               const intp[::1] labels, floating[:, ::1] delta, double param=1.0):
+               const intp[::1] labels, floating[:, ::1] delta, double param=1.0,
+               double row_scale=1.0):
     """Mean loss of ``out`` against ``targets`` (or integer ``labels`` for
-    cross-entropy with labels) and its gradient with respect to ``out`` in ``delta``.
+    cross-entropy with labels) and its gradient with respect to ``out`` in ``delta``;
+    a row's loss is ``row_scale`` times the sum over its columns.
 
     Returns ``(mean_loss, n_correct)``.
     """
@@ -1666,8 +1864,8 @@ def loss_delta(int kind, const floating[:, ::1] out, const floating[:, ::1] targ
         value = _loss(kind, param, &out[0, 0],
                       &targets[0, 0] if kind != LOSS_CE_LABELS else NULL,
                       &labels[0] if kind == LOSS_CE_LABELS else NULL, <floating*>NULL,
-                      rows, cols, &delta[0, 0], _loss_scale(kind, rows, cols), &stats)
-    return value * _loss_scale(kind, rows, cols), stats.correct
+                      rows, cols, &delta[0, 0], _loss_scale(row_scale, rows), &stats)
+    return value * _loss_scale(row_scale, rows), stats.correct
 
 
 def sgd_update(floating[::1] params, const floating[::1] grads, floating[::1] momentum_buffer,
@@ -1697,7 +1895,7 @@ def adam_update(floating[::1] params, const floating[::1] grads, floating[::1] e
         return
     with nogil:
         _adam_update(&params[0], &grads[0], &exp_avg[0], &exp_avg_sq[0], n, lr, beta1,
-                     beta2, eps, weight_decay, decoupled, step)
+                     beta2, eps, weight_decay, decoupled, False, step)
 
 
 # Codes as seen from Python: the one list in fastbp._codes (checked at import).

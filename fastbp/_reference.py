@@ -150,10 +150,15 @@ def backward(weights, activations, X, d_output, skips=None, act_params=None):
     return grads, d_X
 
 
-def loss_and_delta(loss, output, y, sample_weight=None, param=1.0):
+def loss_and_delta(
+    loss, output, y, sample_weight=None, param=1.0, row_scale=None, half_deviance=False
+):
     """The mean loss of ``output`` (logits for the fused losses) against ``y``, and
-    dL/d output. Cross-entropy averages over samples, the others over every element;
-    with sample weights w the mean is sum_i w_i loss_i / sum_i w_i."""
+    dL/d output. Cross-entropy averages over samples, the others over every element
+    (``row_scale``, when given, replaces that 1 / k: a sample's loss is row_scale times
+    the sum over its outputs); with sample weights w the mean is
+    sum_i w_i loss_i / sum_i w_i. Poisson with ``half_deviance`` adds t log t - t to
+    the value."""
     z = np.asarray(output, dtype=np.float64)
     n, k = z.shape
     w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
@@ -178,10 +183,12 @@ def loss_and_delta(loss, output, y, sample_weight=None, param=1.0):
             value, grad = np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z))), sigmoid(z) - t
         elif loss == "poisson":  # on log-rates
             value, grad = np.exp(z) - t * z, np.exp(z) - t
+            if half_deviance:
+                value = value + np.where(t > 0, t * np.log(np.where(t > 0, t, 1)), 0) - t
         else:
             raise ValueError(f"unknown loss {loss!r}")
         per_sample = value.sum(axis=1)
-        scale = 1 / (w.sum() * k)
+        scale = (1 / k if row_scale is None else row_scale) / w.sum()
     return float(scale * (w @ per_sample)), scale * w[:, None] * grad
 
 
@@ -196,10 +203,19 @@ def loss_and_gradients(
     penalties=None,
     loss_param=1.0,
     sample_weight=None,
+    row_scale=None,
+    per_sample_penalty=False,
+    half_deviance=False,
 ):
-    """The mean loss plus the penalties, and its gradient [(dW, db), ...]."""
+    """The mean loss plus the penalties (divided by the total sample weight when
+    ``per_sample_penalty``), and its gradient [(dW, db), ...]."""
     output = forward(weights, activations, X, skips, act_params)[-1]
-    value, delta = loss_and_delta(loss, output, y, sample_weight, loss_param)
+    value, delta = loss_and_delta(
+        loss, output, y, sample_weight, loss_param, row_scale, half_deviance
+    )
+    if per_sample_penalty:
+        total = len(X) if sample_weight is None else float(np.sum(sample_weight))
+        penalties = [None if p is None else tuple(c / total for c in p) for p in (penalties or [])]
     grads, _ = backward(weights, activations, X, delta, skips, act_params)
     for l, penalty in enumerate(penalties or []):
         if penalty is None:
@@ -265,7 +281,10 @@ class Optimizer:
             beta1, beta2 = h["betas"]
             m = s["m"] = beta1 * s.get("m", 0) + (1 - beta1) * g
             v = s["v"] = beta2 * s.get("v", 0) + (1 - beta2) * g * g
-            p -= lr / (1 - beta1**t) * m / (np.sqrt(v) / math.sqrt(1 - beta2**t) + h["eps"])
+            if h.get("eps_uncorrected"):  # scikit-learn's form
+                p -= lr * math.sqrt(1 - beta2**t) / (1 - beta1**t) * m / (np.sqrt(v) + h["eps"])
+            else:
+                p -= lr / (1 - beta1**t) * m / (np.sqrt(v) / math.sqrt(1 - beta2**t) + h["eps"])
         elif self.name == "rmsprop":
             v = s["v"] = h["alpha"] * s.get("v", 0) + (1 - h["alpha"]) * g * g
             if h["centered"]:

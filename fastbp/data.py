@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _sparse
 from . import _validation as val
 from .losses import LOSS_BCE, LOSS_CE_LABELS
 
@@ -25,16 +26,23 @@ class Data(NamedTuple):
         def pick(a):
             return a[index] if a.size else a
 
-        return Data(
-            self.X[index], self.kind, pick(self.targets), pick(self.labels), pick(self.weights)
-        )
+        X = _sparse.take_rows(self.X, index) if _sparse.is_csr(self.X) else self.X[index]
+        return Data(X, self.kind, pick(self.targets), pick(self.labels), pick(self.weights))
+
+
+def inputs(X, dtype, name="X", finite=True):
+    """X as the compiled calls read it: a C-contiguous float matrix of ``dtype``, or,
+    for a SciPy sparse matrix, a checked ``Csr`` (never densified)."""
+    if _sparse.is_sparse(X):
+        return _sparse.as_csr(X, dtype, name, finite)
+    return val.as_float_matrix(X, dtype, name=name, finite=finite)
 
 
 def prepare(X, y, loss, n_outputs, dtype, names=("X", "y"), finite=True):
     """Check and convert (X, y) for ``loss`` (its kind chosen by the targets given).
     ``finite=False`` skips the scan for NaN and infinity (fit finds them through the
     loss instead)."""
-    X = val.as_float_matrix(X, dtype, name=names[0], finite=finite)
+    X = inputs(X, dtype, names[0], finite)
     kind, targets, labels = loss.prepare_targets(y, n_outputs, dtype, names[1], finite)
     val.check_same_length(X, labels if labels.size else targets, names)
     if labels.size:
@@ -119,7 +127,7 @@ def split(data, fraction, rng, is_classifier):
     keep[held] = False
     held.sort()
     validation = data.rows(held)._replace(weights=np.empty(0, dtype=data.X.dtype))
-    val.check_finite(validation.X, "X")
+    check_finite_inputs(validation.X, "X")
     val.check_finite(validation.targets, "y")
     return data.rows(keep), validation
 
@@ -192,3 +200,11 @@ def total_squares(targets, chunk_elements=8192):
             block = targets[start : start + rows] - means
             total += float(np.einsum("ij,ij->", block, block))
     return total
+
+
+def check_finite_inputs(X, name):
+    """Raise if the inputs (dense or Csr) hold NaN or infinity."""
+    if _sparse.is_csr(X):
+        _sparse.as_csr(X.matrix, X.dtype, name)  # the same check, with the position
+    else:
+        val.check_finite(X, name)

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from . import _codes
+from . import _codes, _sparse
 from ._backend import core
 from .data import total_squares
 from .losses import LOSS_BCE
@@ -49,7 +49,7 @@ def evaluate(network, guard, loss, data):
             loss.param,
             stats,
         )
-        metrics = {"loss": float(stats["loss"][0]) + network.penalty()}
+        metrics = {"loss": float(stats["loss"][0]) + network.penalty(total_weight=data.X.shape[0])}
     n = data.X.shape[0]
     if loss.is_classifier:
         per_sample = data.targets.shape[1] if data.kind == LOSS_BCE else 1
@@ -68,7 +68,7 @@ def loss_and_gradients(network, guard, loss, data, step, training):
     n = data.X.shape[0]
     plan = network.variant(all_trainable=True, dropout=training)
     grads = np.zeros_like(network.params)
-    ws = Workspace(network, n, training=True)
+    ws = Workspace(network, n, training=True, sparse=_sparse.is_csr(data.X))
     stats = np.zeros(1, dtype=_codes.BATCH_STATS)
     with guard.reading():
         status = core().batch_gradients(
@@ -104,6 +104,8 @@ def loss_and_gradients(network, guard, loss, data, step, training):
 
 def input_gradient(network, guard, loss, data, output):
     """Row i: d loss_i / d x_i (``output`` < 0) or d prediction_i[output] / d x_i."""
+    if _sparse.is_csr(data.X):
+        raise TypeError("input_gradient needs dense X (its gradient is dense): pass X.toarray()")
     ws = Workspace(network, data.X.shape[0], training=True)
     gradient = np.empty_like(data.X)
     with guard.reading():

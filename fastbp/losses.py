@@ -3,8 +3,10 @@
 Each loss computes its value and the delta ``dL/d output`` in one compiled pass.
 Losses are means over the batch: ``CrossEntropy`` averages over samples, the
 others (``MSE``, ``MAE``, ``Huber``, ``Poisson``, ``BinaryCrossEntropy``) over every
-element, as PyTorch's losses do. With sample weights the mean is weighted:
-``sum(w_i loss_i) / sum(w_i)``.
+element, as PyTorch's losses do, or, with ``reduction="sum_outputs"``, sum over each
+sample's outputs and average over samples (scikit-learn's convention). With sample
+weights the mean is weighted: ``sum(w_i loss_i) / sum(w_i)``. ``SquaredError`` is
+scikit-learn's ``squared_error``: half the squared error, summed over outputs.
 
 ``CrossEntropy`` and ``BinaryCrossEntropy`` take logits: the softmax (or sigmoid)
 is fused into the loss, so that the delta is simply ``probabilities - targets``
@@ -56,9 +58,22 @@ class Loss:
     output_activation = "identity"
     is_classifier = False
     param = 0.0  # read by the kernel (Huber's delta)
+    reduction = "mean"
+    _factor = 1.0  # a constant factor on the loss (SquaredError's 1/2)
 
-    def __init__(self) -> None:
+    def __init__(self, reduction: str = "mean") -> None:
+        if reduction not in REDUCTIONS:
+            raise ValueError(
+                f"reduction must be one of {REDUCTIONS}, got {reduction!r}: 'mean' averages"
+                " over every element, 'sum_outputs' sums each sample's outputs"
+            )
+        self.reduction = reduction
         self._delta: NDArray[np.floating[Any]] | None = None
+
+    def row_scale(self, n_outputs: int) -> float:
+        """A sample's loss as a multiple of the sum over its ``n_outputs`` outputs:
+        ``1 / n_outputs`` averages over every element (``reduction="mean"``)."""
+        return self._factor / n_outputs if self.reduction == "mean" else self._factor
 
     # -- preparing targets (used by the model, once per call) -------------------
     def prepare_targets(
@@ -99,7 +114,9 @@ class Loss:
         if labels.size:
             targets = np.empty((0, out.shape[1]), dtype=dtype)
         delta = np.empty_like(out)
-        value, _ = core().loss_delta(kind, out, targets, labels, delta, self.param)
+        value, _ = core().loss_delta(
+            kind, out, targets, labels, delta, self.param, self.row_scale(out.shape[1])
+        )
         self._delta = delta
         return value
 
@@ -112,10 +129,16 @@ class Loss:
         return self._delta
 
     def get_config(self) -> dict[str, Any]:
-        return {}
+        return {} if self.reduction == "mean" else {"reduction": self.reduction}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        args = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+# How a sample's outputs combine: averaged ("mean", PyTorch's and Keras's losses) or
+# summed ("sum_outputs", scikit-learn's MLP losses). Either way, samples are averaged.
+REDUCTIONS = ("mean", "sum_outputs")
 
 
 class MSE(Loss):
@@ -124,6 +147,22 @@ class MSE(Loss):
 
     name = "mse"
     _float_kind = LOSS_MSE
+
+
+class SquaredError(MSE):
+    """Half the squared error, summed over a sample's outputs and averaged over
+    samples (scikit-learn's ``squared_error``):
+    ``L = mean_i(sum_j (output_ij - y_ij) ** 2) / 2``, ``dL/d output = (output - y) /
+    n_samples``."""
+
+    name = "squared_error"
+    _factor = 0.5
+
+    def __init__(self) -> None:
+        super().__init__(reduction="sum_outputs")
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
 
 
 class CrossEntropy(Loss):
@@ -138,6 +177,9 @@ class CrossEntropy(Loss):
     name = "cross_entropy"
     output_activation = "softmax"
     is_classifier = True
+
+    def row_scale(self, n_outputs: int) -> float:
+        return 1.0  # a sample's loss is already one number, whatever the reduction
 
     def check_output_units(self, n_outputs: int) -> None:
         if n_outputs < 2:
@@ -209,8 +251,8 @@ class Huber(Loss):
     name = "huber"
     _float_kind = LOSS_HUBER
 
-    def __init__(self, delta: float = 1.0) -> None:
-        super().__init__()
+    def __init__(self, delta: float = 1.0, reduction: str = "mean") -> None:
+        super().__init__(reduction)
         if (
             isinstance(delta, bool)
             or not isinstance(delta, (int, float, np.floating))
@@ -221,10 +263,7 @@ class Huber(Loss):
         self.param = self.delta = float(delta)
 
     def get_config(self) -> dict[str, Any]:
-        return {"delta": self.delta}
-
-    def __repr__(self) -> str:
-        return f"Huber(delta={self.delta!r})"
+        return {"delta": self.delta, **super().get_config()}
 
 
 class Poisson(Loss):
@@ -232,11 +271,32 @@ class Poisson(Loss):
     with ``log_input=True``), averaged over every element: the network outputs
     ``z = log(rate)``; ``L = mean(exp(z) - y z)``, ``dL/dz = (exp(z) - y) / z.size``.
     ``predict`` returns the rates ``exp(z)``; a final "exponential" layer is fused.
-    Targets are counts (or any values) >= 0."""
+    Targets are counts (or any values) >= 0.
+
+    Parameters
+    ----------
+    half_deviance : bool, default False
+        Report half the Poisson deviance, ``exp(z) - y z + y log(y) - y`` (zero at a
+        perfect fit; scikit-learn's ``poisson`` loss) instead of the negative
+        log-likelihood. The two differ by a constant of the data: the gradient is the
+        same.
+    reduction : {"mean", "sum_outputs"}, default "mean"
+    """
 
     name = "poisson"
     output_activation = "exponential"
     _float_kind = LOSS_POISSON
+
+    def __init__(self, half_deviance: bool = False, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        if not isinstance(half_deviance, (bool, np.bool_)):
+            raise TypeError(f"half_deviance must be True or False, got {half_deviance!r}")
+        self.half_deviance = bool(half_deviance)
+        self.param = 1.0 if half_deviance else 0.0
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        return {"half_deviance": True, **config} if self.half_deviance else config
 
     def prepare_targets(
         self, y: ArrayLike, n_outputs: int, dtype: DTypeLike, name: str = "y", finite: bool = True
@@ -248,7 +308,10 @@ class Poisson(Loss):
         return kind, targets, labels
 
 
-LOSSES = {cls.name: cls for cls in (MSE, CrossEntropy, BinaryCrossEntropy, MAE, Huber, Poisson)}
+LOSSES = {
+    cls.name: cls
+    for cls in (MSE, SquaredError, CrossEntropy, BinaryCrossEntropy, MAE, Huber, Poisson)
+}
 _ALIASES = {
     "mean_squared_error": "mse",
     "categorical_crossentropy": "cross_entropy",

@@ -219,7 +219,7 @@ class Sequential:
         return data
 
     def _check_X(self, X, name="X"):
-        X = val.as_float_matrix(X, self.dtype, name=name)
+        X = fitdata.inputs(X, self.dtype, name)
         self._ensure_built(X.shape[1], name)
         return X
 

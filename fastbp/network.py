@@ -66,13 +66,32 @@ class Workspace:
     flat buffer laid out by the plan (see ``LayerPlan``'s offsets), and the gathered
     labels and sample weights of a shuffled training batch."""
 
-    def __init__(self, network, capacity, training):
+    def __init__(self, network, capacity, training, sparse=False):
         net = network.net[0]
         width = net["train_width"] if training else net["infer_width"]
-        self.capacity = capacity
+        if training and sparse:  # sparse rows are read in place: no input batch
+            width = net["x_at"]
+        self.capacity, self.sparse = capacity, training and sparse
         self.buffer = np.empty(capacity * int(width), dtype=network.dtype)
         self.labels = np.empty(capacity if training else 0, dtype=np.intp)
         self.weights = np.empty(capacity if training else 0, dtype=network.dtype)
+
+
+def _penalty_convention(dense):
+    """Whether the network's penalties are per sample (see fastbp.regularizers):
+    one convention for all of them."""
+    kinds = {
+        r.per_sample
+        for layer in dense
+        for r in (layer.kernel_regularizer, layer.bias_regularizer)
+        if r is not None
+    }
+    if len(kinds) > 1:
+        raise ValueError(
+            "the network mixes regularizers with per_sample=True and per_sample=False:"
+            " use one convention for every layer"
+        )
+    return bool(kinds and kinds.pop())
 
 
 class Network:
@@ -112,6 +131,8 @@ class Network:
         net["n_inputs"], net["n_outputs"] = input_dim, last.units
         net["output_activation"] = _codes.ACTIVATIONS[loss.output_activation]
         net["input_dropout"] = rates[0]
+        net["loss_scale"] = loss.row_scale(last.units)
+        net["penalty_per_weight"] = _penalty_convention(self.dense)
         net["dropout_seed"] = int(rng.integers(0, 2**63))
         self._lay_out()
         self._ranges = [
@@ -173,8 +194,8 @@ class Network:
                 row["z_at"] = take(row["n_out"])
         for row in plan:
             row["delta_at"] = take(row["n_out"])
-        net["x_at"] = take(net["n_inputs"])
         net["y_at"] = take(net["n_outputs"])
+        net["x_at"] = take(net["n_inputs"])  # last: sparse input needs no copy of its rows
         net["train_width"] = at
 
     # -- ownership ----------------------------------------------------------------
@@ -234,13 +255,19 @@ class Network:
             ws = self._local.workspace = Workspace(self, rows, training=False)
         return ws
 
-    def training_workspace(self, rows):
-        """The training workspace, kept between fits (one fit runs at a time)."""
-        if self._train_ws is None or self._train_ws.capacity < rows:
-            self._train_ws = Workspace(self, rows, training=True)
+    def training_workspace(self, rows, sparse=False):
+        """The training workspace, kept between fits (one fit runs at a time); for
+        ``sparse`` input one without the input batch will do."""
+        ws = self._train_ws
+        if ws is None or ws.capacity < rows or (ws.sparse and not sparse):
+            self._train_ws = Workspace(self, rows, training=True, sparse=sparse)
         return self._train_ws
 
-    def penalty(self, frozen_only=False):
+    def penalty(self, frozen_only=False, total_weight=1.0):
         """The layers' current penalties (only the frozen ones': the training step
-        computes the trainable ones')."""
-        return sum(layer.penalty() for layer in self.dense if not (frozen_only and layer.trainable))
+        computes the trainable ones'), divided by ``total_weight`` when they are per
+        sample."""
+        total = sum(
+            layer.penalty() for layer in self.dense if not (frozen_only and layer.trainable)
+        )
+        return total / total_weight if self.net[0]["penalty_per_weight"] else total

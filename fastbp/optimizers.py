@@ -306,6 +306,9 @@ class Adam(Optimizer):
         v = beta2 * v + (1 - beta2) * g * g
         p = p - (lr / (1 - beta1**t)) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
 
+    With ``eps_uncorrected=True`` the last line is scikit-learn's:
+    ``p = p - lr * sqrt(1 - beta2**t) / (1 - beta1**t) * m / (sqrt(v) + eps)``.
+
     Parameters
     ----------
     lr : float, default 1e-3
@@ -318,10 +321,14 @@ class Adam(Optimizer):
         L2 penalty coefficient, >= 0.
     clipnorm, clipvalue : float, optional
         Gradient clipping (see the module).
+    eps_uncorrected : bool, default False
+        Add ``eps`` to ``sqrt(v)`` before its bias correction, as scikit-learn's MLP
+        does, instead of after it, as PyTorch does.
     """
 
     code = OPT_ADAM
     _decoupled = False
+    eps_uncorrected = False
 
     def __init__(
         self,
@@ -331,8 +338,10 @@ class Adam(Optimizer):
         weight_decay: float = 0.0,
         clipnorm: float | None = None,
         clipvalue: float | None = None,
+        eps_uncorrected: bool = False,
     ) -> None:
         super().__init__(lr, clipnorm, clipvalue)
+        self.eps_uncorrected = _check_flag(eps_uncorrected, "eps_uncorrected")
         try:
             beta1, beta2 = betas
         except (TypeError, ValueError):
@@ -352,18 +361,22 @@ class Adam(Optimizer):
             "eps": self.eps,
             "weight_decay": self.weight_decay,
             "decoupled": self._decoupled,
+            "eps_uncorrected": self.eps_uncorrected,
         }
 
     def state_names(self) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq")
 
     def _config(self):
-        return {
+        config = {
             "lr": self.lr,
             "betas": self.betas,
             "eps": self.eps,
             "weight_decay": self.weight_decay,
         }
+        if self.eps_uncorrected:
+            config["eps_uncorrected"] = True
+        return config
 
 
 class AdamW(Adam):

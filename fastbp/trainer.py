@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _codes, _interrupt, _progress, _threads
+from . import _codes, _interrupt, _progress, _sparse, _threads
 from . import _validation as val
 from . import data as fitdata
 from ._backend import core
@@ -98,13 +98,15 @@ class _Epochs:
     """One fit's buffers and settings, prepared once: the row order, per-minibatch
     statistics, the trainable segments, the thread plan and the rollback copies."""
 
-    def __init__(self, model, data, batch_size, shuffle):
+    def __init__(self, model, data, batch_size, shuffle, orders=None):
         network, state = model._network, model.optimizer_state
-        self.model, self.data, self.shuffle, self.state = model, data, shuffle, state
+        self.model, self.data, self.state, self.orders = model, data, state, orders
+        shuffle = shuffle or orders is not None
+        self.shuffle = shuffle
         self.n = n = data.X.shape[0]
         self.batch = min(batch_size, n)
         self.n_batches = -(-n // self.batch)
-        self.workspace = network.training_workspace(self.batch)
+        self.workspace = network.training_workspace(self.batch, _sparse.is_csr(data.X))
         self.segments = network.sync_trainable()
         self.order = np.arange(n, dtype=np.intp) if shuffle else np.empty(0, dtype=np.intp)
         self.stats = np.zeros(self.n_batches, dtype=_codes.BATCH_STATS)
@@ -128,7 +130,9 @@ class _Epochs:
         np.copyto(self.saved[1], self.state.rows)
         self.saved_step = self.state.step
         self.opt = model.optimizer.config()
-        if self.shuffle:
+        if self.orders is not None:
+            np.copyto(self.order, self.orders(), casting="same_kind")
+        elif self.shuffle:
             model._rng.shuffle(self.order)
 
     def roll_back(self):
@@ -163,7 +167,7 @@ class _Epochs:
         model, stats, data = self.model, self.stats, self.data
         metrics = {
             "loss": float(stats["loss"] @ self.rows) / self.n
-            + model._network.penalty(frozen_only=True)
+            + model._network.penalty(frozen_only=True, total_weight=self.n / self.n_batches)
         }
         if model.loss.is_classifier:
             per_sample = data.targets.shape[1] if data.kind == LOSS_BCE else 1
@@ -199,10 +203,16 @@ class Trainer:
     def __init__(self, model):
         self.model = model
 
-    def fit(self, data, validation, settings):
-        """Run the epochs of ``settings`` on checked ``data``; return the History."""
+    def fit(self, data, validation, settings, orders=None):
+        """Run the epochs of ``settings`` on checked ``data``; return the History.
+
+        ``orders`` (None: shuffle as ``settings`` says), called at the start of each
+        epoch, returns that epoch's row order (a permutation of the rows): a caller
+        with its own random stream (``fastbp.sklearn``) draws the orders itself.
+        ``self.run`` is the fit's ``_Epochs`` while it runs (its per-minibatch
+        statistics are what callbacks of the package read)."""
         model, epochs, callbacks = self.model, settings.epochs, settings.callbacks
-        run = _Epochs(model, data, settings.batch_size, settings.shuffle)
+        run = self.run = _Epochs(model, data, settings.batch_size, settings.shuffle, orders)
         progress = _progress.make(settings.verbose, epochs, run.n_batches, model._epochs_done)
         tolerance = _Tolerance(settings.tol, settings.n_iter_no_change)
         model.stop_training = False
@@ -275,7 +285,7 @@ class Trainer:
         """Restore the start of the epoch; blame the data if it holds NaN or
         infinity, else the step size."""
         run.roll_back()
-        val.check_finite(run.data.X, "X")
+        fitdata.check_finite_inputs(run.data.X, "X")
         val.check_finite(run.data.targets, "y")
         what = (
             f"the training loss became {run.stats['loss'][done]} at minibatch {done}"
@@ -296,7 +306,7 @@ class Trainer:
         step. Returns the minibatch's BatchStats."""
         model = self.model
         network, n = model._network, data.X.shape[0]
-        ws = network.training_workspace(n)
+        ws = network.training_workspace(n, _sparse.is_csr(data.X))
         network.sync_trainable()
         stats = np.zeros(1, dtype=_codes.BATCH_STATS)
         threads, blas = _threads.plan(_step_flops(network, n), model.threads)
@@ -312,7 +322,7 @@ class Trainer:
                 n_threads=threads,
             )
         if status != _codes.STATUS_OK:
-            val.check_finite(data.X, "X")
+            fitdata.check_finite_inputs(data.X, "X")
             val.check_finite(data.targets, "y")
             raise FloatingPointError(
                 f"the loss is {stats[0]['loss']}: the weights are not"

@@ -42,13 +42,19 @@ def network(model):
         {"leaky_relu": layer.negative_slope, "elu": layer.alpha}.get(layer.activation)
         for layer in dense
     ]
+    regularizers = [
+        r for layer in dense for r in (layer.kernel_regularizer, layer.bias_regularizer)
+    ]
     return dict(
         activations=activations,
-        loss=loss,
+        loss={"squared_error": "mse"}.get(loss, loss),  # the same loss, scaled by row_scale
         skips=skips,
         act_params=act_params,
         penalties=[penalty(layer) for layer in dense],
         loss_param=getattr(model.loss, "delta", 1.0),
+        row_scale=model.loss.row_scale(dense[-1].units),
+        per_sample_penalty=any(r is not None and r.per_sample for r in regularizers),
+        half_deviance=getattr(model.loss, "half_deviance", False),
     )
 
 

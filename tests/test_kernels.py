@@ -177,7 +177,9 @@ def make_loss_inputs(name, shape, dtype, rng, scale=3.0):
 
 def call_loss(name, z, targets, labels):
     delta = np.full(z.shape, np.nan, dtype=z.dtype)
-    value, correct = _core.loss_delta(LOSS[name], z, targets, labels, delta)
+    # A row's loss: the mean over its outputs, except cross-entropy's one value.
+    row_scale = 1.0 if name.startswith("cross_entropy") else 1.0 / z.shape[1]
+    value, correct = _core.loss_delta(LOSS[name], z, targets, labels, delta, row_scale=row_scale)
     return value, correct, delta
 
 

@@ -542,6 +542,11 @@ FASTBP_OPTIMIZERS = {
     "adagrad": lambda **clip: fastbp.Adagrad(
         lr=0.1, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.1, **clip
     ),
+    # eps large enough against sqrt(v) that adding it before or after the bias
+    # correction moves the weights far beyond the tolerance.
+    "adam-eps-uncorrected": lambda **clip: fastbp.Adam(
+        lr=0.01, eps=1e-3, eps_uncorrected=True, **clip
+    ),
 }
 
 
@@ -625,3 +630,88 @@ def test_fastbp_fit_continues_like_the_reference():
         ref.train_epoch(weights, X, y, batch, optimizer, **network)
         model.fit(X, y, epochs=1, batch_size=batch, shuffle=False)
     assert_weights_close(model.get_weights(), weights, 1e-9)
+
+
+# -- scikit-learn's conventions: a loss summed over outputs, penalties per sample ------
+SKLEARN_LOSSES = {
+    "squared_error": lambda: fastbp.losses.SquaredError(),
+    "mse-sum-outputs": lambda: fastbp.losses.MSE(reduction="sum_outputs"),
+    "bce-sum-outputs": lambda: fastbp.losses.BinaryCrossEntropy(reduction="sum_outputs"),
+    "poisson-half-deviance": lambda: fastbp.losses.Poisson(
+        half_deviance=True, reduction="sum_outputs"
+    ),
+    "huber-sum-outputs": lambda: fastbp.losses.Huber(0.5, reduction="sum_outputs"),
+}
+
+
+@pytest.mark.parametrize("name", list(SKLEARN_LOSSES))
+def test_reference_gradient_with_row_scale_and_per_sample_penalty(name):
+    rng = rng_for("sklearn-ref", name)
+    weights = random_weights([4, 5, 3], rng)
+    X = rng.normal(size=(6, 4))
+    loss = {"squared_error": "mse"}.get(name.split("-")[0], name.split("-")[0])
+    loss = "binary_cross_entropy" if loss == "bce" else loss
+    y = make_targets(loss, 6, 3, rng)
+    check_gradient(
+        weights,
+        X,
+        y,
+        activations=["tanh", "identity"],
+        loss=loss,
+        penalties=[(0.0, 0.3, 0.0, 0.0), (0.1, 0.2, 0.0, 0.05)],
+        row_scale=0.5,
+        per_sample_penalty=True,
+        sample_weight=rng.uniform(0.5, 2.0, size=6),
+        half_deviance=name.startswith("poisson"),
+    )
+
+
+def test_reference_sklearn_conventions_by_hand():
+    """Numbers worked by hand: half the squared error summed over 2 outputs, and an
+    L2 penalty of 0.5 per unit of sample weight."""
+    out, y = np.array([[1.0, 2.0], [0.0, 0.0]]), np.array([[0.0, 0.0], [0.0, 3.0]])
+    value, delta = ref.loss_and_delta("mse", out, y, sample_weight=[1.0, 3.0], row_scale=0.5)
+    # row losses 0.5 * 5 and 0.5 * 9, weighted mean (2.5 + 3 * 4.5) / 4
+    assert value == pytest.approx(4.0)
+    np.testing.assert_allclose(delta, [[0.25, 0.5], [0.0, -2.25]])
+    value, _ = ref.loss_and_delta(
+        "poisson", np.zeros((1, 2)), np.array([[1.0, 2.0]]), half_deviance=True
+    )
+    # exp(0) - 0 + 1 log 1 - 1 = 0, and exp(0) + 2 log 2 - 2
+    assert value == pytest.approx((0.0 + 1 + 2 * np.log(2) - 2) / 2)
+
+
+@pytest.mark.parametrize("name", list(SKLEARN_LOSSES))
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_fastbp_fit_with_sklearn_conventions_matches_reference(name, weighted):
+    """fit with a loss summed over outputs and per-sample penalties (the penalty of
+    each minibatch divided by its weight: the last, smaller minibatch's differs)
+    against the reference, epoch losses included."""
+    rng = rng_for("sklearn-fit", name, weighted)
+    penalty = fastbp.regularizers.L2(0.05, per_sample=True)
+    model = model_with(
+        [
+            fastbp.Dense(6, "tanh", kernel_regularizer=penalty),
+            fastbp.Dense(3, kernel_regularizer=penalty, bias_regularizer=L2(0.02, per_sample=True)),
+        ],
+        SKLEARN_LOSSES[name](),
+        fastbp.SGD(lr=0.05, momentum=0.9),
+    )
+    loss = model.loss
+    kind = {"squared_error": "mse"}.get(loss.name, loss.name)
+    X, y = rng.normal(size=(11, 5)), make_targets(kind, 11, 3, rng)
+    weights = rng.uniform(0.2, 3.0, size=11) if weighted else None
+    fit_and_compare(model, X, y, epochs=3, batch_size=4, sample_weight=weights)
+    want = ref.loss_and_gradients(model.get_weights(), X, y, **_refmodel.network(model))[0]
+    assert model.evaluate(X, y)["loss"] == pytest.approx(want, rel=1e-10)
+
+
+def test_penalty_conventions_do_not_mix():
+    with pytest.raises(ValueError, match="per_sample"):
+        model_with(
+            [
+                fastbp.Dense(4, kernel_regularizer=L2(0.1, per_sample=True)),
+                fastbp.Dense(2, kernel_regularizer=L2(0.1)),
+            ],
+            "mse",
+        )
