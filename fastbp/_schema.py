@@ -213,7 +213,7 @@ class Tagged:
 # -- the table ----------------------------------------------------------------------
 NUMBER, COUNT, FLAG, NAME = Number(), Int(0, MAX_COUNT), Bool(), Text()
 WIDTH = Int(1, MAX_WIDTH)
-REGULARIZER = Nullable(Record({"l1": NUMBER, "l2": NUMBER}))
+REGULARIZER = Nullable(Record({"l1": NUMBER, "l2": NUMBER}, {"per_sample": FLAG}))
 DENSE = Record(
     {
         "units": WIDTH,
@@ -246,7 +246,8 @@ LAYER = Tagged(
 
 CLIPPING = {"clipnorm": Nullable(NUMBER), "clipvalue": Nullable(NUMBER)}
 _ADAM = Record(
-    {"lr": NUMBER, "betas": Pair(NUMBER), "eps": NUMBER, "weight_decay": NUMBER}, CLIPPING
+    {"lr": NUMBER, "betas": Pair(NUMBER), "eps": NUMBER, "weight_decay": NUMBER},
+    {**CLIPPING, "eps_uncorrected": FLAG},
 )
 OPTIMIZER_CONFIGS = {
     "SGD": Record(
@@ -297,7 +298,9 @@ MODEL = Record(
     {
         "layers": ListOf(LAYER, min_length=1),
         "loss": Text(*LOSSES),
-        "loss_config": MapOf(NUMBER),
+        # The loss's own arguments (Huber's delta, a reduction name, Poisson's
+        # half_deviance flag): which ones, and their ranges, are its constructor's.
+        "loss_config": MapOf(Either("a number, a name or true or false", NUMBER, NAME, FLAG)),
         "optimizer": OPTIMIZER,
         "dtype": Text("float32", "float64"),
         "seed": Nullable(Int(0)),

@@ -64,6 +64,35 @@ def test_round_trip_float64_sgd(optimizer, tmp_path):
     np.testing.assert_array_equal(loaded.flat_params, model.flat_params)
 
 
+@pytest.mark.parametrize(
+    "loss,optimizer",
+    [
+        (fastbp.losses.Huber(0.5, reduction="sum_outputs"), fastbp.Adam(eps_uncorrected=True)),
+        (fastbp.losses.Poisson(half_deviance=True), fastbp.SGD(lr=0.01)),
+        ("squared_error", fastbp.AdamW(clipnorm=1.0, clipvalue=0.5)),
+    ],
+    ids=["huber-sum_outputs", "poisson-half_deviance", "squared_error"],
+)
+def test_every_loss_and_optimizer_option_round_trips(loss, optimizer, tmp_path):
+    """Each field of the configuration schema that a model can hold (the options that
+    get_config writes only when set included) survives save and load."""
+    rng = np.random.default_rng(2)
+    X, y = rng.normal(size=(30, 3)), rng.poisson(1.0, size=(30, 2)).astype(float)
+    penalty = fastbp.regularizers.L1L2(0.01, 0.02, per_sample=True)
+    model = fastbp.Sequential(
+        [fastbp.Dense(4, "tanh", kernel_regularizer=penalty), fastbp.Dense(2)],
+        loss=loss,
+        optimizer=optimizer,
+        seed=0,
+    )
+    model.fit(X, y, epochs=2, batch_size=8)
+    loaded = fastbp.load(model.save(tmp_path / "m"))
+    assert loaded.get_config() == model.get_config()
+    model.fit(X, y, epochs=1, batch_size=8)
+    loaded.fit(X, y, epochs=1, batch_size=8)
+    np.testing.assert_array_equal(loaded.flat_params, model.flat_params)
+
+
 def test_save_is_atomic_and_leaves_no_temporary(trained, tmp_path, monkeypatch):
     model, X, _ = trained
     path = model.save(tmp_path / "m.npz")

@@ -30,17 +30,19 @@ def _models():
     return [
         fastbp.Sequential(
             [fastbp.Dense(7, "leaky_relu", negative_slope=0.05), fastbp.Dense(3, "softmax")],
-            optimizer=fastbp.Adam(lr=0.01, betas=(0.8, 0.99)),
+            optimizer=fastbp.Adam(lr=0.01, betas=(0.8, 0.99), eps_uncorrected=True),
             seed=3,
         ),
         fastbp.Sequential(
             [
-                fastbp.Dense(4, "tanh", kernel_regularizer=fastbp.regularizers.L2(0.01)),
+                fastbp.Dense(
+                    4, "tanh", kernel_regularizer=fastbp.regularizers.L2(0.01, per_sample=True)
+                ),
                 fastbp.Dropout(0.2),
                 fastbp.Residual([fastbp.Dense(4, "relu"), fastbp.Dropout(0.1), fastbp.Dense(4)]),
                 fastbp.Dense(2),
             ],
-            loss=fastbp.losses.Huber(0.5),
+            loss=fastbp.losses.Huber(0.5, reduction="sum_outputs"),
             optimizer=fastbp.SGD(lr=0.05, momentum=0.9, nesterov=True),
             dtype="float64",
             threads=1,
@@ -53,7 +55,7 @@ def _models():
         ),
         fastbp.Sequential(
             [fastbp.Dropout(0.1), fastbp.Dense(3, "softplus"), fastbp.Dense(1, "exponential")],
-            loss="poisson",
+            loss=fastbp.losses.Poisson(half_deviance=True),
             optimizer=fastbp.Adagrad(lr=0.05),
             seed=6,
         ),
