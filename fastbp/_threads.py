@@ -29,6 +29,10 @@ from ._backend import core
 # thread does the whole step: a few microseconds of work. Measured in bench/.
 PARALLEL_MIN_FLOPS_PER_THREAD = 2_000_000
 
+# The largest thread budget a model accepts: more than any machine has cores, and
+# within the C int that BLAS libraries take (threadpoolctl fails on larger ones).
+MAX_THREADS = 1024
+
 _controller = None
 
 _forked = False  # whether this process was made by fork (see the module)

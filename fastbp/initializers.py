@@ -138,4 +138,10 @@ def initialize(
         raise ValueError(f"initializer {init!r} returned shape {values.shape}, expected {shape}")
     if values.dtype.kind not in "iuf" or not np.isfinite(values).all():
         raise ValueError(f"initializer {init!r} returned non-finite or non-numeric values")
-    return values.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):  # reported below, naming the dtype
+        values = values.astype(dtype, copy=False)
+    if not np.isfinite(values).all():
+        raise ValueError(
+            f"initializer {init!r} returned values too large for {np.dtype(dtype).name}"
+        )
+    return values

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-from . import _summary, inference, persistence, trainer
+from . import _summary, _threads, inference, persistence, trainer
 from . import _validation as val
 from . import data as fitdata
 from ._guard import Guard
@@ -56,8 +56,9 @@ class Sequential:
         Number of input features: with it the weights are created now, without it at
         the first ``fit`` (or ``set_weights``).
     threads : int, optional
-        Threads for training. By default as many as BLAS uses now
-        (``threadpoolctl.threadpool_limits`` or ``OMP_NUM_THREADS``).
+        Threads for training, from 1 to 1024 (``fastbp._threads.MAX_THREADS``). By
+        default as many as BLAS uses now (``threadpoolctl.threadpool_limits`` or
+        ``OMP_NUM_THREADS``).
 
     Notes
     -----
@@ -91,7 +92,11 @@ class Sequential:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed must be an integer or None, got {seed!r}")
         self.seed = seed
-        self.threads = None if threads is None else val.positive_int(threads, "threads")
+        self.threads = (
+            None
+            if threads is None
+            else val.positive_int(threads, "threads", maximum=_threads.MAX_THREADS)
+        )
         self.loss = get_loss(loss) if loss is not None else None
         self._rng = np.random.default_rng(seed)
         self._init_parts()

@@ -534,6 +534,10 @@ class Adagrad(Optimizer):
         }
 
 
+# The state rows that accumulate squared gradients: never negative (their square
+# roots divide the step).
+SQUARED_STATE = frozenset({"exp_avg_sq", "square_avg", "sum"})
+
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSProp, "adagrad": Adagrad}
 
 

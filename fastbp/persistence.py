@@ -14,14 +14,22 @@ This module owns the model's configuration (``config_of``, ``from_config``), its
 restoration and what pickle and copy keep of it; it never imports the model module
 (the model imports it).
 
-It is read with ``allow_pickle=False``: loading never runs code from the file. The
-file is written to a temporary file in the same folder, then renamed over the
-target, so that a crash never leaves a half-written model under the target's name.
+Loading trusts nothing in the file and never runs code from it (no pickle, no
+eval): the archive and its array headers are checked by ``fastbp._archive``, the
+JSON document field by field by ``fastbp._schema``, then the sizes the
+configuration implies against the arrays' headers, all before the model is
+built; so loading allocates a small multiple of the file's size at most, anything
+wrong raises ``ModelFileError`` naming what, and a model that loads trains and
+predicts. The file is written to a temporary file in the same folder, then renamed
+over the target, so that a crash never leaves a half-written model under the
+target's name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import errno
 import json
 import os
 from typing import TYPE_CHECKING, Any
@@ -29,10 +37,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from . import _archive, _schema, network
 from . import _validation as val
 from .layers import Dense, Dropout, Residual
 from .losses import LOSSES
-from .optimizers import OPTIMIZERS
+from .optimizers import OPTIMIZERS, SQUARED_STATE
 
 if TYPE_CHECKING:  # the model imports this module, never the other way at run time
     from .model import Sequential
@@ -75,68 +84,96 @@ def config_of(model: Sequential) -> dict[str, Any]:
     }
 
 
-def _layer(entry, inside=False):
-    kinds = {"Dense": Dense, "Dropout": Dropout, "Residual": Residual}
-    if entry.get("class") not in kinds or (inside and entry["class"] == "Residual"):
-        raise ValueError(f"unknown layer class {entry.get('class')!r}")
+def from_config(model_class: type[Sequential], config: dict[str, Any]) -> Sequential:
+    """A built ``model_class`` (fresh weights) from ``config_of``'s output.
+
+    Raises ``fastbp._schema.ConfigError`` (a ValueError) naming the field that is
+    of the wrong type, out of range or inconsistent with the others."""
+    config = _schema.check_model(config)
+    return _build(model_class, config, _parts(config))
+
+
+def _parts(config):
+    """The layers, loss and optimizer of a checked configuration: each constructor
+    checks its own arguments, and a refusal names the field."""
+    layers = [_layer(entry, f"layers[{i}]") for i, entry in enumerate(config["layers"])]
+    with _field("loss_config"):
+        loss = LOSSES[config["loss"]](**config["loss_config"])
+    optimizer = config["optimizer"]
+    by_class = {klass.__name__: klass for klass in OPTIMIZERS.values()}
+    with _field("optimizer.config"):
+        optimizer = by_class[optimizer["class"]](**optimizer["config"])
+    return layers, loss, optimizer
+
+
+def _layer(entry, where):
     if entry["class"] == "Residual":
-        return Residual([_layer(inner, True) for inner in entry["config"]["layers"]])
-    layer = kinds[entry["class"]](**entry["config"])
-    layer.trainable = bool(entry.get("trainable", True))
+        inner = entry["config"]["layers"]
+        blocks = [_layer(e, f"{where}.config.layers[{i}]") for i, e in enumerate(inner)]
+        with _field(f"{where}.config"):
+            return Residual(blocks)  # its trainable flag is its layers'
+    with _field(f"{where}.config"):
+        layer = {"Dense": Dense, "Dropout": Dropout}[entry["class"]](**entry["config"])
+    layer.trainable = entry["trainable"]
     return layer
 
 
-def from_config(model_class: type[Sequential], config: dict[str, Any]) -> Sequential:
-    """A built ``model_class`` (fresh weights) from ``config_of``'s output."""
-    layers = [_layer(entry) for entry in config["layers"]]
-    opt = config["optimizer"]
-    by_class = {klass.__name__: klass for klass in OPTIMIZERS.values()}
-    if opt.get("class") not in by_class:
-        raise ValueError(f"unknown optimizer class {opt.get('class')!r}")
-    if config["loss"] not in LOSSES:
-        raise ValueError(f"unknown loss {config['loss']!r}")
-    loss = LOSSES[config["loss"]](**config.get("loss_config", {}))
-    model = model_class(
-        layers,
-        loss=loss,
-        optimizer=by_class[opt["class"]](**opt["config"]),
-        seed=config["seed"],
-        dtype=config["dtype"],
-        threads=config["threads"],
-    )
-    model.build(val.positive_int(config["input_dim"], "input_dim"))
+@contextlib.contextmanager
+def _field(where):
+    """Report a constructor's refusal (ValueError, TypeError) as a ConfigError at
+    ``where``."""
+    try:
+        yield
+    except _schema.ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise _schema.ConfigError(where, str(exc)) from exc
+
+
+def _sizes(config, parts):
+    """``(n_params, n_state_rows)``: the sizes of the flat buffer and optimizer state
+    that the configuration implies, computed without allocating anything."""
+    layers, _, optimizer = parts
+    with _field("layers"):
+        dense = network.flatten(layers)[0]
+    n_in, n_params = config["input_dim"], 0
+    for layer in dense:
+        n_params += layer.n_params(n_in)
+        n_in = layer.units
+    return n_params, len(optimizer.state_names())
+
+
+def _build(model_class, config, parts):
+    layers, loss, optimizer = parts
+    with _field("layers"):
+        model = model_class(
+            layers,
+            loss=loss,
+            optimizer=optimizer,
+            seed=config["seed"],
+            dtype=config["dtype"],
+            threads=config["threads"],
+        )
+        model.build(config["input_dim"])
     return model
 
 
 def restore(
     model: Sequential, params: NDArray[Any], state: NDArray[Any], config: dict[str, Any]
 ) -> None:
-    """Set weights, optimizer state, random state and history saved by ``save``."""
-    network = model._network
-    if params.dtype != model.dtype or params.shape != network.params.shape:
-        raise ValueError(
-            f"params of {params.dtype} {params.shape} do not fit the"
-            f" architecture ({np.dtype(model.dtype).name} {network.params.shape})"
-        )
-    if not val.all_finite(params):
-        raise ValueError("params hold NaN or infinity")
+    """Set weights, optimizer state, random state and history saved by ``save``, from
+    a checked configuration (``fastbp._schema.check_file``) and arrays of the sizes
+    it implies."""
+    np.copyto(model._network.params, params)
     live = model.optimizer_state
-    if state.dtype != model.dtype or state.shape != live.rows.shape:
-        raise ValueError(
-            f"optimizer state of shape {state.shape} does not fit the"
-            f" optimizer (shape {live.rows.shape})"
-        )
-    np.copyto(network.params, params)
     np.copyto(live.rows, state)
-    live.step = val.positive_int(config["optimizer"]["iterations"], "iterations", minimum=0)
+    live.step = config["optimizer"]["iterations"]
     model._rng.bit_generator.state = config["rng_state"]
-    network.dropout_seed = val.positive_int(config["dropout_seed"], "dropout_seed", minimum=0)
+    model._network.dropout_seed = config["dropout_seed"]
     history = config["history"]
-    model.history.epoch = [int(e) for e in history["epoch"]]
-    model.history.history = {
-        str(k): [float(v) for v in values] for k, values in history["history"].items()
-    }
-    model._epochs_done = val.positive_int(config["epochs_done"], "epochs_done", minimum=0)
+    model.history.epoch = list(history["epoch"])
+    model.history.history = {key: list(values) for key, values in history["history"].items()}
+    model._epochs_done = config["epochs_done"]
 
 
 def pickled_state(model: Sequential) -> dict[str, Any]:
@@ -186,6 +223,16 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> str:
     path = os.fspath(path)
     if not path.endswith(".npz"):
         path += ".npz"
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):  # say so, rather than name the temporary file
+        if os.path.exists(folder):
+            raise NotADirectoryError(
+                f"cannot save the model to {path}: {folder} is a file, not a folder"
+            )
+        raise FileNotFoundError(
+            f"cannot save the model to {path}: the folder {folder} does not exist;"
+            " create it first (os.makedirs)"
+        )
     config = config_of(model)
     config.update(format=FORMAT, format_version=FORMAT_VERSION, fastbp_version=__version__)
     arrays = {
@@ -193,7 +240,6 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> str:
         "params": model._network.params,
         "optimizer_state": model.optimizer_state.rows,
     }
-    folder = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=".fastbp-", suffix=".npz.tmp", dir=folder)
     try:
         with os.fdopen(handle, "wb") as file:
@@ -210,52 +256,114 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> str:
 
 def load(path: str | os.PathLike[str], model_class: type[Sequential]) -> Sequential:
     """Read a model written by ``save`` as a ``model_class`` (``fastbp.load`` passes
-    Sequential).
+    Sequential). ``path`` may omit the ``.npz`` ending that ``save`` appends.
+
+    Nothing is allocated before it is checked: the configuration's every field
+    (``fastbp._schema``), then the arrays' headers against the sizes the
+    configuration implies, then the arrays; so loading allocates a small multiple
+    of the file's size at most, and a model that loads trains and predicts.
 
     Raises
     ------
     ModelFileError (a ValueError)
-        When the file is not a complete, consistent fastbp model file.
+        When the file is not a complete, consistent fastbp model file; the message
+        names the entry or field at fault.
+    FileNotFoundError
+        When neither ``path`` nor ``path + ".npz"`` exists.
     """
-    import zipfile
-
-    path = os.fspath(path)
+    path = _existing(os.fspath(path))
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [key for key in _KEYS if key not in archive.files]
-            if missing:
-                raise ModelFileError(f"{path} is not a fastbp model file: it lacks {missing}")
-            arrays = {key: archive[key] for key in _KEYS}
-    except ModelFileError:
-        raise
-    except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
+        with open(path, "rb") as file, _archive.Archive(file) as archive:
+            config, parts, params, state = _read(archive, path)
+    except _archive.ArchiveError as exc:
         raise ModelFileError(f"{path} is not a readable fastbp model file: {exc}") from exc
-    config = _read_config(arrays["config"], path)
     try:
-        model = from_config(model_class, config)
-        restore(model, arrays["params"], arrays["optimizer_state"], config)
-    except (ValueError, TypeError, KeyError) as exc:
+        model = _build(model_class, config, parts)
+    except _schema.ConfigError as exc:
         raise ModelFileError(f"{path} holds an inconsistent fastbp model: {exc}") from exc
+    restore(model, params, state, config)
     return model
 
 
-def _read_config(array, path):
-    if array.dtype.kind != "U" or array.ndim != 0:
+def _read(archive, path):
+    """The checked configuration, its parts (layers, loss, optimizer), and the
+    params and optimizer state of the sizes it implies, from an open model file."""
+    missing = [key for key in _KEYS if key not in archive.names]
+    if missing:
+        raise ModelFileError(f"{path} is not a fastbp model file: it lacks {missing}")
+    config = _read_config(archive, path)
+    try:
+        parts = _parts(config)
+        n_params, n_rows = _sizes(config, parts)
+    except _schema.ConfigError as exc:
+        raise ModelFileError(f"{path} holds an invalid model configuration: {exc}") from exc
+    dtype = np.dtype(config["dtype"])
+    arrays = []
+    for key, shape, what, owner in (
+        ("params", (n_params,), "params", "the architecture"),
+        ("optimizer_state", (n_rows, n_params), "optimizer state", "the optimizer"),
+    ):
+        header = archive.header(key)
+        stored = header.dtype.newbyteorder("=")
+        if stored != dtype or header.shape != shape:
+            raise ModelFileError(
+                f"{path} holds an inconsistent fastbp model: the {what} ({key}) of"
+                f" {stored.name} {header.shape} does not fit {owner} ({dtype.name} {shape})"
+            )
+        arrays.append(archive.read(key))
+    problem = _array_problem(*arrays, parts[2])
+    if problem:
+        raise ModelFileError(f"{path} holds an inconsistent fastbp model: {problem}")
+    return config, parts, *arrays
+
+
+def _array_problem(params, state, optimizer):
+    """What makes the stored arrays unusable (so that a model that loads trains):
+    non-finite values, or a negative sum of squared gradients."""
+    if not val.all_finite(params):
+        return "params hold NaN or infinity"
+    if not val.all_finite(state):
+        return "the optimizer state holds NaN or infinity"
+    for name, row in zip(optimizer.state_names(), state):
+        if name in SQUARED_STATE and (row < 0).any():
+            return f"the optimizer state {name} (a sum of squares) holds negative values"
+    return None
+
+
+def _existing(path):
+    """``path``, or ``path + ".npz"`` when only that exists (what ``save(path)``
+    wrote)."""
+    if os.path.exists(path):
+        return path
+    if not path.endswith(".npz") and os.path.exists(path + ".npz"):
+        return path + ".npz"
+    raise FileNotFoundError(
+        errno.ENOENT,
+        "No such model file" + ("" if path.endswith(".npz") else " (nor with .npz appended)"),
+        path,
+    )
+
+
+def _read_config(archive, path):
+    """The file's JSON document, checked against the schema (``fastbp._schema``)."""
+    header = archive.header("config")
+    if header.dtype.kind != "U" or header.shape != ():
         raise ModelFileError(f"{path} is not a fastbp model file: bad config entry")
     try:
-        config = json.loads(str(array))
-    except json.JSONDecodeError as exc:
+        config = json.loads(str(archive.read("config")[()]))
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise ModelFileError(f"{path} has a corrupt config: {exc}") from exc
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ModelFileError(f"{path} is not a fastbp model file")
     version = config.get("format_version")
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ModelFileError(f"{path} has no valid format version")
     if version > FORMAT_VERSION:
         raise ModelFileError(
             f"{path} uses format version {version}; this fastbp reads up to {FORMAT_VERSION}:"
             " upgrade fastbp"
         )
-    return config
+    try:
+        return _schema.check_file(config)
+    except _schema.ConfigError as exc:
+        raise ModelFileError(f"{path} holds an invalid model configuration: {exc}") from exc

@@ -82,11 +82,17 @@ def test_default_per_activation(activation, expected):
         ([1, 2], TypeError, "initializer"),
         (lambda shape, rng: np.zeros(3), ValueError, "shape"),
         (lambda shape, rng: np.full(shape, np.nan), ValueError, "non-finite"),
+        (1e300, ValueError, "too large for float32"),  # finite, but not in float32
     ],
 )
 def test_bad_initializers(init, error, message):
     with pytest.raises(error, match=message):
         fastbp.Sequential([fastbp.Dense(2, init=init)], input_dim=3)
+
+
+def test_a_constant_too_large_for_float32_suits_float64():
+    model = fastbp.Sequential([fastbp.Dense(2, init=1e300)], input_dim=3, dtype="float64")
+    assert (model.layers[0].weight == 1e300).all()
 
 
 def test_unknown_initializer():

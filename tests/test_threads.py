@@ -98,3 +98,14 @@ def test_threads_argument_checked():
         fastbp.Sequential([fastbp.Dense(1)], threads=0)
     with pytest.raises(TypeError, match="threads"):
         fastbp.Sequential([fastbp.Dense(1)], threads=1.5)
+    # Not only at the first fit, inside threadpoolctl: at construction, naming the limit.
+    for threads in (2**64, _threads.MAX_THREADS + 1):
+        with pytest.raises(ValueError, match=r"threads must be <= 1024"):
+            fastbp.Sequential([fastbp.Dense(1)], threads=threads)
+
+
+def test_the_largest_thread_budget_trains():
+    X, y = np.random.default_rng(0).normal(size=(40, 3)), np.zeros(40)
+    model = fastbp.Sequential([fastbp.Dense(1)], loss="mse", threads=_threads.MAX_THREADS)
+    history = model.fit(X, y, epochs=2, batch_size=8)
+    assert model.threads == 1024 and np.isfinite(history["loss"]).all()
