@@ -536,6 +536,28 @@ class Sequential:
         with self._guard.reading():
             return persistence.save(self, path)
 
+    def to_onnx(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        input_name: str = "input",
+        output_name: str = "output",
+    ) -> Any:
+        """Export the model as a standard ONNX graph that computes ``predict``: Gemm
+        per Dense layer, its activation, residual adds and the output activation
+        (opset 17, dropout omitted), written to ``path`` when given.
+
+        The input ``input_name`` has shape (batch, n_features) with a dynamic batch
+        dimension and the model's dtype; so has the output ``output_name``, of shape
+        (batch, n_outputs). Returns the ``onnx.ModelProto``, checked by
+        ``onnx.checker``. Needs ``pip install "fastbp[onnx]"``; see ``fastbp.onnx``.
+        Raises RuntimeError for a model that is not built or cannot be used, and
+        ValueError for a NaN or infinite weight.
+        """
+        from . import onnx as export
+
+        return export.export(self, path, input_name=input_name, output_name=output_name)
+
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Sequential:
         """Read a model written by ``save`` (``fastbp.load``)."""

@@ -681,6 +681,25 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         y_prob = self.predict_proba(X)
         return np.log(y_prob, out=y_prob)
 
+    def to_onnx(self, path=None, *, input_name="input"):
+        """Export as a standard ONNX graph (see ``fastbp.onnx``), written to ``path``
+        when given; returns the ``onnx.ModelProto``. Its input ``input_name`` has shape
+        (batch, n_features) and the fitted dtype; its outputs are "label" (what
+        ``predict`` gives: shape (batch,), or (batch, n_classes) of 0/1 for
+        multi-label) and "probabilities" (what ``predict_proba`` gives: shape (batch,
+        n_classes), ``[1 - p, p]`` for binary). Needs ``pip install "fastbp[onnx]"``."""
+        from . import onnx as export
+
+        check_is_fitted(self)
+        self._sync_weights()
+        return export.export_classifier(
+            self.model_,
+            self.classes_,
+            self._label_binarizer.y_type_,
+            path,
+            input_name=input_name,
+        )
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
@@ -819,3 +838,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _score(self, X, y, sample_weight=None):
         return self._score_with_function(X, y, sample_weight, r2_score)
+
+    def to_onnx(self, path=None, *, input_name="input"):
+        """Export as a standard ONNX graph (see ``fastbp.onnx``), written to ``path``
+        when given; returns the ``onnx.ModelProto``. Its input ``input_name`` has shape
+        (batch, n_features) and the fitted dtype; its output "predictions" is what
+        ``predict`` gives: shape (batch,) for one output, else (batch, n_outputs).
+        Needs ``pip install "fastbp[onnx]"``."""
+        from . import onnx as export
+
+        check_is_fitted(self)
+        self._sync_weights()
+        return export.export_regressor(self.model_, path, input_name=input_name)
