@@ -467,3 +467,19 @@ def test_estimator_errors(sklearn_mlp):
     reg.coefs_[1][0, 0] = np.nan
     with pytest.raises(ValueError, match="Dense layer 1 .* non-finite weight"):
         reg.to_onnx()
+
+
+def test_the_readme_example(tmp_path, monkeypatch):
+    # The README's "Deploying with ONNX" snippet, after its "Example" (fewer epochs).
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+
+    def snippet(section):
+        text = readme.split(f"## {section}\n", 1)[1]
+        return text.split("```python\n", 1)[1].split("```", 1)[0]
+
+    example = snippet("Example").replace("epochs=50", "epochs=2")
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(example + snippet("Deploying with ONNX"), namespace)
+    model, X = namespace["model"], namespace["X"]
+    assert_close(namespace["probabilities"], model.predict(X[:5]), RTOL[np.dtype(np.float32)])
