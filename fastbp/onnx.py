@@ -397,9 +397,8 @@ def export_classifier(
             index = graph.op("ArgMax", [p], "class_index", axis=1, keepdims=0)
         else:
             raise ValueError(f"unknown type of target {target_type!r}")
-        classes_name = graph.name("classes")
-        graph.initializers.append(onnx.numpy_helper.from_array(table, classes_name))
-        label = graph.op("Gather", [classes_name, index], "label", output="label", axis=0)
+        classes = graph.constant("classes", table, table.dtype)
+        label = graph.op("Gather", [classes, index], "label", output="label", axis=0)
         label_info = graph.tensor(label, elem_type, None)
     proto = _finish(
         graph,
