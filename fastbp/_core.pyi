@@ -1,6 +1,7 @@
 """Type stubs of the compiled module fastbp._core (see its module docstring).
 
 Arrays are C-contiguous; ``F`` stands for float32 or float64, the same in one call.
+``Inputs`` (X) is such a matrix or a ``Csr`` (sparse rows, read in place).
 """
 
 from typing import Any
@@ -28,6 +29,22 @@ class Plan:
     n_params: int
     def __init__(self, net: NDArray[np.void], layers: NDArray[np.void], n_params: int) -> None: ...
 
+class Csr:
+    values: F
+    indices: I
+    indptr: I
+    n_rows: int
+    n_cols: int
+    double_values: bool
+    matrix: Any
+    def __init__(self, values: F, indices: I, indptr: I, n_cols: int) -> None: ...
+    @property
+    def shape(self) -> tuple[int, int]: ...
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+
+Inputs = F | Csr
+
 def struct_dtypes() -> dict[str, np.dtype[np.void]]: ...
 def train_run(
     params: F,
@@ -37,7 +54,7 @@ def train_run(
     label_work: I,
     weight_work: F,
     plan: Plan,
-    X: F,
+    X: Inputs,
     targets: F,
     labels: I,
     sample_weight: F,
@@ -62,7 +79,7 @@ def batch_gradients(
     label_work: I,
     weight_work: F,
     plan: Plan,
-    X: F,
+    X: Inputs,
     targets: F,
     labels: I,
     sample_weight: F,
@@ -91,13 +108,13 @@ def input_gradient_run(
     output: int,
     out: F,
 ) -> None: ...
-def predict_run(params: F, work: F, capacity: int, plan: Plan, X: F, out: F) -> None: ...
+def predict_run(params: F, work: F, capacity: int, plan: Plan, X: Inputs, out: F) -> None: ...
 def evaluate_run(
     params: F,
     work: F,
     capacity: int,
     plan: Plan,
-    X: F,
+    X: Inputs,
     targets: F,
     labels: I,
     loss_kind: int,
@@ -117,7 +134,13 @@ def bias_act_forward(z: F, bias: F, act: int, slope: float = 0.0) -> None: ...
 def act_backward(a: F, delta: F, act: int, slope: float = 0.0, z: F | None = None) -> None: ...
 def col_sums(d: F, out: F) -> None: ...
 def loss_delta(
-    kind: int, out: F, targets: F, labels: I, delta: F, param: float = 1.0
+    kind: int,
+    out: F,
+    targets: F,
+    labels: I,
+    delta: F,
+    param: float = 1.0,
+    row_scale: float = 1.0,
 ) -> tuple[float, int]: ...
 def sgd_update(
     params: F,

@@ -640,6 +640,16 @@ cdef void _optimizer_step(const OptimizerConfig* o, floating* p, const floating*
             fbp_adagrad_f64(p, g, total, n, clr, o.weight_decay, o.eps)
 
 
+cdef inline bint _all_finite(const floating* x, Py_ssize_t n) noexcept nogil:
+    # x - x is 0 for a finite x and NaN for NaN or infinity; the flags OR together
+    # (no floating-point sum: the loop vectorizes).
+    cdef Py_ssize_t i
+    cdef bint bad = False
+    for i in range(n):
+        bad |= (x[i] - x[i]) != 0
+    return not bad
+
+
 cdef inline double _sum_squares(const floating* g, Py_ssize_t n) noexcept nogil:
     if floating is float:
         return fbp_sum_squares_f32(g, n)
@@ -1519,11 +1529,14 @@ def predict_run(const floating[::1] params, floating[::1] work, Py_ssize_t capac
                 Plan plan, object X, floating[:, ::1] out):
     """Forward pass over all rows of ``X`` (dense or ``Csr``) in chunks of
     ``capacity`` rows into ``out``, the output activation
-    (``NetPlan.output_activation``: the one fused into the loss in training) applied."""
+    (``NetPlan.output_activation``: the one fused into the loss in training) applied.
+    Returns False, having stopped, when X holds NaN or infinity (the caller says
+    where): the check costs a pass over X's values, not a separate NumPy call."""
     cdef Py_ssize_t n, start, rows, k, d = plan.net.n_inputs
     cdef floating* res
     cdef const void* dense
     cdef SparseRows sparse
+    cdef bint finite = True
     n = _bind_input(X, plan, params.shape[0], work.shape[0], capacity, False, &out[0, 0]
                     if out.shape[0] else <floating*>NULL, &dense, &sparse)
     cdef const SparseRows* sx = &sparse if sparse.values != NULL else NULL
@@ -1537,6 +1550,13 @@ def predict_run(const floating[::1] params, floating[::1] work, Py_ssize_t capac
         while start < n:
             rows = capacity if start + capacity <= n else n - start
             sparse.first = start
+            if dense != NULL:
+                finite = _all_finite(<const floating*>dense + start * d, rows * d)
+            else:
+                finite = _all_finite(<const floating*>sparse.values + sparse.indptr[start],
+                                     sparse.indptr[start + rows] - sparse.indptr[start])
+            if not finite:
+                break
             _forward(&params[0], &work[0], capacity, plan.layers, plan.n_layers,
                      <const floating*>dense + start * d if dense != NULL else NULL, sx, 0, rows,
                      NULL, False)
@@ -1544,6 +1564,7 @@ def predict_run(const floating[::1] params, floating[::1] work, Py_ssize_t capac
             _bias_act(res, <floating*>NULL, rows, k, output_act, <floating>0, <floating*>NULL)
             memcpy(&out[start, 0], res, rows * k * sizeof(floating))
             start += rows
+    return finite
 
 
 def evaluate_run(const floating[::1] params, floating[::1] work, Py_ssize_t capacity,

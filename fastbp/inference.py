@@ -14,20 +14,25 @@ import numpy as np
 
 from . import _codes, _sparse
 from ._backend import core
-from .data import total_squares
+from .data import check_finite_inputs, total_squares
 from .losses import LOSS_BCE
 from .network import Workspace
 
 
 def predict(network, guard, X):
-    """The network's output for checked X, the fused output activation applied."""
+    """The network's output for X (checked but for NaN and infinity, which the
+    compiled pass finds), the fused output activation applied."""
     out = np.empty((X.shape[0], network.n_outputs), dtype=network.dtype)
     ws = network.inference_workspace(X.shape[0])
     token = guard.acquire_read()
     try:
-        core().predict_run(network.params, ws.buffer, ws.capacity, network.compiled, X, out)
+        finite = network.predict_run(
+            network.params, ws.buffer, ws.capacity, network.compiled, X, out
+        )
     finally:
         guard.release_read(token)
+    if not finite:
+        check_finite_inputs(X, "X")  # raises, naming the first bad entry
     return out
 
 

@@ -221,8 +221,8 @@ class Sequential:
         self._ensure_built(data.X.shape[1], names[0])
         return data
 
-    def _check_X(self, X, name="X"):
-        X = fitdata.inputs(X, self.dtype, name)
+    def _check_X(self, X, name="X", finite=True):
+        X = fitdata.inputs(X, self.dtype, name, finite)
         self._ensure_built(X.shape[1], name)
         return X
 
@@ -426,7 +426,7 @@ class Sequential:
         mse, the outputs, of shape (n_samples, n_outputs).
         """
         self._require_built()
-        return inference.predict(self._network, self._guard, self._check_X(X))
+        return inference.predict(self._network, self._guard, self._check_X(X, finite=False))
 
     def predict_classes(self, X: ArrayLike) -> NDArray[np.intp]:
         """Class predictions: the most probable class (cross_entropy) or 0/1 per output

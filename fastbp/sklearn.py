@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -47,7 +48,8 @@ from sklearn.neural_network import MLPClassifier as _ScikitClassifier
 from sklearn.neural_network import MLPRegressor as _ScikitRegressor
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
-from sklearn.utils import shuffle as _shuffled
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -55,15 +57,31 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from . import data as fitdata
 from . import trainer as fittrainer
 from .callbacks import Callback
-from .layers import Dense
-from .losses import BinaryCrossEntropy, CrossEntropy, Poisson, SquaredError
+from .layers import Dense, Dropout
+from .losses import MAE, BinaryCrossEntropy, CrossEntropy, Huber, Poisson, SquaredError
 from .model import Sequential
 from .optimizers import SGD, Adam
 from .regularizers import L2
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
-_ACTIVATIONS = {"identity": None, "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+# scikit-learn's four activations, then fastbp's others.
+_ACTIVATIONS = {
+    "identity": None,
+    "logistic": "sigmoid",
+    "tanh": "tanh",
+    "relu": "relu",
+    "leaky_relu": "leaky_relu",
+    "elu": "elu",
+    "gelu": "gelu",
+    "softplus": "softplus",
+}
+# What scikit-learn does not offer: more activations, dropout, a dtype to train in.
+_EXTRA_CONSTRAINTS = {
+    "activation": [StrOptions(set(_ACTIVATIONS))],
+    "dropout": [Interval(Real, 0, 1, closed="left")],
+    "dtype": [None, StrOptions({"float32", "float64"})],
+}
 _SPARSE_FORMATS = ["csr", "csc", "coo"]
 
 
@@ -98,7 +116,11 @@ class _BaseMLP(BaseEstimator):
         epsilon,
         n_iter_no_change,
         max_fun,
+        dropout=0.0,
+        dtype=None,
     ):
+        self.dropout = dropout
+        self.dtype = dtype
         self.activation = activation
         self.solver = solver
         self.alpha = alpha
@@ -139,7 +161,11 @@ class _BaseMLP(BaseEstimator):
         penalty = L2(self.alpha / 2, per_sample=True) if self.alpha else None
         hidden = _ACTIVATIONS[self.activation]
         output_activation, loss = self._output()
-        layers = [Dense(u, hidden, kernel_regularizer=penalty) for u in units[1:-1]]
+        layers = []
+        for u in units[1:-1]:
+            layers.append(Dense(u, hidden, kernel_regularizer=penalty))
+            if self.dropout:
+                layers.append(Dropout(self.dropout))
         layers.append(Dense(n_outputs, output_activation, kernel_regularizer=penalty))
         model = Sequential(layers, loss=loss, optimizer=self._optimizer(), dtype=dtype, seed=0)
         model.build(n_features)
@@ -153,6 +179,8 @@ class _BaseMLP(BaseEstimator):
             intercept = self._random_state.uniform(-bound, bound, fan_out)
             weights.append((coef.astype(dtype, copy=False), intercept.astype(dtype, copy=False)))
         model.set_weights(weights)
+        if self.dropout:  # the masks' seed, drawn after the weights
+            model._network.dropout_seed = int(self._random_state.randint(2**31 - 1))
         self.model_ = model
         self._bind_attributes()
 
@@ -173,7 +201,9 @@ class _BaseMLP(BaseEstimator):
 
     def _bind_attributes(self):
         """``coefs_`` and ``intercepts_`` as views of the model's weights."""
-        pairs = [(layer.weight, layer.bias) for layer in self.model_.layers]
+        pairs = [
+            (layer.weight, layer.bias) for layer in self.model_.layers if isinstance(layer, Dense)
+        ]
         self.coefs_ = [w for w, _ in pairs]
         self.intercepts_ = [b for _, b in pairs]
         self._views = (list(self.coefs_), list(self.intercepts_))
@@ -199,15 +229,20 @@ class _BaseMLP(BaseEstimator):
             self._sync_weights()
 
     # -- fit ---------------------------------------------------------------------
-    def _fit(self, X, y, sample_weight=None, incremental=False):
+    def _fit(self, X, y, sample_weight=None, incremental=False, validation_data=None):
         self._validate_params()
         self._hidden_sizes()
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
         if y.ndim == 1:
             y = y.reshape(-1, 1)
+        if self.dtype is not None and X.dtype != self.dtype:
+            X, y = X.astype(self.dtype), y.astype(self.dtype)
         n_samples, n_features = X.shape
         sample_weight = _sample_weights(sample_weight, n_samples, X.dtype)
+        sample_weight = self._with_class_weight(sample_weight, y)
+        if validation_data is not None:
+            validation_data = self._validation_data(validation_data, X.dtype)
         self._random_state = check_random_state(self.random_state)
         if first_pass:
             self._initialize(y.shape[1], n_features, X.dtype)
@@ -219,15 +254,32 @@ class _BaseMLP(BaseEstimator):
                     f" {self.n_outputs_}: fit again without warm_start"
                 )
         if self.solver == "lbfgs":
+            if validation_data is not None:
+                raise ValueError("validation_data needs a stochastic solver ('sgd' or 'adam')")
             self._fit_lbfgs(X, y, sample_weight)
         else:
-            self._fit_stochastic(X, y, sample_weight, incremental)
+            self._fit_stochastic(X, y, sample_weight, incremental, validation_data)
         if not np.isfinite(self.model_.flat_params).all():
             raise ValueError(
                 "Solver produced non-finite parameter weights. The input data may"
                 " contain large values and need to be preprocessed."
             )
         return self
+
+    def _with_class_weight(self, sample_weight, Y):
+        return sample_weight  # the classifier's class_weight multiplies in
+
+    def _validation_data(self, validation_data, dtype):
+        """fit's ``validation_data`` = (X_val, y_val), checked like X and y: the
+        inputs, the targets as ``score`` takes them, and as the network's loss does."""
+        try:
+            X_val, y_val = validation_data
+        except (TypeError, ValueError):
+            raise ValueError("validation_data must be a pair (X_val, y_val)") from None
+        X_val = validate_data(
+            self, X_val, accept_sparse=_SPARSE_FORMATS, reset=False, dtype=(np.float64, np.float32)
+        )
+        return X_val.astype(dtype, copy=False), np.asarray(y_val), None
 
     def _initialize(self, n_outputs, n_features, dtype):
         self.n_iter_ = 0
@@ -239,6 +291,7 @@ class _BaseMLP(BaseEstimator):
         if self.solver != "lbfgs":
             self.loss_curve_ = []
             self._no_improvement_count = 0
+            self.validation_loss_curve_ = None
             if self.early_stopping:
                 self.validation_scores_ = []
                 self.best_validation_score_ = -np.inf
@@ -268,7 +321,7 @@ class _BaseMLP(BaseEstimator):
     def _reported_loss(self, loss, penalty):
         return (loss - penalty) * self._report_factor() + penalty
 
-    def _fit_stochastic(self, X, Y, sample_weight, incremental):
+    def _fit_stochastic(self, X, Y, sample_weight, incremental, validation_data=None):
         model = self.model_
         if not incremental or not getattr(self, "_optimizer_ready", False):
             # A new optimizer, as scikit-learn makes one: fresh state, the initial rate.
@@ -277,8 +330,8 @@ class _BaseMLP(BaseEstimator):
             self._optimizer_ready = True
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
-        validation = None
-        if self.early_stopping:
+        validation = validation_data
+        if self.early_stopping and validation is None:
             stratify = Y if is_classifier(self) and self.n_outputs_ == 1 else None
             parts = train_test_split(
                 X,
@@ -311,15 +364,20 @@ class _BaseMLP(BaseEstimator):
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         orders = None
         if self.shuffle:
-            rows = np.arange(n_samples, dtype=int)
+            rows = np.arange(n_samples, dtype=np.intp)
 
             def orders():
-                # scikit-learn's stream: each epoch shuffles the previous order.
+                # scikit-learn's stream: each epoch shuffles the previous order
+                # (sklearn.utils.shuffle draws this permutation, slower).
                 nonlocal rows
-                rows = _shuffled(rows, random_state=self._random_state)
+                permutation = np.arange(n_samples)
+                self._random_state.shuffle(permutation)
+                rows = rows[permutation]
                 return rows
 
         data = self._training_data(X, Y, sample_weight)
+        if validation is not None:
+            validation = self._with_loss_data(validation)
         iterations = _Iterations(self, validation, n_samples, incremental)
         self._set_lr(self._lr)
         loop = fittrainer.settings(
@@ -353,6 +411,31 @@ class _BaseMLP(BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=3,
             )
+
+    def _with_loss_data(self, validation):
+        """(X_val, y_val, w_val) and the fastbp Data of the validation loss."""
+        X_val, y_val, w_val = validation
+        model = self.model_
+        Y_val = self._encode(y_val)
+        if Y_val.ndim == 1:
+            Y_val = Y_val.reshape(-1, 1)
+        data = model._data(
+            X_val, self._fastbp_targets(Y_val.astype(model.dtype)), ("X_val", "y_val")
+        )
+        if self.validation_loss_curve_ is None:
+            self.validation_loss_curve_ = []
+        if self.validation_scores_ is None:
+            self.validation_scores_ = []
+        return X_val, y_val, w_val, data
+
+    def _validation_loss(self, data):
+        """The validation loss in the convention of ``loss_curve_``, without the L2
+        penalty (a property of the weights, not of the data)."""
+        model = self.model_
+        loss = model._evaluate_data(data)["loss"] - model._network.penalty(
+            total_weight=data.X.shape[0]
+        )
+        return loss * self._report_factor()
 
     def _set_lr(self, lr):
         """The learning rate of the next epochs. SGD's momentum buffer is rescaled by
@@ -415,10 +498,12 @@ class _BaseMLP(BaseEstimator):
         if verbose:
             print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
         if validation is not None:
-            score = self._score(*validation)
+            score = self._score(*validation[:3])
             self.validation_scores_.append(score)
+            self.validation_loss_curve_.append(self._validation_loss(validation[3]))
             if verbose:
                 print(f"Validation score: {score:f}")
+        if validation is not None and self.early_stopping:
             if score < self.best_validation_score_ + self.tol:
                 self._no_improvement_count += 1
             else:
@@ -436,7 +521,7 @@ class _BaseMLP(BaseEstimator):
         if self.solver == "sgd" and self.learning_rate == "invscaling":
             self._set_lr(float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t)
         if self._no_improvement_count > self.n_iter_no_change:
-            subject = "Validation score" if validation is not None else "Training loss"
+            subject = "Validation score" if self.early_stopping else "Training loss"
             message = (
                 f"{subject} did not improve more than tol={self.tol:f} for"
                 f" {self.n_iter_no_change} consecutive epochs."
@@ -515,6 +600,10 @@ def _sample_weights(sample_weight, n_samples, dtype):
     return weights
 
 
+def _times(sample_weight, weights):
+    return weights if sample_weight is None else sample_weight * weights
+
+
 def _model_input(X, dtype):
     """X as the model takes it: CSR for sparse input (never densified)."""
     if hasattr(X, "tocsr"):
@@ -530,9 +619,21 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     meanings; see the module for how the training follows scikit-learn's. Classes may
     be any labels (binary with one logistic output, multi-class with softmax), or a
     multi-label indicator matrix. ``model_`` is the trained ``fastbp.Sequential``.
+
+    What scikit-learn does not offer, off by default: ``activation`` also
+    "leaky_relu", "elu", "gelu" or "softplus"; ``dropout`` (a rate after each hidden
+    layer); ``class_weight`` (a dict of class label to weight, or "balanced", as
+    scikit-learn's other classifiers take it; multiplies ``sample_weight``);
+    ``dtype`` ("float32" trains float64 input in float32, about twice as fast; None
+    keeps the input's); ``fit(..., validation_data=(X_val, y_val))`` with a
+    validation-loss curve (``validation_loss_curve_``).
     """
 
-    _parameter_constraints: dict = dict(_ScikitClassifier._parameter_constraints)
+    _parameter_constraints: dict = {
+        **_ScikitClassifier._parameter_constraints,
+        **_EXTRA_CONSTRAINTS,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
 
     def __init__(
         self,
@@ -560,7 +661,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         epsilon=1e-8,
         n_iter_no_change=10,
         max_fun=15000,
+        dropout=0.0,
+        class_weight=None,
+        dtype=None,
     ):
+        self.class_weight = class_weight
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
             activation=activation,
@@ -586,6 +691,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             epsilon=epsilon,
             n_iter_no_change=n_iter_no_change,
             max_fun=max_fun,
+            dropout=dropout,
+            dtype=dtype,
         )
 
     def _output(self):
@@ -600,6 +707,34 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if self._label_binarizer.y_type_ == "multiclass":
             return np.argmax(Y, axis=1).astype(np.intp)
         return Y
+
+    def _encode(self, y):
+        return self._label_binarizer.transform(y)
+
+    def _with_class_weight(self, sample_weight, Y):
+        if self.class_weight is None:
+            return sample_weight
+        if self._label_binarizer.y_type_.startswith("multilabel"):
+            if not isinstance(self.class_weight, str):
+                raise ValueError(
+                    "for multi-label targets class_weight must be 'balanced' (each label's"
+                    " balanced weights, multiplied)"
+                )
+            return _times(sample_weight, compute_sample_weight("balanced", Y).astype(Y.dtype))
+        labels = self._label_binarizer.inverse_transform(Y if Y.shape[1] > 1 else Y[:, 0])
+        unknown = (
+            set(self.class_weight) - set(self.classes_.tolist())
+            if isinstance(self.class_weight, dict)
+            else set()
+        )
+        if unknown:
+            raise ValueError(
+                f"class_weight names classes {sorted(unknown, key=str)} that are not in"
+                f" classes_ {self.classes_.tolist()}"
+            )
+        return _times(
+            sample_weight, compute_sample_weight(self.class_weight, labels).astype(Y.dtype)
+        )
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(
@@ -634,11 +769,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         # The indicator matrix as the model's dtype (0/1 targets; labels from it).
         return X, self._label_binarizer.transform(y).astype(X.dtype)
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, validation_data=None):
         """Fit the model to X (array-like or sparse matrix of shape (n_samples,
         n_features)) and y (class labels, or a multi-label indicator matrix), with
-        optional sample weights. Returns self."""
-        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+        optional sample weights (times ``class_weight``). ``validation_data=(X_val,
+        y_val)`` is scored after every epoch (``validation_scores_``,
+        ``validation_loss_curve_``), and with ``early_stopping`` replaces the
+        held-out fraction. Returns self."""
+        return self._fit(X, y, sample_weight, False, validation_data)
 
     @available_if(lambda est: est._check_solver())
     def partial_fit(self, X, y, sample_weight=None, classes=None):
@@ -732,9 +870,19 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     meanings, ``loss`` included ("squared_error" or "poisson"); see the module for
     how the training follows scikit-learn's. ``model_`` is the trained
     ``fastbp.Sequential``.
+
+    What scikit-learn does not offer, off by default: ``loss`` also "huber" (delta
+    1) and "absolute_error"; ``activation`` also "leaky_relu", "elu", "gelu" or
+    "softplus"; ``dropout``; ``dtype`` ("float32" trains float64 input in float32);
+    ``fit(..., validation_data=(X_val, y_val))`` with a validation-loss curve
+    (``validation_loss_curve_``).
     """
 
-    _parameter_constraints: dict = dict(_ScikitRegressor._parameter_constraints)
+    _parameter_constraints: dict = {
+        **_ScikitRegressor._parameter_constraints,
+        **_EXTRA_CONSTRAINTS,
+        "loss": [StrOptions({"squared_error", "poisson", "huber", "absolute_error"})],
+    }
 
     def __init__(
         self,
@@ -763,6 +911,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         epsilon=1e-8,
         n_iter_no_change=10,
         max_fun=15000,
+        dropout=0.0,
+        dtype=None,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -789,11 +939,17 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             epsilon=epsilon,
             n_iter_no_change=n_iter_no_change,
             max_fun=max_fun,
+            dropout=dropout,
+            dtype=dtype,
         )
 
     def _output(self):
         if self.loss == "poisson":
             return "exponential", Poisson(half_deviance=True, reduction="sum_outputs")
+        if self.loss == "huber":
+            return None, Huber(1.0, reduction="sum_outputs")
+        if self.loss == "absolute_error":
+            return None, MAE(reduction="sum_outputs")
         return None, SquaredError()
 
     def _out_activation_name(self):
@@ -801,6 +957,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _fastbp_targets(self, Y):
         return Y
+
+    def _encode(self, y):
+        return np.asarray(y, dtype=np.float64)
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(
@@ -817,11 +976,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             y = column_or_1d(y, warn=True)
         return X, np.asarray(y, dtype=X.dtype)
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, validation_data=None):
         """Fit the model to X (array-like or sparse matrix of shape (n_samples,
         n_features)) and y (shape (n_samples,) or (n_samples, n_outputs)), with
-        optional sample weights. Returns self."""
-        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+        optional sample weights. ``validation_data=(X_val, y_val)`` is scored after
+        every epoch (``validation_scores_``, ``validation_loss_curve_``), and with
+        ``early_stopping`` replaces the held-out fraction. Returns self."""
+        return self._fit(X, y, sample_weight, False, validation_data)
 
     @available_if(lambda est: est._check_solver())
     def partial_fit(self, X, y, sample_weight=None):

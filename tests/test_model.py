@@ -379,3 +379,26 @@ def test_summary_and_repr():
     text = model.summary()
     assert "Dense(4, activation='leaky_relu', negative_slope=0.1)" in text
     assert "total parameters: 17" in text
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_predict_finds_nan_and_infinity_in_its_compiled_pass(dtype, value):
+    """predict checks X's values in the compiled pass (no separate NumPy scan): the
+    error names the first bad entry, in any chunk of a long X, and no output is
+    returned."""
+    model = fastbp.Sequential([fastbp.Dense(3, "tanh"), fastbp.Dense(2)], input_dim=4, dtype=dtype)
+    X = np.ones((5000, 4), dtype=dtype)
+    assert np.isfinite(model.predict(X)).all()
+    for row, col in [(0, 0), (1, 3), (4999, 2)]:
+        bad = X.copy()
+        bad[row, col] = value
+        kind = "NaN" if np.isnan(value) else "infinity"
+        with pytest.raises(
+            ValueError, match=rf"X contains {kind} \(first at index \({row}, {col}\)\)"
+        ):
+            model.predict(bad)
+    # A huge finite value is not an error (its output may overflow: that is the model's).
+    big = X.copy()
+    big[0, 0] = np.finfo(dtype).max
+    model.predict(big)

@@ -12,13 +12,38 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from fastbp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
-# Checks that cannot pass, with the reason (the README lists them too).
-EXPECTED_FAILED_CHECKS = {}
+# Checks that cannot pass, with the reason (the README lists them too). With the
+# default parameters every check passes.
+_MASKS = "dropout draws a mask per row: a row of weight 2 and two copies of it see different masks"
+DROPOUT_FAILS = {
+    "check_sample_weight_equivalence_on_dense_data": _MASKS,
+    "check_sample_weight_equivalence_on_sparse_data": _MASKS,
+}
+
+
+_FLOAT32 = "float32 training: the check's rtol of 1e-7 is below float32 rounding"
+FLOAT32_FAILS = {
+    "check_sample_weight_equivalence_on_dense_data": _FLOAT32,
+    "check_sample_weight_equivalence_on_sparse_data": _FLOAT32,
+}
+
+
+def expected_failed_checks(estimator):
+    return {
+        **(DROPOUT_FAILS if estimator.dropout else {}),
+        **(FLOAT32_FAILS if estimator.dtype == "float32" else {}),
+    }
 
 
 @parametrize_with_checks(
-    [MLPClassifier(max_iter=100), MLPRegressor(max_iter=100)],
-    expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS.get(type(est).__name__, {}),
+    [
+        MLPClassifier(max_iter=100),
+        MLPRegressor(max_iter=100),
+        # fastbp's extras on: the checks hold for them too
+        MLPClassifier(max_iter=100, dropout=0.1, class_weight="balanced", activation="gelu"),
+        MLPRegressor(max_iter=100, loss="huber", dtype="float32", activation="elu"),
+    ],
+    expected_failed_checks=expected_failed_checks,
 )
 def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
@@ -303,3 +328,124 @@ def test_pipeline_grid_search_cross_val_and_clone():
     twin = clone(search.best_estimator_[-1])
     assert twin.get_params() == search.best_estimator_[-1].get_params()
     assert not hasattr(twin, "coefs_")
+
+
+# -- what scikit-learn does not offer ------------------------------------------------
+def test_class_weight_is_sample_weight_by_class():
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    X, y = classification()
+    params = dict(hidden_layer_sizes=(6,), random_state=0, max_iter=5, solver="sgd")
+    weighted = MLPClassifier(class_weight="balanced", **params)
+    by_hand = MLPClassifier(**params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        weighted.fit(X, y)
+        by_hand.fit(X, y, sample_weight=compute_sample_weight("balanced", y))
+    assert_same_fit(by_hand, weighted, tol=1e-12)
+    unweighted = MLPClassifier(**params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        unweighted.fit(X, y)
+    assert not np.allclose(unweighted.coefs_[0], weighted.coefs_[0])
+    with pytest.raises(ValueError, match=r"classes \['fox'\] that are not in classes_"):
+        MLPClassifier(class_weight={"fox": 2.0}, **params).fit(X, y)
+    with pytest.raises(ValueError, match="multi-label targets class_weight must be 'balanced'"):
+        MLPClassifier(class_weight={0: 2.0}, **params).fit(X, np.c_[X[:, 0] > 0, X[:, 1] > 0])
+
+
+def test_dropout_trains_reproducibly_and_predicts_without_masks():
+    X, y = classification()
+    make = lambda rate: MLPClassifier(  # noqa: E731
+        hidden_layer_sizes=(16,), dropout=rate, random_state=4, max_iter=6
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a, b, plain = make(0.3).fit(X, y), make(0.3).fit(X, y), make(0.0).fit(X, y)
+    np.testing.assert_array_equal(a.coefs_[0], b.coefs_[0])  # same seed, same masks
+    assert not np.allclose(a.coefs_[0], plain.coefs_[0])
+    np.testing.assert_array_equal(a.predict_proba(X), a.predict_proba(X))
+    assert any(type(layer).__name__ == "Dropout" for layer in a.model_.layers)
+
+
+def test_dtype_float32_trains_float64_input_in_float32():
+    X, y = regression()
+    params = dict(hidden_layer_sizes=(6,), random_state=0, max_iter=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cast = MLPRegressor(dtype="float32", **params).fit(X, y)
+        given = MLPRegressor(**params).fit(X.astype(np.float32), y)
+    assert cast.model_.dtype == np.float32 and cast.coefs_[0].dtype == np.float32
+    assert_same_fit(given, cast, tol=1e-6)
+
+
+def test_validation_data_scores_and_loss_curve():
+    from sklearn.metrics import log_loss
+
+    X, y = classification(n=200)
+    X_val, y_val = X[150:], y[150:]
+    est = MLPClassifier(hidden_layer_sizes=(8,), random_state=0, max_iter=7, alpha=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X[:150], y[:150], validation_data=(X_val, y_val))
+    assert len(est.validation_scores_) == len(est.validation_loss_curve_) == 7
+    assert est.validation_scores_[-1] == est.score(X_val, y_val)
+    # The validation loss is the log-loss of the final weights, without the penalty.
+    assert est.validation_loss_curve_[-1] == pytest.approx(
+        log_loss(y_val, est.predict_proba(X_val), labels=est.classes_), rel=1e-9
+    )
+    stopping = MLPClassifier(
+        hidden_layer_sizes=(8,), random_state=0, max_iter=30, early_stopping=True
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stopping.fit(X[:150], y[:150], validation_data=(X_val, y_val))
+    # The best weights are kept: their score on the given validation set is the best.
+    assert stopping.score(X_val, y_val) == stopping.best_validation_score_
+    assert stopping.best_validation_score_ == max(stopping.validation_scores_)
+    with pytest.raises(ValueError, match="pair"):
+        est.fit(X, y, validation_data=X_val)
+    with pytest.raises(ValueError, match="stochastic solver"):
+        MLPClassifier(solver="lbfgs").fit(X, y, validation_data=(X_val, y_val))
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", "elu", "gelu", "softplus"])
+def test_more_activations_predict_the_reference_forward(activation):
+    from fastbp import _reference
+
+    X, y = regression()
+    est = MLPRegressor(hidden_layer_sizes=(6, 5), activation=activation, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.set_params(max_iter=5).fit(X, y)
+    param = {"leaky_relu": 0.01, "elu": 1.0}.get(activation)
+    weights = list(zip(est.coefs_, est.intercepts_))
+    want = _reference.forward(
+        weights, [activation, activation, "identity"], X, act_params=[param, param, None]
+    )[-1]
+    np.testing.assert_allclose(est.predict(X), want[:, 0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["huber", "absolute_error"])
+def test_robust_regression_losses(loss):
+    """Huber and absolute error summed over the outputs; with outliers in y the
+    fit's median absolute error beats squared error's."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3))
+    y = X @ [1.0, -2.0, 0.5]
+    noisy = y.copy()
+    noisy[::10] += rng.choice([-50.0, 50.0], 30)
+    fits = {}
+    for name in (loss, "squared_error"):
+        est = MLPRegressor(
+            loss=name,
+            hidden_layer_sizes=(16,),
+            random_state=0,
+            max_iter=300,
+            learning_rate_init=0.01,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fits[name] = est.fit(X, noisy)
+    error = {k: np.median(np.abs(v.predict(X) - y)) for k, v in fits.items()}
+    assert error[loss] < error["squared_error"]
