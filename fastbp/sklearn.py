@@ -822,10 +822,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def to_onnx(self, path=None, *, input_name="input"):
         """Export as a standard ONNX graph (see ``fastbp.onnx``), written to ``path``
         when given; returns the ``onnx.ModelProto``. Its input ``input_name`` has shape
-        (batch, n_features) and the fitted dtype; its outputs are "label" (what
-        ``predict`` gives: shape (batch,), or (batch, n_classes) of 0/1 for
-        multi-label) and "probabilities" (what ``predict_proba`` gives: shape (batch,
-        n_classes), ``[1 - p, p]`` for binary). Needs ``pip install "fastbp[onnx]"``."""
+        (batch, n_features) and the dtype the model was trained in (``model_.dtype``);
+        its outputs are "label" (what ``predict`` gives: shape (batch,), or (batch,
+        n_classes) of 0/1 for multi-label) and "probabilities" (what ``predict_proba``
+        gives: shape (batch, n_classes), ``[1 - p, p]`` for binary). Needs ``pip
+        install "fastbp[onnx]"``."""
         from . import onnx as export
 
         check_is_fitted(self)
@@ -1003,9 +1004,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def to_onnx(self, path=None, *, input_name="input"):
         """Export as a standard ONNX graph (see ``fastbp.onnx``), written to ``path``
         when given; returns the ``onnx.ModelProto``. Its input ``input_name`` has shape
-        (batch, n_features) and the fitted dtype; its output "predictions" is what
-        ``predict`` gives: shape (batch,) for one output, else (batch, n_outputs).
-        Needs ``pip install "fastbp[onnx]"``."""
+        (batch, n_features) and the dtype the model was trained in (``model_.dtype``);
+        its output "predictions" is what ``predict`` gives: shape (batch,) for one
+        output, else (batch, n_outputs). Needs ``pip install "fastbp[onnx]"``."""
         from . import onnx as export
 
         check_is_fitted(self)

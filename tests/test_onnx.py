@@ -483,3 +483,20 @@ def test_the_readme_example(tmp_path, monkeypatch):
     exec(example + snippet("Deploying with ONNX"), namespace)
     model, X = namespace["model"], namespace["X"]
     assert_close(namespace["probabilities"], model.predict(X[:5]), RTOL[np.dtype(np.float32)])
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", "elu", "gelu", "softplus"])
+def test_estimators_with_fastbps_extras(sklearn_mlp, activation):
+    # More activations, dropout (omitted from the graph) and float64 input trained in
+    # float32: the graph takes float32, as model_ does.
+    X = inputs(4, np.float64, n=90)
+    options = {"activation": activation, "dropout": 0.2, "dtype": "float32"}
+    options.update(max_iter=20, random_state=0)
+    clf = fitted(sklearn_mlp.MLPClassifier((8, 8), **options), X, X[:, 0] - X[:, 1] > 0)
+    reg = fitted(sklearn_mlp.MLPRegressor(hidden_layer_sizes=(8,), **options), X, X[:, :2])
+    X32 = X.astype(np.float32)
+    for estimator, expected in ((clf, clf.predict_proba(X)), (reg, reg.predict(X))):
+        proto = estimator.to_onnx()
+        assert "Dropout" not in op_types(proto)
+        assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert_close(session(proto).run(None, {"input": X32})[-1], expected, RTOL[np.dtype("f")])
