@@ -91,6 +91,8 @@ def batch_gradients(
     step: int,
     stats: BatchStats,
     n_threads: int = 1,
+    mask_row0: int = 0,
+    penalty_weight: float = 0.0,
 ) -> int: ...
 def apply_update(
     params: F, grads: F, state: F, opt: OptimizerConfig, segments: I, step: int, n_threads: int = 1

@@ -681,6 +681,7 @@ cdef inline void _clamp(floating* g, Py_ssize_t n, floating limit) noexcept nogi
 cdef struct Masks:
     unsigned long long seed
     long long step              # the optimizer step being taken (a new mask each step)
+    long long row0              # the batch's first row in the global minibatch (a share's offset)
 
 
 cdef inline unsigned long long _mix(unsigned long long z) noexcept nogil:
@@ -713,7 +714,7 @@ cdef void _dropout_forward(floating* a, Py_ssize_t rows, Py_ssize_t cols, Py_ssi
     cdef Py_ssize_t i, j
     cdef floating* row
     for i in range(rows):
-        row_key = _mix(key ^ <unsigned long long>(row0 + i))
+        row_key = _mix(key ^ <unsigned long long>(masks.row0 + row0 + i))
         row = a + i * cols
         for j in range(cols):
             row[j] = 0 if _dropped(row_key, j, threshold) else row[j] * scale
@@ -730,7 +731,7 @@ cdef void _dropout_act_backward(const floating* a, const floating* z, floating* 
     cdef floating scale = 1 / (1 - rate), keep = 1 - rate
     cdef Py_ssize_t i, j, k
     for i in range(rows):
-        row_key = _mix(key ^ <unsigned long long>(row0 + i))
+        row_key = _mix(key ^ <unsigned long long>(masks.row0 + row0 + i))
         for j in range(cols):
             k = i * cols + j
             if _dropped(row_key, j, threshold):
@@ -993,6 +994,8 @@ cdef struct Run:
     const intp* segments        # (n_segments, 2) trainable flat ranges [start, stop)
     Py_ssize_t n_segments
     bint dropout                # whether the network has dropout (masks from net.dropout_seed)
+    long long mask_row0         # Masks.row0 of the call's batches
+    double penalty_weight       # > 0: per-sample penalties divide by it, not the batch's weight
     BatchStats* stats           # one per minibatch of the call, from its first
 
 
@@ -1186,6 +1189,7 @@ cdef void _train_part(const Run* r, floating* params, floating* grads, floating*
     cdef Masks masks  # each thread's own: the masks of the step being taken
     cdef const Masks* dropping = &masks if r.dropout else NULL
     masks.seed = r.net.dropout_seed
+    masks.row0 = r.mask_row0
     for index in range(first_batch, stop_batch):
         out = &r.stats[index - first_batch]
         masks.step = local_step + 1
@@ -1204,7 +1208,8 @@ cdef void _train_part(const Run* r, floating* params, floating* grads, floating*
         parts[part].penalty = _gradients(
             params, grads, work, r.capacity, r.plan, r.n_layers, <const floating*>b.x,
             b.sparse, b.rows,
-            1 / b.total_weight if r.net.penalty_per_weight else 1, part, n_parts)
+            1 / (r.penalty_weight if r.penalty_weight > 0 else b.total_weight)
+            if r.net.penalty_per_weight else 1, part, n_parts)
         if n_parts > 1:
             fbp_barrier()
         if part == 0:
@@ -1403,21 +1408,34 @@ def batch_gradients(const floating[::1] params, floating[::1] grads, floating[::
                     const intp[::1] labels, const floating[::1] sample_weight,
                     const intp[::1] order, Py_ssize_t batch_size, Py_ssize_t batch,
                     int loss_kind, double loss_param, long long step,
-                    BatchStats[::1] stats, int n_threads=1):
+                    BatchStats[::1] stats, int n_threads=1, Py_ssize_t mask_row0=0,
+                    double penalty_weight=0.0):
     """The first half of a training step: the gradient of minibatch ``batch`` (rows as
     ``train_run`` takes them) into ``grads`` for the trainable layers, with dropout
     masks of step ``step + 1``; no update. ``stats[0]`` receives the batch's
     statistics as in ``train_run``. Returns the status (``STATUS_OK`` or
     ``STATUS_NONFINITE_LOSS``: then ``grads`` is not written; nor is it when the
-    batch's sample weights sum to zero)."""
+    batch's sample weights sum to zero).
+
+    For a share of a larger (global) minibatch, as data-parallel training takes
+    them: ``mask_row0`` is the index of the batch's first row in the global
+    minibatch, so that a row's dropout mask is the one it has there; with
+    ``penalty_weight > 0`` the penalties of a network whose penalties are per
+    sample divide by it (the global minibatch's sample weight) instead of the
+    batch's own weight."""
     if grads.shape[0] != params.shape[0]:
         raise ValueError("grads and params differ in size")
+    if mask_row0 < 0:
+        raise ValueError("mask_row0 must be >= 0, got %d" % mask_row0)
+    if not (penalty_weight >= 0 and isfinite(penalty_weight)):
+        raise ValueError("penalty_weight must be finite and >= 0, got %r" % penalty_weight)
     cdef Run r = _data_run(plan, capacity, work.shape[0], params.shape[0], True, X,
                            targets, labels, &sample_weight[0] if sample_weight.shape[0] else NULL,
                            sample_weight.shape[0], loss_kind, loss_param)
     _bind_batches(&r, batch_size, batch, batch + 1, order, label_work,
                   &weight_work[0] if weight_work.shape[0] else NULL, weight_work.shape[0],
                   stats)
+    r.mask_row0, r.penalty_weight = mask_row0, penalty_weight
     return _run_team(&r, <floating*>&params[0], &grads[0], &work[0], <floating*>NULL, batch,
                      batch + 1, step, n_threads)[0]
 

@@ -251,6 +251,9 @@ class Sequential:
         n_iter_no_change: int = 10,
         sample_weight: ArrayLike | None = None,
         class_weight: dict[int, float] | str | None = None,
+        comm: Any = None,
+        shard: str = "global",
+        check_replicas: bool = False,
     ) -> History:
         """Train by minibatch gradient descent, continuing from the current weights.
 
@@ -300,6 +303,18 @@ class Sequential:
             integer 0 to n_outputs - 1; missing classes weigh 1), or "balanced"
             (n_samples / (n_classes * count)), as scikit-learn defines it;
             multiplies sample_weight.
+        comm : mpi4py communicator, optional
+            Data-parallel training over MPI (``fastbp.distributed``): every rank of
+            ``comm`` calls fit with the same model, settings and data (``shard=
+            "global"``) or with its own rows (``shard="local"``); each computes the
+            gradient of its share of every global minibatch of ``batch_size`` rows,
+            and one ``Allreduce`` per step makes the update identical on all ranks.
+        shard : {"global", "local"}, default "global"
+            With ``comm``: every rank passes the full data ("global": the same
+            result as one process, to rounding), or only its own rows ("local").
+        check_replicas : bool, default False
+            With ``comm``: compare a checksum of the weights across ranks after
+            every epoch and raise if they differ (debugging).
 
         Returns
         -------
@@ -339,18 +354,10 @@ class Sequential:
         FloatingPointError
             When training diverges (above).
         """
-        loop = trainer.settings(
-            epochs,
-            batch_size,
-            shuffle,
-            callbacks,
-            verbose,
-            tol,
-            n_iter_no_change,
-            validation_split,
-            validation_data,
-        )
-        with self._guard.fitting():
+        loop_args = (epochs, batch_size, shuffle, callbacks, verbose, tol, n_iter_no_change)
+        loop_args += (validation_split, validation_data)
+
+        def prepare():
             # NaN or infinity in X or y makes a minibatch's loss non-finite: the
             # compiled step stops there, and X and y are scanned only then.
             data = self._data(X, y, finite=False)
@@ -360,11 +367,21 @@ class Sequential:
                 validation = self._data(
                     *fitdata.validation_pair(validation_data), ("X_val", "y_val")
                 )
-            elif loop.validation_split:
-                data, validation = fitdata.split(
-                    data, loop.validation_split, self._rng, self.loss.is_classifier
-                )
+            return data, validation
+
+        if comm is not None:
+            from . import distributed  # mpi4py only where it is used
+
+            return distributed.fit(self, comm, shard, check_replicas, loop_args, prepare)
+        loop = trainer.settings(*loop_args)
+        with self._guard.fitting():
+            data, validation = prepare()
+            if loop.validation_split:
+                data, validation = self._split(data, loop.validation_split)
             return self._trainer.fit(data, validation, loop)
+
+    def _split(self, data, fraction):
+        return fitdata.split(data, fraction, self._rng, self.loss.is_classifier)
 
     def partial_fit(
         self,

@@ -166,6 +166,15 @@ class _Epochs:
             weights = self.weights[self.order] if self.shuffle else self.weights
             self.batch_weight = np.add.reduceat(weights, self.starts)
 
+    def stop_rule(self, requested):
+        """The test the loop asks whether to stop (Ctrl-C): ``requested``, this
+        process's own (a data-parallel run agrees on it with the other ranks)."""
+        return requested
+
+    def validate(self, validation):
+        """The epoch's validation metrics (without "val_"), {} without validation."""
+        return {} if validation is None else self.model._evaluate_data(validation)
+
     def limit(self):
         """The highest sane training loss (inf before the reference is known)."""
         return math.inf if self.reference is None else EXPLOSION * self.reference
@@ -305,7 +314,7 @@ class Trainer:
         ``self.run`` is the fit's ``_Epochs`` while it runs (its per-minibatch
         statistics are what callbacks of the package read)."""
         model, epochs, callbacks = self.model, settings.epochs, settings.callbacks
-        run = self.run = _Epochs(model, data, settings.batch_size, settings.shuffle, orders)
+        run = self.run = self._new_run(data, settings, orders)
         progress = _progress.make(settings.verbose, epochs, run.n_batches, model._epochs_done)
         tolerance = _Tolerance(settings.tol, settings.n_iter_no_change)
         model.stop_training = False
@@ -315,7 +324,8 @@ class Trainer:
                 callback.on_train_begin({})
         interrupted = None
         try:
-            with _threads.blas_limited(run.blas_threads), _interrupt.requests() as stop_requested:
+            with _threads.blas_limited(run.blas_threads), _interrupt.requests() as requested:
+                stop_requested = run.stop_rule(requested)
                 for _ in range(epochs):
                     interrupted = self._epoch(
                         run, validation, callbacks, progress, stop_requested, tolerance
@@ -340,6 +350,10 @@ class Trainer:
             )
             warnings.warn(f"training interrupted (Ctrl-C) {where}", stacklevel=3)
         return model.history
+
+    def _new_run(self, data, settings, orders):
+        """The fit's ``_Epochs`` (``fastbp.distributed`` makes its own)."""
+        return _Epochs(self.model, data, settings.batch_size, settings.shuffle, orders)
 
     def _epoch(self, run, validation, callbacks, progress, stop_requested, tolerance):
         """One epoch; returns (epoch, minibatches done) when Ctrl-C stopped it before
@@ -379,9 +393,8 @@ class Trainer:
                 if done < run.n_batches and stop_requested():
                     return epoch, done
             with guard.writing():
-                if validation is not None:
-                    for key, value in model._evaluate_data(validation).items():
-                        metrics["val_" + key] = value
+                for key, value in run.validate(validation).items():
+                    metrics["val_" + key] = value
                 for callback in callbacks:
                     callback.on_epoch_end(epoch, metrics)
         finally:
