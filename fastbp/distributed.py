@@ -255,8 +255,8 @@ class _Shards(fittrainer._Epochs):
     """The distributed fit's epochs (see the module): the trainer's loop, rollback
     and metrics, with each step taken on this rank's share and reduced."""
 
-    def __init__(self, model, data, batch_size, shuffle, group, validation):
-        super().__init__(model, data, batch_size, shuffle)
+    def __init__(self, model, data, batch_size, shuffle, group, validation, orders=None):
+        super().__init__(model, data, batch_size, shuffle, orders)
         self.group = group
         network = model._network
         rank, size, local = group.rank, group.size, group.shard == "local"
@@ -603,7 +603,13 @@ class _Trainer(fittrainer.Trainer):
 
     def _new_run(self, data, settings, orders):
         run = _Shards(
-            self.model, data, settings.batch_size, settings.shuffle, self.group, self.validation
+            self.model,
+            data,
+            settings.batch_size,
+            settings.shuffle,
+            self.group,
+            self.validation,
+            orders,
         )
         run.prepare_validation(self.validation)
         return run
@@ -628,10 +634,12 @@ def _abort(group, error):
     group.comm.Abort(1)
 
 
-def fit(model, comm, shard, check_replicas, loop_args, prepare):
+def fit(model, comm, shard, check_replicas, loop_args, prepare, orders=None):
     """``Sequential.fit`` with ``comm`` (see the module); ``loop_args`` are
     ``fastbp.trainer.settings``'s arguments, ``prepare()`` checks the data and
-    returns ``(data, validation)``."""
+    returns ``(data, validation)``; ``orders`` (shard "global" only) is the
+    trainer's: each epoch's row order, the same on every rank (``fastbp.sklearn``
+    draws them from its random stream)."""
     for method in ("Get_rank", "Get_size", "Allreduce", "allgather", "Bcast", "bcast", "Abort"):
         if not callable(getattr(comm, method, None)):
             raise TypeError(
@@ -643,6 +651,8 @@ def fit(model, comm, shard, check_replicas, loop_args, prepare):
     def checked():
         if shard not in SHARDS:
             raise ValueError(f"shard must be 'global' or 'local', got {shard!r}")
+        if orders is not None and shard != "global":
+            raise ValueError("row orders from the caller need shard='global'")
         loop = fittrainer.settings(*loop_args)
         return (loop,) + prepare()
 
@@ -665,7 +675,7 @@ def fit(model, comm, shard, check_replicas, loop_args, prepare):
             )
         trainer = _Trainer(model, group, validation)
         try:
-            history = trainer.fit(data, validation, loop)
+            history = trainer.fit(data, validation, loop, orders=orders)
             trainer.run.finish()
         except BaseException as error:
             if getattr(error, "fastbp_collective", False):

@@ -229,7 +229,7 @@ class _BaseMLP(BaseEstimator):
             self._sync_weights()
 
     # -- fit ---------------------------------------------------------------------
-    def _fit(self, X, y, sample_weight=None, incremental=False, validation_data=None):
+    def _fit(self, X, y, sample_weight=None, incremental=False, validation_data=None, comm=None):
         self._validate_params()
         self._hidden_sizes()
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
@@ -244,6 +244,13 @@ class _BaseMLP(BaseEstimator):
         if validation_data is not None:
             validation_data = self._validation_data(validation_data, X.dtype)
         self._random_state = check_random_state(self.random_state)
+        if comm is not None:
+            # One random stream on every rank (rank 0's): the same initial weights,
+            # validation split and minibatch orders everywhere.
+            state = self._random_state.get_state()
+            self._random_state.set_state(comm.bcast(state, root=0))
+            if self.solver == "lbfgs":
+                raise ValueError("comm needs a stochastic solver ('sgd' or 'adam')")
         if first_pass:
             self._initialize(y.shape[1], n_features, X.dtype)
         else:
@@ -258,7 +265,7 @@ class _BaseMLP(BaseEstimator):
                 raise ValueError("validation_data needs a stochastic solver ('sgd' or 'adam')")
             self._fit_lbfgs(X, y, sample_weight)
         else:
-            self._fit_stochastic(X, y, sample_weight, incremental, validation_data)
+            self._fit_stochastic(X, y, sample_weight, incremental, validation_data, comm)
         if not np.isfinite(self.model_.flat_params).all():
             raise ValueError(
                 "Solver produced non-finite parameter weights. The input data may"
@@ -321,7 +328,7 @@ class _BaseMLP(BaseEstimator):
     def _reported_loss(self, loss, penalty):
         return (loss - penalty) * self._report_factor() + penalty
 
-    def _fit_stochastic(self, X, Y, sample_weight, incremental, validation_data=None):
+    def _fit_stochastic(self, X, Y, sample_weight, incremental, validation_data=None, comm=None):
         model = self.model_
         if not incremental or not getattr(self, "_optimizer_ready", False):
             # A new optimizer, as scikit-learn makes one: fresh state, the initial rate.
@@ -378,24 +385,23 @@ class _BaseMLP(BaseEstimator):
         data = self._training_data(X, Y, sample_weight)
         if validation is not None:
             validation = self._with_loss_data(validation)
-        iterations = _Iterations(self, validation, n_samples, incremental)
+        verbose = self.verbose and (comm is None or comm.Get_rank() == 0)
+        iterations = _Iterations(self, validation, n_samples, incremental, verbose)
         self._set_lr(self._lr)
-        loop = fittrainer.settings(
-            1 if incremental else self.max_iter,
-            batch_size,
-            False,
-            [iterations],
-            0,
-            None,
-            10,
-            0.0,
-            None,
-        )
+        loop_args = (1 if incremental else self.max_iter, batch_size, False, [iterations])
+        loop_args += (0, None, 10, 0.0, None)
         self.n_iter_ = 0
         self._best_params = model.flat_params.copy()
         try:
-            with model._guard.fitting():
-                model._trainer.fit(data, None, loop, orders=orders)
+            if comm is None:
+                with model._guard.fitting():
+                    model._trainer.fit(data, None, fittrainer.settings(*loop_args), orders)
+            else:
+                from . import distributed  # mpi4py only where it is used
+
+                distributed.fit(
+                    model, comm, "global", False, loop_args, lambda: (data, None), orders
+                )
         except FloatingPointError as exc:
             raise ValueError(
                 f"{exc} The input data may contain large values and need to be"
@@ -572,20 +578,20 @@ class _Iterations(Callback):
     """Runs scikit-learn's per-epoch rules (loss curve, tol, early stopping,
     learning-rate schedules) at the end of each of fastbp's epochs."""
 
-    def __init__(self, estimator, validation, n_samples, incremental):
+    def __init__(self, estimator, validation, n_samples, incremental, verbose):
         super().__init__()
         self.estimator, self.validation = estimator, validation
-        self.n_samples, self.incremental = n_samples, incremental
+        self.n_samples, self.incremental, self.verbose = n_samples, incremental, verbose
         self.stopped = False
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         # scikit-learn's epoch loss: the minibatches' losses (weighted means with
         # their penalties) averaged by their numbers of rows.
-        est, run = self.estimator, self.model._trainer.run
+        est, run = self.estimator, self.model._run
         rows = run.batch_rows
         penalty = float(run.stats["penalty"] @ rows) / run.n
         loss = est._reported_loss(float(run.stats["loss"] @ rows) / run.n, penalty)
-        if est._epoch_done(loss, self.validation, self.n_samples, est.verbose):
+        if est._epoch_done(loss, self.validation, self.n_samples, self.verbose):
             self.stopped = True
             self.model.stop_training = True
 
@@ -769,14 +775,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         # The indicator matrix as the model's dtype (0/1 targets; labels from it).
         return X, self._label_binarizer.transform(y).astype(X.dtype)
 
-    def fit(self, X, y, sample_weight=None, validation_data=None):
+    def fit(self, X, y, sample_weight=None, validation_data=None, comm=None):
         """Fit the model to X (array-like or sparse matrix of shape (n_samples,
         n_features)) and y (class labels, or a multi-label indicator matrix), with
         optional sample weights (times ``class_weight``). ``validation_data=(X_val,
         y_val)`` is scored after every epoch (``validation_scores_``,
         ``validation_loss_curve_``), and with ``early_stopping`` replaces the
         held-out fraction. Returns self."""
-        return self._fit(X, y, sample_weight, False, validation_data)
+        return self._fit(X, y, sample_weight, False, validation_data, comm)
 
     @available_if(lambda est: est._check_solver())
     def partial_fit(self, X, y, sample_weight=None, classes=None):
@@ -977,13 +983,16 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             y = column_or_1d(y, warn=True)
         return X, np.asarray(y, dtype=X.dtype)
 
-    def fit(self, X, y, sample_weight=None, validation_data=None):
+    def fit(self, X, y, sample_weight=None, validation_data=None, comm=None):
         """Fit the model to X (array-like or sparse matrix of shape (n_samples,
         n_features)) and y (shape (n_samples,) or (n_samples, n_outputs)), with
         optional sample weights. ``validation_data=(X_val, y_val)`` is scored after
         every epoch (``validation_scores_``, ``validation_loss_curve_``), and with
-        ``early_stopping`` replaces the held-out fraction. Returns self."""
-        return self._fit(X, y, sample_weight, False, validation_data)
+        ``early_stopping`` replaces the held-out fraction. ``comm`` (an mpi4py
+        communicator; every rank calls fit with the same data): data-parallel
+        training as ``Sequential.fit(comm=)`` does, the same result as one process
+        to rounding (stochastic solvers). Returns self."""
+        return self._fit(X, y, sample_weight, False, validation_data, comm)
 
     @available_if(lambda est: est._check_solver())
     def partial_fit(self, X, y, sample_weight=None):

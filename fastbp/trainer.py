@@ -314,7 +314,9 @@ class Trainer:
         ``self.run`` is the fit's ``_Epochs`` while it runs (its per-minibatch
         statistics are what callbacks of the package read)."""
         model, epochs, callbacks = self.model, settings.epochs, settings.callbacks
-        run = self.run = self._new_run(data, settings, orders)
+        # The run in progress, for callbacks of the package that read its
+        # per-minibatch statistics (fastbp.sklearn), whichever trainer runs it.
+        run = self.run = model._run = self._new_run(data, settings, orders)
         progress = _progress.make(settings.verbose, epochs, run.n_batches, model._epochs_done)
         tolerance = _Tolerance(settings.tol, settings.n_iter_no_change)
         model.stop_training = False

@@ -257,10 +257,72 @@ def resume(folder):
     return result
 
 
+def estimators():
+    """fastbp.sklearn's estimators with comm: every rank's coefficients and loss
+    curve against the one-process fit (rank 0 runs it) from the same random_state,
+    also with random_state=None (rank 0's stream is the one used)."""
+    import warnings
+
+    from fastbp.sklearn import MLPClassifier, MLPRegressor
+
+    X, labels, target, weights = data()
+    out = {}
+    cases = {
+        "classifier adam early stopping": (
+            lambda seed: MLPClassifier(
+                (9,),
+                random_state=seed,
+                max_iter=6,
+                batch_size=BATCH,
+                early_stopping=True,
+                alpha=0.01,
+            ),
+            labels,
+            None,
+        ),
+        "regressor sgd invscaling weights": (
+            lambda seed: MLPRegressor(
+                hidden_layer_sizes=(9,),
+                solver="sgd",
+                random_state=seed,
+                max_iter=5,
+                batch_size=BATCH,
+                learning_rate="invscaling",
+                learning_rate_init=0.05,
+            ),
+            target,
+            weights,
+        ),
+    }
+    for name, (make, y, w) in cases.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            many = make(3).fit(X, y, sample_weight=w, comm=comm)
+            unseeded = make(None).fit(X, y, sample_weight=w, comm=comm)
+            one = make(3).fit(X, y, sample_weight=w) if RANK == 0 else None
+        flat = np.concatenate([c.ravel() for c in many.coefs_ + many.intercepts_])
+        loose = np.concatenate([c.ravel() for c in unseeded.coefs_ + unseeded.intercepts_])
+        result = {
+            "identical": all(np.array_equal(flat, f) for f in comm.allgather(flat)),
+            "unseeded identical": all(np.array_equal(loose, f) for f in comm.allgather(loose)),
+            "n_iter": many.n_iter_,
+        }
+        if one is not None:
+            ref = np.concatenate([c.ravel() for c in one.coefs_ + one.intercepts_])
+            result["weights"] = relative_difference(flat, ref)
+            result["curve"] = relative_difference(
+                np.array(many.loss_curve_), np.array(one.loss_curve_)
+            )
+            result["same n_iter"] = many.n_iter_ == one.n_iter_
+        out[name] = result
+    return out
+
+
 if __name__ == "__main__":
     scenario, folder = sys.argv[1], sys.argv[2]
     scenarios = {
         "equivalence": equivalence,
+        "estimators": estimators,
         "errors": errors,
         "abort": abort,
         "killed": lambda: killed(folder),

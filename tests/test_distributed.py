@@ -245,3 +245,19 @@ def test_a_killed_rank_ends_the_job_and_a_checkpoint_resumes(tmp_path):
     result = _results(tmp_path, "resume", 2)[0]
     assert result["resumed from"] >= 2
     assert result["weights"] < 1e-10, result
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_sklearn_estimators_with_comm_equal_one_process(tmp_path, ranks):
+    """fastbp.sklearn's fit(comm=): the same coefficients and loss curve as one
+    process (rounding of the reduced sums: 1e-10), bit-identical on every rank,
+    also when random_state is None (rank 0's stream is broadcast)."""
+    pytest.importorskip("sklearn")
+    run = _launch(ranks, "estimators", tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = _results(tmp_path, "estimators", ranks)
+    for name, result in results[0].items():
+        assert all(r[name]["identical"] and r[name]["unseeded identical"] for r in results)
+        assert result["weights"] < 1e-10, (name, result)
+        assert result["curve"] < 1e-10, (name, result)
+        assert result["same n_iter"], (name, result)
