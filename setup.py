@@ -57,7 +57,14 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=extra_compile_args + openmp_flags,
         extra_link_args=openmp_flags + strip_flags,
-    )
+    ),
+    # The command line's CSV parser (fastbp._table): no BLAS, no OpenMP.
+    Extension(
+        "fastbp._csv",
+        ["fastbp/_csv.pyx"],
+        extra_compile_args=extra_compile_args,
+        extra_link_args=strip_flags,
+    ),
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives))

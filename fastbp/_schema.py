@@ -294,6 +294,26 @@ RNG_STATE = Record(
         "uinteger": Int(0, 2**32 - 1),
     }
 )
+# What a front end (the command line, ``fastbp._pipeline``) did to the data before
+# the model saw it; optional, so files without it load as before.
+PREPROCESSING = Record(
+    {
+        "features": ListOf(NAME, min_length=1),
+        "mean": ListOf(NUMBER),
+        "scale": ListOf(NUMBER),
+        "target": NAME,
+        "task": Text("classification", "regression"),
+        "classes": Nullable(ListOf(NAME, min_length=2)),
+        "target_mean": NUMBER,
+        "target_scale": NUMBER,
+    },
+    {
+        "training": MapOf(
+            Nullable(Either("a number, a name or true or false", NUMBER, NAME, FLAG))
+        ),
+        "metrics": MapOf(Number(False)),
+    },
+)
 MODEL = Record(
     {
         "layers": ListOf(LAYER, min_length=1),
@@ -310,7 +330,8 @@ MODEL = Record(
         "dropout_seed": Int(0, 2**64 - 1),  # a uint64 of the compiled plan
         "history": Record({"epoch": ListOf(COUNT), "history": MapOf(ListOf(Number(False)))}),
         "epochs_done": COUNT,
-    }
+    },
+    {"preprocessing": PREPROCESSING},
 )
 FILE = Record(
     {
@@ -318,15 +339,47 @@ FILE = Record(
         "format": NAME,
         "format_version": Int(1),
         "fastbp_version": NAME,
-    }
+    },
+    MODEL.optional,
 )
+
+
+def _check_preprocessing(config: dict[str, Any]) -> dict[str, Any]:
+    """The preprocessing section against the model it feeds: one mean and one
+    positive scale per input feature, distinct names, one class per output."""
+    section = config.get("preprocessing")
+    if section is None:
+        return config
+    n_features = len(section["features"])
+    if n_features != config["input_dim"]:
+        raise ConfigError(
+            "preprocessing.features",
+            f"names {n_features} features for a model of input_dim {config['input_dim']}",
+        )
+    if len(set(section["features"])) != n_features:
+        raise ConfigError("preprocessing.features", "names a feature twice")
+    for key in ("mean", "scale"):
+        if len(section[key]) != n_features:
+            raise ConfigError(
+                f"preprocessing.{key}",
+                f"holds {len(section[key])} values for {n_features} features",
+            )
+    for key, values in (("scale", section["scale"]), ("target_scale", [section["target_scale"]])):
+        if not all(value > 0 for value in values):
+            raise ConfigError(f"preprocessing.{key}", "must be > 0")
+    classes = section["classes"]
+    if (section["task"] == "classification") != (classes is not None):
+        raise ConfigError("preprocessing.classes", f"does not fit the task {section['task']!r}")
+    if classes is not None and len(set(classes)) != len(classes):
+        raise ConfigError("preprocessing.classes", "names a class twice")
+    return config
 
 
 def check_model(config: Any) -> dict[str, Any]:
     """``config`` (``Sequential.get_config()``'s form) checked and normalized."""
-    return MODEL(config, "")
+    return _check_preprocessing(MODEL(config, ""))
 
 
 def check_file(config: Any) -> dict[str, Any]:
     """A model file's JSON document checked and normalized."""
-    return FILE(config, "")
+    return _check_preprocessing(FILE(config, ""))

@@ -63,16 +63,24 @@ class History:
     def __getitem__(self, key: str) -> list[float]:
         return self.history[key]
 
-    def plot(self, metrics: Sequence[str] | None = None, ax: Any = None) -> Any:
+    def plot(
+        self,
+        metrics: str | Sequence[str] | None = None,
+        ax: Any = None,
+        path: str | os.PathLike[str] | None = None,
+    ) -> Any:
         """Draw the training and validation curves with matplotlib.
 
         Parameters
         ----------
-        metrics : list of str, optional
-            Base names to draw, each with its "val_" twin when present; default:
-            every recorded metric except the learning rate.
+        metrics : str or list of str, optional
+            A base name ("loss") or several to draw, each with its "val_" twin when
+            present; default: every recorded metric except the learning rate.
         ax : matplotlib Axes or array of Axes, optional
             Where to draw; default: a new figure with one panel per metric.
+        path : str, optional
+            Also save the figure there (PNG, SVG, PDF: by the file's ending) and
+            close it, in the same call.
 
         Returns
         -------
@@ -84,23 +92,40 @@ class History:
             raise ImportError("History.plot needs matplotlib: pip install matplotlib") from None
         if not self.epoch:
             raise ValueError("the History is empty: nothing to plot")
+        if isinstance(metrics, str):
+            metrics = [metrics]
         names = metrics or [k for k in self.history if not k.startswith("val_") and k != "lr"]
         names = [name[4:] if name.startswith("val_") else name for name in names]
+        names = list(dict.fromkeys(names))  # "loss" and "val_loss" draw one panel
         missing = [n for n in names if n not in self.history and "val_" + n not in self.history]
         if missing:
             raise ValueError(f"no metric {missing} in the History; it has {sorted(self.history)}")
         if ax is None:
-            _, ax = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
+            _, ax = plt.subplots(
+                1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False, layout="constrained"
+            )
         axes = np.atleast_1d(ax).ravel()
         if len(axes) < len(names):
             raise ValueError(f"{len(names)} metrics need {len(names)} axes, got {len(axes)}")
+        epochs = [epoch + 1 for epoch in self.epoch]  # numbered from 1, as fit shows them
         for axis, name in zip(axes, names):
             for key, label in ((name, "training"), ("val_" + name, "validation")):
                 if key in self.history:
-                    axis.plot(self.epoch, self.history[key], label=label)
+                    axis.plot(
+                        epochs,
+                        self.history[key],
+                        label=label,
+                        marker="." if len(epochs) < 30 else None,
+                    )
             axis.set_xlabel("epoch")
-            axis.set_ylabel(name)
-            axis.legend()
+            axis.set_title(name.replace("_", " "))
+            axis.xaxis.get_major_locator().set_params(integer=True)
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize="small")
+        if path is not None:
+            figure = axes[0].figure
+            figure.savefig(os.fspath(path), dpi=120, bbox_inches="tight")
+            plt.close(figure)
         return axes
 
     def __len__(self) -> int:

@@ -74,6 +74,12 @@ class Sequential:
     training works on the logits, ``predict`` returns probabilities (rates).
     """
 
+    #: What a front end did to the data before this model saw it (the command line:
+    #: feature names, their standardization, the target and its class names;
+    #: ``fastbp._pipeline``), as JSON-compatible values checked by the file schema;
+    #: saved and loaded with the model, never used by it. None: nothing.
+    preprocessing: dict[str, Any] | None = None
+
     def __init__(
         self,
         layers: Sequence[Layer] | None = None,

@@ -5,7 +5,9 @@ A fastbp model file is a NumPy ``.npz`` archive (a zip of ``.npy`` arrays) holdi
 - ``config``: a JSON document (stored as a 0-d unicode array) with the format name
   and version, the fastbp version, the architecture (layers with their settings),
   the loss, the optimizer (class, hyperparameters, step count), the dtype, the seed
-  and random generator state, and the training history;
+  and random generator state, the training history, and (optional)
+  ``preprocessing``: what the command line did to the data (feature names, their
+  standardization, the target's name and class names; ``Sequential.preprocessing``);
 - ``params``: the flat parameter buffer (every layer's weight then bias, in order);
 - ``optimizer_state``: the optimizer's state buffers, one row each (momentum; Adam's
   first and second moments; ...), of shape (n_buffers, n_params).
@@ -81,6 +83,8 @@ def config_of(model: Sequential) -> dict[str, Any]:
         "dropout_seed": model._network.dropout_seed,
         "history": {"epoch": model.history.epoch, "history": model.history.history},
         "epochs_done": model._epochs_done,
+        # only when set, so that other files stay as they were
+        **({} if model.preprocessing is None else {"preprocessing": model.preprocessing}),
     }
 
 
@@ -90,7 +94,9 @@ def from_config(model_class: type[Sequential], config: dict[str, Any]) -> Sequen
     Raises ``fastbp._schema.ConfigError`` (a ValueError) naming the field that is
     of the wrong type, out of range or inconsistent with the others."""
     config = _schema.check_model(config)
-    return _build(model_class, config, _parts(config))
+    model = _build(model_class, config, _parts(config))
+    model.preprocessing = copy.deepcopy(config.get("preprocessing"))
+    return model
 
 
 def _parts(config):
@@ -174,6 +180,7 @@ def restore(
     model.history.epoch = list(history["epoch"])
     model.history.history = {key: list(values) for key, values in history["history"].items()}
     model._epochs_done = config["epochs_done"]
+    model.preprocessing = config.get("preprocessing")
 
 
 def pickled_state(model: Sequential) -> dict[str, Any]:

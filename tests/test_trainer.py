@@ -598,8 +598,11 @@ def test_progress_plain_lines_without_tqdm(monkeypatch, capsys):
     assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
 
 
-def test_progress_bar_with_tqdm(capsys):
+def test_progress_bar_with_tqdm(capsys, monkeypatch):
     pytest.importorskip("tqdm")
+    from fastbp import _progress
+
+    monkeypatch.setattr(_progress, "_terminal", lambda stream: True)  # a bar, as on a terminal
     X, y = blobs(20)
     classifier().fit(X, y, epochs=2, batch_size=5, verbose=1)
     err = capsys.readouterr().err

@@ -1,0 +1,158 @@
+"""The command line's data reading (fastbp._table, the parser fastbp._csv), its
+preprocessing (fastbp._pipeline, fastbp._labels) and the model file's
+preprocessing section."""
+
+import copy
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import _labels, _pipeline, _table
+
+
+def read(tmp_path, text, **columns):
+    path = tmp_path / "data.csv"
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return _table.read(path, **columns)
+
+
+def test_numbers_round_as_python_does(tmp_path):
+    rng = np.random.default_rng(0)
+    values = np.concatenate(
+        [
+            rng.normal(size=300) * 10.0 ** rng.integers(-35, 35, 300),
+            rng.integers(-(10**6), 10**6, 100),
+            [0.1, -0.0, 1e-45, 3.4028234e38, 123456789012345678901234, 0.30000000000000004],
+        ]
+    )
+    texts = [repr(float(v)) for v in values]
+    texts += ["1.", ".5", "-.5e-3", "+7", "1E5", " 2.5 ", "00012", "1e0000000000001"]
+    text = "a\n" + "\n".join(texts) + "\n"
+    table = read(tmp_path, text)
+    expected = np.array([float(t) for t in texts], dtype=np.float64).astype(np.float32)
+    np.testing.assert_array_equal(table.X[:, 0], expected)
+
+
+@pytest.mark.parametrize("block", [7, 64, 1 << 22])
+def test_blocks_quotes_blank_lines_and_crlf(tmp_path, monkeypatch, block):
+    monkeypatch.setattr(_table, "BLOCK", block)
+    text = 'x,"the, label",z\r\n1,"a, b",2\r\n\r\n"3",c,4\r\n5, "say ""hi""" ,6'
+    table = read(tmp_path, text, target="the, label")
+    assert table.features == ["x", "z"]
+    np.testing.assert_array_equal(table.X, [[1, 2], [3, 4], [5, 6]])
+    assert [table.target_text[c] for c in table.target_codes] == ["a, b", "c", 'say "hi"']
+    assert table.lines.tolist() == [2, 4, 5]
+
+
+def test_errors_name_the_row_line_and_column(tmp_path, monkeypatch):
+    monkeypatch.setattr(_table, "BLOCK", 16)  # errors found in a later block
+    rows = "".join(f"{i},{i}\n" for i in range(30))
+    with pytest.raises(_table.DataError, match=r"row 31 \(line 33\), column 'b': 'x' is not"):
+        read(tmp_path, "a,b\n" + rows + "\n7,x\n")
+    with pytest.raises(_table.DataError, match="row 1 .line 2., column 'a': a quote that"):
+        read(tmp_path, 'a,b\n"1,2\n')
+    with pytest.raises(_table.DataError, match="line 1: the header names column 'a' twice"):
+        read(tmp_path, "a,a\n1,2\n")
+    with pytest.raises(_table.DataError, match="not a number"):
+        read(tmp_path, "a\n0x10\n")  # no hexadecimal floats
+
+
+def test_missing_words_and_the_target(tmp_path):
+    table = read(tmp_path, "a,y\n1,2\nNA,3\n4,\n5,nan\n", target="y")
+    assert table.missing_at == (2, "a", 3)
+    assert np.isnan(table.X[1, 0]) and table.target_missing.tolist() == [0, 0, 1, 1]
+    # text and numbers: a number is named by its value ("2" and "2.0" are one class)
+    table = read(tmp_path, "a,y\n1,2\n2,2.0\n3,cat\n4,\n", target="y")
+    assert table.target_text == ["2", "cat"] and table.target_codes.tolist() == [0, 0, 1, -1]
+
+
+def test_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"a": [1.0, 2.0, None], "y": ["u", "v", "u"]}), path)
+    table = _table.read(path, target="y")
+    assert table.features == ["a"] and table.missing_at == (3, "a", 4)
+    assert [table.target_text[c] for c in table.target_codes] == ["u", "v", "u"]
+
+
+def test_label_encoder_sorts_and_decodes():
+    encoder, codes = _labels.LabelEncoder.from_text(["b", "a", "c"], np.array([0, 1, -1, 2]))
+    assert encoder.classes == ["a", "b", "c"] and codes.tolist() == [1, 0, -1, 2]
+    encoder, codes = _labels.LabelEncoder.from_numbers([10.0, 2.0, np.nan, 2.0, 0.5])
+    assert encoder.classes == ["0.5", "2", "10"] and codes.tolist() == [2, 1, -1, 1, 0]
+    assert encoder.decode([2, 0]).tolist() == ["10", "0.5"]
+    assert encoder.encode_numbers([2.0, 3.0])[1] == 1  # 3 is unknown: its index
+    assert encoder.encode_names(["10", None])[0].tolist() == [2, -1]
+
+
+def test_task_inference(tmp_path):
+    many = "".join(f"{i},{i}\n" for i in range(21))
+    assert _pipeline.infer_task(read(tmp_path, "a,y\n" + many, target="y")) == "regression"
+    few = "".join(f"{i},{i % 20}\n" for i in range(40))
+    assert _pipeline.infer_task(read(tmp_path, "a,y\n" + few, target="y")) == "classification"
+    table = read(tmp_path, "a,y\n1,1.5\n2,1\n", target="y")
+    assert _pipeline.infer_task(table) == "regression"
+    table = read(tmp_path, "a,y\n1,x\n2,y\n", target="y")
+    with pytest.raises(_table.DataError, match="regression needs a numeric target"):
+        _pipeline.infer_task(table, "regression")
+
+
+def _with_preprocessing():
+    model = fastbp.Sequential([fastbp.Dense(2, "softmax")], input_dim=2, seed=0)
+    model.preprocessing = {
+        "features": ["a", "b"],
+        "mean": [0.5, 1.0],
+        "scale": [2.0, 1.0],
+        "target": "y",
+        "task": "classification",
+        "classes": ["no", "yes"],
+        "target_mean": 0.0,
+        "target_scale": 1.0,
+        "training": {"epochs": 3, "data": "d.csv", "early_stopping": None},
+        "metrics": {"accuracy": 0.5},
+    }
+    return model
+
+
+def test_preprocessing_travels_with_the_model(tmp_path):
+    model = _with_preprocessing()
+    loaded = fastbp.load(model.save(tmp_path / "m.npz"))
+    assert loaded.preprocessing == model.preprocessing
+    assert loaded.get_config() == model.get_config()
+    assert fastbp.Sequential.from_config(model.get_config()).preprocessing == model.preprocessing
+    assert copy.deepcopy(model).preprocessing == model.preprocessing
+    assert pickle.loads(pickle.dumps(model)).preprocessing == model.preprocessing
+    plain = fastbp.Sequential([fastbp.Dense(1)], input_dim=2)
+    assert "preprocessing" not in plain.get_config()  # other files stay as they were
+    assert fastbp.load(plain.save(tmp_path / "p.npz")).preprocessing is None
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (lambda p: p.update(scale=[0.0, 1.0]), "preprocessing.scale: must be > 0"),
+        (lambda p: p.update(mean=[1.0]), "preprocessing.mean: holds 1 values for 2"),
+        (lambda p: p.update(features=["a", "a"]), "preprocessing.features: names a feature"),
+        (lambda p: p.update(features=["a"], mean=[0], scale=[1]), "input_dim 2"),
+        (lambda p: p.update(classes=None), "preprocessing.classes: does not fit"),
+        (lambda p: p.update(task="clustering"), "preprocessing.task: must be one of"),
+        (lambda p: p.update(extra=1), "preprocessing: has an unknown field 'extra'"),
+        (lambda p: p["training"].update(x=[1]), "preprocessing.training.x: must be a number"),
+    ],
+)
+def test_a_bad_preprocessing_section_is_refused(tmp_path, change, field):
+    model = _with_preprocessing()
+    path = model.save(tmp_path / "m.npz")
+    with np.load(path) as archive:
+        arrays = dict(archive)
+    config = json.loads(str(arrays["config"]))
+    change(config["preprocessing"])
+    arrays["config"] = np.array(json.dumps(config))
+    np.savez(path, **arrays)
+    with pytest.raises(fastbp.ModelFileError, match=field.replace("(", r"\(")):
+        fastbp.load(path)
