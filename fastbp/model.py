@@ -122,6 +122,7 @@ class Sequential:
         self._network = None
         self._guard = Guard()
         self._trainer = Trainer(self)
+        self._run = None  # the fit in progress (fastbp.trainer.Trainer.fit)
 
     def add(self, layer: Layer) -> None:
         """Append a layer (before the model is built)."""

@@ -194,7 +194,7 @@ def pickled_state(model: Sequential) -> dict[str, Any]:
         state = {
             key: value
             for key, value in model.__dict__.items()
-            if key not in ("_network", "_guard", "_trainer")
+            if key not in ("_network", "_guard", "_trainer", "_run")
         }
         state["_built"] = (
             None
