@@ -43,6 +43,7 @@ def house_prices(n, seed=0):
 
 def standardize(train, test):
     mean, std = train.mean(axis=0), train.std(axis=0)
+    std = np.where(std > 0, std, 1.0)  # a constant column stays constant
     return (train - mean) / std, (test - mean) / std
 
 
@@ -52,10 +53,37 @@ def split(X, y, test_fraction, seed):
     return X[order[n_test:]], X[order[:n_test]], y[order[n_test:]], y[order[:n_test]]
 
 
+# The smallest data that still leaves a test set and a spread in every feature, and
+# the largest that fits a laptop's memory.
+MIN_SAMPLES, MAX_SAMPLES = 10, 1_000_000
+
+
+def count(low, high=None):
+    """An argparse type: an integer in [low, high]; anything else is a usage error
+    (a message and exit status 2), not a traceback."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f"from {low} to {high:,}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"must be an integer {bound}, got {value}")
+        return value
+
+    return parse
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fastbp", description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--samples", type=int, default=1000, help="samples per spiral arm")
+    parser.add_argument("--epochs", type=count(1), default=60, help="passes over the data (>= 1)")
+    parser.add_argument(
+        "--samples",
+        type=count(MIN_SAMPLES, MAX_SAMPLES),
+        default=1000,
+        help=f"samples per spiral arm ({MIN_SAMPLES} to {MAX_SAMPLES:,})",
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the results")
     parser.add_argument("--version", action="version", version=f"fastbp {fastbp.__version__}")
     args = parser.parse_args(argv)

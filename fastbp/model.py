@@ -48,7 +48,7 @@ class Sequential:
         A name (default hyperparameters) or an Optimizer instance. The instance is
         configuration: the state (moments, step count) is this model's own
         (``optimizer_state``), so one instance may configure several models.
-    seed : int, optional
+    seed : int >= 0, optional
         Seeds the initial weights and the shuffling: the same seed, data and thread
         count give bit-identical weights.
     dtype : {"float32", "float64"}, default "float32"
@@ -90,7 +90,9 @@ class Sequential:
         self.optimizer = optimizer
         self.dtype = val.float_dtype(dtype)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise TypeError(f"seed must be an integer or None, got {seed!r}")
+            raise TypeError(f"seed must be an integer >= 0 or None, got {seed!r}")
+        if seed is not None and seed < 0:
+            raise ValueError(f"seed must be an integer >= 0 or None, got {seed}")
         self.seed = seed
         self.threads = (
             None
@@ -260,7 +262,8 @@ class Sequential:
         y : array-like
             Targets: for mse, shape (n_samples,) or (n_samples, n_outputs); for
             cross_entropy, integer class labels of shape (n_samples,) or class
-            probabilities of shape (n_samples, n_classes); for binary_cross_entropy,
+            probabilities of shape (n_samples, n_classes), each row summing to 1
+            (not (n_samples, 1): labels are 1-D); for binary_cross_entropy,
             values in [0, 1] of shape (n_samples,) or (n_samples, n_outputs).
         epochs : int, default 10
             Passes over the data.

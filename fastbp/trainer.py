@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _codes, _interrupt, _progress, _sparse, _threads
+from . import _codes, _interrupt, _progress, _sparse, _threads, inference
 from . import _validation as val
 from . import data as fitdata
 from ._backend import core
@@ -75,6 +75,7 @@ def settings(
     """Check fit's loop arguments once, at the boundary."""
     epochs = val.positive_int(epochs, "epochs", minimum=0)
     batch_size = val.positive_int(batch_size, "batch_size")
+    shuffle = val.flag(shuffle, "shuffle")
     callbacks = list(callbacks or [])
     for callback in callbacks:
         if not isinstance(callback, Callback):
@@ -309,9 +310,17 @@ class Trainer:
         progress = _progress.make(settings.verbose, epochs, run.n_batches, model._epochs_done)
         tolerance = _Tolerance(settings.tol, settings.n_iter_no_change)
         model.stop_training = False
+        names = list(inference.metric_names(model.loss))
+        names += ["val_" + name for name in names] if validation is not None else []
         with model._guard.writing():  # callbacks may write the weights
             for callback in callbacks:
                 callback.set_model(model)
+                # What its on_epoch_end will find in the logs: fit's metrics and
+                # what the callbacks before it add.
+                params = {"epochs": epochs, "verbose": settings.verbose, "metrics": list(names)}
+                callback.set_params(params)
+                names += [key for key in callback.logged if key not in names]
+            for callback in callbacks:
                 callback.on_train_begin({})
         interrupted = None
         try:
