@@ -325,10 +325,12 @@ class Sequential:
 
         Training diverges when a minibatch's loss or the weights become NaN or
         infinite, or when an epoch's training loss exceeds 1e4
-        (``fastbp.trainer.EXPLOSION``) times the fit's reference loss: the larger of
-        the loss of its first minibatch (at the weights fit started from) and the
-        loss of an all-zero output (logits, log-rates) on the targets, so that
-        neither a small first loss nor unscaled inputs raise a false alarm. fit then
+        (``fastbp.trainer.EXPLOSION``) times the fit's reference loss: the largest of
+        the loss of its first minibatch (at the weights fit started from), the loss
+        at those weights on the first 1024 rows, and the loss of an all-zero output
+        (logits, log-rates) on the targets, so that neither a small first loss (a
+        first minibatch of one typical row) nor unscaled inputs raise a false
+        alarm. fit then
         restores the weights, optimizer state and History of the start of the
         latest epoch whose first minibatch's loss was finite and sane (an epoch can
         end with weights whose loss is not) and raises FloatingPointError.

@@ -5,8 +5,9 @@ between them (data-parallel training, full-batch optimizers).
 
 Divergence, the one statement of the rule (``Sequential.fit`` documents it): a
 minibatch loss or weights that are NaN or infinite, or an epoch's training loss
-above ``EXPLOSION`` times the fit's reference loss (the larger of its first
-minibatch's loss and the loss of an all-zero output). The rollback point is the
+above ``EXPLOSION`` times the fit's reference loss (the largest of its first
+minibatch's loss, the loss at its starting weights on the first rows, and the loss
+of an all-zero output). The rollback point is the
 start of the latest epoch whose first minibatch, whose loss is taken at exactly
 those weights, had a finite and sane loss: the start of the failing epoch may
 already hold the diverged result of the epoch before.
@@ -43,8 +44,10 @@ CHUNK_FLOPS = 4e9
 # of two scales, below).
 EXPLOSION = 1e4
 
-# Rows of the training data over which the loss of an all-zero output is taken:
-# a scale of the targets, not an estimate that needs every row.
+# Rows of the training data over which the loss of an all-zero output and the loss
+# at the starting weights are taken: scales of the data, not estimates that need
+# every row (a first minibatch of one row is no scale: one row of unscaled inputs
+# may lose 1e6 times more than another before any step).
 _ZERO_OUTPUT_ROWS = 1024
 
 
@@ -146,6 +149,7 @@ class _Epochs:
         self.start = self.good = None
         self.spare = _Checkpoint(network.params, state.rows)
         self.zero_output_loss = _zero_output_loss(model, data)
+        self.start_loss = _start_loss(model, data)
         self.reference = None  # the fit's reference loss, from its first minibatch
         self.opt = model.optimizer.config()
         self.total_squares = (
@@ -177,7 +181,9 @@ class _Epochs:
         first epoch) and tells whether that start is a sane rollback point."""
         first = float(self.stats["loss"][0])
         if self.reference is None and math.isfinite(first):
-            self.reference = max(abs(first), abs(self.zero_output_loss), _TINY)
+            self.reference = max(
+                abs(first), abs(self.zero_output_loss), abs(self.start_loss), _TINY
+            )
         if math.isfinite(first) and first <= self.limit():
             self.spare = self.good or _Checkpoint(self.start.params, self.start.rows)
             self.good = self.start
@@ -273,6 +279,15 @@ def _zero_output_loss(model, data):
         np.empty_like(zeros),
         model.loss.param,
     )
+    return value if math.isfinite(value) else 0.0
+
+
+def _start_loss(model, data):
+    """The loss at the weights fit starts from on the first rows (without dropout or
+    sample weights): what the data make of the loss before training. 0 when not
+    finite (NaN inputs fail later, by name)."""
+    rows = np.arange(min(data.X.shape[0], _ZERO_OUTPUT_ROWS))
+    value = model._evaluate_data(data.rows(rows)._replace(weights=data.weights[:0]))["loss"]
     return value if math.isfinite(value) else 0.0
 
 
@@ -414,8 +429,9 @@ class Trainer:
                 run,
                 epoch,
                 f"the epoch's training loss {loss:.4g} exceeds {EXPLOSION:g} times the"
-                f" fit's reference loss {run.reference:.4g} (the larger of its first"
-                " minibatch's loss and the loss of an all-zero output)"
+                f" fit's reference loss {run.reference:.4g} (the largest of its first"
+                " minibatch's loss, the loss at its starting weights and the loss of an"
+                " all-zero output)"
                 if math.isfinite(loss)
                 else f"the epoch's training loss became {loss}",
             )
