@@ -351,11 +351,12 @@ def forward_with_bound(model, X):
     pass in the model's dtype may lie from it: each product sum of k terms errs by at
     most (k + 2) eps sum|terms| (plus underflow, k denormal spacings), each
     activation by 8 eps |f| (the vector math is within 4 ulp) plus its slope times
-    the error of its input. Returns (output, bound, overflows): ``overflows`` when a
+    the error of its input, plus the smallest normal number (the vector exp gives 0
+    where the result would be subnormal). Returns (output, bound, overflows): ``overflows`` when a
     magnitude along the way comes near the dtype's largest value, where IEEE
     overflow to infinity is the expected result."""
     info = np.finfo(model.dtype)
-    eps, tiny = float(info.eps), float(info.smallest_subnormal)
+    eps, tiny, normal = float(info.eps), float(info.smallest_subnormal), float(info.tiny)
     net = _refmodel.network(model)
     weights = [(w.astype(np.float64), b.astype(np.float64)) for w, b in model.get_weights()]
     x0 = X.astype(np.float64)
@@ -371,7 +372,7 @@ def forward_with_bound(model, X):
             z = x @ W + b
             err_z = err @ np.abs(W) + (n_in + 2) * eps * magnitude + (n_in + 1) * tiny
             a = _reference.activate(name, z, param)
-            err_a = _lipschitz(name, z, err_z, param) * err_z + 8 * eps * np.abs(a) + tiny
+            err_a = _lipschitz(name, z, err_z, param) * err_z + 8 * eps * np.abs(a) + normal
             if skip is not None:
                 source, source_err = (x0, 0.0) if skip == -1 else (outs[skip], errs[skip])
                 a = a + source
@@ -383,10 +384,10 @@ def forward_with_bound(model, X):
         final = OUTPUT_ACTIVATION.get(model.loss.name, "identity")
         if final == "softmax":
             out = _reference.softmax(x)
-            bound = 2 * err.max(axis=1, keepdims=True) + 8 * eps * out + tiny
+            bound = 2 * err.max(axis=1, keepdims=True) + 8 * eps * out + normal
         else:
             out = _reference.activate(final, x)
-            bound = _lipschitz(final, x, err, None) * err + 8 * eps * np.abs(out) + tiny
+            bound = _lipschitz(final, x, err, None) * err + 8 * eps * np.abs(out) + normal
         if final != "identity":
             biggest = max(biggest, float(np.max(np.abs(out))))
     overflows = not math.isfinite(biggest) or biggest > float(info.max) / 4
