@@ -45,8 +45,10 @@ else:
 openmp = os.environ.get("FASTBP_OPENMP", "1" if sys.platform.startswith("linux") else "0")
 openmp_flags = ["-fopenmp"] if openmp not in ("", "0") and sys.platform != "win32" else []
 # Release builds on Linux link a stripped extension (no symbol tables: 0.66 MB
-# instead of 3.4 MB); FASTBP_DEBUG=1 keeps them.
-strip_flags = ["-s"] if sys.platform.startswith("linux") and not DEBUG else []
+# instead of 3.4 MB); FASTBP_DEBUG=1 and sanitizer builds (tools/sanitize.sh: CFLAGS
+# with -fsanitize) keep them, for readable reports.
+sanitized = "-fsanitize" in os.environ.get("CFLAGS", "")
+strip_flags = ["-s"] if sys.platform.startswith("linux") and not DEBUG and not sanitized else []
 
 extensions = [
     Extension(

@@ -1358,7 +1358,7 @@ cdef tuple _run_team(const Run* r, floating* params, floating* grads, floating* 
 
 def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
               Py_ssize_t capacity, intp[::1] label_work, floating[::1] weight_work,
-              Plan plan,
+              Plan plan not None,
               object X, const floating[:, ::1] targets, const intp[::1] labels,
               const floating[::1] sample_weight, const intp[::1] order,
               Py_ssize_t batch_size, Py_ssize_t first_batch, Py_ssize_t stop_batch,
@@ -1390,8 +1390,9 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
     cdef Run r = _data_run(plan, capacity, work.shape[0], params.shape[0], True, X,
                            targets, labels, &sample_weight[0] if sample_weight.shape[0] else NULL,
                            sample_weight.shape[0], loss_kind, loss_param)
-    if stop_batch > stats.shape[0]:
-        raise ValueError("stats needs one entry per minibatch of the epoch")
+    if not 0 <= first_batch <= stop_batch <= stats.shape[0]:
+        raise ValueError("stats needs one entry per minibatch of the epoch, and"
+                         " 0 <= first_batch <= stop_batch")
     _bind_batches(&r, batch_size, first_batch, stop_batch, order, label_work,
                   &weight_work[0] if weight_work.shape[0] else NULL, weight_work.shape[0],
                   stats[first_batch:])
@@ -1403,7 +1404,7 @@ def train_run(floating[::1] params, floating[::1] grads, floating[::1] work,
 
 def batch_gradients(const floating[::1] params, floating[::1] grads, floating[::1] work,
                     Py_ssize_t capacity, intp[::1] label_work, floating[::1] weight_work,
-                    Plan plan,
+                    Plan plan not None,
                     object X, const floating[:, ::1] targets,
                     const intp[::1] labels, const floating[::1] sample_weight,
                     const intp[::1] order, Py_ssize_t batch_size, Py_ssize_t batch,
@@ -1470,7 +1471,7 @@ def apply_update(floating[::1] params, floating[::1] grads, floating[:, ::1] sta
 
 
 def input_gradient_run(const floating[::1] params, floating[::1] work, Py_ssize_t capacity,
-                       Plan plan,
+                       Plan plan not None,
                        const floating[:, ::1] X, const floating[:, ::1] targets,
                        const intp[::1] labels, int loss_kind, double loss_param,
                        Py_ssize_t output, floating[:, ::1] out):
@@ -1489,6 +1490,8 @@ def input_gradient_run(const floating[::1] params, floating[::1] work, Py_ssize_
     cdef BatchStats ignored
     cdef bint input_skip = False
     cdef const LayerPlan* first
+    if n < 1:
+        raise ValueError("at least one row is needed")
     if capacity < n:
         raise ValueError("the workspace must hold every row")
     memset(&r, 0, sizeof(Run))
@@ -1544,13 +1547,13 @@ def input_gradient_run(const floating[::1] params, floating[::1] work, Py_ssize_
 
 
 def predict_run(const floating[::1] params, floating[::1] work, Py_ssize_t capacity,
-                Plan plan, object X, floating[:, ::1] out):
+                Plan plan not None, object X, floating[:, ::1] out):
     """Forward pass over all rows of ``X`` (dense or ``Csr``) in chunks of
     ``capacity`` rows into ``out``, the output activation
     (``NetPlan.output_activation``: the one fused into the loss in training) applied.
     Returns False, having stopped, when X holds NaN or infinity (the caller says
     where): the check costs a pass over X's values, not a separate NumPy call."""
-    cdef Py_ssize_t n, start, rows, k, d = plan.net.n_inputs
+    cdef Py_ssize_t n, start, rows, k, d
     cdef floating* res
     cdef const void* dense
     cdef SparseRows sparse
@@ -1558,7 +1561,7 @@ def predict_run(const floating[::1] params, floating[::1] work, Py_ssize_t capac
     n = _bind_input(X, plan, params.shape[0], work.shape[0], capacity, False, &out[0, 0]
                     if out.shape[0] else <floating*>NULL, &dense, &sparse)
     cdef const SparseRows* sx = &sparse if sparse.values != NULL else NULL
-    k = plan.net.n_outputs
+    d, k = plan.net.n_inputs, plan.net.n_outputs
     if out.shape[0] != n or out.shape[1] != k:
         raise ValueError("out has the wrong shape")
     cdef const LayerPlan* last = &plan.layers[plan.n_layers - 1]
@@ -1586,7 +1589,7 @@ def predict_run(const floating[::1] params, floating[::1] work, Py_ssize_t capac
 
 
 def evaluate_run(const floating[::1] params, floating[::1] work, Py_ssize_t capacity,
-                 Plan plan, object X, const floating[:, ::1] targets,
+                 Plan plan not None, object X, const floating[:, ::1] targets,
                  const intp[::1] labels, int loss_kind, double loss_param,
                  BatchStats[::1] stats):
     """Over all rows of ``X`` in chunks of ``capacity`` rows: ``stats[0]`` receives the
@@ -1669,8 +1672,9 @@ cdef class Plan:
     cdef readonly Py_ssize_t n_params
     cdef bint dropout
 
-    def __init__(self, const NetPlan[::1] net not None, const LayerPlan[::1] layers not None,
-                 Py_ssize_t n_params):
+    # __cinit__, not __init__: Plan.__new__ cannot make a Plan that skipped the check.
+    def __cinit__(self, const NetPlan[::1] net not None, const LayerPlan[::1] layers not None,
+                  Py_ssize_t n_params):
         cdef Py_ssize_t l
         _check_structure(net, layers, n_params)
         self._net, self._layers = net, layers
@@ -1698,8 +1702,8 @@ cdef class Csr:
     cdef const intp* indices_at
     cdef const intp* indptr_at
 
-    def __init__(self, values, const intp[::1] indices not None, const intp[::1] indptr not None,
-                 Py_ssize_t n_cols):
+    def __cinit__(self, values, const intp[::1] indices not None,
+                  const intp[::1] indptr not None, Py_ssize_t n_cols):
         cdef Py_ssize_t i, nnz
         if (not isinstance(values, np.ndarray) or values.ndim != 1
                 or values.dtype not in (np.float32, np.float64)
@@ -1736,7 +1740,7 @@ cdef class Csr:
 cdef _check_call(Plan plan, Py_ssize_t n_params, Py_ssize_t work_size, Py_ssize_t capacity,
                  bint training, Py_ssize_t d, bint sparse=False):
     # What the plan's own check cannot know: this call's buffers and input width.
-    if plan is None:
+    if plan is None or plan.net == NULL or plan.n_layers < 1:
         raise TypeError("plan must be a fastbp._core.Plan")
     if n_params != plan.n_params:
         raise ValueError("the parameter buffer has %d entries, the plan %d"
@@ -1842,6 +1846,8 @@ def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] 
     if k != kb or out.shape[0] != m or out.shape[1] != n:
         raise ValueError("matmul shapes do not match: (%d, %d) @ (%d, %d) -> (%d, %d)"
                          % (m, k, kb, n, out.shape[0], out.shape[1]))
+    if m >= 2**31 or n >= 2**31 or k >= 2**31:  # BLAS takes 32-bit sizes
+        raise ValueError("matmul dimensions must be below 2**31")
     if m == 0 or n == 0:
         return
     cdef Py_ssize_t i, j
@@ -1861,6 +1867,8 @@ def bias_act_forward(floating[:, ::1] z, const floating[::1] bias, int act, doub
     """In place ``z = f(z + bias)``; ``bias`` of length 0 means no bias."""
     if bias.shape[0] != 0 and bias.shape[0] != z.shape[1]:
         raise ValueError("bias has %d entries, z has %d columns" % (bias.shape[0], z.shape[1]))
+    if not 0 <= act < ACT_COUNT:
+        raise ValueError("unknown activation code %d" % act)
     if z.shape[0] == 0 or z.shape[1] == 0:
         return
     with nogil:

@@ -111,6 +111,14 @@ def positive_int(value, name, minimum=1, maximum=None):
     return int(value)
 
 
+def flag(value, name):
+    """A switch: True or False (a NumPy bool too). Anything else is refused, not read
+    as its truth value: ``bool("no")`` and ``bool("batch")`` are True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def nonnegative_float(value, name):
     if (
         isinstance(value, bool)
@@ -145,6 +153,10 @@ def float_dtype(dtype):
 def _numeric_array(X, name):
     try:
         arr = np.asarray(X)
+        if arr.dtype == object and _numeric_columns(X):
+            # A table mixing bool and number columns (a pandas DataFrame): NumPy
+            # gives objects, but every column is a number (a bool is 0 or 1).
+            arr = np.asarray(X.to_numpy(dtype=np.float64))
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{name} could not be converted to an array: {exc}") from exc
     if arr.dtype.kind == "b":
@@ -153,3 +165,12 @@ def _numeric_array(X, name):
         what = "complex" if arr.dtype.kind == "c" else "non-numeric"
         raise ValueError(f"{name} must be numeric, got {what} data of dtype {arr.dtype}")
     return arr
+
+
+def _numeric_columns(X):
+    """Whether X is a table (a pandas DataFrame) whose columns are all bool, integer
+    or float, NumPy's or pandas' nullable kinds."""
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is None or not hasattr(X, "to_numpy") or np.ndim(dtypes) != 1:
+        return False
+    return all(getattr(dtype, "kind", "O") in "biuf" for dtype in dtypes)

@@ -15,6 +15,7 @@ the record of the epochs that ``fit`` returns.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import os
@@ -22,6 +23,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from . import _validation as val
 
 
 class History:
@@ -137,13 +140,26 @@ class History:
 
 
 class Callback:
-    """Base class: every hook does nothing. ``self.model`` is the model being fit."""
+    """Base class: every hook does nothing. ``self.model`` is the model being fit.
+
+    ``self.params`` (set by fit before ``on_train_begin``, as Keras's ``set_params``)
+    holds "epochs", "verbose" and "metrics": the keys of the epoch logs this
+    callback's ``on_epoch_end`` will receive (fit's metrics, then the keys that
+    callbacks before it in the list add). A callback that adds keys to the epoch logs
+    names them in ``logged``.
+    """
+
+    logged: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.model: Any = None
+        self.params: dict[str, Any] = {}
 
     def set_model(self, model: Any) -> None:
         self.model = model
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        self.params = params
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         pass
@@ -242,7 +258,7 @@ class EarlyStopping(Callback):
         self._monitor = _Monitor(monitor, mode, min_delta)
         self.monitor = monitor
         self.patience = _check_int(patience, "patience")
-        self.restore_best_weights = bool(restore_best_weights)
+        self.restore_best_weights = val.flag(restore_best_weights, "restore_best_weights")
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._monitor.best = math.inf if self._monitor.mode == "min" else -math.inf
@@ -281,7 +297,8 @@ class ModelCheckpoint(Callback):
     ----------
     path : str
         File to write; may hold ``{epoch}`` (from 1) and metric fields, as in
-        ``"ckpt-{epoch:03d}-{val_loss:.3f}.npz"``.
+        ``"ckpt-{epoch:03d}-{val_loss:.3f}.npz"``: any of the metrics fit reports
+        (``params["metrics"]``), checked when training begins.
     monitor : str, default "val_loss"
     save_best_only : bool, default False
         Save only when the monitored metric improves.
@@ -298,11 +315,36 @@ class ModelCheckpoint(Callback):
         super().__init__()
         self.path = os.fspath(path)
         self._monitor = _Monitor(monitor, mode, 0.0)
-        self.save_best_only = bool(save_best_only)
+        self.save_best_only = val.flag(save_best_only, "save_best_only")
         self.saved = []
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._monitor.best = math.inf if self._monitor.mode == "min" else -math.inf
+        # A path naming a metric that fit does not report (or a bad format) fails
+        # now, not after a whole epoch.
+        metrics = getattr(self, "params", {}).get("metrics")
+        if metrics is None:  # not run by fit: nothing to check against
+            return
+        if self.save_best_only:
+            self._monitor.value(dict.fromkeys(metrics, 0.0), "ModelCheckpoint")
+        try:
+            self.path.format(epoch=1, **dict.fromkeys(metrics, 0.0))
+        except KeyError as exc:
+            raise ValueError(
+                f"ModelCheckpoint's path {self.path!r} names {exc.args[0]!r}, which fit"
+                f" does not report: it may name 'epoch' and {sorted(metrics)}"
+                + (
+                    ""
+                    if any(m.startswith("val_") for m in metrics)
+                    else " (give validation_data or validation_split for 'val_*' metrics)"
+                )
+            ) from None
+        except (IndexError, ValueError, AttributeError) as exc:
+            raise ValueError(
+                f"ModelCheckpoint's path {self.path!r} cannot be filled in with the"
+                f" epoch and the metrics ({exc}): use fields such as {{epoch:03d}} and"
+                " {val_loss:.3f}"
+            ) from None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.save_best_only:
@@ -319,18 +361,32 @@ class LearningRateScheduler(Callback):
     Parameters
     ----------
     schedule : callable
-        ``schedule(epoch) -> lr``, epoch counted from 0 across fit calls; for
-        example a schedule from ``fastbp.schedules``.
+        ``schedule(epoch) -> lr``, epoch counted from 0 across fit calls (for
+        example a schedule from ``fastbp.schedules``), or, as in Keras,
+        ``schedule(epoch, lr) -> lr`` with the current learning rate: a callable
+        that accepts two positional arguments gets both.
     """
 
-    def __init__(self, schedule: Callable[[int], float]) -> None:
+    logged = ("lr",)
+
+    def __init__(self, schedule: Callable[..., float]) -> None:
         super().__init__()
         if not callable(schedule):
             raise TypeError(f"schedule must be callable, got {schedule!r}")
         self.schedule = schedule
+        self._takes_lr = _accepts(schedule, 2)
+        if not self._takes_lr and not _accepts(schedule, 1):
+            raise TypeError(
+                f"schedule must take the epoch, schedule(epoch), or the epoch and the"
+                f" learning rate, schedule(epoch, lr); {schedule!r} takes neither"
+            )
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        lr = self.schedule(epoch)
+        lr = (
+            self.schedule(epoch, self.model.optimizer.lr)
+            if self._takes_lr
+            else self.schedule(epoch)
+        )
         if (
             isinstance(lr, bool)
             or not isinstance(lr, numbers.Real)
@@ -344,6 +400,20 @@ class LearningRateScheduler(Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs["lr"] = self.model.optimizer.lr
+
+
+def _accepts(function, n_positional):
+    """Whether ``function`` can be called with ``n_positional`` positional arguments
+    (True when its signature cannot be read: it is then called with one)."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return n_positional == 1
+    try:
+        signature.bind(*range(n_positional))
+    except TypeError:
+        return False
+    return True
 
 
 class ReduceLROnPlateau(Callback):
@@ -361,6 +431,8 @@ class ReduceLROnPlateau(Callback):
         The learning rate never goes below it.
     mode : {"auto", "min", "max"}, default "auto"
     """
+
+    logged = ("lr",)
 
     def __init__(
         self,

@@ -56,12 +56,24 @@ def with_weights(data, n_outputs, sample_weight=None, class_weight=None):
     n, dtype = data.X.shape[0], data.X.dtype
     weights = None
     if sample_weight is not None:
+        try:
+            shape = np.shape(sample_weight)
+        except ValueError:  # a ragged sequence
+            shape = None
+        if shape != (n,):
+            got = (
+                f"a scalar ({sample_weight})"
+                if shape == ()
+                else "a ragged sequence"
+                if shape is None
+                else f"shape {shape}"
+            )
+            raise ValueError(
+                f"sample_weight must be 1-D of length n_samples ({n}), one weight per"
+                f" sample, got {got}"
+            )
         weights = val.as_float_matrix(sample_weight, dtype, name="sample_weight", allow_1d=True)
-        if weights.shape[1] != 1 or np.ndim(sample_weight) != 1:
-            raise ValueError(f"sample_weight must be 1-D, got shape {np.shape(sample_weight)}")
         weights = np.ascontiguousarray(weights[:, 0])
-        if weights.shape[0] != n:
-            raise ValueError(f"sample_weight has {weights.shape[0]} entries for {n} samples")
         if not weights.min() >= 0:  # NaN fails too
             raise ValueError("sample_weight must be finite and >= 0")
         _require_weight(weights, "sample_weight is zero for every sample")

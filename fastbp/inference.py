@@ -36,6 +36,12 @@ def predict(network, guard, X):
     return out
 
 
+def metric_names(loss):
+    """The metrics ``evaluate`` reports for ``loss`` (fit's epochs report the same,
+    and with validation data each again with "val_" before it)."""
+    return ("loss", "accuracy") if loss.is_classifier else ("loss", "mae", "r2")
+
+
 def evaluate(network, guard, loss, data):
     """Metrics on checked data: "loss" (with the layers' penalties), "accuracy" for
     classification, "mae" and "r2" for regression."""

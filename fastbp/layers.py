@@ -58,6 +58,15 @@ class Layer:
         self.trainable = True
 
     @property
+    def trainable(self) -> bool:
+        """Whether training updates the layer's parameters (True or False)."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        self._trainable = val.flag(value, "trainable")
+
+    @property
     def params(self) -> list[FloatArray]:
         return []
 
@@ -99,6 +108,9 @@ class Dense(Layer):
         added to the loss and its gradient.
     input_dim : int, optional
         Number of inputs; inferred from the data when not given.
+    trainable : bool, default True
+        Whether training updates the layer (the ``trainable`` attribute, which may
+        change between fits).
 
     Attributes
     ----------
@@ -120,8 +132,10 @@ class Dense(Layer):
         kernel_regularizer: regularizers.Regularizer | None = None,
         bias_regularizer: regularizers.Regularizer | None = None,
         input_dim: int | None = None,
+        trainable: bool = True,
     ) -> None:
         super().__init__()
+        self.trainable = trainable
         self.units = val.positive_int(units, "units")
         self.activation = act.canonical_name(activation)
         self.negative_slope = act.check_negative_slope(negative_slope)
@@ -363,6 +377,7 @@ class Dropout(Layer):
         the identity otherwise."""
         x = np.asarray(x)
         if not training or self.rate == 0:
+            self._mask = 1.0  # backward passes the gradient on unchanged
             return x
         rng = rng if rng is not None else np.random.default_rng()
         self._mask = (rng.random(x.shape) >= self.rate) / (1 - self.rate)
@@ -408,8 +423,41 @@ class Residual(Layer):
     def trainable(self) -> bool:
         return all(layer.trainable for layer in self.layers)
 
+    # -- hand-written use ---------------------------------------------------------
+    def forward(
+        self, x: ArrayLike, training: bool = True, rng: np.random.Generator | None = None
+    ) -> FloatArray:
+        """Return ``x + f(x)`` for x of shape (n_samples, n_features): the block's
+        layers in order (their own ``forward``, Dropout with ``training`` and
+        ``rng``), plus the input. Builds the layers on first use."""
+        first = next(layer for layer in self.layers if isinstance(layer, Dense))
+        dtype = first.weight.dtype.type if first.built else _dtype_of(x)
+        x = val.as_float_matrix(x, dtype, name="x")
+        out = x
+        for layer in self.layers:
+            if isinstance(layer, Dropout):
+                out = layer.forward(out, training=training, rng=rng)
+            else:
+                out = layer.forward(out)
+        if out.shape != x.shape:
+            raise ValueError(
+                f"a Residual block adds its input ({x.shape[1]} features) to its output"
+                f" ({out.shape[1]} units): they must match"
+            )
+        return x + out
+
+    def backward(self, grad_output: ArrayLike) -> FloatArray:
+        """Given dL/d output of the last ``forward``, set the layers' gradients and
+        return dL/dx: the gradient through the layers plus ``grad_output`` itself
+        (the skip connection)."""
+        grad = grad_output = np.asarray(grad_output)
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+        return grad + grad_output
+
     @trainable.setter
     def trainable(self, value: bool) -> None:
+        value = val.flag(value, "trainable")
         for layer in getattr(self, "layers", []):
             layer.trainable = value
 

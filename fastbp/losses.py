@@ -195,12 +195,42 @@ class CrossEntropy(Loss):
         if arr.ndim == 1:
             labels = val.as_labels(arr, n_outputs, name=name)
             return LOSS_CE_LABELS, np.empty((0, n_outputs), dtype=dtype), labels
+        if arr.ndim == 2 and arr.shape[1] == 1:
+            raise ValueError(
+                f"{name} has shape {arr.shape}: for cross_entropy give class labels as a"
+                f" 1-D array of shape (n_samples,) ({name}.ravel()), or class probabilities"
+                f" of shape (n_samples, {n_outputs})"
+            )
         targets = val.as_float_matrix(arr, dtype, name=name, finite=finite)
         self._check_width(targets, n_outputs, name)
         if (targets < 0).any():
             val.check_finite(targets, name)
             raise ValueError(f"{name} holds negative class probabilities")
+        _check_rows_sum_to_one(targets, arr.dtype, name)
         return LOSS_CE_SOFT, targets, np.empty(0, dtype=np.intp)
+
+
+def _check_rows_sum_to_one(targets, given_dtype, name):
+    """Class probabilities: each row sums to 1, within the rounding of the sum of
+    ``k`` entries (``(k + 4) eps`` with the eps of the coarser of the given and the
+    model's precision; one-hot and normalized rows always pass). Rows holding NaN or
+    infinity are left to the finiteness check, which names them."""
+    k = targets.shape[1]
+    eps = max(
+        np.finfo(targets.dtype).eps,
+        np.finfo(given_dtype).eps if given_dtype.kind == "f" else 0.0,
+    )
+    sums = targets.sum(axis=1, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero(np.isfinite(sums) & (np.abs(sums - 1) > (k + 4) * eps))
+    if bad.size:
+        row = int(bad[0])
+        raise ValueError(
+            f"{name}'s rows must sum to 1 for cross_entropy with class probabilities,"
+            f" but row {row} sums to {sums[row]:.6g} ({bad.size} of {len(sums)} rows"
+            f" do not): normalize them ({name} / {name}.sum(axis=1, keepdims=True)), or"
+            " use binary_cross_entropy for independent (multi-label) targets"
+        )
 
 
 class BinaryCrossEntropy(Loss):
@@ -289,9 +319,7 @@ class Poisson(Loss):
 
     def __init__(self, half_deviance: bool = False, reduction: str = "mean") -> None:
         super().__init__(reduction)
-        if not isinstance(half_deviance, (bool, np.bool_)):
-            raise TypeError(f"half_deviance must be True or False, got {half_deviance!r}")
-        self.half_deviance = bool(half_deviance)
+        self.half_deviance = val.flag(half_deviance, "half_deviance")
         self.param = 1.0 if half_deviance else 0.0
 
     def get_config(self) -> dict[str, Any]:

@@ -48,7 +48,7 @@ class Sequential:
         A name (default hyperparameters) or an Optimizer instance. The instance is
         configuration: the state (moments, step count) is this model's own
         (``optimizer_state``), so one instance may configure several models.
-    seed : int, optional
+    seed : int >= 0, optional
         Seeds the initial weights and the shuffling: the same seed, data and thread
         count give bit-identical weights.
     dtype : {"float32", "float64"}, default "float32"
@@ -96,7 +96,9 @@ class Sequential:
         self.optimizer = optimizer
         self.dtype = val.float_dtype(dtype)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise TypeError(f"seed must be an integer or None, got {seed!r}")
+            raise TypeError(f"seed must be an integer >= 0 or None, got {seed!r}")
+        if seed is not None and seed < 0:
+            raise ValueError(f"seed must be an integer >= 0 or None, got {seed}")
         self.seed = seed
         self.threads = (
             None
@@ -270,7 +272,8 @@ class Sequential:
         y : array-like
             Targets: for mse, shape (n_samples,) or (n_samples, n_outputs); for
             cross_entropy, integer class labels of shape (n_samples,) or class
-            probabilities of shape (n_samples, n_classes); for binary_cross_entropy,
+            probabilities of shape (n_samples, n_classes), each row summing to 1
+            (not (n_samples, 1): labels are 1-D); for binary_cross_entropy,
             values in [0, 1] of shape (n_samples,) or (n_samples, n_outputs).
         epochs : int, default 10
             Passes over the data.
@@ -344,10 +347,12 @@ class Sequential:
 
         Training diverges when a minibatch's loss or the weights become NaN or
         infinite, or when an epoch's training loss exceeds 1e4
-        (``fastbp.trainer.EXPLOSION``) times the fit's reference loss: the larger of
-        the loss of its first minibatch (at the weights fit started from) and the
-        loss of an all-zero output (logits, log-rates) on the targets, so that
-        neither a small first loss nor unscaled inputs raise a false alarm. fit then
+        (``fastbp.trainer.EXPLOSION``) times the fit's reference loss: the largest of
+        the loss of its first minibatch (at the weights fit started from), the loss
+        at those weights on the first 1024 rows, and the loss of an all-zero output
+        (logits, log-rates) on the targets, so that neither a small first loss (a
+        first minibatch of one typical row) nor unscaled inputs raise a false
+        alarm. fit then
         restores the weights, optimizer state and History of the start of the
         latest epoch whose first minibatch's loss was finite and sane (an epoch can
         end with weights whose loss is not) and raises FloatingPointError.

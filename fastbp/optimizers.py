@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _codes
+from . import _validation as val
 from ._backend import core
 
 OPT_SGD = _codes.OPTIMIZERS["sgd"]
@@ -42,12 +43,6 @@ def _check_number(value, name, low=None, high=None, low_open=False, high_open=Tr
     if high is not None and (value > high or (high_open and value == high)):
         raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
     return float(value)
-
-
-def _check_flag(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 class OptimizerState:
@@ -279,7 +274,7 @@ class SGD(Optimizer):
         super().__init__(lr, clipnorm, clipvalue)
         self.momentum = _check_number(momentum, "momentum", low=0, high=1)
         self.weight_decay = _check_number(weight_decay, "weight_decay", low=0, high=None)
-        self.nesterov = _check_flag(nesterov, "nesterov")
+        self.nesterov = val.flag(nesterov, "nesterov")
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs a momentum > 0")
 
@@ -341,7 +336,7 @@ class Adam(Optimizer):
         eps_uncorrected: bool = False,
     ) -> None:
         super().__init__(lr, clipnorm, clipvalue)
-        self.eps_uncorrected = _check_flag(eps_uncorrected, "eps_uncorrected")
+        self.eps_uncorrected = val.flag(eps_uncorrected, "eps_uncorrected")
         try:
             beta1, beta2 = betas
         except (TypeError, ValueError):
@@ -451,7 +446,7 @@ class RMSProp(Optimizer):
         self.eps = _check_number(eps, "eps", low=0, high=None)
         self.weight_decay = _check_number(weight_decay, "weight_decay", low=0, high=None)
         self.momentum = _check_number(momentum, "momentum", low=0, high=1)
-        self.centered = _check_flag(centered, "centered")
+        self.centered = val.flag(centered, "centered")
 
     def state_names(self) -> tuple[str, ...]:
         return (

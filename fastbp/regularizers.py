@@ -19,6 +19,8 @@ import numbers
 
 from numpy.typing import ArrayLike
 
+from . import _validation as val
+
 
 class Regularizer:
     """``l1 * sum(|w|) + l2 * sum(w ** 2)`` (divided by the minibatch's total sample
@@ -27,9 +29,7 @@ class Regularizer:
     def __init__(self, l1: float = 0.0, l2: float = 0.0, per_sample: bool = False) -> None:
         self.l1 = _coefficient(l1, "l1")
         self.l2 = _coefficient(l2, "l2")
-        if not isinstance(per_sample, bool):
-            raise TypeError(f"per_sample must be True or False, got {per_sample!r}")
-        self.per_sample = per_sample
+        self.per_sample = val.flag(per_sample, "per_sample")
 
     def penalty(self, weights: ArrayLike) -> float:
         """The penalty of an array of weights (float)."""

@@ -5,8 +5,9 @@ between them (data-parallel training, full-batch optimizers).
 
 Divergence, the one statement of the rule (``Sequential.fit`` documents it): a
 minibatch loss or weights that are NaN or infinite, or an epoch's training loss
-above ``EXPLOSION`` times the fit's reference loss (the larger of its first
-minibatch's loss and the loss of an all-zero output). The rollback point is the
+above ``EXPLOSION`` times the fit's reference loss (the largest of its first
+minibatch's loss, the loss at its starting weights on the first rows, and the loss
+of an all-zero output). The rollback point is the
 start of the latest epoch whose first minibatch, whose loss is taken at exactly
 those weights, had a finite and sane loss: the start of the failing epoch may
 already hold the diverged result of the epoch before.
@@ -22,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _codes, _interrupt, _progress, _sparse, _threads
+from . import _codes, _interrupt, _progress, _sparse, _threads, inference
 from . import _validation as val
 from . import data as fitdata
 from ._backend import core
@@ -43,8 +44,10 @@ CHUNK_FLOPS = 4e9
 # of two scales, below).
 EXPLOSION = 1e4
 
-# Rows of the training data over which the loss of an all-zero output is taken:
-# a scale of the targets, not an estimate that needs every row.
+# Rows of the training data over which the loss of an all-zero output and the loss
+# at the starting weights are taken: scales of the data, not estimates that need
+# every row (a first minibatch of one row is no scale: one row of unscaled inputs
+# may lose 1e6 times more than another before any step).
 _ZERO_OUTPUT_ROWS = 1024
 
 
@@ -75,6 +78,7 @@ def settings(
     """Check fit's loop arguments once, at the boundary."""
     epochs = val.positive_int(epochs, "epochs", minimum=0)
     batch_size = val.positive_int(batch_size, "batch_size")
+    shuffle = val.flag(shuffle, "shuffle")
     callbacks = list(callbacks or [])
     for callback in callbacks:
         if not isinstance(callback, Callback):
@@ -145,6 +149,7 @@ class _Epochs:
         self.start = self.good = None
         self.spare = _Checkpoint(network.params, state.rows)
         self.zero_output_loss = _zero_output_loss(model, data)
+        self.start_loss = _start_loss(model, data)
         self.reference = None  # the fit's reference loss, from its first minibatch
         self.opt = model.optimizer.config()
         self.total_squares = (
@@ -185,7 +190,9 @@ class _Epochs:
         first epoch) and tells whether that start is a sane rollback point."""
         first = float(self.stats["loss"][0])
         if self.reference is None and math.isfinite(first):
-            self.reference = max(abs(first), abs(self.zero_output_loss), _TINY)
+            self.reference = max(
+                abs(first), abs(self.zero_output_loss), abs(self.start_loss), _TINY
+            )
         if math.isfinite(first) and first <= self.limit():
             self.spare = self.good or _Checkpoint(self.start.params, self.start.rows)
             self.good = self.start
@@ -284,6 +291,15 @@ def _zero_output_loss(model, data):
     return value if math.isfinite(value) else 0.0
 
 
+def _start_loss(model, data):
+    """The loss at the weights fit starts from on the first rows (without dropout or
+    sample weights): what the data make of the loss before training. 0 when not
+    finite (NaN inputs fail later, by name)."""
+    rows = np.arange(min(data.X.shape[0], _ZERO_OUTPUT_ROWS))
+    value = model._evaluate_data(data.rows(rows)._replace(weights=data.weights[:0]))["loss"]
+    return value if math.isfinite(value) else 0.0
+
+
 class _Tolerance:
     """scikit-learn's ``tol`` and ``n_iter_no_change``: stop after that many epochs
     in a row without an improvement of at least ``tol``."""
@@ -320,9 +336,17 @@ class Trainer:
         progress = _progress.make(settings.verbose, epochs, run.n_batches, model._epochs_done)
         tolerance = _Tolerance(settings.tol, settings.n_iter_no_change)
         model.stop_training = False
+        names = list(inference.metric_names(model.loss))
+        names += ["val_" + name for name in names] if validation is not None else []
         with model._guard.writing():  # callbacks may write the weights
             for callback in callbacks:
                 callback.set_model(model)
+                # What its on_epoch_end will find in the logs: fit's metrics and
+                # what the callbacks before it add.
+                params = {"epochs": epochs, "verbose": settings.verbose, "metrics": list(names)}
+                callback.set_params(params)
+                names += [key for key in callback.logged if key not in names]
+            for callback in callbacks:
                 callback.on_train_begin({})
         interrupted = None
         try:
@@ -420,8 +444,9 @@ class Trainer:
                 run,
                 epoch,
                 f"the epoch's training loss {loss:.4g} exceeds {EXPLOSION:g} times the"
-                f" fit's reference loss {run.reference:.4g} (the larger of its first"
-                " minibatch's loss and the loss of an all-zero output)"
+                f" fit's reference loss {run.reference:.4g} (the largest of its first"
+                " minibatch's loss, the loss at its starting weights and the loss of an"
+                " all-zero output)"
                 if math.isfinite(loss)
                 else f"the epoch's training loss became {loss}",
             )

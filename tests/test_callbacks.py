@@ -200,3 +200,117 @@ def test_history_plot_without_matplotlib(monkeypatch):
     model.fit(X, y, epochs=1)
     with pytest.raises(ImportError, match="pip install matplotlib"):
         model.history.plot()
+
+
+def test_learning_rate_scheduler_takes_keras_two_argument_schedules():
+    # schedule(epoch, lr) raised "missing 1 required positional argument: 'lr'".
+    X, y = blobs(40)
+    seen = []
+
+    def halve(epoch, lr):
+        seen.append((epoch, lr))
+        return lr * 0.5
+
+    model = classifier(fastbp.SGD(lr=0.8))
+    history = model.fit(X, y, epochs=3, callbacks=[cb.LearningRateScheduler(halve)])
+    assert seen == [(0, 0.8), (1, 0.4), (2, 0.2)]
+    assert history["lr"] == [0.4, 0.2, 0.1] and model.optimizer.lr == 0.1
+    # The one-argument form is kept, lambdas and schedules alike.
+    model = classifier(fastbp.SGD(lr=0.8))
+    history = model.fit(
+        X, y, epochs=2, callbacks=[cb.LearningRateScheduler(lambda e: 0.1 / (e + 1))]
+    )
+    assert history["lr"] == [0.1, 0.05]
+    history = model.fit(X, y, epochs=1, callbacks=[cb.LearningRateScheduler(lambda e, lr=9: 0.3)])
+    assert history["lr"][-1] == 0.3
+    decay = fastbp.schedules.StepDecay(0.4, step_size=1, gamma=0.5)
+    history = model.fit(X, y, epochs=1, callbacks=[cb.LearningRateScheduler(decay)])
+    assert history["lr"][-1] == decay(3)
+    for wrong in (lambda: 0.1, lambda a, b, c: 0.1):
+        with pytest.raises(TypeError, match=r"schedule\(epoch\).*schedule\(epoch, lr\)"):
+            cb.LearningRateScheduler(wrong)
+
+
+@pytest.mark.parametrize(
+    "template,message",
+    [
+        (
+            "m-{val_acc:.3f}.npz",
+            r"names 'val_acc', which fit does not report: it may name 'epoch' and \['accuracy'",
+        ),
+        ("m-{val_loss}.npz", None),  # with validation data only
+        ("m-{accuracy:d}.npz", r"cannot be filled in.*Unknown format code 'd'"),
+        ("m-{}.npz", r"cannot be filled in"),
+        ("m-{epoch:03d}-{lr:.4f}.npz", None),  # with a schedule listed before it
+    ],
+)
+@pytest.mark.parametrize("validation", [False, True])
+def test_model_checkpoint_path_checked_when_training_begins(
+    tmp_path, template, message, validation
+):
+    # A path naming a metric that does not exist failed after a whole epoch.
+    X, y = blobs(40)
+    model = classifier()
+    before = model.flat_params.copy() if model.built else None
+    checkpoint = cb.ModelCheckpoint(str(tmp_path / template))
+    callbacks = [checkpoint]
+    if "lr" in template:
+        callbacks.insert(0, cb.LearningRateScheduler(lambda epoch, lr: lr))
+    if message is None and "val_" in template and not validation:
+        message = r"names 'val_loss'.*give validation_data or validation_split"
+    kwargs = dict(validation_data=(X, y)) if validation else {}
+    if message is None:
+        model.fit(X, y, epochs=2, callbacks=callbacks, **kwargs)
+        assert len(checkpoint.saved) == 2 and all(os.path.exists(p) for p in checkpoint.saved)
+        return
+    with pytest.raises(ValueError, match=message):
+        model.fit(X, y, epochs=2, callbacks=callbacks, **kwargs)
+    assert len(model.history) == 0 and checkpoint.saved == []
+    if before is not None:
+        np.testing.assert_array_equal(model.flat_params, before)
+
+
+def test_model_checkpoint_lr_needs_a_schedule_before_it(tmp_path):
+    X, y = blobs(40)
+    path = str(tmp_path / "m-{lr}.npz")
+    with pytest.raises(ValueError, match=r"names 'lr'"):
+        classifier().fit(
+            X,
+            y,
+            epochs=1,
+            callbacks=[cb.ModelCheckpoint(path), cb.LearningRateScheduler(lambda e: 0.1)],
+        )
+    with pytest.raises(ValueError, match=r"ModelCheckpoint monitors 'val_loss'"):
+        classifier().fit(X, y, epochs=1, callbacks=[cb.ModelCheckpoint(path, save_best_only=True)])
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+@pytest.mark.parametrize("validation", [False, True])
+def test_callback_params_name_the_metrics_of_the_epoch_logs(loss, validation):
+    """params["metrics"] (what ModelCheckpoint checks its path against) is exactly
+    what on_epoch_end receives."""
+    X, y = blobs(40)
+    if loss == "mse":
+        y = np.eye(3)[y]
+
+    class Seen(cb.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.logs = sorted(logs)
+
+    first, after = Seen(), Seen()
+    scheduler = cb.ReduceLROnPlateau(monitor="loss")
+    model = classifier()
+    model.loss = fastbp.losses.get_loss(loss)
+    kwargs = dict(validation_split=0.25) if validation else {}
+    model.fit(X, y, epochs=1, callbacks=[first, scheduler, after], **kwargs)
+    assert sorted(first.params["metrics"]) == first.logs
+    assert sorted(after.params["metrics"]) == after.logs == sorted(first.logs + ["lr"])
+    assert first.params["epochs"] == 1 and first.params["verbose"] == 0
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_callback_switches_must_be_bools(tmp_path, value):
+    with pytest.raises(TypeError, match=r"restore_best_weights must be True or False"):
+        cb.EarlyStopping(restore_best_weights=value)
+    with pytest.raises(TypeError, match=r"save_best_only must be True or False"):
+        cb.ModelCheckpoint(str(tmp_path / "m.npz"), save_best_only=value)

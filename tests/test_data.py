@@ -698,11 +698,11 @@ def test_validation_split_leaving_no_weight_is_refused():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        (dict(sample_weight=np.ones(5)), "entries"),
+        (dict(sample_weight=np.ones(5)), r"1-D of length n_samples \(12\).*got shape \(5,\)"),
         (dict(sample_weight=-np.ones(12)), ">= 0"),
         (dict(sample_weight=np.zeros(12)), "zero for every sample: there is nothing to train on"),
         (dict(class_weight={0: 0, 1: 0.0, 2: 0}), "every sample weight 0"),
-        (dict(sample_weight=np.ones((12, 1))), "1-D"),
+        (dict(sample_weight=np.ones((12, 1))), r"1-D of length n_samples.*\(12, 1\)"),
         (dict(class_weight={7: 1.0}), "not a class: the class labels are 0 to 2"),
         (dict(class_weight={-1: 1.0}), "not a class"),
         (dict(class_weight={True: 3.0}), "class labels .* got True of type bool"),
@@ -718,6 +718,17 @@ def test_weights_checked(kwargs, message):
     model = fastbp.Sequential([fastbp.Dense(3)], loss="cross_entropy")
     with pytest.raises((ValueError, TypeError), match=message):
         model.fit(X, y, epochs=1, **kwargs)
+
+
+@pytest.mark.parametrize("weight", [2.0, np.float64(2.0), [2.0], [[1.0] * 12], [[1.0], [2.0]]])
+def test_sample_weight_not_one_per_sample_says_what_it_must_be(weight):
+    # sample_weight=2.0 was reported as "must be 2-D (n_samples, n_features)".
+    X, y = np.ones((12, 2)), np.arange(12) % 3
+    model = fastbp.Sequential([fastbp.Dense(3)], loss="cross_entropy")
+    with pytest.raises(ValueError, match=r"^sample_weight must be 1-D of length n_samples \(12\)"):
+        model.fit(X, y, epochs=1, sample_weight=weight)
+    with pytest.raises(ValueError, match=r"got a scalar \(2\.0\)|got shape|ragged"):
+        model.fit(X, y, epochs=1, sample_weight=weight)
 
 
 def test_class_weight_keys_are_labels_not_masks():
@@ -746,3 +757,30 @@ def test_total_squares_in_chunks_equals_the_two_pass_formula(shape):
     exact = t.astype(np.float64)
     expected = float(((exact - exact.mean(axis=0)) ** 2).sum())
     assert fastbp.data.total_squares(t, chunk_elements=64) == pytest.approx(expected, rel=1e-12)
+
+
+# -- tables -----------------------------------------------------------------------
+
+
+def test_a_dataframe_mixing_bool_and_number_columns_is_numbers():
+    # NumPy turns such a frame into objects: "X must be numeric, got ... dtype object".
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    flags, values, counts = rng.random(30) > 0.5, rng.normal(size=30), rng.integers(0, 9, 30)
+    frame = pd.DataFrame({"flag": flags, "value": values, "count": counts})
+    assert np.asarray(frame).dtype == object
+    y = rng.integers(0, 3, 30)
+    as_numbers = np.column_stack([flags.astype(float), values, counts.astype(float)])
+    models = []
+    for X in (frame, as_numbers):
+        model = ce_model(k=3, dtype="float64", seed=0)
+        model.fit(X, y, epochs=2, batch_size=8)
+        models.append(model)
+    np.testing.assert_array_equal(models[0].flat_params, models[1].flat_params)
+    np.testing.assert_array_equal(models[0].predict(frame), models[1].predict(as_numbers))
+    # A nullable boolean column too; a text column is still refused, by name.
+    frame["flag"] = frame["flag"].astype("boolean")
+    np.testing.assert_array_equal(models[0].predict(frame), models[1].predict(as_numbers))
+    frame["name"] = "a"
+    with pytest.raises(ValueError, match="X must be numeric, got non-numeric data of dtype object"):
+        models[0].predict(frame)

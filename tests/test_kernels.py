@@ -351,6 +351,14 @@ def test_matmul_rejects_mixed_dtypes_and_non_contiguous():
         _core.matmul(np.ones((3, 4)), b64, np.zeros((2, 3)).T)
 
 
+def test_matmul_refuses_sizes_beyond_blas():
+    # BLAS takes 32-bit sizes: 2**31 rows wrapped to a negative count. The views
+    # below claim 2**31 rows of one element; the check refuses them before any read.
+    huge = np.lib.stride_tricks.as_strided(np.zeros(1), shape=(2**31, 1), strides=(8, 8))
+    with pytest.raises(ValueError, match="below 2"):
+        _core.matmul(huge, np.ones((1, 1)), huge)
+
+
 # ---------------------------------------------------------------------------
 # bias_act_forward
 # ---------------------------------------------------------------------------
@@ -461,6 +469,11 @@ def test_bias_act_forward_errors(dtype):
         _core.bias_act_forward(
             np.ones((4, 3), dtype=dtype).T, np.ones(4, dtype=dtype), ACT["relu"], 0.0
         )
+    # An unknown activation code was read as the identity: z silently became z + bias.
+    for code in (-1, max(ACT.values()) + 1):
+        with pytest.raises(ValueError, match="unknown activation code"):
+            _core.bias_act_forward(z, np.ones(4, dtype=dtype), code, 0.0)
+    np.testing.assert_array_equal(z, np.ones((3, 4), dtype=dtype))
     # Empty arrays are a no-op.
     _core.bias_act_forward(
         np.empty((0, 4), dtype=dtype), np.ones(4, dtype=dtype), ACT["softmax"], 0.0

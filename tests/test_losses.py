@@ -143,3 +143,46 @@ def test_cross_entropy_rejects_single_unit_output():
 def test_cross_entropy_single_unit_rejected_at_construction_with_input_dim():
     with pytest.raises(ValueError, match=r"at least 2 units"):
         fastbp.Sequential([fastbp.Dense(1, "softmax")], input_dim=3)
+
+
+def test_cross_entropy_labels_in_a_column_say_to_pass_a_1d_array():
+    # (n, 1) labels for a 3-class model were read as one probability column:
+    # "y has 1 column(s) but the output layer has 3 unit(s)".
+    X, y = clf_data()
+    model = fastbp.Sequential([fastbp.Dense(3, "softmax")], seed=0)
+    with pytest.raises(ValueError, match=r"y has shape \(24, 1\).*1-D array.*y\.ravel\(\)"):
+        model.fit(X, y.reshape(-1, 1), epochs=1)
+    with pytest.raises(ValueError, match=r"y_val has shape \(24, 1\)"):
+        model.fit(X, y, epochs=1, validation_data=(X, y.reshape(-1, 1)))
+
+
+def test_class_probabilities_must_sum_to_one():
+    # Rows that do not sum to 1 trained silently on a loss that is not cross-entropy.
+    X, y = clf_data()
+    rng = np.random.default_rng(0)
+    model = fastbp.Sequential([fastbp.Dense(3, "softmax")], seed=0)
+    unnormalized = rng.random((24, 3))
+    with pytest.raises(ValueError, match=r"rows must sum to 1.*row 0 sums to .*normalize them"):
+        model.fit(X, unnormalized, epochs=1)
+    multi_label = np.eye(3)[y]
+    multi_label[5, 0] = 1  # two classes on: a multi-label row
+    with pytest.raises(ValueError, match=r"row 5 sums to 2 \(1 of 24 rows do not\)"):
+        model.fit(X, multi_label, epochs=1)
+    with pytest.raises(ValueError, match=r"row 3 sums to 0"):
+        model.fit(X, np.where(np.arange(24)[:, None] == 3, 0.0, np.eye(3)[y]), epochs=1)
+    # Normalized rows pass whatever their rounding: float32 rows of 1000 classes
+    # normalized in float32, float16 rows, one-hot integers, and label smoothing.
+    wide = rng.random((24, 1000)).astype(np.float32)
+    wide /= wide.sum(axis=1, keepdims=True)
+    fastbp.Sequential([fastbp.Dense(1000)], loss="cross_entropy", seed=0).fit(X, wide, epochs=1)
+    rows16 = rng.random((24, 3)).astype(np.float16)
+    rows16 /= rows16.sum(axis=1, keepdims=True)
+    for targets in (rows16, np.eye(3, dtype=int)[y], 0.9 * np.eye(3)[y] + 0.1 / 3):
+        fastbp.Sequential([fastbp.Dense(3, "softmax")], seed=0, dtype="float64").fit(
+            X, targets, epochs=1
+        )
+    # NaN and infinity are named as such, not as a bad sum.
+    bad = np.eye(3)[y]
+    bad[2, 1] = np.inf
+    with pytest.raises(ValueError, match=r"y contains infinity"):
+        model.fit(X, bad, epochs=1)

@@ -57,8 +57,28 @@ def test_model_without_layers():
 
 @pytest.mark.parametrize("seed", ["0", 1.5, True])
 def test_bad_seed(seed):
-    with pytest.raises(TypeError, match=r"seed must be an integer or None"):
+    with pytest.raises(TypeError, match=r"seed must be an integer >= 0 or None"):
         fastbp.Sequential([fastbp.Dense(1)], seed=seed)
+
+
+@pytest.mark.parametrize("seed", [-1, np.int64(-5)])
+def test_negative_seed_names_seed(seed):
+    # NumPy's own message, "expected non-negative integer", did not say which argument.
+    with pytest.raises(ValueError, match=r"^seed must be an integer >= 0 or None, got -"):
+        fastbp.Sequential([fastbp.Dense(1)], seed=seed)
+
+
+@pytest.mark.parametrize("shuffle", ["batch", "no", 1, 0, None])
+def test_shuffle_must_be_a_bool(shuffle):
+    # "batch" and "no" are truthy: they shuffled.
+    model = mse_model(seed=0)
+    X, y = reg_data()
+    with pytest.raises(TypeError, match=r"shuffle must be True or False, got"):
+        model.fit(X, y, epochs=1, shuffle=shuffle)
+    with pytest.raises(TypeError, match=r"shuffle must be True or False"):
+        model.partial_fit(X, y, shuffle=shuffle)
+    for ok in (np.True_, np.False_):
+        model.fit(X, y, epochs=1, shuffle=ok)
 
 
 @pytest.mark.parametrize("bad", [0, -3])

@@ -116,3 +116,126 @@ def test_a_compiled_plan_rejects_a_broken_plan():
         core.Plan(net.net, bad, net.params.size)
     with pytest.raises(ValueError, match="Buffer dtype mismatch"):
         core.Plan(net.net, np.zeros(2, dtype=[("n_in", float)] * 1), net.params.size)
+
+
+# -- the compiled entry points check the plan before reading it --------------------
+
+
+def _entry_point_calls(plan):
+    """Every whole-network entry point of the compiled core, called on a small
+    classifier with ``plan`` in place of its checked one."""
+    core = fastbp._backend.core()
+    model = fastbp.Sequential(
+        [Dense(4, "relu"), Dense(3, "softmax")], input_dim=2, seed=0, dtype="float64"
+    )
+    net = model._network
+    X = np.ones((3, 2))
+    labels = np.zeros(3, dtype=np.intp)
+    targets = np.empty((0, 3))
+    train = Workspace(net, 3, training=True)
+    infer = net.inference_workspace(3)
+    stats = np.zeros(1, dtype=_codes.BATCH_STATS)
+    state = model.optimizer_state
+    common = dict(params=net.params, grads=net.grads, work=train.buffer, capacity=3)
+    common.update(label_work=train.labels, weight_work=train.weights, plan=plan, X=X)
+    common.update(targets=targets, labels=labels, sample_weight=np.empty(0))
+    kind = _codes.LOSSES["cross_entropy_labels"]
+    common.update(order=np.empty(0, dtype=np.intp), batch_size=3, loss_kind=kind, loss_param=0.0)
+    common.update(step=0, stats=stats)
+    return {
+        "train_run": lambda: core.train_run(
+            **common,
+            first_batch=0,
+            stop_batch=1,
+            opt=model.optimizer.config(),
+            state=state.rows,
+            segments=net.sync_trainable(),
+        ),
+        "batch_gradients": lambda: core.batch_gradients(**common, batch=0),
+        "predict_run": lambda: core.predict_run(
+            net.params, infer.buffer, infer.capacity, plan, X, np.empty((3, 3))
+        ),
+        "evaluate_run": lambda: core.evaluate_run(
+            net.params, infer.buffer, infer.capacity, plan, X, targets, labels, kind, 0.0, stats
+        ),
+        "input_gradient_run": lambda: core.input_gradient_run(
+            net.params, train.buffer, 3, plan, X, targets, labels, kind, 0.0, 0, np.empty((3, 2))
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "entry", ["train_run", "batch_gradients", "predict_run", "evaluate_run", "input_gradient_run"]
+)
+def test_every_entry_point_refuses_a_missing_plan_before_reading_it(entry):
+    # predict_run read the plan's input width before checking it: None crashed.
+    with pytest.raises(TypeError, match="plan"):
+        _entry_point_calls(None)[entry]()
+
+
+def test_an_unchecked_plan_or_csr_cannot_be_made():
+    # Plan.__new__ skipped __init__'s check and gave a Plan of no layers whose use
+    # read through a null pointer; the check now runs in __cinit__.
+    core = fastbp._backend.core()
+    with pytest.raises(TypeError):
+        core.Plan.__new__(core.Plan)
+    with pytest.raises(TypeError):
+        core.Csr.__new__(core.Csr)
+    net = network([Dense(4), Dense(3)])
+    with pytest.raises(ValueError, match="at least one LayerPlan"):
+        core.Plan(net.net, net.plan[:0], net.params.size)  # an empty layer table
+    with pytest.raises(ValueError, match="at least one LayerPlan"):
+        core.Plan(net.net[:0], net.plan, net.params.size)
+
+
+def test_entry_points_refuse_out_of_range_batches_and_empty_inputs():
+    core = fastbp._backend.core()
+    model = fastbp.Sequential(
+        [Dense(4, "relu"), Dense(3, "softmax")], input_dim=2, seed=0, dtype="float64"
+    )
+    calls = _entry_point_calls(model._network.compiled)
+    for entry in ("train_run", "batch_gradients", "predict_run", "evaluate_run"):
+        calls[entry]()  # the arguments are right: the calls below change one each
+    net = model._network
+    train = Workspace(net, 3, training=True)
+    kind = _codes.LOSSES["cross_entropy_labels"]
+    with pytest.raises(ValueError, match="at least one row"):
+        core.input_gradient_run(
+            net.params,
+            train.buffer,
+            3,
+            net.variant(all_trainable=True),
+            np.empty((0, 2)),
+            np.empty((0, 3)),
+            np.empty(0, dtype=np.intp),
+            kind,
+            0.0,
+            0,
+            np.empty((0, 2)),
+        )
+    stats = np.zeros(1, dtype=_codes.BATCH_STATS)
+    with pytest.raises(ValueError, match="first_batch"):
+        core.train_run(
+            params=net.params,
+            grads=net.grads,
+            work=train.buffer,
+            capacity=3,
+            label_work=train.labels,
+            weight_work=train.weights,
+            plan=net.compiled,
+            X=np.ones((3, 2)),
+            targets=np.empty((0, 3)),
+            labels=np.zeros(3, dtype=np.intp),
+            sample_weight=np.empty(0),
+            order=np.empty(0, dtype=np.intp),
+            batch_size=3,
+            first_batch=-1,
+            stop_batch=1,
+            loss_kind=kind,
+            loss_param=0.0,
+            opt=model.optimizer.config(),
+            state=model.optimizer_state.rows,
+            segments=net.sync_trainable(),
+            step=0,
+            stats=stats,
+        )

@@ -301,7 +301,7 @@ def test_sgd_momentum(momentum, pattern):
 def test_sgd_nesterov_needs_momentum():
     with pytest.raises(ValueError, match=r"nesterov=True needs a momentum > 0"):
         fastbp.SGD(nesterov=True)
-    with pytest.raises(ValueError, match=r"nesterov must be True or False"):
+    with pytest.raises(TypeError, match=r"nesterov must be True or False"):
         fastbp.SGD(momentum=0.9, nesterov="yes")
     assert fastbp.SGD(momentum=0.9, nesterov=True).nesterov is True
 

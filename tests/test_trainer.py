@@ -372,6 +372,31 @@ def test_a_finite_explosion_is_divergence():
     assert model.optimizer_state.step == 0 and len(model.history) == 0
 
 
+def test_a_typical_first_row_is_no_false_alarm():
+    # Found by tests/test_fuzz_api.py: a first minibatch of one row that loses little,
+    # then a row of large inputs that loses 1e6 times more at the very same weights.
+    # With the first minibatch's loss as the only scale, that epoch "diverged" (an
+    # exploding loss) though training had hardly moved the weights; the loss at the
+    # starting weights on the first rows is a scale too.
+    X, y = np.array([[0.0], [15.0]]), np.array([[1.0, 0.0], [2.0, 3.0]])
+    model = fastbp.Sequential(
+        [fastbp.Dense(2, "exponential")],
+        loss="poisson",
+        optimizer=fastbp.SGD(lr=1e-12),
+        dtype="float64",
+        seed=0,
+        input_dim=1,
+    )
+    model.set_weights([(np.full((1, 2), 1.0), np.zeros(2))])
+    history = model.fit(X, y, epochs=2, batch_size=1, shuffle=False)
+    assert history["loss"][0] == pytest.approx((2 + 2 * np.exp(15) - 75) / 4, rel=1e-9)
+    np.testing.assert_allclose(model.get_weights()[0][0], 1.0, rtol=1e-3)
+    # Real divergence is still caught: the same data at a step size that explodes.
+    model.optimizer = fastbp.SGD(lr=1e6)
+    with pytest.raises(FloatingPointError, match="training diverged"):
+        model.fit(X, y, epochs=5, batch_size=1, shuffle=False)
+
+
 def test_rollback_skips_an_epoch_that_ended_diverged(monkeypatch):
     # The last update of epoch 1 blows the weights up (here by hand), after that
     # epoch's loss was taken: its end, the start of epoch 2, is not a sane rollback
