@@ -16,13 +16,13 @@ def is_sparse(X):
     return type(X).__module__.startswith("scipy.sparse") and hasattr(X, "tocsr")
 
 
-def as_csr(X, dtype, name="X", finite=True):
+def as_csr(X, dtype, name="X", finite=True, allow_empty=False):
     """X as a checked ``fastbp._core.Csr`` of ``dtype`` (its SciPy CSR matrix kept as
     ``.matrix``). Copies only what differs: the format, the dtype of the values, the
     width of the indices."""
     if X.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
-    if X.shape[0] == 0:
+    if X.shape[0] == 0 and not allow_empty:
         raise ValueError(f"{name} is empty: it has 0 samples")
     if X.shape[1] == 0:
         raise ValueError(f"{name} is empty: it has 0 features")

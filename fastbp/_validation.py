@@ -9,7 +9,7 @@ import numbers
 import numpy as np
 
 
-def as_float_matrix(X, dtype, name="X", allow_1d=False, finite=True):
+def as_float_matrix(X, dtype, name="X", allow_1d=False, finite=True, allow_empty=False):
     """Return ``X`` as a finite, non-empty, C-contiguous 2-D array of ``dtype``.
 
     Converts once: an array that already has the right dtype and layout is returned
@@ -38,7 +38,7 @@ def as_float_matrix(X, dtype, name="X", allow_1d=False, finite=True):
             f" with shape {arr.shape}"
             + ("; reshape a single sample with x.reshape(1, -1)" if arr.ndim == 1 else "")
         )
-    if arr.shape[0] == 0:
+    if arr.shape[0] == 0 and not allow_empty:
         raise ValueError(f"{name} is empty: it has 0 samples")
     if arr.shape[1] == 0:
         raise ValueError(f"{name} is empty: it has 0 features")

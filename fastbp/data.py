@@ -30,12 +30,13 @@ class Data(NamedTuple):
         return Data(X, self.kind, pick(self.targets), pick(self.labels), pick(self.weights))
 
 
-def inputs(X, dtype, name="X", finite=True):
+def inputs(X, dtype, name="X", finite=True, allow_empty=False):
     """X as the compiled calls read it: a C-contiguous float matrix of ``dtype``, or,
-    for a SciPy sparse matrix, a checked ``Csr`` (never densified)."""
+    for a SciPy sparse matrix, a checked ``Csr`` (never densified). ``allow_empty``
+    accepts 0 rows (predict's empty answer)."""
     if _sparse.is_sparse(X):
-        return _sparse.as_csr(X, dtype, name, finite)
-    return val.as_float_matrix(X, dtype, name=name, finite=finite)
+        return _sparse.as_csr(X, dtype, name, finite, allow_empty)
+    return val.as_float_matrix(X, dtype, name=name, finite=finite, allow_empty=allow_empty)
 
 
 def prepare(X, y, loss, n_outputs, dtype, names=("X", "y"), finite=True):

@@ -23,6 +23,8 @@ def predict(network, guard, X):
     """The network's output for X (checked but for NaN and infinity, which the
     compiled pass finds), the fused output activation applied."""
     out = np.empty((X.shape[0], network.n_outputs), dtype=network.dtype)
+    if X.shape[0] == 0:
+        return out
     ws = network.inference_workspace(X.shape[0])
     token = guard.acquire_read()
     try:

@@ -101,6 +101,28 @@ class Loss:
     def check_output_units(self, n_outputs: int) -> None:
         """Raise if the output layer's width does not suit this loss."""
 
+    def check_output_activation(self, activation: str | None) -> None:
+        """Raise if the output layer's activation does not suit this loss.
+
+        The rule: a loss that fuses an output activation (cross-entropy's softmax,
+        binary cross-entropy's sigmoid, Poisson's exponential) takes logits
+        (log-rates): the last layer is linear (no activation) or ends with that very
+        activation, which is fused. Any other (a sigmoid or tanh under
+        cross-entropy, a softmax under binary cross-entropy, a relu under Poisson)
+        squashes the logits and leaves probabilities (rates) that cannot reach what
+        the targets need. The regression losses (mse, mae, huber) take any output
+        activation (a sigmoid for targets in [0, 1] is legitimate).
+        """
+        fused = self.output_activation
+        if fused == "identity" or activation in (None, "identity", fused):
+            return
+        raise ValueError(
+            f"a final {activation!r} activation does not suit the {self.name} loss, which"
+            f" takes logits and applies {fused} itself: end the network with a Dense"
+            f" layer without activation, or with activation={fused!r} (fused into the"
+            " loss)"
+        )
+
     # -- hand-written use --------------------------------------------------------
     def forward(self, output: ArrayLike, y: ArrayLike) -> float:
         """Return the mean loss of ``output`` (logits for fused losses) against ``y``

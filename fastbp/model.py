@@ -116,6 +116,7 @@ class Sequential:
         self.stop_training = False
         self._optimizer_state = None
         self._epochs_done = 0
+        self._split_key = None  # validation_split's generator (see _split)
         self._classes_seen = False
         self._init_runtime()
 
@@ -212,6 +213,7 @@ class Sequential:
                 )
             )
         self.loss.check_output_units(dense[-1].units)
+        self.loss.check_output_activation(dense[-1].activation)
         return self.loss
 
     def _require_built(self):
@@ -230,8 +232,8 @@ class Sequential:
         self._ensure_built(data.X.shape[1], names[0])
         return data
 
-    def _check_X(self, X, name="X", finite=True):
-        X = fitdata.inputs(X, self.dtype, name, finite)
+    def _check_X(self, X, name="X", finite=True, allow_empty=False):
+        X = fitdata.inputs(X, self.dtype, name, finite, allow_empty)
         self._ensure_built(X.shape[1], name)
         return X
 
@@ -290,7 +292,9 @@ class Sequential:
             minibatches, as the weights change).
         validation_split : float, default 0
             Instead of validation_data: hold out this fraction of (X, y), drawn at
-            random from the model seed, stratified by class for classification.
+            random from the model seed, stratified by class for classification. Every
+            fit call on the same model holds out the same rows of the same data, so
+            a second call never validates on rows the first trained on.
         callbacks : list of fastbp.callbacks.Callback, optional
             EarlyStopping, ModelCheckpoint, LearningRateScheduler, ... .
         verbose : {0, 1, 2}, default 0
@@ -393,7 +397,14 @@ class Sequential:
             return self._trainer.fit(data, validation, loop)
 
     def _split(self, data, fraction):
-        return fitdata.split(data, fraction, self._rng, self.loss.is_classifier)
+        # The same rows held out on every call for the same data (a second fit must
+        # not validate on rows the first trained on): the split has a generator of
+        # its own, keyed once per model (copies and pickles keep the key; a model
+        # loaded from a file draws a new one).
+        if self._split_key is None:
+            self._split_key = int(self._rng.integers(2**63))
+        rng = np.random.default_rng(self._split_key)
+        return fitdata.split(data, fraction, rng, self.loss.is_classifier)
 
     def partial_fit(
         self,
@@ -452,10 +463,12 @@ class Sequential:
 
         For cross_entropy, class probabilities of shape (n_samples, n_classes); for
         binary_cross_entropy, probabilities of shape (n_samples, n_outputs); for
-        mse, the outputs, of shape (n_samples, n_outputs).
+        mse, the outputs, of shape (n_samples, n_outputs). X of 0 rows gives an
+        empty array of shape (0, n_outputs), as NumPy and scikit-learn do.
         """
         self._require_built()
-        return inference.predict(self._network, self._guard, self._check_X(X, finite=False))
+        X = self._check_X(X, finite=False, allow_empty=True)
+        return inference.predict(self._network, self._guard, X)
 
     def predict_classes(self, X: ArrayLike) -> NDArray[np.intp]:
         """Class predictions: the most probable class (cross_entropy) or 0/1 per output

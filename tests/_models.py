@@ -139,3 +139,26 @@ def make_targets(loss, n, k, rng, soft=False):
             return t / t.sum(axis=1, keepdims=True)
         return rng.integers(0, k, size=n)
     return rng.uniform(0, 1, size=(n, k))
+
+
+def suits(activation, loss):
+    """Whether a final ``activation`` suits ``loss`` (fastbp refuses the pairs that
+    do not: Loss.check_output_activation)."""
+    try:
+        fastbp.losses.get_loss(loss).check_output_activation(activation)
+    except ValueError:
+        return False
+    return True
+
+
+def suited_outputs(activations, losses):
+    """(activation, loss, output) triples: every pair with a linear output layer
+    ("identity"), and with the hidden activation at the output ("same") where the
+    pair suits the loss."""
+    return [
+        (activation, loss, output)
+        for output in ("same", "identity")
+        for loss in losses
+        for activation in activations
+        if output == "identity" or suits(activation, loss)
+    ]

@@ -6,6 +6,7 @@ naming the file, row and column, a non-zero exit status, never a traceback."""
 import csv
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -14,12 +15,14 @@ import fastbp
 
 
 def fastbp_cli(*args, cwd=None, check=None):
-    """Run ``python -m fastbp ARGS``; returns the CompletedProcess."""
+    """Run ``python -m fastbp ARGS``; returns the CompletedProcess. It runs outside
+    the source tree (by default in the temporary folder), so that it imports the
+    installed fastbp, compiled modules and all, as a user's shell would."""
     done = subprocess.run(
         [sys.executable, "-m", "fastbp", *map(str, args)],
         capture_output=True,
         text=True,
-        cwd=cwd,
+        cwd=cwd or tempfile.gettempdir(),
         timeout=120,
     )
     assert "Traceback" not in done.stderr, done.stderr

@@ -90,15 +90,20 @@ ACTIVATIONS = [
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "binary_cross_entropy", "poisson"])
-@pytest.mark.parametrize("last", ACTIVATIONS)
-def test_output_gradient_when_the_last_layer_keeps_its_activation(loss, last):
+@pytest.mark.parametrize("last", [None, "fused"])
+@pytest.mark.parametrize("residual", [False, True])
+def test_output_gradient_when_the_last_layer_keeps_its_activation(loss, last, residual):
     # The loss's output activation (softmax, sigmoid, exp) on top of the last
-    # layer's own one (tanh under cross_entropy, ...): the backward pass must read
-    # the layer's output, not the probabilities predict computes from it.
+    # layer's own one: inside a Residual block the layer keeps its activation
+    # (softmax then the sum, then the loss's softmax: not fused). The backward pass
+    # must read the layer's output, not the probabilities predict computes from it.
     rng = np.random.default_rng(3)
     X = rng.normal(size=(4, 3))
+    if last == "fused":
+        last = fastbp.losses.get_loss(loss).output_activation
+    final = fastbp.Residual(fastbp.Dense(3, last)) if residual else fastbp.Dense(3, last)
     model = fastbp.Sequential(
-        [fastbp.Dense(6, "tanh"), fastbp.Dense(3, last)],
+        [fastbp.Dense(3, "tanh"), final],
         loss=loss,
         dtype="float64",
         seed=4,

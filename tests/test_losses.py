@@ -186,3 +186,27 @@ def test_class_probabilities_must_sum_to_one():
     bad[2, 1] = np.inf
     with pytest.raises(ValueError, match=r"y contains infinity"):
         model.fit(X, bad, epochs=1)
+
+
+@pytest.mark.parametrize(
+    "loss,fused",
+    [("cross_entropy", "softmax"), ("binary_cross_entropy", "sigmoid"), ("poisson", "exponential")],
+)
+@pytest.mark.parametrize(
+    "activation",
+    ["sigmoid", "tanh", "relu", "leaky_relu", "softmax", "elu", "gelu", "softplus", "exponential"],
+)
+def test_an_output_activation_that_does_not_suit_the_loss_is_refused(loss, fused, activation):
+    """A loss that fuses an output activation takes logits: the last layer is
+    linear or ends with that very activation; anything else squashes the logits
+    (tanh under cross-entropy caps every probability) and is refused, naming the
+    pair and the fix. Regression losses take any output activation."""
+    model = fastbp.Sequential([fastbp.Dense(4, "tanh"), fastbp.Dense(2, activation)], loss=loss)
+    X, y = np.zeros((3, 5)), np.array([0, 1, 1]) if loss == "cross_entropy" else np.ones((3, 2))
+    if activation == fused:
+        model.fit(X, y, epochs=1)
+        return
+    with pytest.raises(ValueError, match=rf"'{activation}' activation does not suit the {loss}"):
+        model.fit(X, y, epochs=1)
+    assert not model.built
+    fastbp.Sequential([fastbp.Dense(2, activation)], loss="mse").fit(X, np.ones((3, 2)), epochs=1)

@@ -234,8 +234,7 @@ def test_loss_and_gradients_rejects_nan():
 
 def test_predict_zero_samples_and_empty_list():
     model, _, _ = fitted_mse()
-    with pytest.raises(ValueError, match=r"empty.*0 samples"):
-        model.predict(np.empty((0, D)))
+    assert model.predict(np.empty((0, D))).shape == (0, 1)  # as NumPy and scikit-learn
     with pytest.raises(ValueError, match=r"2-D"):
         model.predict([])
 
@@ -422,3 +421,49 @@ def test_predict_finds_nan_and_infinity_in_its_compiled_pass(dtype, value):
     big = X.copy()
     big[0, 0] = np.finfo(dtype).max
     model.predict(big)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_predict_on_zero_rows_returns_an_empty_array(sparse):
+    model = fastbp.Sequential([fastbp.Dense(3, "tanh"), fastbp.Dense(2, "softmax")], input_dim=4)
+    X = np.empty((0, 4), dtype=np.float64)
+    if sparse:
+        import scipy.sparse as sp
+
+        X = sp.csr_matrix(X)
+    out = model.predict(X)
+    assert out.shape == (0, 2) and out.dtype == np.float32
+    assert model.predict_classes(X).shape == (0,)
+    with pytest.raises(ValueError, match="3 features, but the model expects 4"):
+        model.predict(np.empty((0, 3)))
+    with pytest.raises(ValueError, match="0 samples"):
+        model.evaluate(np.empty((0, 4)), np.empty(0, dtype=int))
+
+
+def test_validation_split_holds_out_the_same_rows_on_every_call():
+    """A second fit must not validate on rows the first trained on: the held-out
+    rows are the same on every call (and in a copy), for classification and
+    regression; another model draws its own."""
+    import copy
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = rng.integers(0, 3, 60)
+    seen = []
+
+    class Record(fastbp.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen.append(self.model._run.data.X.copy())
+
+    model = fastbp.Sequential([fastbp.Dense(4), fastbp.Dense(3, "softmax")], seed=1)
+    for _ in range(3):
+        model.fit(X, y, epochs=1, validation_split=0.25, callbacks=[Record()])
+    twin = copy.deepcopy(model)
+    twin.fit(X, y, epochs=1, validation_split=0.25, callbacks=[Record()])
+    train_rows = [{tuple(row) for row in part} for part in seen]
+    assert all(rows == train_rows[0] for rows in train_rows)
+    assert len(train_rows[0]) == 45
+    other = fastbp.Sequential([fastbp.Dense(4), fastbp.Dense(3, "softmax")], seed=2)
+    seen.clear()
+    other.fit(X, y, epochs=1, validation_split=0.25, callbacks=[Record()])
+    assert {tuple(row) for row in seen[0]} != train_rows[0]

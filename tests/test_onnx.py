@@ -25,6 +25,7 @@ a missing residual add or a doubled softmax moves the outputs far more
 import os
 import subprocess
 import sys
+import tempfile
 import warnings
 
 import numpy as np
@@ -311,7 +312,11 @@ def test_importing_fastbp_imports_neither_onnx_nor_onnxruntime():
         "print('onnx' in sys.modules, 'onnxruntime' in sys.modules)\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tempfile.gettempdir(),  # the installed fastbp, not the source tree's
     )
     assert result.stdout.split() == ["False", "False"]
 

@@ -18,7 +18,7 @@ def networks():
             Residual([Dense(4, "elu"), Dense(5, "tanh")]),
             Dense(3),
         ],
-        "from-input": [Residual([Dense(6, "gelu"), Dense(4)]), Dense(3, "softplus")],
+        "from-input": [Residual([Dense(6, "gelu"), Dense(4)]), Dense(6, "softplus"), Dense(3)],
         "consecutive": [
             Dense(5, "tanh"),
             Residual(Dense(5, "tanh")),
