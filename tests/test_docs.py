@@ -36,6 +36,7 @@ def test_docs_exist():
     assert sum(len(blocks(page)) for page in PAGES) >= 10
 
 
+@pytest.mark.filterwarnings("ignore:Stochastic Optimizer")  # short fits in the snippets
 @pytest.mark.parametrize(
     "page", [p for p in PAGES if blocks(p)], ids=lambda p: str(p.relative_to(DOCS))
 )
