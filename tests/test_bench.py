@@ -127,3 +127,30 @@ def test_results_name_the_commit_they_come_from():
     commit = common.source_commit()
     assert commit.split("+")[0] == head.stdout.strip()
     assert f"- fastbp commit: {commit}" in common.machine_markdown(common.machine_info())
+
+
+def test_charts_from_the_results(tmp_path):
+    """bench/charts.py draws the step-time chart from run.py's JSON and the
+    estimators' chart from sklearn_compare.py's: two PNG files."""
+    pytest.importorskip("matplotlib")
+    sklearn_json = tmp_path / "sklearn.json"
+    rows = [
+        dict(data="digits", solver=s, speedup=v, fastbp_s=0.1, sklearn_s=0.1 * v)
+        for s, v in (("adam", 4.0), ("lbfgs", 1.5))
+    ]
+    sklearn_json.write_text(json.dumps({"rows": rows}))
+    charts = os.path.join(ROOT, "bench", "charts.py")
+    run(
+        [
+            charts,
+            "--results",
+            os.path.join(ROOT, "bench", "results.json"),
+            "--sklearn",
+            str(sklearn_json),
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    for name in ("steps.png", "sklearn.png"):
+        with open(tmp_path / name, "rb") as file:
+            assert file.read(8) == b"\x89PNG\r\n\x1a\n"
