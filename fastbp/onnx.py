@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _codes
+from . import _codes, _files
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -253,26 +253,9 @@ def _finish(graph: _Graph, inputs: list[Any], outputs: list[Any], doc: str) -> o
 
 def _write(onnx: Any, proto: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
     """Write ``proto`` to ``path`` atomically (a temporary file, then a rename)."""
-    import tempfile
-
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(
-            f"cannot write the ONNX model to {path}: the folder {folder} does not exist;"
-            " create it first (os.makedirs)"
-        )
-    handle, temporary = tempfile.mkstemp(prefix=".fastbp-", suffix=".onnx.tmp", dir=folder)
-    os.close(handle)  # onnx.save takes a path
-    try:
-        onnx.save(proto, temporary)
-        with open(temporary, "r+b") as file:
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    _files.write_atomically(
+        os.fspath(path), "ONNX model", ".onnx.tmp", lambda temporary: onnx.save(proto, temporary)
+    )
 
 
 def _start(model: Sequential, input_name: Any, outputs: dict[str, Any]) -> tuple[_Graph, Any]:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _archive, _schema, network
+from . import _archive, _files, _schema, network
 from . import _validation as val
 from .layers import Dense, Dropout, Residual
 from .losses import LOSSES
@@ -223,23 +223,11 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> str:
 
     A path without the ``.npz`` ending gets it appended, as NumPy does.
     """
-    import tempfile
-
     from . import __version__
 
     path = os.fspath(path)
     if not path.endswith(".npz"):
         path += ".npz"
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):  # say so, rather than name the temporary file
-        if os.path.exists(folder):
-            raise NotADirectoryError(
-                f"cannot save the model to {path}: {folder} is a file, not a folder"
-            )
-        raise FileNotFoundError(
-            f"cannot save the model to {path}: the folder {folder} does not exist;"
-            " create it first (os.makedirs)"
-        )
     config = config_of(model)
     config.update(format=FORMAT, format_version=FORMAT_VERSION, fastbp_version=__version__)
     arrays = {
@@ -247,18 +235,12 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> str:
         "params": model._network.params,
         "optimizer_state": model.optimizer_state.rows,
     }
-    handle, temporary = tempfile.mkstemp(prefix=".fastbp-", suffix=".npz.tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as file:
+
+    def write(temporary):
+        with open(temporary, "wb") as file:
             np.savez(file, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
+
+    return _files.write_atomically(path, "model", ".npz.tmp", write)
 
 
 def load(path: str | os.PathLike[str], model_class: type[Sequential]) -> Sequential:
