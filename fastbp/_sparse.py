@@ -7,6 +7,7 @@ the matrix is never densified.
 
 import numpy as np
 
+from . import _validation as val
 from ._backend import core
 
 
@@ -30,16 +31,22 @@ def as_csr(X, dtype, name="X", finite=True, allow_empty=False):
         raise ValueError(f"{name} must be numeric, got sparse data of dtype {X.dtype}")
     csr = X.tocsr()
     values = np.ascontiguousarray(csr.data, dtype=dtype)
-    if finite and not np.isfinite(values.sum()) and not np.isfinite(values).all():
-        bad = int(np.flatnonzero(~np.isfinite(values))[0])
-        row = int(np.searchsorted(csr.indptr, bad, side="right") - 1)
-        kind = "NaN" if np.isnan(values[bad]) else "infinity"
-        raise ValueError(
-            f"{name} contains {kind} (first at index ({row}, {int(csr.indices[bad])}))"
-        )
+    if finite:
+        check_finite(values, csr.indices, csr.indptr, name)
     if values is not csr.data:
         csr = csr.__class__((values, csr.indices, csr.indptr), shape=csr.shape)
     return _compiled(csr)
+
+
+def check_finite(values, indices, indptr, name):
+    """Raise if a CSR matrix's values hold NaN or infinity, naming the first one's
+    (row, column) as a dense matrix would."""
+    if val.all_finite(values):
+        return
+    bad = int(np.flatnonzero(~np.isfinite(values))[0])
+    row = int(np.searchsorted(indptr, bad, side="right") - 1)
+    kind = "NaN" if np.isnan(values[bad]) else "infinity"
+    raise ValueError(f"{name} contains {kind} (first at index ({row}, {int(indices[bad])}))")
 
 
 def _compiled(csr):

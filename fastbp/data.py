@@ -239,6 +239,6 @@ def total_squares(targets, chunk_elements=8192):
 def check_finite_inputs(X, name):
     """Raise if the inputs (dense or Csr) hold NaN or infinity."""
     if _sparse.is_csr(X):
-        _sparse.as_csr(X.matrix, X.dtype, name)  # the same check, with the position
+        _sparse.check_finite(X.values, X.indices, X.indptr, name)
     else:
         val.check_finite(X, name)
