@@ -120,6 +120,12 @@ cdef extern from "_parallel.h" nogil:
     int fbp_thread_id()
 
 
+cdef extern from "_prefetch.h" nogil:
+    # A hint to fetch the rows of the next shuffled minibatch (see the header).
+    void fbp_prefetch_rows(const void* base, const intp* order, Py_ssize_t n,
+                           Py_ssize_t row_bytes)
+
+
 cdef extern from "_vmath.h" nogil:
     # Branch-free, vectorizable exp, tanh and sigmoid, and the array loops built on
     # them, compiled for several instruction sets (see the header).
@@ -131,6 +137,8 @@ cdef extern from "_vmath.h" nogil:
     double fbp_sigmoid(double)
     float fbp_expm1_negf(float)
     double fbp_expm1_neg(double)
+    void fbp_exp_f32(float* z, Py_ssize_t n)
+    void fbp_exp_f64(double* z, Py_ssize_t n)
     void fbp_tanh_f32(float* z, Py_ssize_t n)
     void fbp_tanh_f64(double* z, Py_ssize_t n)
     void fbp_sigmoid_f32(float* z, Py_ssize_t n)
@@ -383,16 +391,20 @@ cdef void _col_sums(const floating* d, Py_ssize_t rows, Py_ssize_t cols, Py_ssiz
 cdef double _loss_ce_labels(const floating* z, const intp* labels, const floating* weights,
                             Py_ssize_t rows, Py_ssize_t cols, floating* delta, floating scale,
                             BatchStats* stats) noexcept nogil:
-    """Softmax cross-entropy on logits with integer class labels (rows weighted)."""
+    """Softmax cross-entropy on logits with integer class labels (rows weighted).
+
+    With ``delta``: the shifted logits ``z - max`` of every row go there, one
+    vectorized exp turns the whole block into the unnormalized softmax, then each
+    row is summed, scored and scaled (the same operations, in the same order, as
+    the row-by-row value-only loop)."""
     cdef Py_ssize_t i, j, best
     cdef const floating* row
     cdef floating* drow
-    cdef floating top, total, e, w
+    cdef floating top, total, w
     cdef double loss = 0
     cdef intp correct = 0
     for i in range(rows):
         row = z + i * cols
-        w = weights[i] if weights != NULL else 1
         top = row[0]
         best = 0
         for j in range(1, cols):
@@ -401,23 +413,38 @@ cdef double _loss_ce_labels(const floating* z, const intp* labels, const floatin
                 best = j
         if best == labels[i]:
             correct += 1
-        total = 0
         if delta != NULL:
             drow = delta + i * cols
             for j in range(cols):
-                e = _exp(row[j] - top)
-                drow[j] = e
-                total = total + e
-            loss += w * (_log(total) + top - row[labels[i]])
-            total = scale * w / total
-            for j in range(cols):
-                drow[j] = drow[j] * total
-            drow[labels[i]] = drow[labels[i]] - scale * w
+                drow[j] = row[j] - top
         else:
+            w = weights[i] if weights != NULL else 1
+            total = 0
             for j in range(cols):
                 total = total + _exp(row[j] - top)
             loss += w * (_log(total) + top - row[labels[i]])
     stats.correct += correct
+    if delta == NULL:
+        return loss
+    if floating is float:
+        fbp_exp_f32(delta, rows * cols)
+    else:
+        fbp_exp_f64(delta, rows * cols)
+    for i in range(rows):
+        row = z + i * cols
+        drow = delta + i * cols
+        w = weights[i] if weights != NULL else 1
+        top = row[0]
+        for j in range(1, cols):
+            top = row[j] if row[j] > top else top
+        total = 0
+        for j in range(cols):
+            total = total + drow[j]
+        loss += w * (_log(total) + top - row[labels[i]])
+        total = scale * w / total
+        for j in range(cols):
+            drow[j] = drow[j] * total
+        drow[labels[i]] = drow[labels[i]] - scale * w
     return loss
 
 
@@ -1022,6 +1049,23 @@ cdef struct Batch:
     double scale                # turns loss sums into the (weighted) batch mean; 0: no weight
 
 
+cdef inline void _prefetch_next(const Run* r, Py_ssize_t start, Py_ssize_t item, int part,
+                                int n_parts) noexcept nogil:
+    """Ask for this thread's share of the dense input and target rows (of ``item``
+    bytes an entry) of the shuffled minibatch that starts at ``start`` (nothing
+    past the epoch's end)."""
+    cdef Py_ssize_t rows, r0, r1
+    if start >= r.n:
+        return
+    rows = r.batch_size if start + r.batch_size <= r.n else r.n - start
+    r0 = start + rows * part // n_parts
+    r1 = start + rows * (part + 1) // n_parts
+    if r.X != NULL:
+        fbp_prefetch_rows(r.X, r.order + r0, r1 - r0, r.net.n_inputs * item)
+    if r.targets != NULL:
+        fbp_prefetch_rows(r.targets, r.order + r0, r1 - r0, r.net.n_outputs * item)
+
+
 cdef void _gather(const Run* r, Batch* b, floating* work, Py_ssize_t index,
                   const Masks* masks, int part, int n_parts) noexcept nogil:
     """Locate minibatch ``index``: with a row order, this thread copies its share of
@@ -1065,6 +1109,7 @@ cdef void _gather(const Run* r, Batch* b, floating* work, Py_ssize_t index,
             total_weight = 0
             for i in range(b.rows):
                 total_weight += weights[r.order[b.start + i]]
+        _prefetch_next(r, b.start + r.batch_size, sizeof(floating), part, n_parts)
     else:
         b.x = X + b.start * d if X != NULL else NULL
         b.targets = targets + b.start * k if targets != NULL else NULL

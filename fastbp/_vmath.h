@@ -145,7 +145,12 @@ static inline double fbp_sigmoid(double x)
 #define FBP_MULTIVERSION
 #endif
 
-#define FBP_DEFINE_LOOPS(T, SUFFIX, TANH, SIGMOID, SQRT)                                   \
+#define FBP_DEFINE_LOOPS(T, SUFFIX, EXP, TANH, SIGMOID, SQRT)                              \
+/* In place z = exp(z). */                                                           \
+FBP_MULTIVERSION static void fbp_exp_##SUFFIX(T *z, ptrdiff_t n)                      \
+{                                                                                    \
+    for (ptrdiff_t i = 0; i < n; i++) z[i] = EXP(z[i]);                              \
+}                                                                                    \
 /* In place z = tanh(z). */                                                          \
 FBP_MULTIVERSION static void fbp_tanh_##SUFFIX(T *z, ptrdiff_t n)                     \
 {                                                                                    \
@@ -260,7 +265,7 @@ FBP_MULTIVERSION static void fbp_clamp_##SUFFIX(T *g, ptrdiff_t n, T limit)     
     }                                                                                \
 }
 
-FBP_DEFINE_LOOPS(float, f32, fbp_tanhf, fbp_sigmoidf, sqrtf)
-FBP_DEFINE_LOOPS(double, f64, fbp_tanh, fbp_sigmoid, sqrt)
+FBP_DEFINE_LOOPS(float, f32, fbp_expf, fbp_tanhf, fbp_sigmoidf, sqrtf)
+FBP_DEFINE_LOOPS(double, f64, fbp_exp, fbp_tanh, fbp_sigmoid, sqrt)
 
 #endif
