@@ -4,6 +4,7 @@ Arrays are C-contiguous; ``F`` stands for float32 or float64, the same in one ca
 ``Inputs`` (X) is such a matrix or a ``Csr`` (sparse rows, read in place).
 """
 
+from types import NotImplementedType
 from typing import Any
 
 import numpy as np
@@ -110,7 +111,16 @@ def input_gradient_run(
     output: int,
     out: F,
 ) -> None: ...
-def predict_run(params: F, work: F, capacity: int, plan: Plan, X: Inputs, out: F) -> None: ...
+def predict_run(params: F, work: F, capacity: int, plan: Plan, X: Inputs, out: F) -> bool: ...
+
+class Predictor:
+    plan: Plan
+    params: F
+    work: F
+    capacity: int
+    def __init__(self, params: F, work: F, capacity: int, plan: Plan) -> None: ...
+    def run(self, X: Inputs) -> F | NotImplementedType | None: ...
+
 def evaluate_run(
     params: F,
     work: F,

@@ -1591,46 +1591,135 @@ def input_gradient_run(const floating[::1] params, floating[::1] work, Py_ssize_
               <floating>(1 if input_skip else 0), &out[0, 0], <int>d)
 
 
+cdef bint _predict_rows(const floating* params, floating* work, Py_ssize_t capacity,
+                        const NetPlan* net, const LayerPlan* plan, Py_ssize_t n_layers,
+                        const floating* dense, SparseRows* sparse, Py_ssize_t n,
+                        floating* out) noexcept nogil:
+    """Forward pass over the ``n`` rows of dense or sparse X in chunks of ``capacity``
+    rows into ``out`` (n x n_outputs), the output activation
+    (``NetPlan.output_activation``: the one fused into the loss in training) applied.
+    Returns False, having stopped, at the first chunk that holds NaN or infinity:
+    the check costs a pass over X's values, not a separate NumPy call."""
+    cdef Py_ssize_t start = 0, rows, d = net.n_inputs, k = net.n_outputs
+    cdef const SparseRows* sx = sparse if dense == NULL else NULL
+    cdef const LayerPlan* last = &plan[n_layers - 1]
+    cdef floating* res
+    while start < n:
+        rows = capacity if start + capacity <= n else n - start
+        if dense != NULL:
+            if not _all_finite(dense + start * d, rows * d):
+                return False
+        else:
+            sparse.first = start
+            if not _all_finite(<const floating*>sparse.values + sparse.indptr[start],
+                               sparse.indptr[start + rows] - sparse.indptr[start]):
+                return False
+        _forward(params, work, capacity, plan, n_layers,
+                 dense + start * d if dense != NULL else NULL, sx, 0, rows, NULL, False)
+        res = _passed_on(work, capacity, last)
+        _bias_act(res, <floating*>NULL, rows, k, <int>net.output_activation, <floating>0,
+                  <floating*>NULL)
+        memcpy(out + start * k, res, rows * k * sizeof(floating))
+        start += rows
+    return True
+
+
 def predict_run(const floating[::1] params, floating[::1] work, Py_ssize_t capacity,
                 Plan plan not None, object X, floating[:, ::1] out):
     """Forward pass over all rows of ``X`` (dense or ``Csr``) in chunks of
-    ``capacity`` rows into ``out``, the output activation
-    (``NetPlan.output_activation``: the one fused into the loss in training) applied.
-    Returns False, having stopped, when X holds NaN or infinity (the caller says
-    where): the check costs a pass over X's values, not a separate NumPy call."""
-    cdef Py_ssize_t n, start, rows, k, d
-    cdef floating* res
+    ``capacity`` rows into ``out`` (see ``_predict_rows``). Returns False when X
+    holds NaN or infinity (the caller says where)."""
+    cdef Py_ssize_t n
     cdef const void* dense
     cdef SparseRows sparse
-    cdef bint finite = True
+    cdef bint finite
     n = _bind_input(X, plan, params.shape[0], work.shape[0], capacity, False, &out[0, 0]
                     if out.shape[0] else <floating*>NULL, &dense, &sparse)
-    cdef const SparseRows* sx = &sparse if sparse.values != NULL else NULL
-    d, k = plan.net.n_inputs, plan.net.n_outputs
-    if out.shape[0] != n or out.shape[1] != k:
+    if out.shape[0] != n or out.shape[1] != plan.net.n_outputs:
         raise ValueError("out has the wrong shape")
-    cdef const LayerPlan* last = &plan.layers[plan.n_layers - 1]
-    cdef int output_act = <int>plan.net.output_activation
     with nogil:
-        start = 0
-        while start < n:
-            rows = capacity if start + capacity <= n else n - start
-            sparse.first = start
-            if dense != NULL:
-                finite = _all_finite(<const floating*>dense + start * d, rows * d)
-            else:
-                finite = _all_finite(<const floating*>sparse.values + sparse.indptr[start],
-                                     sparse.indptr[start + rows] - sparse.indptr[start])
-            if not finite:
-                break
-            _forward(&params[0], &work[0], capacity, plan.layers, plan.n_layers,
-                     <const floating*>dense + start * d if dense != NULL else NULL, sx, 0, rows,
-                     NULL, False)
-            res = _passed_on(&work[0], capacity, last)
-            _bias_act(res, <floating*>NULL, rows, k, output_act, <floating>0, <floating*>NULL)
-            memcpy(&out[start, 0], res, rows * k * sizeof(floating))
-            start += rows
+        finite = _predict_rows(&params[0], &work[0], capacity, plan.net, plan.layers,
+                               plan.n_layers, <const floating*>dense, &sparse, n, &out[0, 0])
     return finite
+
+
+cdef class Predictor:
+    """One thread's predictions with one network's parameters: the plan, the
+    parameters and a workspace of ``capacity`` rows bound (and checked) once, so
+    that a call checks only its input and allocates only its output (the one-row
+    predict of a service). Not for sharing between threads: the workspace is its
+    own. Keeps the arrays alive; the parameters are read as they are at each call.
+    """
+    cdef readonly Plan plan
+    cdef readonly cnp.ndarray params
+    cdef readonly cnp.ndarray work
+    cdef readonly Py_ssize_t capacity
+    cdef int typenum
+    cdef void* params_at
+    cdef void* work_at
+
+    def __cinit__(self, cnp.ndarray params not None, cnp.ndarray work not None,
+                  Py_ssize_t capacity, Plan plan not None):
+        cdef int typenum = cnp.PyArray_TYPE(params)
+        if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
+            raise TypeError("params must be float32 or float64")
+        for name, a in (("params", params), ("work", work)):
+            if (cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != 1
+                    or not cnp.PyArray_ISCARRAY(a)):
+                raise TypeError("%s must be a writable, aligned, contiguous 1-D array of"
+                                " the parameters' dtype" % name)
+        _check_call(plan, cnp.PyArray_SIZE(params), cnp.PyArray_SIZE(work), capacity, False,
+                    plan.net.n_inputs)
+        self.plan, self.params, self.work, self.capacity = plan, params, work, capacity
+        self.typenum = typenum
+        self.params_at, self.work_at = cnp.PyArray_DATA(params), cnp.PyArray_DATA(work)
+
+    def run(self, object X):
+        """The outputs for ``X`` as a new array: X a ``Csr`` or an ndarray that the
+        kernels read as it is (C-contiguous and aligned, of the parameters' dtype and
+        the network's width, with rows); ``NotImplemented`` for an ndarray that is
+        not (the caller converts it first); None when X holds NaN or infinity (the
+        caller says where)."""
+        cdef cnp.ndarray rows, out
+        cdef cnp.npy_intp dims[2]
+        cdef const void* dense = NULL
+        cdef SparseRows sparse
+        cdef Py_ssize_t n
+        cdef bint finite
+        memset(&sparse, 0, sizeof(SparseRows))
+        if cnp.PyArray_Check(X):
+            rows = <cnp.ndarray>X
+            if not (cnp.PyArray_CheckExact(X) and cnp.PyArray_NDIM(rows) == 2
+                    and cnp.PyArray_TYPE(rows) == self.typenum
+                    and cnp.PyArray_ISCARRAY_RO(rows)
+                    and cnp.PyArray_DIMS(rows)[1] == self.plan.net.n_inputs
+                    and cnp.PyArray_DIMS(rows)[0] > 0):
+                return NotImplemented
+            n, dense = cnp.PyArray_DIMS(rows)[0], cnp.PyArray_DATA(rows)
+        elif not isinstance(X, Csr):
+            raise TypeError("X must be an ndarray or a fastbp._core.Csr")
+        elif self.typenum == cnp.NPY_FLOAT:
+            n = _bind_input(X, self.plan, cnp.PyArray_SIZE(self.params),
+                            cnp.PyArray_SIZE(self.work), self.capacity, False, <float*>NULL,
+                            &dense, &sparse)
+        else:
+            n = _bind_input(X, self.plan, cnp.PyArray_SIZE(self.params),
+                            cnp.PyArray_SIZE(self.work), self.capacity, False, <double*>NULL,
+                            &dense, &sparse)
+        dims[0], dims[1] = n, self.plan.net.n_outputs
+        out = cnp.PyArray_EMPTY(2, dims, self.typenum, 0)
+        cdef void* out_at = cnp.PyArray_DATA(out)
+        cdef Plan plan = self.plan
+        with nogil:
+            if self.typenum == cnp.NPY_FLOAT:
+                finite = _predict_rows(<const float*>self.params_at, <float*>self.work_at,
+                                       self.capacity, plan.net, plan.layers, plan.n_layers,
+                                       <const float*>dense, &sparse, n, <float*>out_at)
+            else:
+                finite = _predict_rows(<const double*>self.params_at, <double*>self.work_at,
+                                       self.capacity, plan.net, plan.layers, plan.n_layers,
+                                       <const double*>dense, &sparse, n, <double*>out_at)
+        return out if finite else None
 
 
 def evaluate_run(const floating[::1] params, floating[::1] work, Py_ssize_t capacity,

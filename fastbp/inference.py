@@ -20,20 +20,19 @@ from .network import Workspace
 
 
 def predict(network, guard, X):
-    """The network's output for X (checked but for NaN and infinity, which the
-    compiled pass finds), the fused output activation applied."""
-    out = np.empty((X.shape[0], network.n_outputs), dtype=network.dtype)
+    """The network's output for X, the fused output activation applied; X a ``Csr``
+    or an ndarray, checked but for NaN and infinity (which the compiled pass finds).
+    ``NotImplemented`` for an ndarray that the kernels cannot read as it is (the
+    caller converts it and calls again)."""
     if X.shape[0] == 0:
-        return out
-    ws = network.inference_workspace(X.shape[0])
+        return np.empty((0, network.n_outputs), dtype=network.dtype)
+    predictor = network.predictor(X.shape[0])
     token = guard.acquire_read()
     try:
-        finite = network.predict_run(
-            network.params, ws.buffer, ws.capacity, network.compiled, X, out
-        )
+        out = predictor.run(X)
     finally:
         guard.release_read(token)
-    if not finite:
+    if out is None:
         check_finite_inputs(X, "X")  # raises, naming the first bad entry
     return out
 

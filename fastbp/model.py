@@ -466,6 +466,18 @@ class Sequential:
         mse, the outputs, of shape (n_samples, n_outputs). X of 0 rows gives an
         empty array of shape (0, n_outputs), as NumPy and scikit-learn do.
         """
+        network = self._network
+        if (
+            network is not None
+            and not network.lost
+            and type(X) is np.ndarray
+            and X.ndim == 2
+            and X.shape[0]
+        ):
+            # Already what the kernels read (a service's one-row call): no conversion.
+            out = inference.predict(network, self._guard, X)
+            if out is not NotImplemented:
+                return out
         self._require_built()
         X = self._check_X(X, finite=False, allow_empty=True)
         return inference.predict(self._network, self._guard, X)

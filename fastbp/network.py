@@ -113,6 +113,7 @@ class Network:
         _check_placement(layers, self.dense, rates, input_dim)
         self.dtype = np.dtype(dtype)
         self.input_dim = input_dim
+        self.n_outputs = self.dense[-1].units
         self.lost = None
         sizes, n_in = [], input_dim
         for layer in self.dense:
@@ -140,9 +141,6 @@ class Network:
         ]
         self._flags = None  # the trainable flags that _segments follows
         self.compiled = core().Plan(self.net, self.plan, self.params.size)
-        # The compiled forward pass for this dtype, chosen once (a fused function
-        # picks its specialization on every call: a microsecond of a one-row predict).
-        self.predict_run = core().predict_run["float" if self.dtype == np.float32 else "double"]
         self._local = threading.local()
         self._train_ws = None
 
@@ -209,10 +207,6 @@ class Network:
 
     # -- what a call needs --------------------------------------------------------
     @property
-    def n_outputs(self):
-        return int(self.net[0]["n_outputs"])
-
-    @property
     def dropout_seed(self):
         return int(self.net[0]["dropout_seed"])
 
@@ -257,6 +251,18 @@ class Network:
         if ws is None or ws.capacity < rows:
             ws = self._local.workspace = Workspace(self, rows, training=False)
         return ws
+
+    def predictor(self, rows):
+        """This thread's compiled forward pass (``fastbp._core.Predictor``) for
+        ``rows`` rows, bound to the parameters and this thread's inference workspace
+        once: a predict call then costs its input check, its output and the pass."""
+        predictor = getattr(self._local, "predictor", None)
+        if predictor is None or predictor.capacity < min(rows, INFERENCE_CHUNK):
+            ws = self.inference_workspace(rows)
+            predictor = self._local.predictor = core().Predictor(
+                self.params, ws.buffer, ws.capacity, self.compiled
+            )
+        return predictor
 
     def training_workspace(self, rows, sparse=False):
         """The training workspace, kept between fits (one fit runs at a time); for

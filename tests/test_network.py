@@ -99,6 +99,116 @@ def test_each_thread_has_its_own_inference_workspace():
     assert net.inference_workspace(10_000).capacity == 512  # chunked
 
 
+# -- the compiled predictor (one thread's bound forward pass) -----------------------
+
+
+def _classifier(dtype, input_dim=7):
+    return fastbp.Sequential(
+        [Dense(13, "tanh"), Dense(5, "relu"), Dense(3, "softmax")],
+        input_dim=input_dim,
+        seed=0,
+        dtype=dtype,
+    )
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("rows", [1, 7, 33])
+def test_the_predictor_runs_the_same_forward_pass_as_predict_run(dtype, rows):
+    core = fastbp._backend.core()
+    net = _classifier(dtype)._network
+    X = np.random.default_rng(1).standard_normal((rows, 7)).astype(dtype)
+    ws = Workspace(net, 5, training=False)  # chunks of 5 rows in both
+    expected = np.empty((rows, 3), dtype=dtype)
+    assert core.predict_run(net.params, ws.buffer, 5, net.compiled, X, expected)
+    got = core.Predictor(net.params, ws.buffer, 5, net.compiled).run(X)
+    assert got.dtype == np.dtype(dtype) and got.shape == (rows, 3)
+    np.testing.assert_array_equal(got, expected)  # the same kernels on the same chunks
+    np.testing.assert_allclose(got.sum(axis=1), 1, rtol=1e-6)
+
+
+def test_the_predictor_reads_the_weights_as_they_are_at_each_call():
+    model = _classifier("float64")
+    X = np.random.default_rng(2).standard_normal((4, 7))
+    predictor = model._network.predictor(4)
+    before = predictor.run(X)
+    weights = model.get_weights()
+    weights[-1] = (weights[-1][0], weights[-1][1] + np.array([0.0, 0.0, 5.0]))
+    model.set_weights(weights)
+    after = predictor.run(X)
+    assert (after[:, 2] > before[:, 2]).all()
+    np.testing.assert_array_equal(after, model.predict(X.tolist()))
+
+
+def test_the_predictor_leaves_inputs_it_cannot_read_as_they_are_to_its_caller():
+    net = _classifier("float32")._network
+    predictor = net.predictor(3)
+    X = np.ones((3, 7), dtype=np.float32)
+    assert predictor.run(X).shape == (3, 3)
+    for other in (
+        X.astype(np.float64),  # another dtype
+        np.asfortranarray(np.ones((3, 7), dtype=np.float32)),  # not C-contiguous
+        np.ones((3, 8), dtype=np.float32),  # another width
+        np.ones((0, 7), dtype=np.float32),  # no rows
+        np.ones(7, dtype=np.float32),  # 1-D
+        np.ones((3, 7), dtype=np.float32).view(np.matrix),  # a subclass
+    ):
+        assert predictor.run(other) is NotImplemented
+    misaligned = np.frombuffer(bytearray(3 * 7 * 4 + 1), dtype=np.uint8)[1:].view(np.float32)
+    assert predictor.run(misaligned.reshape(3, 7)) is NotImplemented
+    with pytest.raises(TypeError, match="ndarray or a fastbp._core.Csr"):
+        predictor.run([[1.0] * 7])
+    bad = X.copy()
+    bad[2, 4] = np.nan
+    assert predictor.run(bad) is None  # the caller names the entry
+
+
+def test_a_predictor_checks_its_buffers_once():
+    core = fastbp._backend.core()
+    net = _classifier("float32")._network
+    ws = Workspace(net, 4, training=False)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        core.Predictor(net.params.astype(np.int64), ws.buffer, 4, net.compiled)
+    with pytest.raises(TypeError, match="work must be"):
+        core.Predictor(net.params, ws.buffer.astype(np.float64), 4, net.compiled)
+    with pytest.raises(ValueError, match="too small for 5 rows"):
+        core.Predictor(net.params, ws.buffer, 5, net.compiled)
+    with pytest.raises(ValueError, match="parameter buffer has"):
+        core.Predictor(net.params[:-1].copy(), ws.buffer, 4, net.compiled)
+
+
+def test_each_thread_predicts_with_its_own_predictor():
+    import threading
+
+    net = _classifier("float64")._network
+    mine = net.predictor(1)
+    assert net.predictor(1) is mine
+    assert net.predictor(40).capacity == 40  # grown for a larger call
+    other = []
+    thread = threading.Thread(target=lambda: other.append(net.predictor(40)))
+    thread.start()
+    thread.join()
+    assert other[0] is not net.predictor(40)
+    assert net.predictor(10_000).capacity == 512  # chunked
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_predict_gives_the_same_rows_whether_or_not_x_needs_converting(dtype):
+    model = _classifier(dtype)
+    X = np.random.default_rng(3).standard_normal((9, 7)).astype(dtype)
+    ready = model.predict(X)  # read in place
+    for converted in (X.tolist(), np.asfortranarray(X), X.astype(np.float16).astype(dtype)):
+        got = model.predict(converted)
+        assert got.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(got, model.predict(np.ascontiguousarray(converted)), rtol=0)
+    np.testing.assert_array_equal(model.predict(X.tolist()), ready)
+    np.testing.assert_array_equal(model.predict(X[:1]), model.predict(X[:1].tolist()))
+    with pytest.raises(ValueError, match="X has 8 features, but the model expects 7"):
+        model.predict(np.ones((2, 8), dtype=dtype))
+    with pytest.raises(ValueError, match="X has 8 features"):
+        model.predict(np.ones((0, 8), dtype=dtype))
+    assert model.predict(np.ones((0, 7), dtype=dtype)).shape == (0, 3)
+
+
 def test_a_compiled_plan_rejects_a_broken_plan():
     net = network([Dense(4), Dense(3)])
     core = fastbp._backend.core()
