@@ -55,7 +55,7 @@ extensions = [
         "fastbp._core",
         ["fastbp/_core.pyx"],
         include_dirs=[np.get_include(), "fastbp"],
-        depends=["fastbp/_vmath.h", "fastbp/_parallel.h", "fastbp/_prefetch.h"],
+        depends=["fastbp/_vmath.h", "fastbp/_parallel.h", "fastbp/_prefetch.h", "fastbp/_random.h"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=extra_compile_args + openmp_flags,
         extra_link_args=openmp_flags + strip_flags,

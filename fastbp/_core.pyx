@@ -126,6 +126,12 @@ cdef extern from "_prefetch.h" nogil:
                            Py_ssize_t row_bytes)
 
 
+cdef extern from "_random.h" nogil:
+    # The 64 x 64 -> 128-bit product of unbiased bounded draws (see the header).
+    unsigned long long fbp_mul_wide(unsigned long long a, unsigned long long b,
+                                    unsigned long long* low)
+
+
 cdef extern from "_vmath.h" nogil:
     # Branch-free, vectorizable exp, tanh and sigmoid, and the array loops built on
     # them, compiled for several instruction sets (see the header).
@@ -388,63 +394,84 @@ cdef void _col_sums(const floating* d, Py_ssize_t rows, Py_ssize_t cols, Py_ssiz
 # ``scale * d(sum)/dz``. ``delta`` may be NULL to compute the value only.
 # ---------------------------------------------------------------------------
 
+cdef enum:
+    CE_BLOCK = 64       # rows scored together by _loss_ce_labels
+    CE_SCRATCH = 4096   # its room for the exponentials when there is no delta
+
+
 cdef double _loss_ce_labels(const floating* z, const intp* labels, const floating* weights,
                             Py_ssize_t rows, Py_ssize_t cols, floating* delta, floating scale,
                             BatchStats* stats) noexcept nogil:
     """Softmax cross-entropy on logits with integer class labels (rows weighted).
 
-    With ``delta``: the shifted logits ``z - max`` of every row go there, one
-    vectorized exp turns the whole block into the unnormalized softmax, then each
-    row is summed, scored and scaled (the same operations, in the same order, as
-    the row-by-row value-only loop)."""
-    cdef Py_ssize_t i, j, best
+    A block of rows at a time: each row's maximum and the shifted logits ``z - max``
+    (into ``delta``, or a scratch block for the value alone), one vectorized exp
+    over the whole block, then each row summed, scored and, with ``delta``, scaled
+    into the gradient. Rows too wide for the scratch block are scored one by one."""
+    cdef Py_ssize_t i, j, b0, nb, best, block
     cdef const floating* row
-    cdef floating* drow
+    cdef floating* erow
+    cdef floating* e
     cdef floating top, total, w
+    cdef floating tops[CE_BLOCK]
+    cdef floating picked[CE_BLOCK]
+    cdef floating scratch[CE_SCRATCH]
     cdef double loss = 0
     cdef intp correct = 0
-    for i in range(rows):
-        row = z + i * cols
-        top = row[0]
-        best = 0
-        for j in range(1, cols):
-            if row[j] > top:
-                top = row[j]
-                best = j
-        if best == labels[i]:
-            correct += 1
-        if delta != NULL:
-            drow = delta + i * cols
-            for j in range(cols):
-                drow[j] = row[j] - top
-        else:
+    block = CE_BLOCK if delta != NULL else min(<Py_ssize_t>CE_BLOCK, CE_SCRATCH // cols)
+    if block == 0:  # value only, rows wider than the scratch block
+        for i in range(rows):
+            row = z + i * cols
             w = weights[i] if weights != NULL else 1
+            top = row[0]
+            best = 0
+            for j in range(1, cols):
+                if row[j] > top:
+                    top = row[j]
+                    best = j
+            correct += best == labels[i]
             total = 0
             for j in range(cols):
                 total = total + _exp(row[j] - top)
             loss += w * (_log(total) + top - row[labels[i]])
-    stats.correct += correct
-    if delta == NULL:
+        stats.correct += correct
         return loss
-    if floating is float:
-        fbp_exp_f32(delta, rows * cols)
-    else:
-        fbp_exp_f64(delta, rows * cols)
-    for i in range(rows):
-        row = z + i * cols
-        drow = delta + i * cols
-        w = weights[i] if weights != NULL else 1
-        top = row[0]
-        for j in range(1, cols):
-            top = row[j] if row[j] > top else top
-        total = 0
-        for j in range(cols):
-            total = total + drow[j]
-        loss += w * (_log(total) + top - row[labels[i]])
-        total = scale * w / total
-        for j in range(cols):
-            drow[j] = drow[j] * total
-        drow[labels[i]] = drow[labels[i]] - scale * w
+    b0 = 0
+    while b0 < rows:
+        nb = min(block, rows - b0)
+        e = delta + b0 * cols if delta != NULL else scratch
+        for i in range(nb):
+            row = z + (b0 + i) * cols
+            erow = e + i * cols
+            top = row[0]
+            best = 0
+            for j in range(1, cols):
+                if row[j] > top:
+                    top = row[j]
+                    best = j
+            correct += best == labels[b0 + i]
+            tops[i] = top
+            picked[i] = row[labels[b0 + i]]
+            for j in range(cols):
+                erow[j] = row[j] - top
+        if floating is float:
+            fbp_exp_f32(e, nb * cols)
+        else:
+            fbp_exp_f64(e, nb * cols)
+        for i in range(nb):
+            erow = e + i * cols
+            w = weights[b0 + i] if weights != NULL else 1
+            total = 0
+            for j in range(cols):
+                total = total + erow[j]
+            loss += w * (_log(total) + tops[i] - picked[i])
+            if delta != NULL:
+                total = scale * w / total
+                for j in range(cols):
+                    erow[j] = erow[j] * total
+                erow[labels[b0 + i]] = erow[labels[b0 + i]] - scale * w
+        b0 += nb
+    stats.correct += correct
     return loss
 
 
@@ -720,6 +747,29 @@ cdef inline unsigned long long _mix(unsigned long long z) noexcept nogil:
 
 cdef inline unsigned long long _drop_key(const Masks* masks, Py_ssize_t site) noexcept nogil:
     return _mix(masks.seed ^ _mix((<unsigned long long>masks.step << 8) ^ <unsigned long long>site))
+
+
+cdef void _permutation(intp* order, Py_ssize_t n, unsigned long long seed) noexcept nogil:
+    """``order`` = a uniformly random permutation of 0..n-1 drawn from ``seed``:
+    Fisher-Yates over splitmix64's stream, each bound drawn without bias by
+    Lemire's multiply-and-reject method."""
+    cdef Py_ssize_t i, j
+    cdef intp swap
+    cdef unsigned long long state = seed, bound, high, low, reject
+    for i in range(n):
+        order[i] = i
+    for i in range(n - 1, 0, -1):
+        bound = <unsigned long long>(i + 1)
+        reject = (0 - bound) % bound  # 2^64 mod bound: the low products to redraw
+        while True:
+            state = state + 0x9e3779b97f4a7c15ULL
+            high = fbp_mul_wide(_mix(state), bound, &low)
+            if low >= reject:
+                break
+        j = <Py_ssize_t>high
+        swap = order[i]
+        order[i] = order[j]
+        order[j] = swap
 
 
 cdef inline unsigned long long _threshold(double rate) noexcept nogil:
@@ -1969,6 +2019,13 @@ cdef inline _check_labels(const intp[::1] labels, Py_ssize_t n_classes):
 # ---------------------------------------------------------------------------
 # Python boundary: single kernels (hand-written layer API and tests).
 # ---------------------------------------------------------------------------
+
+def permutation(intp[::1] order not None, unsigned long long seed):
+    """Fill ``order`` with a uniformly random permutation of 0..len(order)-1, a
+    function of ``seed`` alone (the same on every machine): an epoch's row order."""
+    with nogil:
+        _permutation(&order[0] if order.shape[0] else NULL, order.shape[0], seed)
+
 
 def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out,
            bint trans_a=False, bint trans_b=False, double alpha=1.0, double beta=0.0):

@@ -23,6 +23,9 @@ class Data(NamedTuple):
     weights: np.ndarray
 
     def rows(self, index):
+        """The rows ``index`` (integers, a boolean mask or a slice: views of dense
+        arrays) of every array."""
+
         def pick(a):
             return a[index] if a.size else a
 

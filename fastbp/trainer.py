@@ -132,7 +132,7 @@ class _Epochs:
         self.n_batches = -(-n // self.batch)
         self.workspace = network.training_workspace(self.batch, _sparse.is_csr(data.X))
         self.segments = network.sync_trainable()
-        self.order = np.arange(n, dtype=np.intp) if shuffle else np.empty(0, dtype=np.intp)
+        self.order = np.empty(n if shuffle else 0, dtype=np.intp)
         self.stats = np.zeros(self.n_batches, dtype=_codes.BATCH_STATS)
         # Each minibatch's share of the epoch's loss: its rows, or the sum of its
         # sample weights (one whose weights are all zero, skipped, counts for nothing).
@@ -166,7 +166,9 @@ class _Epochs:
         if self.orders is not None:
             np.copyto(self.order, self.orders(), casting="same_kind")
         elif self.shuffle:
-            model._rng.shuffle(self.order)
+            # A new permutation each epoch, a function of the model's random stream
+            # alone: a fit resumed from a saved model draws the orders it would have.
+            core().permutation(self.order, int(model._rng.integers(2**63)))
         if self.weights is not None:
             weights = self.weights[self.order] if self.shuffle else self.weights
             self.batch_weight = np.add.reduceat(weights, self.starts)
@@ -295,8 +297,8 @@ def _start_loss(model, data):
     """The loss at the weights fit starts from on the first rows (without dropout or
     sample weights): what the data make of the loss before training. 0 when not
     finite (NaN inputs fail later, by name)."""
-    rows = np.arange(min(data.X.shape[0], _ZERO_OUTPUT_ROWS))
-    value = model._evaluate_data(data.rows(rows)._replace(weights=data.weights[:0]))["loss"]
+    first = slice(0, min(data.X.shape[0], _ZERO_OUTPUT_ROWS))  # views of dense data
+    value = model._evaluate_data(data.rows(first)._replace(weights=data.weights[:0]))["loss"]
     return value if math.isfinite(value) else 0.0
 
 

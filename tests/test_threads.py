@@ -44,8 +44,8 @@ def train(threads, loss, optimizer, batch_size, n=37, seed=0, dtype="float64"):
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy", "soft", "binary_cross_entropy"])
 @pytest.mark.parametrize("batch_size", [1, 2, 5, 16, 37])
 def test_threads_match_one_thread(always_parallel, loss, batch_size):
-    one, h1 = train(1, loss, fastbp.SGD(lr=0.05, momentum=0.9), batch_size)
-    two, h2 = train(2, loss, fastbp.SGD(lr=0.05, momentum=0.9), batch_size)
+    one, h1 = train(1, loss, fastbp.SGD(lr=0.02, momentum=0.9), batch_size)
+    two, h2 = train(2, loss, fastbp.SGD(lr=0.02, momentum=0.9), batch_size)
     np.testing.assert_allclose(two.flat_params, one.flat_params, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(h2["loss"], h1["loss"], rtol=1e-10)
     if "accuracy" in h1.history:

@@ -188,6 +188,31 @@ def test_shuffling_changes_the_minibatches():
     assert not np.allclose(train(True), train(False))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_epochs_split_over_fits_train_exactly_as_in_one_fit(dtype):
+    # Each epoch's order is a new permutation drawn from the model's random stream,
+    # so that a fit that goes on where another stopped (or a model loaded from a
+    # file) shuffles as one long fit would.
+    rng = np.random.default_rng(8)
+    X, y = rng.normal(size=(70, 4)).astype(dtype), rng.integers(0, 3, 70)
+
+    def model():
+        return fastbp.Sequential(
+            [fastbp.Dense(6, "tanh"), fastbp.Dense(3)],
+            loss="cross_entropy",
+            optimizer=fastbp.SGD(lr=0.05, momentum=0.9),
+            dtype=dtype,
+            seed=4,
+        )
+
+    whole, pieces = model(), model()
+    whole.fit(X, y, epochs=5, batch_size=8)
+    for epochs in (2, 1, 2):
+        pieces.fit(X, y, epochs=epochs, batch_size=8)
+    np.testing.assert_array_equal(pieces.flat_params, whole.flat_params)
+    assert pieces.history.history == whole.history.history
+
+
 # ---------------------------------------------------------------------------
 # epoch metrics and validation
 # ---------------------------------------------------------------------------
