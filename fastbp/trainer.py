@@ -48,7 +48,7 @@ EXPLOSION = 1e4
 # at the starting weights are taken: scales of the data, not estimates that need
 # every row (a first minibatch of one row is no scale: one row of unscaled inputs
 # may lose 1e6 times more than another before any step).
-_ZERO_OUTPUT_ROWS = 1024
+_ZERO_OUTPUT_ROWS = 256
 
 
 class Settings(NamedTuple):
