@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import latency  # noqa: E402
 from common import (  # noqa: E402
     fmt_number,
     fmt_range,
@@ -157,6 +158,13 @@ def parse_args(argv=None):
         default=None,
         help="square gemm sizes for the peak: 512,1024,1536,2048 (full), 256,512 (--quick)",
     )
+    parser.add_argument(
+        "--latency-calls",
+        type=int,
+        default=None,
+        help="one-row predict calls per implementation for the latency table: 10000"
+        " (full), 2000 (--quick), 200 (--smoke); 0 leaves the table out",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--no-check", action="store_true", help="skip the correctness checks before timing"
@@ -202,6 +210,10 @@ def parse_args(argv=None):
         SMOKE_GEMM_SIZES if args.smoke else QUICK_GEMM_SIZES if args.quick else GEMM_SIZES
     )
     args.gemm_repeats = 2 if args.smoke else 3 if args.quick else 5
+    if args.latency_calls is None:
+        args.latency_calls = 200 if args.smoke else 2000 if args.quick else 10_000
+    if args.latency_calls < 0:
+        parser.error("--latency-calls must not be negative")
     if args.out is None:
         args.out = os.path.join(tempfile.gettempdir(), "fastbp-bench-quick") if args.quick else HERE
     return args
@@ -543,9 +555,9 @@ def result_table(records):
     return markdown_table(headers, rows, "llrrrrrr")
 
 
-def render_report(meta, args, networks, gemm, checks, records, describe, failures=()):
-    """The whole Markdown report: machine, method, networks, checks, gemm peak and
-    one table per (dtype, threads, optimizer)."""
+def render_report(meta, args, networks, gemm, checks, records, describe, failures=(), latencies=()):
+    """The whole Markdown report: machine, method, networks, checks, gemm peak,
+    one table per (dtype, threads, optimizer), and the one-row predict latency."""
     out = ["# fastbp training-step benchmark", ""]
     out += ["## Machine", "", machine_markdown(meta), ""]
     out += ["OpenBLAS as threadpoolctl reports it:", ""]
@@ -674,6 +686,44 @@ def render_report(meta, args, networks, gemm, checks, records, describe, failure
                     result_table(block),
                     "",
                 ]
+    if latencies:
+        out += [
+            "## One-row prediction latency",
+            "",
+            latency.__doc__.split("\n\n")[1].replace("\n", " ").replace("``", "`")
+            + f" Network {'-'.join(map(str, latency.NETWORK.sizes))}; max error: the"
+            " largest difference of the probabilities from a float64 NumPy forward pass.",
+            "",
+            markdown_table(
+                [
+                    "dtype",
+                    "threads",
+                    "implementation",
+                    "calls",
+                    "median",
+                    "p99",
+                    "p99.9",
+                    "median ÷ fastbp",
+                    "max error",
+                ],
+                [
+                    [
+                        r["dtype"],
+                        r["threads"],
+                        r["implementation"],
+                        f"{r['calls']:,}",
+                        fmt_time(r["median"]),
+                        fmt_time(r["p99"]),
+                        fmt_time(r["p999"]),
+                        f"{r['ratio']:.2f}" if r["ratio"] is not None else "–",
+                        f"{r['max_error']:.1e}",
+                    ]
+                    for r in latencies
+                ],
+                "lrlrrrrrr",
+            ),
+            "",
+        ]
     return "\n".join(out)
 
 
@@ -724,7 +774,19 @@ def main(argv=None):
                         records += new
                         failures += failed
 
-    report = render_report(meta, args, args.network_list, gemm, checks, records, describe, failures)
+    latencies = []
+    if args.latency_calls:
+        for dtype in args.dtype:
+            for threads in args.threads:
+                with threadpool_limits(limits=threads):
+                    set_torch_threads(threads)
+                    times, errors = latency.measure(names, dtype, args.latency_calls, args.seed)
+                latencies += latency.summarize(times, errors, dtype, threads)
+                log(f"one-row predict latency {dtype} {threads} thread(s) measured")
+
+    report = render_report(
+        meta, args, args.network_list, gemm, checks, records, describe, failures, latencies
+    )
     elapsed = time.perf_counter() - started
     os.makedirs(args.out, exist_ok=True)
     payload = {
@@ -751,6 +813,7 @@ def main(argv=None):
         "checks": checks,
         "failures": failures,
         "results": records,
+        "latency": latencies,
     }
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(payload, f, indent=1, default=str)

@@ -72,11 +72,20 @@ def test_run_smoke(tmp_path):
             assert r["gflops"] > 0 and r["samples_per_s"] > 0 and r["finite"]
             if r["implementation"] == "fastbp":
                 assert r["ratio_to_fastbp"] == pytest.approx(1.0)
-        section = markdown.split(f"### float32, 1 BLAS thread, {title}")[1].split("###")[0]
+        section = markdown.split(f"### float32, 1 BLAS thread, {title}")[1]
+        section = section.split("###")[0].split("\n## ")[0]
         assert sorted(table_rows(section)[1:]) == sorted(
             (n, i) for n in SMOKE_NETWORKS for i in impls
         )
     assert re.search(r"core type \w+", markdown)
+    # One-row predict latency: every implementation, the same probabilities.
+    assert sorted(r["implementation"] for r in data["latency"]) == sorted(impls)
+    for r in data["latency"]:
+        assert r["calls"] == 200 and 0 < r["median"] <= r["p99"] <= r["p999"]
+        assert r["max_error"] < 1e-6  # float32 probabilities of the same weights
+    assert next(r for r in data["latency"] if r["implementation"] == "fastbp")["ratio"] == 1
+    section = markdown.split("## One-row prediction latency")[1]
+    assert sorted(row[1] for row in table_rows(section)[1:]) == ["1"] * len(impls)
 
 
 def test_run_without_torch_and_sklearn(tmp_path):
@@ -93,6 +102,7 @@ def test_run_without_torch_and_sklearn(tmp_path):
     assert "left out: torch, sklearn" in proc.stderr
     data = json.loads((tmp_path / "results.json").read_text())
     assert sorted(r["implementation"] for r in data["results"]) == ["fastbp", "numpy"]
+    assert sorted(r["implementation"] for r in data["latency"]) == ["fastbp", "numpy"]
 
 
 @pytest.mark.skipif(not have("sklearn"), reason="the digits data set comes with scikit-learn")
