@@ -689,6 +689,41 @@ def test_loss_delta_extreme_logits(dtype, name):
         assert value > 50
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 2), (64, 3), (130, 64), (70, 65), (5, 4097)])
+def test_cross_entropy_value_alone_equals_the_value_with_its_delta(dtype, shape):
+    # evaluate_run scores softmax cross-entropy without a delta: blocks of rows in
+    # a scratch block of the kernel's own (64 rows, 4096 entries), one row at a time
+    # past 4096 classes. The same operations in the same order as loss_delta's, so
+    # the value is the same to the bit. One input feature of 1, 2 or 4 makes the
+    # logits x * w + b exact products and one rounding, alike in BLAS and NumPy.
+    import fastbp
+
+    n, k = shape
+    rng = rng_for("ce-value", dtype, shape)
+    X = rng.choice(np.array([1.0, 2.0, 4.0], dtype=dtype), size=(n, 1))
+    labels = rng.integers(0, k, n).astype(np.intp)
+    model = fastbp.Sequential(
+        [fastbp.Dense(k)], loss="cross_entropy", input_dim=1, dtype=np.dtype(dtype).name
+    )
+    w, b = (3 * rng.normal(size=(1, k))).astype(dtype), rng.normal(size=k).astype(dtype)
+    model.set_weights([(w, b)])
+    logits = X @ w + b
+    net = model._network
+    ws = net.inference_workspace(n)
+    stats = np.zeros(1, dtype=_core.struct_dtypes()["BatchStats"])
+    no_targets = np.empty((0, k), dtype)
+    kind = LOSS["cross_entropy_labels"]
+    _core.evaluate_run(
+        net.params, ws.buffer, ws.capacity, net.compiled, X, no_targets, labels, kind, 1.0, stats
+    )
+    with_delta, correct = _core.loss_delta(kind, logits, no_targets, labels, np.empty_like(logits))
+    expected, expected_correct, _ = loss_ref("cross_entropy_labels", logits, None, labels)
+    assert stats[0]["loss"] == with_delta
+    assert stats[0]["correct"] == correct == expected_correct
+    np.testing.assert_allclose(with_delta, expected, rtol=RTOL[dtype])
+
+
 @pytest.mark.parametrize("name", LOSSES)
 @pytest.mark.parametrize("shape", [(1, 1), (1, 4), (4, 5)])
 def test_loss_delta_matches_finite_differences(name, shape):
