@@ -353,7 +353,7 @@ class Sequential:
         infinite, or when an epoch's training loss exceeds 1e4
         (``fastbp.trainer.EXPLOSION``) times the fit's reference loss: the largest of
         the loss of its first minibatch (at the weights fit started from), the loss
-        at those weights on the first 1024 rows, and the loss of an all-zero output
+        at those weights on the first 256 rows, and the loss of an all-zero output
         (logits, log-rates) on the targets, so that neither a small first loss (a
         first minibatch of one typical row) nor unscaled inputs raise a false
         alarm. fit then
