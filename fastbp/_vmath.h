@@ -146,6 +146,48 @@ static inline double fbp_sigmoid(double x)
 #endif
 
 #define FBP_DEFINE_LOOPS(T, SUFFIX, EXP, TANH, SIGMOID, SQRT)                              \
+/* In place z = z + bias (bias broadcast over the rows of a rows x cols block). */  \
+FBP_MULTIVERSION static void fbp_add_bias_##SUFFIX(T *z, const T *bias, ptrdiff_t rows, \
+                                                   ptrdiff_t cols)                   \
+{                                                                                    \
+    for (ptrdiff_t i = 0; i < rows; i++) {                                           \
+        T *row = z + i * cols;                                                       \
+        for (ptrdiff_t j = 0; j < cols; j++) row[j] = row[j] + bias[j];              \
+    }                                                                                \
+}                                                                                    \
+/* In place z = relu(z + bias), in one pass (NaN passes through). */                \
+FBP_MULTIVERSION static void fbp_bias_relu_##SUFFIX(T *z, const T *bias, ptrdiff_t rows, \
+                                                    ptrdiff_t cols)                  \
+{                                                                                    \
+    for (ptrdiff_t i = 0; i < rows; i++) {                                           \
+        T *row = z + i * cols;                                                       \
+        for (ptrdiff_t j = 0; j < cols; j++) {                                       \
+            T v = row[j] + bias[j];                                                  \
+            row[j] = v < 0 ? 0 : v;                                                  \
+        }                                                                            \
+    }                                                                                \
+}                                                                                    \
+/* In place z = relu(z) (NaN passes through). */                                     \
+FBP_MULTIVERSION static void fbp_relu_##SUFFIX(T *z, ptrdiff_t n)                     \
+{                                                                                    \
+    for (ptrdiff_t i = 0; i < n; i++) z[i] = z[i] < 0 ? 0 : z[i];                    \
+}                                                                                    \
+/* d = d * relu'(z), from the output a = relu(z): d where a > 0, else 0. */         \
+FBP_MULTIVERSION static void fbp_relu_backward_##SUFFIX(const T *a, T *d, ptrdiff_t n) \
+{                                                                                    \
+    for (ptrdiff_t i = 0; i < n; i++) d[i] = a[i] > 0 ? d[i] : 0;                    \
+}                                                                                    \
+/* out[j] = sum over the rows of a rows x cols block (row stride ld) of column j,    \
+ * summed in row order (the bias gradient). */                                       \
+FBP_MULTIVERSION static void fbp_col_sums_##SUFFIX(const T *d, ptrdiff_t rows,        \
+                                                   ptrdiff_t cols, ptrdiff_t ld, T *out) \
+{                                                                                    \
+    for (ptrdiff_t j = 0; j < cols; j++) out[j] = 0;                                 \
+    for (ptrdiff_t i = 0; i < rows; i++) {                                           \
+        const T *row = d + i * ld;                                                   \
+        for (ptrdiff_t j = 0; j < cols; j++) out[j] = out[j] + row[j];               \
+    }                                                                                \
+}                                                                                    \
 /* In place z = exp(z). */                                                           \
 FBP_MULTIVERSION static void fbp_exp_##SUFFIX(T *z, ptrdiff_t n)                      \
 {                                                                                    \
