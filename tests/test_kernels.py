@@ -594,7 +594,12 @@ def test_act_backward_errors(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES + [(517, 300), (0, 5), (0, 1)])
+@pytest.mark.parametrize(
+    "shape",
+    # Narrow blocks sum 32 columns at a time (33, 65: one or two blocks and a tail),
+    # blocks wider than 128 columns row by row.
+    SHAPES + [(517, 300), (0, 5), (0, 1), (40, 32), (9, 65), (40, 128), (40, 129)],
+)
 def test_col_sums_matches_numpy(dtype, shape):
     rng = rng_for("colsums", dtype, shape)
     d = readonly(rng.normal(size=shape).astype(dtype))
@@ -610,6 +615,16 @@ def test_col_sums_matches_numpy(dtype, shape):
     else:
         err = np.abs(out - expected)
         assert np.all(err <= tol), f"max error {err.max():.3g}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cols", [1, 10, 31, 32, 33, 64, 100, 128, 129, 300])
+def test_col_sums_of_whole_numbers_are_exact(dtype, cols):
+    # Small whole numbers add exactly in any order: every column must be its own sum.
+    d = np.random.default_rng(cols).integers(-50, 50, size=(37, cols)).astype(dtype)
+    out = np.full(cols, np.nan, dtype=dtype)
+    _core.col_sums(d, out)
+    np.testing.assert_array_equal(out, d.sum(axis=0))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
