@@ -7,9 +7,9 @@ writes straight into one preallocated float32 array. Both passes read into one
 reused buffer (``readinto``; the part of a line a block cuts moves to its front),
 not a new bytes object or two per block, whose fresh pages the system would zero
 and the copies fill. So the memory is the numeric size of the features (4 bytes a
-cell) plus one block, and no cell ever becomes a Python object. The target column is kept as numbers and, when it holds text, as the
-codes of its distinct values (a cell that reads as a number is named by its value:
-"2" and "2.0" are the class "2").
+cell) plus one block, and no cell ever becomes a Python object. The target column
+is kept as numbers and, when it holds text, as the codes of its distinct values (a
+cell that reads as a number is named by its value: "2" and "2.0" are the class "2").
 
 Everything wrong with a file raises ``DataError``, whose message is one line
 naming the file, the row (data rows count from 1, after the header) and line,
