@@ -30,9 +30,10 @@ so that its fields would be independent work, measured slower: 18 ns a field
 against 15.)
 
 Column roles (``roles[j]`` for column ``j`` of the file): ``>= 0`` the output
-column to fill, ``SKIP`` ignored, ``TEXT`` the target column, whose field bounds
-(offsets into the block) and value (NaN when empty, NaN-valued or not a number)
-are recorded per row.
+column to fill, ``SKIP`` ignored, ``TEXT`` the target column, whose value (NaN when
+empty, NaN-valued or not a number) is recorded per row, and where that is NaN its
+field's bounds (offsets into the block), the only ones read back as text (so that
+a numeric target leaves the bounds' pages untouched: neither time nor memory).
 """
 
 from libc.math cimport NAN, isfinite, isnan
@@ -401,14 +402,15 @@ def parse_block(
                     else:
                         out[row, role] = <float>value
                 elif role == TEXT:
-                    spans[row, 0] = field_start
-                    spans[row, 1] = field_end
                     code = _number(base + field_start, field_end - field_start, &value)
                     if code == 0 and not isfinite(value) and not isnan(value):
                         code = 2
                     if code == 2:
                         text_values += 1
                     target[row] = value if code == 0 else NAN
+                    if target[row] != target[row]:  # only these are read as text
+                        spans[row, 0] = field_start
+                        spans[row, 1] = field_end
                 column += 1
                 if p < line_end:  # at a comma
                     p += 1
