@@ -51,6 +51,7 @@ DEF TOO_MANY = 2
 DEF NOT_NUMBER = 3
 DEF BAD_QUOTE = 4
 DEF NOT_FINITE = 5
+DEF NO_ROOM = 6  # more rows than ``out`` has: the file changed while it was read
 
 # info slots
 DEF ROWS = 0          # data rows parsed
@@ -310,12 +311,14 @@ def parse_block(
     """Parse the whole lines in ``buf`` into ``out[out_row:]`` (and the target's
     ``spans`` and ``target`` from ``out_row``), stopping at the first error.
 
-    ``out`` must have a row for every line of ``buf``. ``info`` (N_INFO_SLOTS
-    int64) receives the counts and the error's place (see the slots above).
+    ``out`` (and ``spans`` and ``target`` with a target column) should have a row
+    for every line of ``buf``: past its last row the parse stops (NO_ROOM). ``info``
+    (N_INFO_SLOTS int64) receives the counts and the error's place (see the slots
+    above).
     """
     cdef Py_ssize_t n = buf.shape[0], n_columns = roles.shape[0]
     cdef Py_ssize_t pos = 0, line_end, next_line, p, field_start, field_end, column
-    cdef Py_ssize_t row = out_row, line = 0
+    cdef Py_ssize_t row = out_row, line = 0, out_rows = out.shape[0]
     cdef const unsigned char* base = &buf[0] if n > 0 else NULL
     cdef const unsigned char* found
     cdef const unsigned char* plain_end
@@ -339,6 +342,10 @@ def parse_block(
                 pos = next_line
                 line += 1
                 continue
+            if row >= out_rows:
+                status = NO_ROOM
+                error_line = line
+                break
             p = pos
             column = 0
             out_row_at = out_base + row * width if out_base != NULL else NULL

@@ -1,15 +1,17 @@
 """Reading the command line's data files: a CSV with a header (or Parquet, with
 pyarrow) into a float32 matrix of features and a target column.
 
-The CSV is read twice: once to count its lines (newlines counted in compiled
-code), then in blocks of whole lines that the compiled parser (``fastbp._csv``)
-writes straight into one preallocated float32 array. Both passes read into one
-reused buffer (``readinto``; the part of a line a block cuts moves to its front),
-not a new bytes object or two per block, whose fresh pages the system would zero
-and the copies fill. So the memory is the numeric size of the features (4 bytes a
-cell) plus one block, and no cell ever becomes a Python object. The target column
-is kept as numbers and, when it holds text, as the codes of its distinct values (a
-cell that reads as a number is named by its value: "2" and "2.0" are the class "2").
+The CSV is read once, in blocks of whole lines that the compiled parser
+(``fastbp._csv``) writes straight into one preallocated float32 array, whose rows
+are a bound from the file's size (see ``_capacity``: pages the rows never reach
+cost no memory; a file of very short rows has its lines counted first instead).
+The blocks go through one reused buffer (``readinto``; the part of a line a block
+cuts moves to its front), not a new bytes object or two per block, whose fresh
+pages the system would zero and the copies fill. So the memory is the numeric size
+of the features (4 bytes a cell) plus one block, and no cell ever becomes a Python
+object. The target column is kept as numbers and, when it holds text, as the codes
+of its distinct values (a cell that reads as a number is named by its value: "2"
+and "2.0" are the class "2").
 
 Everything wrong with a file raises ``DataError``, whose message is one line
 naming the file, the row (data rows count from 1, after the header) and line,
@@ -29,7 +31,7 @@ from ._labels import number_name
 BLOCK = 1 << 22  # the buffer's bytes (whole lines are parsed; the rest carries over)
 _SKIP, _TEXT = -1, -2
 # the parser's status codes and info slots (fastbp/_csv.pyx)
-_TOO_FEW, _TOO_MANY, _NOT_NUMBER, _BAD_QUOTE, _NOT_FINITE = 1, 2, 3, 4, 5
+_TOO_FEW, _TOO_MANY, _NOT_NUMBER, _BAD_QUOTE, _NOT_FINITE, _NO_ROOM = 1, 2, 3, 4, 5, 6
 (_ROWS, _STATUS, _ERROR_LINE, _ERROR_COLUMN, _MISSING, _MISSING_LINE, _MISSING_COLUMN) = range(7)
 _TEXT_VALUES, _LINES = 7, 8
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -169,14 +171,36 @@ def _read_header(path, file):
     return [name.strip() for name in rows[0]] if rows else []
 
 
-def _count_lines(file, buffer):
-    """Newlines from the current position, plus one for a last line without one
+def _capacity(file, buffer, size, n_columns, n_features, has_target):
+    """The rows to allocate for the ``size`` bytes from the file's position: a bound
+    from the size alone (a data row takes at least ``n_columns`` bytes, its commas
+    and newline, but the last needs no newline), so that the file is read once,
+    when the arrays of that many rows fit in a quarter of the memory: their pages
+    that the rows never reach are never touched, so cost no memory. Otherwise (a
+    file of very short rows) the lines counted, and the file read twice."""
+    bound = size // n_columns + 1
+    per_row = 4 * n_features + 8 + (8 + 4 + 16 if has_target else 0)
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not on a POSIX system
+        memory = 0
+    if bound * per_row <= memory // 4:
+        return bound
+    start = file.tell()
+    lines = _count_lines(file, buffer, size)
+    file.seek(start)
+    return lines
+
+
+def _count_lines(file, buffer, size):
+    """Newlines in the next ``size`` bytes, plus one for a last line without one
     (read through ``buffer``, a bytearray, counted in compiled code)."""
     from . import _csv
 
     lines, last, view = 0, 10, memoryview(buffer)
     while True:
-        got = file.readinto(view)
+        got = file.readinto(view[:size])
+        size -= got
         if not got:
             return lines + (last != 10)
         lines += _csv.count_newlines(view[:got])
@@ -190,9 +214,9 @@ def _read_csv(path, target, features, ignore):
         header = _read_header(path, file)
         names, roles = _columns(path, header, target, features, ignore)
         start = file.tell()
+        left = os.fstat(file.fileno()).st_size - start  # the bytes read, at most
         buffer = bytearray(BLOCK)
-        capacity = _count_lines(file, buffer)
-        file.seek(start)
+        capacity = _capacity(file, buffer, left, len(roles), len(names), target is not None)
         X = np.empty((capacity, len(names)), dtype=np.float32)
         has_target = target is not None
         spans = np.empty((capacity if has_target else 0, 2), dtype=np.intp)
@@ -207,8 +231,9 @@ def _read_csv(path, target, features, ignore):
             if filled == len(buffer):  # a line longer than the buffer: a bigger one
                 buffer = buffer + bytearray(len(buffer))
             with memoryview(buffer) as view:
-                got = file.readinto(view[filled:])
+                got = file.readinto(view[filled : filled + left])
             filled += got
+            left -= got
             if not filled:
                 break
             cut = buffer.rfind(b"\n", 0, filled) + 1 if got else filled
@@ -217,6 +242,8 @@ def _read_csv(path, target, features, ignore):
             with memoryview(buffer) as view, view[:cut] as block:
                 _csv.parse_block(block, roles, X, n_rows, spans, values, info)
             rows = int(info[_ROWS])
+            if info[_STATUS] == _NO_ROOM:
+                raise DataError(f"{path}: the file changed while it was read")
             if info[_STATUS]:
                 block = bytes(buffer[:cut])
                 _raise_parse_error(path, header, info, block, line, n_rows + rows + 1)
