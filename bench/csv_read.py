@@ -6,29 +6,49 @@ Usage (from the repository root)::
     python bench/csv_read.py                  # 1,000,000 rows x 50 numeric columns
     python bench/csv_read.py --rows 100000 --repeats 3
 
-The file (written once to a temporary folder, or ``--file``) holds standard normal
-float32 values printed with ``%.7g``; its last column is the target. Each
-measurement runs in a fresh subprocess, so that its peak resident memory
-(``ru_maxrss``, minus the interpreter and imports measured the same way) is its own;
-the readers alternate, repeat after repeat, and the medians are reported. pandas
-reads into float32 (``dtype=np.float32``) and into its default float64. The
-numeric size of the data is rows x columns x 4 bytes.
+The file (written once to a temporary folder, by a child process, or ``--file``)
+holds standard normal float32 values printed with ``%.7g``; its last column is the
+target. Each measurement runs in a fresh subprocess, so that its peak resident
+memory (``ru_maxrss``, minus the interpreter and imports measured the same way) is
+its own; the readers alternate, repeat after repeat, and the medians are reported,
+with fastbp's time over pandas' float64 time repeat by repeat (the issue's target:
+at most 0.8). pandas reads into float32 (``dtype=np.float32``) and into its default
+float64. The numeric size of the data is rows x columns x 4 bytes.
 
-Results on the development machine (2 cores shared with other work, so times are
-noisy: in quiet moments fastbp's read took 2.85 s; NumPy 2.4, pandas 3.0),
-1,000,000 rows x 50 columns, a 508 MB file, numeric size 200 MB, 3 repeats:
+Results on the development machine (2 cores shared with other work, load average
+2-3.5 while measuring, so times are noisy; NumPy 2.4, pandas 3.1), 1,000,000 rows
+x 50 columns, a 508 MB file, numeric size 200 MB, 3 repeats:
 
 | reader | median time | peak memory above the imports |
 | :--- | ---: | ---: |
-| fastbp (_table.read) | 4.13 s | 253 MB (1.27x the numeric size) |
-| pandas.read_csv, float32 | 5.57 s | 917 MB (4.58x) |
-| pandas.read_csv, float64 | 3.60 s | 1320 MB (6.60x) |
-| fastbp train --epochs 1 (read, standardize, split, train) | - | 469 MB (2.34x) |
+| fastbp (_table.read) | 1.10 s | 225 MB (1.13x the numeric size) |
+| pandas.read_csv, float32 | 3.67 s | 911 MB (4.55x) |
+| pandas.read_csv, float64 | 2.85 s | 1313 MB (6.57x) |
+| fastbp train --epochs 1 (read, standardize, split, train) | - | 284 MB (1.42x) |
 
-fastbp parses numbers in one pass of compiled code (``fastbp/_csv.pyx``: a
-correctly rounded fast path for up to 15 significant digits, ``strtod`` beyond)
-straight into a preallocated float32 array; NumPy's ``loadtxt`` took about 2.5
-times pandas' time on the same file (measured while choosing), so it is not used.
+fastbp's time / pandas float64's, repeat by repeat: 0.37, 0.38, 0.38. Over four
+full runs of this code the median ratio was 0.37 to 0.64: pandas' float64 read
+took 1.55 to 3.64 s as the machine's other work came and went, fastbp's 1.10 to
+1.72 s; one repeat of the noisiest run reached 1.03. Before this work fastbp took
+2.85 to 4.1 s (0.8 to 1.1x pandas' 3.6 s) and ``train`` peaked at 2.34x.
+
+fastbp parses numbers in compiled code (``fastbp/_csv.pyx``: a plain number is read
+in the pass that finds its end, eight digits at a time; a correctly rounded fast
+path for a mantissa up to 2**53 and a power of ten up to 22, ``strtod`` beyond)
+straight into a preallocated float32 array whose rows are a bound from the file's
+size, so the file is read once, through one reused buffer (``fastbp/_table.py``). A
+second thread parsing half of each block measured no faster here (tried before the
+read became one pass: a median of 1.17 s against 1.14 s over four alternating runs,
+its parse 1.07-1.16 s against 0.81-0.82 s; the second core is rarely free), so the
+reader uses one. ``train`` holds the table's X and, while it splits, a copy of the
+held-out rows only: the rows are reordered in place so that the training and
+held-out rows are views. NumPy's ``loadtxt`` took about 2.5 times pandas' time on
+the same file (measured while choosing), so it is not used.
+
+(The file is written by a child because of ``ru_maxrss``: written here, it raised
+this process's peak, and the subprocesses started after it then reported fastbp's
+read at 161 MB, 0.80x, against 225 MB measured alone or with ``--file``; they seem
+to begin with this process's peak, as a vfork'd or posix_spawn'd child would.)
 """
 
 import argparse
@@ -103,7 +123,20 @@ def main():
     folder = tempfile.mkdtemp(prefix="fastbp-csv-")
     path = args.file or os.path.join(folder, "data.csv")
     if not os.path.exists(path):
-        write_file(path, args.rows, args.columns)
+        # in a child process: a child started later (posix_spawn or vfork shares
+        # this process's memory until it runs Python) starts its ru_maxrss from
+        # this process's peak, which writing the file would raise, and so hide
+        # the first ~150 MB of a reader's peak
+        here = os.path.dirname(os.path.abspath(__file__))
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import sys; sys.path.insert(0, {here!r}); import csv_read;"
+                f" csv_read.write_file({path!r}, {args.rows}, {args.columns})",
+            ],
+            check=True,
+        )
     numeric = args.rows * args.columns * 4
     print(f"{path}: {os.path.getsize(path) / 1e6:.0f} MB, numeric size {numeric / 1e6:.0f} MB")
     times = {name: [] for name in READERS}
@@ -123,6 +156,11 @@ def main():
             f"| {name} | {statistics.median(times[name]):.2f} s | {above / 1e6:.0f} MB"
             f" ({above / numeric:.2f}x the numeric size) |"
         )
+    ratios = [a / b for a, b in zip(times["fastbp"], times["pandas float64"])]
+    print(
+        f"fastbp's time / pandas float64's, repeat by repeat: "
+        f"{', '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f})"
+    )
     above = train_peak(path, folder)
     print(f"| fastbp train --epochs 1 | - | {above / 1e6:.0f} MB ({above / numeric:.2f}x) |")
 

@@ -1,13 +1,17 @@
 """Reading the command line's data files: a CSV with a header (or Parquet, with
 pyarrow) into a float32 matrix of features and a target column.
 
-The CSV is read twice: once to count its lines (a byte count of newlines), then
-in blocks of whole lines that the compiled parser (``fastbp._csv``) writes
-straight into one preallocated float32 array. So the memory is the numeric size of
-the features (4 bytes a cell) plus one block, and no cell ever becomes a Python
-object. The target column is kept as numbers and, when it holds text, as the
-codes of its distinct values (a cell that reads as a number is named by its value:
-"2" and "2.0" are the class "2").
+The CSV is read once, in blocks of whole lines that the compiled parser
+(``fastbp._csv``) writes straight into one preallocated float32 array, whose rows
+are a bound from the file's size (see ``_capacity``: pages the rows never reach
+cost no memory; a file of very short rows has its lines counted first instead).
+The blocks go through one reused buffer (``readinto``; the part of a line a block
+cuts moves to its front), not a new bytes object or two per block, whose fresh
+pages the system would zero and the copies fill. So the memory is the numeric size
+of the features (4 bytes a cell) plus one block, and no cell ever becomes a Python
+object. The target column is kept as numbers and, when it holds text, as the codes
+of its distinct values (a cell that reads as a number is named by its value: "2"
+and "2.0" are the class "2").
 
 Everything wrong with a file raises ``DataError``, whose message is one line
 naming the file, the row (data rows count from 1, after the header) and line,
@@ -24,10 +28,10 @@ import numpy as np
 
 from ._labels import number_name
 
-BLOCK = 1 << 22  # bytes read at a time (whole lines are parsed; the rest carries over)
+BLOCK = 1 << 22  # the buffer's bytes (whole lines are parsed; the rest carries over)
 _SKIP, _TEXT = -1, -2
 # the parser's status codes and info slots (fastbp/_csv.pyx)
-_TOO_FEW, _TOO_MANY, _NOT_NUMBER, _BAD_QUOTE, _NOT_FINITE = 1, 2, 3, 4, 5
+_TOO_FEW, _TOO_MANY, _NOT_NUMBER, _BAD_QUOTE, _NOT_FINITE, _NO_ROOM = 1, 2, 3, 4, 5, 6
 (_ROWS, _STATUS, _ERROR_LINE, _ERROR_COLUMN, _MISSING, _MISSING_LINE, _MISSING_COLUMN) = range(7)
 _TEXT_VALUES, _LINES = 7, 8
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -167,15 +171,40 @@ def _read_header(path, file):
     return [name.strip() for name in rows[0]] if rows else []
 
 
-def _count_lines(file):
-    """Newlines from the current position, plus one for a last line without one."""
-    lines, last = 0, b"\n"
+def _capacity(file, buffer, size, n_columns, n_features, has_target):
+    """The rows to allocate for the ``size`` bytes from the file's position: a bound
+    from the size alone (a data row takes at least ``n_columns`` bytes, its commas
+    and newline, but the last needs no newline), so that the file is read once,
+    when the arrays of that many rows fit in a quarter of the memory: their pages
+    that the rows never reach are never touched, so cost no memory. Otherwise (a
+    file of very short rows) the lines counted, and the file read twice."""
+    bound = size // n_columns + 1
+    per_row = 4 * n_features + 8 + (8 + 4 + 16 if has_target else 0)
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not on a POSIX system
+        memory = 0
+    if bound * per_row <= memory // 4:
+        return bound
+    start = file.tell()
+    lines = _count_lines(file, buffer, size)
+    file.seek(start)
+    return lines
+
+
+def _count_lines(file, buffer, size):
+    """Newlines in the next ``size`` bytes, plus one for a last line without one
+    (read through ``buffer``, a bytearray, counted in compiled code)."""
+    from . import _csv
+
+    lines, last, view = 0, 10, memoryview(buffer)
     while True:
-        block = file.read(1 << 24)
-        if not block:
-            return lines + (last != b"\n")
-        lines += block.count(b"\n")
-        last = block[-1:]
+        got = file.readinto(view[:size])
+        size -= got
+        if not got:
+            return lines + (last != 10)
+        lines += _csv.count_newlines(view[:got])
+        last = buffer[got - 1]
 
 
 def _read_csv(path, target, features, ignore):
@@ -185,8 +214,9 @@ def _read_csv(path, target, features, ignore):
         header = _read_header(path, file)
         names, roles = _columns(path, header, target, features, ignore)
         start = file.tell()
-        capacity = _count_lines(file)
-        file.seek(start)
+        left = os.fstat(file.fileno()).st_size - start  # the bytes read, at most
+        buffer = bytearray(BLOCK)
+        capacity = _capacity(file, buffer, left, len(roles), len(names), target is not None)
         X = np.empty((capacity, len(names)), dtype=np.float32)
         has_target = target is not None
         spans = np.empty((capacity if has_target else 0, 2), dtype=np.intp)
@@ -196,32 +226,38 @@ def _read_csv(path, target, features, ignore):
         line_of_row = np.empty(capacity, dtype=np.int64)
         info = np.zeros(_csv.N_INFO_SLOTS, dtype=np.longlong)
         n_rows, line, missing_at, text_from = 0, 2, None, None
-        carry = b""
+        filled = 0  # bytes in the buffer: the start of a line the last block cut
         while True:
-            chunk = file.read(BLOCK)
-            data = carry + chunk
-            if not data:
+            if filled == len(buffer):  # a line longer than the buffer: a bigger one
+                buffer = buffer + bytearray(len(buffer))
+            with memoryview(buffer) as view:
+                got = file.readinto(view[filled : filled + left])
+            filled += got
+            left -= got
+            if not filled:
                 break
-            cut = data.rfind(b"\n") + 1 if chunk else len(data)
-            if cut == 0:  # a line longer than a block: read on
-                carry = data
+            cut = buffer.rfind(b"\n", 0, filled) + 1 if got else filled
+            if cut == 0:  # no line ends yet: read on
                 continue
-            block, carry = data[:cut], data[cut:]
-            _csv.parse_block(block, roles, X, n_rows, spans, values, info)
+            with memoryview(buffer) as view, view[:cut] as block:
+                _csv.parse_block(block, roles, X, n_rows, spans, values, info)
             rows = int(info[_ROWS])
+            if info[_STATUS] == _NO_ROOM:
+                raise DataError(f"{path}: the file changed while it was read")
             if info[_STATUS]:
+                block = bytes(buffer[:cut])
                 _raise_parse_error(path, header, info, block, line, n_rows + rows + 1)
             if info[_MISSING] and missing_at is None:
                 missing_line = line + int(info[_MISSING_LINE])
                 missing_at = (
-                    _row_of(block, int(info[_MISSING_LINE]), n_rows),
+                    _row_of(bytes(buffer[:cut]), int(info[_MISSING_LINE]), n_rows),
                     header[int(info[_MISSING_COLUMN])],
                     missing_line,
                 )
             if int(info[_LINES]) == rows:  # no blank lines
                 line_of_row[n_rows : n_rows + rows] = np.arange(line, line + rows)
             else:
-                line_of_row[n_rows : n_rows + rows] = _line_numbers(block, line, rows)
+                line_of_row[n_rows : n_rows + rows] = _line_numbers(bytes(buffer[:cut]), line, rows)
             if has_target and (text_from is not None or info[_TEXT_VALUES]):
                 # a cell that reads as a number is named by its value ("2" and "2.0"
                 # are the class "2"), here and in the numbers-only blocks before
@@ -233,12 +269,14 @@ def _read_csv(path, target, features, ignore):
                     if values[i] == values[i]:
                         text = number_name(values[i])
                     else:
-                        text = _decode(path, block[spans[i, 0] : spans[i, 1]])
+                        text = _decode(path, bytes(buffer[spans[i, 0] : spans[i, 1]]))
                     codes[i] = _code(text, texts, text_codes)
             n_rows += rows
             line += int(info[_LINES])
-            if not chunk:
+            if not got:
                 break
+            buffer[: filled - cut] = buffer[cut:filled]  # the cut line, to the front
+            filled -= cut
     if n_rows == 0:
         raise DataError(f"{path}: no data rows after the header")
     table = Table(path, names, X[:n_rows], rows=np.arange(1, n_rows + 1), target_name=target)

@@ -229,6 +229,24 @@ def test_missing_values_drop_and_impute(tmp_path):
     assert len(pred.read_text().splitlines()) == 41
 
 
+def test_the_held_out_rows_and_their_in_place_split():
+    from fastbp.cli import _held_out_last, _split
+
+    # the rows a seed holds out (as before the split became in place)
+    assert _split(20, 0.25, None, False, 3)[1].tolist() == [3, 8, 12, 16, 18]
+    y = np.array([0, 1, 2] * 6 + [0, 0])
+    assert _split(20, 0.25, y, True, 3)[1].tolist() == [1, 14, 16, 17, 18, 19]
+    rng = np.random.default_rng(0)
+    for n, fraction, block in [(1000, 0.2, 7), (1000, 0.5, 1 << 14), (33, 0.1, 1), (5, 0.4, 2)]:
+        X = rng.normal(size=(n, 3)).astype(np.float32)
+        train_rows, held_rows = _split(n, fraction, None, False, 1)
+        expected = X[train_rows], X[held_rows]
+        X_train, X_held = _held_out_last(X, train_rows, held_rows, block=block)
+        assert np.shares_memory(X_train, X) and np.shares_memory(X_held, X)
+        np.testing.assert_array_equal(X_train, expected[0])
+        np.testing.assert_array_equal(X_held, expected[1])
+
+
 # -- bad data: one line naming file, row and column ---------------------------------
 @pytest.fixture
 def good(tmp_path):

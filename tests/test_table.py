@@ -36,6 +36,64 @@ def test_numbers_round_as_python_does(tmp_path):
     np.testing.assert_array_equal(table.X[:, 0], expected)
 
 
+TRICKY = """
+0 -0 +0 -0.0 0. .0 1. .5 -.5e-3 +7 00012 -000.000 12345678 123456789 1234567.8
+12345678. .12345678 0.123456789 1234567812345678 12345678.12345678
+1234567890123456789 12345678901234567890 9007199254740992 9007199254740993
+-9007199254740993 9007199254740992e-22 9007199254740993e-5 900719925474099.3
+4503599627370497.5 0.30000000000000004 0000000000000000000000000000001.5
+0.0000000000000000000000000000015 1e22 1e23 1e-22 1e-23 123456.7e-25 3.4028234e38
+-3.4028235e38 1.4e-45 7e-46 1.17549435e-38 16777217 16777217.000000001 33554431 0.1
+0.2 0.7 2.5e+3 2.5E-3 1e0000000000001 6.103515625e-05 1.00000005960464477539062
+1.0000000596046447753906250000001 8.589973e9
+""".split()
+
+
+def tricky_values(seed=0, n=3000):
+    """Decimal texts of every length up to 22 digits, the point anywhere, signs and
+    exponents (the fast path's 8-digit chunks, its 19-digit and 2**53 limits and its
+    exponent range from both sides), and the edge cases above; all within float32's
+    range."""
+    rng = np.random.default_rng(seed)
+    texts = list(TRICKY)
+    for _ in range(n):
+        digits = "".join(map(str, rng.integers(0, 10, rng.integers(1, 23))))
+        point = rng.integers(0, len(digits) + 1)
+        text = rng.choice(["", "-", "+"]) + digits[:point] + "." + digits[point:]
+        if rng.random() < 0.3:
+            text = text.replace(".", "") if rng.random() < 0.3 else text
+        if rng.random() < 0.4:
+            text += rng.choice(["e", "E"]) + rng.choice(["", "-", "+"]) + str(rng.integers(0, 31))
+        if abs(float(text)) < 3.4e38:
+            texts.append(text)
+    return texts
+
+
+@pytest.mark.parametrize("block", [9, 37, 64, 1000, 1 << 22])
+def test_tricky_numbers_are_the_float32_of_their_float64(tmp_path, monkeypatch, block):
+    # each number first, in the middle and last on its line, CRLF on some lines, and
+    # a last line without a newline: the 8-byte loads stay within the block
+    monkeypatch.setattr(_table, "BLOCK", block)
+    texts = tricky_values()
+    lines = [
+        f"{t},{texts[i - 1]},{texts[i - 2]}" + ("\r" if i % 3 == 0 else "")
+        for i, t in enumerate(texts)
+    ]
+    table = read(tmp_path, "a,b,c\n" + "\n".join(lines))
+    expected = np.array([float(t) for t in texts]).astype(np.float32)
+    for j in range(3):
+        column = np.roll(expected, j)
+        assert np.array_equal(table.X[:, j].view(np.uint32), column.view(np.uint32)), j
+
+
+def test_a_last_line_without_a_newline_after_longer_ones(tmp_path, monkeypatch):
+    # the buffer is reused: what a previous block left in it must not be read
+    monkeypatch.setattr(_table, "BLOCK", 32)
+    table = read(tmp_path, "a,b\n123456789.25,99999999\n7,8\n1,2")
+    expected = np.array([[123456789.25, 99999999], [7, 8], [1, 2]], dtype=np.float32)
+    np.testing.assert_array_equal(table.X, expected)
+
+
 @pytest.mark.parametrize("block", [7, 64, 1 << 22])
 def test_blocks_quotes_blank_lines_and_crlf(tmp_path, monkeypatch, block):
     monkeypatch.setattr(_table, "BLOCK", block)
@@ -45,6 +103,27 @@ def test_blocks_quotes_blank_lines_and_crlf(tmp_path, monkeypatch, block):
     np.testing.assert_array_equal(table.X, [[1, 2], [3, 4], [5, 6]])
     assert [table.target_text[c] for c in table.target_codes] == ["a, b", "c", 'say "hi"']
     assert table.lines.tolist() == [2, 4, 5]
+
+
+def test_rows_allocated_by_the_size_bound_or_by_counting(tmp_path, monkeypatch):
+    text = "a,b,y\n1,2,3\n\n,,\n4,5,6"  # the shortest row: its commas alone
+    table = read(tmp_path, text, target="y")
+    assert table.X.base.shape[0] == (len(text) - len("a,b,y\n")) // 3 + 1  # the size's bound
+    expected = np.array([[1, 2], [np.nan, np.nan], [4, 5]], dtype=np.float32)
+    np.testing.assert_array_equal(table.X, expected)
+    assert table.lines.tolist() == [2, 4, 5]
+    # with too little memory for the bound's address space, the lines are counted
+    monkeypatch.setattr(_table.os, "sysconf", lambda name: 0)
+    table = read(tmp_path, text, target="y")
+    assert table.X.base.shape[0] == 4
+    np.testing.assert_array_equal(table.X, expected)
+    assert table.lines.tolist() == [2, 4, 5] and table.target_missing.tolist() == [0, 1, 0]
+
+
+def test_a_file_that_grew_between_the_count_and_the_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(_table, "_capacity", lambda *args: 2)
+    with pytest.raises(_table.DataError, match="data.csv: the file changed while it was read"):
+        read(tmp_path, "a\n1\n2\n3\n")
 
 
 def test_errors_name_the_row_line_and_column(tmp_path, monkeypatch):
