@@ -1,17 +1,19 @@
 """Reading the command line's data files: a CSV with a header (or Parquet, with
 pyarrow) into a float32 matrix of features and a target column.
 
-The CSV is read once, in blocks of whole lines that the compiled parser
-(``fastbp._csv``) writes straight into one preallocated float32 array, whose rows
-are a bound from the file's size (see ``_capacity``: pages the rows never reach
-cost no memory; a file of very short rows has its lines counted first instead).
-The blocks go through one reused buffer (``readinto``; the part of a line a block
-cuts moves to its front), not a new bytes object or two per block, whose fresh
-pages the system would zero and the copies fill. So the memory is the numeric size
-of the features (4 bytes a cell) plus one block, and no cell ever becomes a Python
-object. The target column is kept as numbers and, when it holds text, as the codes
-of its distinct values (a cell that reads as a number is named by its value: "2"
-and "2.0" are the class "2").
+The CSV is read twice: once to count its lines (newlines counted in compiled
+code), then in blocks of whole lines that the compiled parser (``fastbp._csv``)
+writes straight into one float32 array of exactly that many rows (a bound from the
+file's size would spare the count, about a tenth of the time, but reserve several
+times the memory: a system that does not overcommit refuses it). Both passes stop
+at the size found on opening; a file that grows in between stops the parse at the
+array's last row with an error. The blocks go through one reused buffer
+(``readinto``; the part of a line a block cuts moves to its front), not a new bytes
+object or two per block, whose fresh pages the system would zero and the copies
+fill. So the memory is the numeric size of the features (4 bytes a cell) plus one
+block, and no cell ever becomes a Python object. The target column is kept as
+numbers and, when it holds text, as the codes of its distinct values (a cell that
+reads as a number is named by its value: "2" and "2.0" are the class "2").
 
 Everything wrong with a file raises ``DataError``, whose message is one line
 naming the file, the row (data rows count from 1, after the header) and line,
@@ -171,27 +173,6 @@ def _read_header(path, file):
     return [name.strip() for name in rows[0]] if rows else []
 
 
-def _capacity(file, buffer, size, n_columns, n_features, has_target):
-    """The rows to allocate for the ``size`` bytes from the file's position: a bound
-    from the size alone (a data row takes at least ``n_columns`` bytes, its commas
-    and newline, but the last needs no newline), so that the file is read once,
-    when the arrays of that many rows fit in a quarter of the memory: their pages
-    that the rows never reach are never touched, so cost no memory. Otherwise (a
-    file of very short rows) the lines counted, and the file read twice."""
-    bound = size // n_columns + 1
-    per_row = 4 * n_features + 8 + (8 + 4 + 16 if has_target else 0)
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not on a POSIX system
-        memory = 0
-    if bound * per_row <= memory // 4:
-        return bound
-    start = file.tell()
-    lines = _count_lines(file, buffer, size)
-    file.seek(start)
-    return lines
-
-
 def _count_lines(file, buffer, size):
     """Newlines in the next ``size`` bytes, plus one for a last line without one
     (read through ``buffer``, a bytearray, counted in compiled code)."""
@@ -216,7 +197,8 @@ def _read_csv(path, target, features, ignore):
         start = file.tell()
         left = os.fstat(file.fileno()).st_size - start  # the bytes read, at most
         buffer = bytearray(BLOCK)
-        capacity = _capacity(file, buffer, left, len(roles), len(names), target is not None)
+        capacity = _count_lines(file, buffer, left)
+        file.seek(start)
         X = np.empty((capacity, len(names)), dtype=np.float32)
         has_target = target is not None
         spans = np.empty((capacity if has_target else 0, 2), dtype=np.intp)
