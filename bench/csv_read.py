@@ -12,8 +12,9 @@ target. Each measurement runs in a fresh subprocess, so that its peak resident
 memory (``ru_maxrss``, minus the interpreter and imports measured the same way) is
 its own; the readers alternate, repeat after repeat, and the medians are reported,
 with fastbp's time over pandas' float64 time repeat by repeat (the issue's target:
-at most 1, "at least as fast as pandas.read_csv"). pandas reads into float32 (``dtype=np.float32``) and into its default
-float64. The numeric size of the data is rows x columns x 4 bytes.
+at most 1, "at least as fast as pandas.read_csv"). pandas reads into float32
+(``dtype=np.float32``) and into its default float64. The numeric size of the data
+is rows x columns x 4 bytes.
 
 Results on the development machine (2 cores shared with other work, so times are
 noisy; NumPy 2.4, pandas 3.1), 1,000,000 rows x 50 columns, a 508 MB file,
