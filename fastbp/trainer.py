@@ -149,7 +149,11 @@ class _Epochs:
         self.start = self.good = None
         self.spare = _Checkpoint(network.params, state.rows)
         self.zero_output_loss = _zero_output_loss(model, data)
-        self.start_loss = _start_loss(model, data)
+        # With BLAS's own threads limited as the steps will be: a BLAS worker woken
+        # here spins for a while after (OpenBLAS: about 0.1 s) on the core that the
+        # step's second thread needs, and halved the speed of a 2-thread epoch.
+        with _threads.blas_limited(self.blas_threads):
+            self.start_loss = _start_loss(model, data)
         self.reference = None  # the fit's reference loss, from its first minibatch
         self.opt = model.optimizer.config()
         self.total_squares = (

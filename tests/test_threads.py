@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 import fastbp
 from fastbp import _threads
@@ -109,3 +110,23 @@ def test_the_largest_thread_budget_trains():
     model = fastbp.Sequential([fastbp.Dense(1)], loss="mse", threads=_threads.MAX_THREADS)
     history = model.fit(X, y, epochs=2, batch_size=8)
     assert model.threads == 1024 and np.isfinite(history["loss"]).all()
+
+
+@needs_openmp
+def test_the_fits_start_loss_runs_with_blas_limited_as_the_steps(always_parallel, monkeypatch):
+    # A BLAS call with its own threads just before a multi-threaded epoch leaves a
+    # BLAS worker spinning on the core the step's second thread needs (it halved
+    # a 2-thread epoch): the starting loss runs under the steps' BLAS limit.
+    from fastbp import trainer
+
+    seen = []
+    original = trainer._start_loss
+
+    def watched(model, data):
+        seen.append(_threads.blas_threads())
+        return original(model, data)
+
+    monkeypatch.setattr(trainer, "_start_loss", watched)
+    with threadpool_limits(limits=2):
+        model, _ = train(2, "cross_entropy", fastbp.SGD(lr=0.02), batch_size=8)
+    assert _threads.plan(1e9, 2) == (2, 1) and seen == [1]
