@@ -10,7 +10,8 @@ import numpy as np
 
 
 def as_float_matrix(X, dtype, name="X", allow_1d=False, finite=True, allow_empty=False):
-    """Return ``X`` as a finite, non-empty, C-contiguous 2-D array of ``dtype``.
+    """Return ``X`` as a finite, non-empty, C-contiguous, aligned 2-D array of
+    ``dtype``.
 
     Converts once: an array that already has the right dtype and layout is returned
     without a copy. ``allow_1d`` turns a 1-D array into a single column.
@@ -21,6 +22,7 @@ def as_float_matrix(X, dtype, name="X", allow_1d=False, finite=True, allow_empty
         and X.ndim == 2
         and X.dtype == dtype
         and X.flags.c_contiguous
+        and X.flags.aligned
         and X.shape[0]
         and X.shape[1]
     ):
@@ -43,7 +45,9 @@ def as_float_matrix(X, dtype, name="X", allow_1d=False, finite=True, allow_empty
     if arr.shape[1] == 0:
         raise ValueError(f"{name} is empty: it has 0 features")
     with np.errstate(over="ignore"):  # an overflow to infinity is reported below
-        arr = np.ascontiguousarray(arr, dtype=dtype)
+        # (a view into a bytes buffer may be misaligned: the compiled calls read
+        # aligned values, so it is copied)
+        arr = np.require(arr, dtype=dtype, requirements=["C_CONTIGUOUS", "ALIGNED"])
     if finite:
         check_finite(arr, name)
     return arr

@@ -192,6 +192,21 @@ def test_each_thread_predicts_with_its_own_predictor():
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_misaligned_x_is_copied_not_refused(dtype):
+    # A C-contiguous view at an odd address (from a bytes buffer) is not what the
+    # kernels read: predict, evaluate and fit convert it like any other input.
+    model = _classifier(dtype)
+    X = np.random.default_rng(4).standard_normal((5, 7)).astype(dtype)
+    raw = np.frombuffer(bytearray(X.nbytes + 1), dtype=np.uint8)[1:]
+    misaligned = raw.view(dtype).reshape(5, 7)
+    misaligned[...] = X
+    assert not misaligned.flags.aligned and misaligned.flags.c_contiguous
+    np.testing.assert_array_equal(model.predict(misaligned), model.predict(X))
+    y = np.arange(5) % 3
+    assert model.evaluate(misaligned, y) == model.evaluate(X, y)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_predict_gives_the_same_rows_whether_or_not_x_needs_converting(dtype):
     model = _classifier(dtype)
     X = np.random.default_rng(3).standard_normal((9, 7)).astype(dtype)
