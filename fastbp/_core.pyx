@@ -418,6 +418,19 @@ cdef enum:
     CE_SCRATCH = 4096   # its room for the exponentials when there is no delta
 
 
+cdef inline floating _row_max(const floating* row, Py_ssize_t cols,
+                              Py_ssize_t* best) noexcept nogil:
+    """A row's largest value; its first column in ``best`` (NaN never wins)."""
+    cdef Py_ssize_t j
+    cdef floating top = row[0]
+    best[0] = 0
+    for j in range(1, cols):
+        if row[j] > top:
+            top = row[j]
+            best[0] = j
+    return top
+
+
 cdef double _loss_ce_labels(const floating* z, const intp* labels, const floating* weights,
                             Py_ssize_t rows, Py_ssize_t cols, floating* delta, floating scale,
                             BatchStats* stats) noexcept nogil:
@@ -442,12 +455,7 @@ cdef double _loss_ce_labels(const floating* z, const intp* labels, const floatin
         for i in range(rows):
             row = z + i * cols
             w = weights[i] if weights != NULL else 1
-            top = row[0]
-            best = 0
-            for j in range(1, cols):
-                if row[j] > top:
-                    top = row[j]
-                    best = j
+            top = _row_max(row, cols, &best)
             correct += best == labels[i]
             total = 0
             for j in range(cols):
@@ -462,12 +470,7 @@ cdef double _loss_ce_labels(const floating* z, const intp* labels, const floatin
         for i in range(nb):
             row = z + (b0 + i) * cols
             erow = e + i * cols
-            top = row[0]
-            best = 0
-            for j in range(1, cols):
-                if row[j] > top:
-                    top = row[j]
-                    best = j
+            top = _row_max(row, cols, &best)
             correct += best == labels[b0 + i]
             tops[i] = top
             picked[i] = row[labels[b0 + i]]
