@@ -20,8 +20,9 @@ first. Design, in a few points:
 4. A training step is a sequence of named phases (``_gather``, ``_forward``,
    ``_loss_phase``, ``_deltas``, ``_gradients``, ``_reduce``, ``_clip_and_update``),
    each run by every thread of a team on its own share (rows for the forward and
-   backward passes, output columns for the gradients, flat ranges for the update),
-   with a barrier between phases that read each other's results. ``train_run`` runs
+   backward passes; for the gradients, and then the update, a contiguous range of
+   each layer's weight rows and bias entries), with a barrier between phases that
+   read each other's results: two a step without gradient clipping. ``train_run`` runs
    all of them for a run of minibatches without the GIL and without allocating;
    ``batch_gradients`` and ``apply_update`` run the two halves (gradients of a
    minibatch; the update from given gradients) for callers that reduce gradients in
@@ -879,24 +880,27 @@ cdef void _sparse_product(const SparseRows* sx, Py_ssize_t row0, Py_ssize_t rows
 
 
 cdef void _sparse_gradient(const SparseRows* sx, Py_ssize_t rows, const floating* delta,
-                           Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t c0, Py_ssize_t c1,
+                           Py_ssize_t n_out, Py_ssize_t i0, Py_ssize_t i1,
                            floating* grad) noexcept nogil:
-    """``grad[:, c0:c1] = X[rows]^T @ delta[:, c0:c1]`` over the batch's ``rows`` rows
-    (row stride ``n_out`` for both): each nonzero adds its scaled delta row."""
+    """Rows ``i0 <= i < i1`` of ``grad = X[rows]^T @ delta`` over the batch's ``rows``
+    rows (row stride ``n_out`` for both): each nonzero of a column in ``[i0, i1)``
+    adds its scaled delta row."""
     cdef const floating* values = <const floating*>sx.values
-    cdef Py_ssize_t i, j, at, src
+    cdef Py_ssize_t i, j, at, src, column
     cdef floating v
     cdef floating* g
     cdef const floating* dr
-    for i in range(n_in):
-        memset(grad + i * n_out + c0, 0, (c1 - c0) * sizeof(floating))
+    memset(grad + i0 * n_out, 0, (i1 - i0) * n_out * sizeof(floating))
     for i in range(rows):
         src = _source(sx, i)
         dr = delta + i * n_out
         for at in range(sx.indptr[src], sx.indptr[src + 1]):
+            column = sx.indices[at]
+            if column < i0 or column >= i1:
+                continue
             v = values[at]
-            g = grad + sx.indices[at] * n_out
-            for j in range(c0, c1):
+            g = grad + column * n_out
+            for j in range(n_out):
                 g[j] += v * dr[j]
 
 
@@ -1003,63 +1007,81 @@ cdef void _deltas(const floating* params, floating* work, Py_ssize_t cap,
               work + cap * plan[l - 1].delta_at + row0 * layer.n_in, <int>layer.n_in)
 
 
+cdef inline void _weight_rows(const LayerPlan* layer, int part, int n_parts, Py_ssize_t* i0,
+                              Py_ssize_t* i1) noexcept nogil:
+    """Part ``part`` of ``n_parts``'s rows ``[i0, i1)`` of the layer's weight (its
+    share of the weight gradient, and of the update: a contiguous flat range)."""
+    i0[0] = layer.n_in * part // n_parts
+    i1[0] = layer.n_in * (part + 1) // n_parts
+
+
+cdef inline void _bias_columns(const LayerPlan* layer, int part, int n_parts, Py_ssize_t* c0,
+                               Py_ssize_t* c1) noexcept nogil:
+    """Part ``part`` of ``n_parts``'s entries ``[c0, c1)`` of the layer's bias."""
+    c0[0] = layer.n_out * part // n_parts
+    c1[0] = layer.n_out * (part + 1) // n_parts
+
+
 cdef double _gradients(const floating* params, floating* grads, floating* work,
                        Py_ssize_t cap, const LayerPlan* plan, Py_ssize_t n_layers,
                        const floating* x, const SparseRows* sx, Py_ssize_t rows,
                        double penalty_factor, int part, int n_parts) noexcept nogil:
     """Weight and bias gradients over all ``rows`` rows of the batch, for part
-    ``part`` of ``n_parts`` of each trainable layer's output columns:
-    ``grad_weight[:, cols] = a_prev^T @ delta[:, cols]``, ``grad_bias[cols] =
-    column sums of delta[:, cols]``, plus the gradients of the layer's L1 and L2
-    penalties times ``penalty_factor``. Parts write disjoint entries. Returns this
-    part's share of the penalty."""
-    cdef Py_ssize_t l, c0, c1
+    ``part`` of ``n_parts`` of each trainable layer: weight rows ``[i0, i1)``
+    (``grad_weight[i0:i1] = a_prev[:, i0:i1]^T @ delta``) and bias entries ``[c0, c1)``
+    (column sums of ``delta[:, c0:c1]``), plus the gradients of the layer's L1 and L2
+    penalties times ``penalty_factor``. Parts write disjoint contiguous ranges, the
+    ones they update (``_update_range``). Returns this part's share of the penalty."""
+    cdef Py_ssize_t l, i0, i1, c0, c1, n_out
     cdef const LayerPlan* layer
     cdef const floating* a_prev
     cdef const floating* delta
+    cdef floating* grad_weight
     cdef double penalty = 0
     for l in range(n_layers):
         layer = &plan[l]
-        c0 = layer.n_out * part // n_parts
-        c1 = layer.n_out * (part + 1) // n_parts
-        if c1 == c0 or not layer.trainable:
+        if not layer.trainable:
             continue
+        n_out = layer.n_out
+        _weight_rows(layer, part, n_parts, &i0, &i1)
+        _bias_columns(layer, part, n_parts, &c0, &c1)
         a_prev = x if l == 0 else _passed_on(work, cap, &plan[l - 1])
-        delta = work + cap * layer.delta_at + c0
-        if l == 0 and sx != NULL:
-            _sparse_gradient(sx, rows, work + cap * layer.delta_at, layer.n_in, layer.n_out,
-                             c0, c1, grads + layer.weight_at)
-        else:
-            _gemm(True, False, <int>layer.n_in, <int>(c1 - c0), <int>rows, <floating>1,
-                  a_prev, <int>layer.n_in, delta, <int>layer.n_out, <floating>0,
-                  grads + layer.weight_at + c0, <int>layer.n_out)
-        _col_sums(delta, rows, c1 - c0, layer.n_out, grads + layer.bias_at + c0)
-        if layer.l1_weight != 0 or layer.l2_weight != 0:
-            penalty += _penalize(params + layer.weight_at + c0, grads + layer.weight_at + c0,
-                                 layer.n_in, c1 - c0, layer.n_out,
-                                 layer.l1_weight * penalty_factor,
-                                 layer.l2_weight * penalty_factor)
-        if layer.l1_bias != 0 or layer.l2_bias != 0:
-            penalty += _penalize(params + layer.bias_at + c0, grads + layer.bias_at + c0,
-                                 1, c1 - c0, layer.n_out, layer.l1_bias * penalty_factor,
-                                 layer.l2_bias * penalty_factor)
+        delta = work + cap * layer.delta_at
+        grad_weight = grads + layer.weight_at
+        if i1 > i0:
+            if l == 0 and sx != NULL:
+                _sparse_gradient(sx, rows, delta, n_out, i0, i1, grad_weight)
+            else:
+                _gemm(True, False, <int>(i1 - i0), <int>n_out, <int>rows, <floating>1,
+                      a_prev + i0, <int>layer.n_in, delta, <int>n_out, <floating>0,
+                      grad_weight + i0 * n_out, <int>n_out)
+            if layer.l1_weight != 0 or layer.l2_weight != 0:
+                penalty += _penalize(params + layer.weight_at + i0 * n_out,
+                                     grad_weight + i0 * n_out, (i1 - i0) * n_out,
+                                     layer.l1_weight * penalty_factor,
+                                     layer.l2_weight * penalty_factor)
+        if c1 > c0:
+            _col_sums(delta + c0, rows, c1 - c0, n_out, grads + layer.bias_at + c0)
+            if layer.l1_bias != 0 or layer.l2_bias != 0:
+                penalty += _penalize(params + layer.bias_at + c0, grads + layer.bias_at + c0,
+                                     c1 - c0, layer.l1_bias * penalty_factor,
+                                     layer.l2_bias * penalty_factor)
     return penalty
 
 
-cdef double _penalize(const floating* w, floating* g, Py_ssize_t rows, Py_ssize_t cols,
-                      Py_ssize_t ld, double l1, double l2) noexcept nogil:
-    """Add the gradient of ``l1 * sum|w| + l2 * sum(w^2)`` over a (rows x cols) block
-    (row stride ``ld``) to ``g``; return the penalty."""
-    cdef Py_ssize_t i, j
+cdef double _penalize(const floating* w, floating* g, Py_ssize_t n, double l1,
+                      double l2) noexcept nogil:
+    """Add the gradient of ``l1 * sum|w| + l2 * sum(w^2)`` over ``n`` contiguous
+    entries to ``g``; return the penalty."""
+    cdef Py_ssize_t i
     cdef floating v
     cdef floating a1 = l1, a2 = 2 * l2
     cdef double absolute = 0, square = 0
-    for i in range(rows):
-        for j in range(cols):
-            v = w[i * ld + j]
-            absolute += fabs(v)
-            square += v * v
-            g[i * ld + j] += a1 * ((v > 0) - (v < 0)) + a2 * v
+    for i in range(n):
+        v = w[i]
+        absolute += fabs(v)
+        square += v * v
+        g[i] += a1 * ((v > 0) - (v < 0)) + a2 * v
     return l1 * absolute + l2 * square
 
 
@@ -1258,35 +1280,66 @@ cdef inline bint _overlap(const intp* segments, Py_ssize_t s, Py_ssize_t lo, Py_
     return b[0] > a[0]
 
 
+cdef inline Py_ssize_t _update_ranges(const Run* r) noexcept nogil:
+    """How many flat ranges ``_update_range`` splits a part's share into."""
+    return 2 * r.n_layers if r.plan != NULL else 1
+
+
+cdef inline void _update_range(const Run* r, Py_ssize_t k, int part, int n_parts,
+                               Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """Flat range ``[lo, hi)`` number ``k`` of part ``part``'s share of the update. In
+    a training step (a run with a plan) the part updates the entries whose gradients
+    it computed (``_gradients``): layer ``k // 2``'s weight rows (``k`` even) or bias
+    entries (``k`` odd), so no barrier separates the gradients from the update.
+    Without a plan (``apply_update``) its share is a slice of the flat buffer."""
+    cdef const LayerPlan* layer
+    if r.plan == NULL:
+        lo[0] = r.n_params * part // n_parts
+        hi[0] = r.n_params * (part + 1) // n_parts
+        return
+    layer = &r.plan[k // 2]
+    if k % 2 == 0:
+        _weight_rows(layer, part, n_parts, lo, hi)
+        lo[0] = layer.weight_at + lo[0] * layer.n_out
+        hi[0] = layer.weight_at + hi[0] * layer.n_out
+    else:
+        _bias_columns(layer, part, n_parts, lo, hi)
+        lo[0] += layer.bias_at
+        hi[0] += layer.bias_at
+
+
 cdef void _clip_and_update(const Run* r, floating* params, floating* grads, floating* state,
                            long long step, Part* parts, int part, int n_parts) noexcept nogil:
     """Gradient clipping (the global norm over the trainable segments, then each
-    entry), then the optimizer update, each thread on its share of the flat buffer.
-    The one statement of the clipping rule: the hand-written ``Optimizer.step``
-    runs it too, through ``apply_update``."""
+    entry), then the optimizer update, each thread on its share (``_update_range``)
+    of the trainable segments. The one statement of the clipping rule: the
+    hand-written ``Optimizer.step`` runs it too, through ``apply_update``."""
     cdef const OptimizerConfig* o = r.opt
-    cdef Py_ssize_t p0 = r.n_params * part // n_parts, p1 = r.n_params * (part + 1) // n_parts
-    cdef Py_ssize_t s, a, z
+    cdef Py_ssize_t k, n_ranges = _update_ranges(r), p0, p1, s, a, z
     cdef double factor = 1, total = 0
     cdef int t
     if o.clipnorm > 0:
         parts[part].norm = 0
-        for s in range(r.n_segments):
-            if _overlap(r.segments, s, p0, p1, &a, &z):
-                parts[part].norm += _sum_squares(grads + a, z - a)
+        for k in range(n_ranges):
+            _update_range(r, k, part, n_parts, &p0, &p1)
+            for s in range(r.n_segments):
+                if _overlap(r.segments, s, p0, p1, &a, &z):
+                    parts[part].norm += _sum_squares(grads + a, z - a)
         if n_parts > 1:
             fbp_barrier()
         for t in range(n_parts):
             total += parts[t].norm
         factor = _clip_factor(o.clipnorm, total)
-    for s in range(r.n_segments):
-        if _overlap(r.segments, s, p0, p1, &a, &z):
-            if factor < 1:
-                _scale(grads + a, z - a, <floating>factor)
-            if o.clipvalue > 0:
-                _clamp(grads + a, z - a, <floating>o.clipvalue)
-            _optimizer_step(o, params + a, grads + a, state + a if state != NULL else NULL,
-                            r.n_params, z - a, step)
+    for k in range(n_ranges):
+        _update_range(r, k, part, n_parts, &p0, &p1)
+        for s in range(r.n_segments):
+            if _overlap(r.segments, s, p0, p1, &a, &z):
+                if factor < 1:
+                    _scale(grads + a, z - a, <floating>factor)
+                if o.clipvalue > 0:
+                    _clamp(grads + a, z - a, <floating>o.clipvalue)
+                _optimizer_step(o, params + a, grads + a, state + a if state != NULL else NULL,
+                                r.n_params, z - a, step)
 
 
 cdef void _train_part(const Run* r, floating* params, floating* grads, floating* work,
@@ -1294,10 +1347,11 @@ cdef void _train_part(const Run* r, floating* params, floating* grads, floating*
                       Py_ssize_t stop_batch, long long* step, int* status, Py_ssize_t* done,
                       int part, int n_parts) noexcept nogil:
     """Minibatches ``first_batch <= b < stop_batch`` as run by one thread: gather,
-    forward, loss and deltas (rows), a barrier, the loss reduced, the gradients
-    (columns), a barrier, then, with an optimizer, clipping and the update (flat
-    ranges) and a barrier. Stops before the gradients at a non-finite loss; skips a
-    minibatch whose weights sum to zero after its statistics."""
+    forward, loss and deltas (rows), a barrier, the loss reduced, the gradients and,
+    with an optimizer, clipping and the update (the same weight rows and bias
+    entries, so no barrier between them but clipnorm's), and a barrier. Stops
+    before the gradients at a non-finite loss; skips a minibatch whose weights sum
+    to zero after its statistics."""
     cdef Batch b
     cdef Py_ssize_t index, local_done = 0
     cdef long long local_step = step[0]
@@ -1327,18 +1381,16 @@ cdef void _train_part(const Run* r, floating* params, floating* grads, floating*
             b.sparse, b.rows,
             1 / (r.penalty_weight if r.penalty_weight > 0 else b.total_weight)
             if r.net.penalty_per_weight else 1, part, n_parts)
+        if r.opt != NULL:  # the part updates what it computed: no barrier before
+            local_step += 1
+            _clip_and_update(r, params, grads, state, local_step, parts, part, n_parts)
         if n_parts > 1:
-            fbp_barrier()
-        if part == 0:
+            fbp_barrier()  # the next forward pass reads every part's parameters
+        if part == 0:  # (no part writes its penalty again before the next barrier)
             out.penalty = 0
             for t in range(n_parts):
                 out.penalty += parts[t].penalty
             out.loss += out.penalty
-        if r.opt != NULL:
-            local_step += 1
-            _clip_and_update(r, params, grads, state, local_step, parts, part, n_parts)
-            if n_parts > 1:
-                fbp_barrier()
         local_done += 1
     if part == 0:
         step[0] = local_step

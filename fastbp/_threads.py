@@ -2,9 +2,10 @@
 
 A training step can run on several threads in two ways: BLAS splits each matrix
 product (OpenBLAS's own threads), or fastbp splits the whole step (rows of the batch
-for the forward and backward passes, columns for the gradients, ranges of the flat
-buffer for the update) over OpenMP threads, each calling single-threaded BLAS. The
-second has three barriers per step instead of a thread hand-off per matrix product
+for the forward and backward passes; rows of each weight and entries of each bias
+for the gradients and then their update) over OpenMP threads, each calling
+single-threaded BLAS. The second has two barriers per step (three with clipnorm)
+instead of a thread hand-off per matrix product
 and runs the elementwise loops in parallel too, which pays for all but the smallest
 networks; tiny steps stay on one thread, where a barrier would cost more than it
 saves.

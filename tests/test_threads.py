@@ -62,6 +62,56 @@ def test_adam_over_threads_and_more_threads_than_rows(always_parallel, threads):
     assert many.optimizer_state.step == one.optimizer_state.step == 30
 
 
+def train_everything(threads, X, y, sample_weight):
+    """A network where every part of the update split shows: a first layer narrower
+    than the team (a part with no weight rows), L1 and L2 penalties on weights and
+    biases, a frozen layer, a residual block, gradient clipping by norm and value."""
+    model = fastbp.Sequential(
+        [
+            fastbp.Dense(
+                7,
+                "tanh",
+                kernel_regularizer=fastbp.regularizers.L1L2(1e-3, 2e-3),
+                bias_regularizer=fastbp.regularizers.L2(3e-3),
+            ),
+            fastbp.Dense(7, "relu", trainable=False),
+            fastbp.Residual([fastbp.Dense(7, "tanh")]),
+            fastbp.Dense(3, bias_regularizer=fastbp.regularizers.L1(1e-3)),
+        ],
+        loss="cross_entropy",
+        optimizer=fastbp.Adam(lr=0.05, clipnorm=0.5, clipvalue=0.02),
+        seed=3,
+        threads=threads,
+    )
+    history = model.fit(X, y, epochs=4, batch_size=5, sample_weight=sample_weight)
+    return model, history
+
+
+@needs_openmp
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_the_update_split_over_threads_gives_the_one_thread_step(always_parallel, sparse, threads):
+    """Each thread updates the weight rows and bias entries whose gradients it
+    computed: with 3 threads and 2 inputs one part owns no weight row of the first
+    layer. Sums split over parts (the clip norm, the penalty) round differently, so
+    the comparison allows 1e-10 relative."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(23, 2))
+    X[rng.random(X.shape) < 0.4] = 0
+    y = rng.integers(0, 3, 23)
+    sample_weight = rng.uniform(0.5, 2, 23)
+    if sparse:
+        X = pytest.importorskip("scipy.sparse").csr_matrix(X)
+    one, h1 = train_everything(1, X, y, sample_weight)
+    many, h2 = train_everything(threads, X, y, sample_weight)
+    assert one.flat_params[3 * 7 : 3 * 7 + 7 * 7 + 7].tolist() == (
+        many.flat_params[3 * 7 : 3 * 7 + 7 * 7 + 7].tolist()
+    ), "the frozen layer moved"
+    np.testing.assert_allclose(many.flat_params, one.flat_params, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(h2["loss"], h1["loss"], rtol=1e-10)
+    assert many.optimizer_state.step == one.optimizer_state.step == 20
+
+
 @needs_openmp
 def test_threaded_training_is_deterministic(always_parallel):
     first, _ = train(2, "cross_entropy", fastbp.SGD(lr=0.1, momentum=0.5), 8, dtype="float32")
