@@ -152,6 +152,10 @@ cdef extern from "_vmath.h" nogil:
     void fbp_relu_f64(double* z, Py_ssize_t n)
     void fbp_relu_backward_f32(const float* a, float* d, Py_ssize_t n)
     void fbp_relu_backward_f64(const double* a, double* d, Py_ssize_t n)
+    void fbp_tanh_backward_f32(const float* a, float* d, Py_ssize_t n)
+    void fbp_tanh_backward_f64(const double* a, double* d, Py_ssize_t n)
+    void fbp_sigmoid_backward_f32(const float* a, float* d, Py_ssize_t n)
+    void fbp_sigmoid_backward_f64(const double* a, double* d, Py_ssize_t n)
     void fbp_col_sums_f32(const float* d, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
                           float* out)
     void fbp_col_sums_f64(const double* d, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
@@ -365,13 +369,15 @@ cdef void _act_backward(const floating* a, const floating* z, floating* d, Py_ss
         for i in range(size):
             d[i] = d[i] if a[i] > 0 else d[i] * param
     elif act == ACT_SIGMOID:
-        for i in range(size):
-            v = a[i]
-            d[i] = d[i] * (v * (1 - v))
+        if floating is float:
+            fbp_sigmoid_backward_f32(a, d, size)
+        else:
+            fbp_sigmoid_backward_f64(a, d, size)
     elif act == ACT_TANH:
-        for i in range(size):
-            v = a[i]
-            d[i] = d[i] * (1 - v * v)
+        if floating is float:
+            fbp_tanh_backward_f32(a, d, size)
+        else:
+            fbp_tanh_backward_f64(a, d, size)
     elif act == ACT_ELU:
         # alpha > 0 (checked in Python), so a > 0 exactly where z > 0.
         for i in range(size):

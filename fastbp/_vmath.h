@@ -182,6 +182,17 @@ FBP_MULTIVERSION static void fbp_relu_backward_##SUFFIX(const T *a, T *d, ptrdif
 {                                                                                    \
     for (ptrdiff_t i = 0; i < n; i++) d[i] = a[i] > 0 ? d[i] : 0;                    \
 }                                                                                    \
+/* d = d * tanh'(z) = d * (1 - a^2) and d = d * sigmoid'(z) = d * (a (1 - a)), from    \
+ * the output a. */                                                                  \
+FBP_MULTIVERSION static void fbp_tanh_backward_##SUFFIX(const T *a, T *d, ptrdiff_t n) \
+{                                                                                    \
+    for (ptrdiff_t i = 0; i < n; i++) d[i] = d[i] * (1 - a[i] * a[i]);               \
+}                                                                                    \
+FBP_MULTIVERSION static void fbp_sigmoid_backward_##SUFFIX(const T *a, T *d,          \
+                                                           ptrdiff_t n)              \
+{                                                                                    \
+    for (ptrdiff_t i = 0; i < n; i++) d[i] = d[i] * (a[i] * (1 - a[i]));             \
+}                                                                                    \
 /* out[j] = sum over the rows of a rows x cols block (row stride ld) of column j,    \
  * summed in row order (the bias gradient). Narrow blocks (up to 128 columns): 32     \
  * columns at a time in accumulators that stay in registers, the last few in a       \

@@ -489,6 +489,22 @@ def test_bias_act_forward_errors(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", [1, 7, 15, 16, 17, 33, 65, 1000])
+def test_tanh_and_sigmoid_backward_are_the_formula_in_the_dtype(dtype, size):
+    """The vector loops (AVX-512, AVX2 or baseline, with their remainders) compute
+    d * (1 - a a) and d * (a (1 - a)) with one rounding per operation, as NumPy does
+    in the same dtype: equal bits at every length."""
+    rng = rng_for("tanh-sigmoid-backward", dtype, size)
+    a = rng.uniform(-1, 1, size).astype(dtype)
+    d0 = rng.normal(size=size).astype(dtype)
+    one = dtype(1)
+    for act, expected in (("tanh", d0 * (one - a * a)), ("sigmoid", d0 * (a * (one - a)))):
+        d = d0.reshape(1, size).copy()
+        _core.act_backward(a.reshape(1, size), d, ACT[act], 0.0)
+        np.testing.assert_array_equal(d[0], expected, err_msg=act)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("act", ACTIVATIONS)
 def test_act_backward_matches_derivative_from_z(dtype, shape, act):
