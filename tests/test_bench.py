@@ -88,6 +88,27 @@ def test_run_smoke(tmp_path):
     assert sorted(row[1] for row in table_rows(section)[1:]) == ["1"] * len(impls)
 
 
+def test_run_caps_the_repeats_of_the_million_row_network(tmp_path):
+    """The tabular network's epoch (1,000,192 rows in a full run) is measured at most
+    3 times whatever --repeats says, and the report says so."""
+    run(
+        [RUN, "--smoke", "--networks", "tiny,tabular", "--repeats", "5", "--optimizer", "adam"]
+        + ["--implementations", "fastbp,numpy", "--latency-calls", "0", "--no-check"]
+        + ["--out", str(tmp_path)]
+    )
+    data = json.loads((tmp_path / "results.json").read_text())
+    repeats = {(r["network"], r["implementation"]): len(r["epoch_times"]) for r in data["results"]}
+    assert repeats == {
+        ("tiny", "fastbp"): 5,
+        ("tiny", "numpy"): 5,
+        ("tabular", "fastbp"): 3,
+        ("tabular", "numpy"): 3,
+    }
+    markdown = (tmp_path / "RESULTS.md").read_text()
+    assert "measured 5 time(s) (tabular: at most 3, an epoch of it takes seconds)" in markdown
+    assert "| tabular | 50-256-256-2 | relu | cross_entropy | 256 |" in markdown
+
+
 def test_run_without_torch_and_sklearn(tmp_path):
     """With torch and scikit-learn unimportable, run.py leaves them out."""
     code = (
