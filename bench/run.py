@@ -8,11 +8,12 @@ Usage (from the repository root)::
     python bench/run.py --networks tiny,medium --dtype float32 --threads 1 --optimizer adam
 
 A training step is forward + loss + backward + optimizer update on one shuffled
-minibatch. Each measurement times one epoch (one call: ``fit`` for fastbp,
-``partial_fit`` for scikit-learn, a Python loop over minibatches for NumPy and
-PyTorch) and divides by its number of minibatches. The implementations are warmed
-up, then measured round-robin (one epoch of each per repeat, the starting
-implementation rotating), and the median and min-max over the repeats are
+minibatch. An epoch is one call (``fit`` for fastbp, ``partial_fit`` for
+scikit-learn, a Python loop over minibatches for NumPy and PyTorch); a measurement
+times whole epochs back to back for at least ``--min-time`` seconds and divides by
+their number of minibatches. The implementations are warmed up, then measured
+round-robin (one measurement of each per repeat, the starting implementation
+rotating), and the median and min-max over the repeats are
 reported, beside the best gemm throughput measured in the same run at the same
 thread count.
 
@@ -25,6 +26,7 @@ import argparse
 import dataclasses
 import gc
 import json
+import math
 import os
 import sys
 import tempfile
@@ -170,6 +172,13 @@ def parse_args(argv=None):
         help="one-row predict calls per implementation for the latency table: 10000"
         " (full), 2000 (--quick), 200 (--smoke); 0 leaves the table out",
     )
+    parser.add_argument(
+        "--min-time",
+        type=float,
+        default=None,
+        help="seconds a measurement lasts at least (whole epochs back to back): 0.25"
+        " (full), 0.1 (--quick), 0 (--smoke: one epoch)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--no-check", action="store_true", help="skip the correctness checks before timing"
@@ -203,6 +212,10 @@ def parse_args(argv=None):
         parser.error("thread counts must be positive")
     args.repeats = args.repeats or (1 if args.smoke else 2 if args.quick else 7)
     args.settle = 0.0 if args.smoke else 0.1
+    if args.min_time is None:
+        args.min_time = 0.0 if args.smoke else 0.1 if args.quick else 0.25
+    if args.min_time < 0:
+        parser.error("--min-time must not be negative")
     if args.steps is None:
         args.steps_for = (
             (lambda n: SMOKE_STEPS)
@@ -375,33 +388,42 @@ def run_checks(names, dtype, opt, seed):
 
 
 # -- timing -----------------------------------------------------------------------
-def measure_network(net, names, dtype, opt, steps, repeats, seed, settle=0.0):
+def measure_network(net, names, dtype, opt, steps, repeats, seed, settle=0.0, min_time=0.0):
     """Time one network for every implementation, interleaved.
 
     Each implementation is built from the same initial weights and data, warmed up
-    on a quarter of the data (at least 2 minibatches), then timed for ``repeats``
-    epochs of ``steps`` minibatches, round-robin: repeat r runs every
-    implementation once, starting from the (r mod n)-th, each after a pause of
-    ``settle`` seconds. An implementation that
-    raises (a diverging fit, say) is reported and left out of the rest.
+    on a quarter of the data (at least 2 minibatches), then measured ``repeats``
+    times, round-robin: repeat r measures every implementation once, starting from
+    the (r mod n)-th, each after a pause of ``settle`` seconds. A measurement is
+    ``k`` epochs of ``steps`` minibatches back to back, timed together: ``k`` is the
+    smallest count that lasts ``min_time`` seconds by one more warm-up epoch, timed
+    (1 when ``min_time`` is 0), so that an epoch of milliseconds is not timed alone
+    just after the pause, with cold caches and a clock that has slowed down. An
+    implementation that raises (a diverging fit, say) is reported and left out of
+    the rest.
 
     Returns
     -------
     results : dict of str to dict
-        Per implementation that completed: raw epoch and step times and their
-        summary.
+        Per implementation that completed: raw epoch times (each a measurement's
+        mean), step times, their summary and ``k``.
     errors : dict of str to str
         Per implementation that raised: the error.
     """
     X, y = make_data(net, net.batch * steps, dtype, seed)
     weights = initial_weights(net, dtype, seed)
     warm_rows = net.batch * max(2, steps // 4)
-    impls, data, errors = {}, {}, {}
+    impls, data, errors, epochs = {}, {}, {}, {}
     for name in names:
         try:
             impl = ADAPTERS[name](net, opt, dtype, weights, seed)
             data[name] = impl.prepare(X, y)
             impl.epoch(impl.prepare(X[:warm_rows], y[:warm_rows]))
+            epochs[name] = 1
+            if min_time > 0:
+                start = time.perf_counter()
+                impl.epoch(data[name])
+                epochs[name] = max(1, math.ceil(min_time / (time.perf_counter() - start)))
             impls[name] = impl
         except Exception as exc:  # noqa: BLE001  (reported, the run goes on)
             errors[name] = f"{type(exc).__name__}: {exc}"
@@ -417,11 +439,12 @@ def measure_network(net, names, dtype, opt, steps, repeats, seed, settle=0.0):
             time.sleep(settle)
             start = time.perf_counter()
             try:
-                impls[name].epoch(data[name])
+                for _ in range(epochs[name]):
+                    impls[name].epoch(data[name])
             except Exception as exc:  # noqa: BLE001
                 errors[name] = f"{type(exc).__name__}: {exc}"
                 continue
-            epoch_times[name].append(time.perf_counter() - start)
+            epoch_times[name].append((time.perf_counter() - start) / epochs[name])
     results = {}
     for name in impls:
         if name in errors:
@@ -433,6 +456,7 @@ def measure_network(net, names, dtype, opt, steps, repeats, seed, settle=0.0):
         results[name] = dict(
             summarize(step_times),
             epoch_times=epoch_times[name],
+            epochs_per_measurement=epochs[name],
             step_times=step_times,
             finite=bool(finite),
             describe=impls[name].describe(),
@@ -463,6 +487,7 @@ def time_network(args, net, names, dtype, threads, opt_name, peak, describe):
         min(args.repeats, MAX_REPEATS.get(net.name, args.repeats)),
         args.seed,
         settle=args.settle,
+        min_time=args.min_time,
     )
     failures = []
     for name, error in errors.items():
@@ -571,9 +596,13 @@ def render_report(meta, args, networks, gemm, checks, records, describe, failure
         "## Method",
         "",
         "Time per training step = forward + loss + backward + optimizer update on one"
-        " shuffled minibatch: one epoch per measurement (fastbp `fit(epochs=1)`,"
+        " shuffled minibatch: the time of an epoch (fastbp `fit(epochs=1)`,"
         " scikit-learn `partial_fit` with `max_iter=1`, a Python loop of minibatches"
-        " for NumPy and PyTorch) divided by its number of minibatches. Synthetic data"
+        " for NumPy and PyTorch) divided by its number of minibatches. A measurement"
+        " runs whole epochs back to back for at least"
+        f" {args.min_time:g} s (the count fixed per implementation by a timed warm-up"
+        " epoch) and takes their mean, so that a short epoch is not timed alone on"
+        " cold caches. Synthetic data"
         f" (seed {args.seed}); every implementation but scikit-learn starts from the"
         " same weights. Each implementation is warmed up, then measured"
         f" {args.repeats} time(s)"

@@ -104,9 +104,30 @@ def test_run_caps_the_repeats_of_the_million_row_network(tmp_path):
         ("tabular", "fastbp"): 3,
         ("tabular", "numpy"): 3,
     }
+    assert {r["epochs_per_measurement"] for r in data["results"]} == {1}  # --smoke
     markdown = (tmp_path / "RESULTS.md").read_text()
     assert "measured 5 time(s) (tabular: at most 3, an epoch of it takes seconds)" in markdown
     assert "| tabular | 50-256-256-2 | relu | cross_entropy | 256 |" in markdown
+
+
+def test_a_measurement_runs_epochs_back_to_back_for_min_time(tmp_path):
+    """With --min-time, each measurement times k whole epochs (k from a timed warm-up
+    epoch, at least 1) and records their mean; 0.05 s of 6-step epochs of the tiny
+    network takes more than one epoch for fastbp (a fit of 6 steps lasts well under
+    25 ms on any machine that runs the suite)."""
+    run(
+        [RUN, "--smoke", "--networks", "tiny", "--min-time", "0.05", "--optimizer", "sgd"]
+        + ["--implementations", "fastbp,numpy", "--latency-calls", "0", "--no-check"]
+        + ["--repeats", "2", "--out", str(tmp_path)]
+    )
+    data = json.loads((tmp_path / "results.json").read_text())
+    k = {r["implementation"]: r["epochs_per_measurement"] for r in data["results"]}
+    assert set(k) == {"fastbp", "numpy"} and all(isinstance(v, int) for v in k.values())
+    assert k["fastbp"] >= 2 and k["numpy"] >= 1
+    for r in data["results"]:
+        assert len(r["epoch_times"]) == 2
+        assert r["step_times"] == pytest.approx([t / 6 for t in r["epoch_times"]])
+    assert "for at least 0.05 s" in (tmp_path / "RESULTS.md").read_text()
 
 
 def test_run_without_torch_and_sklearn(tmp_path):
