@@ -397,10 +397,10 @@ def measure_network(net, names, dtype, opt, steps, repeats, seed, settle=0.0, mi
     the (r mod n)-th, each after a pause of ``settle`` seconds. A measurement is
     ``k`` epochs of ``steps`` minibatches back to back, timed together: ``k`` is the
     smallest count that lasts ``min_time`` seconds by one more warm-up epoch, timed
-    (1 when ``min_time`` is 0), so that an epoch of milliseconds is not timed alone
-    just after the pause, with cold caches and a clock that has slowed down. An
-    implementation that raises (a diverging fit, say) is reported and left out of
-    the rest.
+    (1 when ``min_time`` is 0 or the first warm-up says an epoch lasts longer), so
+    that an epoch of milliseconds is not timed alone just after the pause, with cold
+    caches and a clock that has slowed down. An implementation that raises (a
+    diverging fit, say) is reported and left out of the rest.
 
     Returns
     -------
@@ -418,9 +418,11 @@ def measure_network(net, names, dtype, opt, steps, repeats, seed, settle=0.0, mi
         try:
             impl = ADAPTERS[name](net, opt, dtype, weights, seed)
             data[name] = impl.prepare(X, y)
+            start = time.perf_counter()
             impl.epoch(impl.prepare(X[:warm_rows], y[:warm_rows]))
+            guess = (time.perf_counter() - start) * net.batch * steps / warm_rows
             epochs[name] = 1
-            if min_time > 0:
+            if guess < min_time:  # (a long epoch is not run once more to learn that)
                 start = time.perf_counter()
                 impl.epoch(data[name])
                 epochs[name] = max(1, math.ceil(min_time / (time.perf_counter() - start)))
