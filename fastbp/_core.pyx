@@ -1013,19 +1013,14 @@ cdef void _deltas(const floating* params, floating* work, Py_ssize_t cap,
               work + cap * plan[l - 1].delta_at + row0 * layer.n_in, <int>layer.n_in)
 
 
-cdef inline void _weight_rows(const LayerPlan* layer, int part, int n_parts, Py_ssize_t* i0,
-                              Py_ssize_t* i1) noexcept nogil:
-    """Part ``part`` of ``n_parts``'s rows ``[i0, i1)`` of the layer's weight (its
-    share of the weight gradient, and of the update: a contiguous flat range)."""
-    i0[0] = layer.n_in * part // n_parts
-    i1[0] = layer.n_in * (part + 1) // n_parts
-
-
-cdef inline void _bias_columns(const LayerPlan* layer, int part, int n_parts, Py_ssize_t* c0,
-                               Py_ssize_t* c1) noexcept nogil:
-    """Part ``part`` of ``n_parts``'s entries ``[c0, c1)`` of the layer's bias."""
-    c0[0] = layer.n_out * part // n_parts
-    c1[0] = layer.n_out * (part + 1) // n_parts
+cdef inline void _share(Py_ssize_t n, int part, int n_parts, Py_ssize_t* lo,
+                        Py_ssize_t* hi) noexcept nogil:
+    """Part ``part`` of ``n_parts``'s share ``[lo, hi)`` of ``n`` items (rows of a
+    batch, rows of a weight, entries of a bias or of the flat buffer): the one rule
+    by which a team splits its work, in contiguous shares that differ by at most
+    one."""
+    lo[0] = n * part // n_parts
+    hi[0] = n * (part + 1) // n_parts
 
 
 cdef double _gradients(const floating* params, floating* grads, floating* work,
@@ -1036,8 +1031,9 @@ cdef double _gradients(const floating* params, floating* grads, floating* work,
     ``part`` of ``n_parts`` of each trainable layer: weight rows ``[i0, i1)``
     (``grad_weight[i0:i1] = a_prev[:, i0:i1]^T @ delta``) and bias entries ``[c0, c1)``
     (column sums of ``delta[:, c0:c1]``), plus the gradients of the layer's L1 and L2
-    penalties times ``penalty_factor``. Parts write disjoint contiguous ranges, the
-    ones they update (``_update_range``). Returns this part's share of the penalty."""
+    penalties times ``penalty_factor``. Parts write disjoint contiguous ranges (by
+    ``_share``), the ones they update (``_update_range``). Returns this part's share
+    of the penalty."""
     cdef Py_ssize_t l, i0, i1, c0, c1, n_out
     cdef const LayerPlan* layer
     cdef const floating* a_prev
@@ -1049,8 +1045,8 @@ cdef double _gradients(const floating* params, floating* grads, floating* work,
         if not layer.trainable:
             continue
         n_out = layer.n_out
-        _weight_rows(layer, part, n_parts, &i0, &i1)
-        _bias_columns(layer, part, n_parts, &c0, &c1)
+        _share(layer.n_in, part, n_parts, &i0, &i1)  # weight rows
+        _share(n_out, part, n_parts, &c0, &c1)  # bias entries
         a_prev = x if l == 0 else _passed_on(work, cap, &plan[l - 1])
         delta = work + cap * layer.delta_at
         grad_weight = grads + layer.weight_at
@@ -1158,12 +1154,11 @@ cdef inline void _prefetch_next(const Run* r, Py_ssize_t start, Py_ssize_t item,
     if start >= r.n:
         return
     rows = r.batch_size if start + r.batch_size <= r.n else r.n - start
-    r0 = start + rows * part // n_parts
-    r1 = start + rows * (part + 1) // n_parts
+    _share(rows, part, n_parts, &r0, &r1)
     if r.X != NULL:
-        fbp_prefetch_rows(r.X, r.order + r0, r1 - r0, r.net.n_inputs * item)
+        fbp_prefetch_rows(r.X, r.order + start + r0, r1 - r0, r.net.n_inputs * item)
     if r.targets != NULL:
-        fbp_prefetch_rows(r.targets, r.order + r0, r1 - r0, r.net.n_outputs * item)
+        fbp_prefetch_rows(r.targets, r.order + start + r0, r1 - r0, r.net.n_outputs * item)
 
 
 cdef void _gather(const Run* r, Batch* b, floating* work, Py_ssize_t index,
@@ -1181,8 +1176,7 @@ cdef void _gather(const Run* r, Batch* b, floating* work, Py_ssize_t index,
     cdef double total_weight
     b.start = index * r.batch_size
     b.rows = r.batch_size if b.start + r.batch_size <= r.n else r.n - b.start
-    b.r0 = b.rows * part // n_parts
-    b.r1 = b.rows * (part + 1) // n_parts
+    _share(b.rows, part, n_parts, &b.r0, &b.r1)
     total_weight = b.rows
     b.sparse = NULL
     if r.sparse.values != NULL:  # CSR rows are read in place, in the epoch's order
@@ -1300,16 +1294,15 @@ cdef inline void _update_range(const Run* r, Py_ssize_t k, int part, int n_parts
     Without a plan (``apply_update``) its share is a slice of the flat buffer."""
     cdef const LayerPlan* layer
     if r.plan == NULL:
-        lo[0] = r.n_params * part // n_parts
-        hi[0] = r.n_params * (part + 1) // n_parts
+        _share(r.n_params, part, n_parts, lo, hi)
         return
     layer = &r.plan[k // 2]
-    if k % 2 == 0:
-        _weight_rows(layer, part, n_parts, lo, hi)
+    if k % 2 == 0:  # the weight rows, as flat offsets
+        _share(layer.n_in, part, n_parts, lo, hi)
         lo[0] = layer.weight_at + lo[0] * layer.n_out
         hi[0] = layer.weight_at + hi[0] * layer.n_out
-    else:
-        _bias_columns(layer, part, n_parts, lo, hi)
+    else:  # the bias entries
+        _share(layer.n_out, part, n_parts, lo, hi)
         lo[0] += layer.bias_at
         hi[0] += layer.bias_at
 
