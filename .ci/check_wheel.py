@@ -38,6 +38,7 @@ def main(wheel, sdist):
             "fastbp/_core.pxd",
             "fastbp/_vmath.h",
             "fastbp/_parallel.h",
+            "fastbp/_smallgemm.h",
             "setup.py",
             "pyproject.toml",
             "LICENSE",

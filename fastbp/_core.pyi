@@ -15,6 +15,8 @@ I = NDArray[np.intp]
 
 MAX_THREADS: int
 HAVE_OPENMP: bool
+SMALL_GEMM_CPU: int
+GEMM_PATHS: dict[str, int]
 STATUS_OK: int
 STATUS_NONFINITE_LOSS: int
 ACTIVATION_CODES: dict[str, int]
@@ -142,7 +144,12 @@ def matmul(
     trans_b: bool = False,
     alpha: float = 1.0,
     beta: float = 0.0,
+    path: str = "auto",
+    repeats: int = 1,
 ) -> None: ...
+def gemm_path(
+    m: int, n: int, k: int, trans_a: bool = False, trans_b: bool = False, dtype: Any = "float32"
+) -> str: ...
 def bias_act_forward(z: F, bias: F, act: int, slope: float = 0.0) -> None: ...
 def act_backward(a: F, delta: F, act: int, slope: float = 0.0, z: F | None = None) -> None: ...
 def col_sums(d: F, out: F) -> None: ...

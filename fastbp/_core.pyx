@@ -195,6 +195,18 @@ cdef extern from "_vmath.h" nogil:
     void fbp_clamp_f64(double* g, Py_ssize_t n, double limit)
 
 
+cdef extern from "_smallgemm.h" nogil:
+    # Register-blocked products read in place, for the small products where OpenBLAS's
+    # packing costs as much as the arithmetic (see the header).
+    int fbp_small_gemm_cpu()
+    void fbp_gemm_small_f32(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n,
+                            Py_ssize_t k, const float* a, Py_ssize_t lda, const float* b,
+                            Py_ssize_t ldb, int accumulate, float* c, Py_ssize_t ldc)
+    void fbp_gemm_small_f64(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n,
+                            Py_ssize_t k, const double* a, Py_ssize_t lda, const double* b,
+                            Py_ssize_t ldb, int accumulate, double* c, Py_ssize_t ldc)
+
+
 cdef inline floating _exp(floating x) noexcept nogil:
     if floating is float:
         return fbp_expf(x)
@@ -225,16 +237,72 @@ cdef inline double _gelu_grad(double z) noexcept nogil:
 # BLAS
 # ---------------------------------------------------------------------------
 
+# Whether this CPU runs the small-product kernels (AVX2 and FMA: 1, or 2 when it
+# also has AVX-512F), decided once at import.
+cdef int _SMALL_GEMM_CPU = fbp_small_gemm_cpu()
+# Path of a product: BLAS or the small-product kernel, or chosen by shape.
+cdef enum:
+    GEMM_AUTO = 0
+    GEMM_BLAS = 1
+    GEMM_SMALL = 2
+SMALL_GEMM_CPU = _SMALL_GEMM_CPU
+GEMM_PATHS = {"auto": GEMM_AUTO, "blas": GEMM_BLAS, "small": GEMM_SMALL}
+
+
+cdef inline bint _small_product(bint trans_a, bint trans_b, int m, int n, int k,
+                                int itemsize) noexcept nogil:
+    """Whether a product of ``op(A)`` (m x k) by ``op(B)`` (k x n) of ``itemsize``-byte
+    entries takes the small-product kernel rather than BLAS.
+
+    Only on a CPU with AVX2 and FMA but not AVX-512F: OpenBLAS runs its Haswell
+    kernels there, which pack both operands; on AVX-512 CPUs it has small-product
+    kernels of its own. Then by the kernel's costs: it reads all of A again for each
+    strip of two vectors' columns of C (so A must stay in cache, and a wide C
+    tightens that), reads a transposed A across its rows (half the room), and in
+    float32 wastes most of a strip narrower than 9 columns (unless A has at most 8
+    rows, where BLAS's own overhead is larger). A row of C is at most 2 KB; A is at
+    most 256 KB with B transposed, else 256 KB (128 KB transposed) for a C row of at
+    most 512 bytes and 64 KB for a wider one.
+
+    Fitted to ``bench/gemm_paths.py`` (AMD Zen 3, OpenBLAS 0.3, one thread, 2940
+    products of the NN, NT and TN forms, m from 1 to 256, n from 2 to 512, k from 10
+    to 784, both dtypes): the rule's path is on average 3.4% slower than the faster
+    of the two (always BLAS: 43%; always the kernel: 5%, but up to 2x slower on big
+    products). The tiny, small and deep networks' products run 1.1-2x faster in the
+    kernel, one-row products 3-10x. The rule reads only the shapes, so a product's
+    path, and its bits, are the same on every run of a machine."""
+    cdef long long row = <long long>n * itemsize, size = <long long>m * k * itemsize
+    if _SMALL_GEMM_CPU != 1 or m < 1 or n < 1 or k < 1 or row > 2048:
+        return False
+    if itemsize == 4 and n < 9 and m > 8:
+        return False
+    if trans_b:
+        return size <= 262144
+    if row > 512:
+        return size <= 65536
+    return size <= (131072 if trans_a else 262144)
+
+
 cdef void _gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
                 const floating* a, int lda, const floating* b, int ldb,
-                floating beta, floating* c, int ldc) noexcept nogil:
+                floating beta, floating* c, int ldc, int path=GEMM_AUTO) noexcept nogil:
     """Row-major ``C (m x n) = alpha * op(A) (m x k) @ op(B) (k x n) + beta * C``.
 
     ``lda``, ``ldb`` and ``ldc`` are the row strides (in elements) of A, B and C as
-    stored. Computed as the column-major product ``C^T = op(B)^T @ op(A)^T``.
+    stored. A small product (``_small_product``) with alpha 1 and beta 0 or 1 runs
+    the small-product kernel; any other product BLAS, as the column-major product
+    ``C^T = op(B)^T @ op(A)^T``. ``path`` forces one (GEMM_SMALL: the CPU must run
+    it, alpha be 1 and beta 0 or 1, m, n, k at least 1).
     """
     cdef char ta = b'T' if trans_b else b'N'
     cdef char tb = b'T' if trans_a else b'N'
+    if path == GEMM_SMALL or (path == GEMM_AUTO and alpha == 1 and (beta == 0 or beta == 1)
+                              and _small_product(trans_a, trans_b, m, n, k, sizeof(floating))):
+        if floating is float:
+            fbp_gemm_small_f32(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta != 0, c, ldc)
+        else:
+            fbp_gemm_small_f64(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta != 0, c, ldc)
+        return
     if floating is float:
         sgemm(&ta, &tb, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda,
               &beta, c, &ldc)
@@ -2101,12 +2169,31 @@ def permutation(intp[::1] order not None, unsigned long long seed):
 
 
 def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out,
-           bint trans_a=False, bint trans_b=False, double alpha=1.0, double beta=0.0):
-    """``out = alpha * op(a) @ op(b) + beta * out`` for C-contiguous arrays."""
+           bint trans_a=False, bint trans_b=False, double alpha=1.0, double beta=0.0,
+           str path="auto", Py_ssize_t repeats=1):
+    """``out = alpha * op(a) @ op(b) + beta * out`` for C-contiguous arrays.
+
+    ``path``: "auto" (as the training step chooses), "blas" or "small" (the
+    small-product kernel: needs ``SMALL_GEMM_CPU``, alpha 1 and beta 0 or 1).
+    ``repeats`` runs the same product that many times without the GIL (for timing
+    the paths in ``bench/gemm_paths.py``; with beta 0 every run gives the same out).
+    """
     cdef Py_ssize_t m = a.shape[1] if trans_a else a.shape[0]
     cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
     cdef Py_ssize_t kb = b.shape[1] if trans_b else b.shape[0]
     cdef Py_ssize_t n = b.shape[0] if trans_b else b.shape[1]
+    cdef int chosen = GEMM_PATHS.get(path, -1)
+    if chosen < 0:
+        raise ValueError("matmul path must be 'auto', 'blas' or 'small', not %r" % (path,))
+    if chosen == GEMM_SMALL and not _SMALL_GEMM_CPU:
+        raise ValueError("the small-product kernel needs a CPU with AVX2 and FMA;"
+                         " use path='blas' or 'auto'")
+    if chosen == GEMM_SMALL and (alpha != 1 or (beta != 0 and beta != 1)):
+        raise ValueError("the small-product kernel computes out = op(a) @ op(b) (beta 0)"
+                         " or out += op(a) @ op(b) (beta 1); got alpha %r, beta %r"
+                         % (alpha, beta))
+    if repeats < 1:
+        raise ValueError("matmul repeats must be at least 1, got %d" % repeats)
     if k != kb or out.shape[0] != m or out.shape[1] != n:
         raise ValueError("matmul shapes do not match: (%d, %d) @ (%d, %d) -> (%d, %d)"
                          % (m, k, kb, n, out.shape[0], out.shape[1]))
@@ -2121,10 +2208,26 @@ def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] 
             for j in range(n):
                 out[i, j] = 0 if beta == 0 else <floating>beta * out[i, j]
         return
+    cdef Py_ssize_t _run
     with nogil:
-        _gemm(trans_a, trans_b, <int>m, <int>n, <int>k, <floating>alpha,
-              &a[0, 0], <int>a.shape[1], &b[0, 0], <int>b.shape[1],
-              <floating>beta, &out[0, 0], <int>n)
+        for _run in range(repeats):
+            _gemm(trans_a, trans_b, <int>m, <int>n, <int>k, <floating>alpha,
+                  &a[0, 0], <int>a.shape[1], &b[0, 0], <int>b.shape[1],
+                  <floating>beta, &out[0, 0], <int>n, chosen)
+
+
+def gemm_path(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a=False,
+              bint trans_b=False, dtype="float32"):
+    """The path, "small" or "blas", that the training step takes for a product of
+    ``op(A)`` (m x k) by ``op(B)`` (k x n) of ``dtype`` (``_small_product``)."""
+    if m < 1 or n < 1 or k < 1 or m >= 2**31 or n >= 2**31 or k >= 2**31:
+        raise ValueError("gemm_path takes dimensions from 1 to 2**31 - 1, got %d, %d, %d"
+                         % (m, n, k))
+    kind = np.dtype(dtype)
+    if kind != np.float32 and kind != np.float64:
+        raise ValueError("gemm_path dtype must be float32 or float64, not %r" % (dtype,))
+    return ("small" if _small_product(trans_a, trans_b, <int>m, <int>n, <int>k, kind.itemsize)
+            else "blas")
 
 
 def bias_act_forward(floating[:, ::1] z, const floating[::1] bias, int act, double slope=0.0):

@@ -14,6 +14,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = os.path.join(ROOT, "bench", "run.py")
 DIGITS = os.path.join(ROOT, "bench", "digits.py")
+GEMM_PATHS = os.path.join(ROOT, "bench", "gemm_paths.py")
 SMOKE_NETWORKS = ["tiny", "deep", "large"]  # what run.py --smoke selects
 
 
@@ -165,6 +166,31 @@ def test_digits_quick(tmp_path):
     for name in impls:
         assert rows.count(name) == 2  # digits and memory tables
     assert "`import fastbp`" in rows
+
+
+def test_gemm_paths_quick():
+    # Both paths timed for each of the three shapes and three forms, and the rule's
+    # choice named; a CPU without AVX2 says that BLAS does every product.
+    from fastbp._backend import core
+
+    proc = run([GEMM_PATHS, "--quick", "--runs", "1"])
+    if not core().SMALL_GEMM_CPU:
+        assert "uses BLAS for every product" in proc.stdout
+        return
+    rows = [line.strip("|").split("|") for line in proc.stdout.splitlines()]
+    rows = [[c.strip() for c in r] for r in rows if len(r) == 9 and r[0].strip() == "float32"]
+    assert [(r[1], r[2], r[3], r[4]) for r in rows] == [
+        (form, str(m), str(n), str(k))
+        for form in ("NN", "NT", "TN")
+        for m, n, k in ((32, 32, 64), (64, 100, 100), (128, 512, 784))
+    ]
+    for r in rows:
+        blas, small, ratio = float(r[5]), float(r[6]), float(r[7])
+        assert blas > 0 and small > 0 and ratio == pytest.approx(blas / small, rel=0.02, abs=0.01)
+        assert r[8] == core().gemm_path(
+            int(r[2]), int(r[3]), int(r[4]), r[1][0] == "T", r[1][1] == "T"
+        )
+    assert re.search(r"the rule takes the faster path for \d+ of 9 products", proc.stdout)
 
 
 def test_results_name_the_commit_they_come_from():

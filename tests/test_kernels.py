@@ -9,6 +9,7 @@ tolerance is the standard rounding-error bound ``c * k * eps * sum|terms|``; whe
 kernel does one exact IEEE operation per element the results must be bit-identical.
 """
 
+import itertools
 import warnings
 import zlib
 
@@ -336,6 +337,122 @@ def test_matmul_accepts_readonly_inputs_and_rejects_readonly_out(dtype):
     check_gemm(out_t, a.T, a, 1.0, 0.0, np.zeros((13, 13), dtype=dtype), dtype)
     with pytest.raises(ValueError):
         _core.matmul(a, b, readonly(np.zeros((6, 7), dtype=dtype)))
+
+
+# ---------------------------------------------------------------------------
+# The small-product kernel (matmul's path="small"; the step's choice by shape)
+# ---------------------------------------------------------------------------
+
+needs_small_kernel = pytest.mark.skipif(
+    not _core.SMALL_GEMM_CPU, reason="this CPU lacks AVX2 or FMA: the kernel never runs"
+)
+ODD = [1, 7, 13, 31, 33, 65]  # one row, widths around the vector and block sizes
+FORMS = [(False, False), (False, True), (True, False), (True, True)]
+
+
+@needs_small_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a, trans_b", FORMS)
+def test_small_kernel_matches_numpy_over_odd_shapes(dtype, trans_a, trans_b):
+    # Every m, n and k in ODD: partial register blocks (m not a multiple of 6),
+    # partial strips (n not a multiple of two vectors), out = and out +=.
+    rng = rng_for("small-kernel", dtype, trans_a, trans_b)
+    for m, n, k in itertools.product(ODD, ODD, ODD):
+        opa, opb, a, b = matmul_operands(m, k, n, dtype, trans_a, trans_b, rng)
+        c0 = rng.normal(size=(m, n)).astype(dtype)
+        for beta in (0.0, 1.0):
+            out = c0.copy()
+            _core.matmul(a, b, out, trans_a=trans_a, trans_b=trans_b, beta=beta, path="small")
+            check_gemm(out, opa, opb, 1.0, beta, c0, dtype)
+
+
+@needs_small_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a, trans_b", FORMS)
+@pytest.mark.parametrize("k", [255, 256, 257, 600])
+def test_small_kernel_is_exact_on_small_integers(dtype, trans_a, trans_b, k):
+    # Integer entries in [-3, 3]: every partial sum is an integer below 2**24, exact in
+    # any order, so the result must equal the product bit for bit; a misplaced entry
+    # or a lost block of a transposed B (copied 256 rows of k at a time) would show.
+    # Out's entries beside the product (a wider buffer's other columns) stay as set.
+    rng = rng_for("small-kernel-exact", dtype, trans_a, trans_b, k)
+    m, n = 19, 37
+    opa = rng.integers(-3, 4, size=(m, k)).astype(dtype)
+    opb = rng.integers(-3, 4, size=(k, n)).astype(dtype)
+    a = np.ascontiguousarray(opa.T) if trans_a else opa
+    b = np.ascontiguousarray(opb.T) if trans_b else opb
+    exact = opa.astype(np.int64) @ opb.astype(np.int64)
+    out = np.full((m, n), 5, dtype=dtype)
+    _core.matmul(a, b, out, trans_a=trans_a, trans_b=trans_b, beta=1.0, path="small")
+    np.testing.assert_array_equal(out, (exact + 5).astype(dtype))
+    _core.matmul(a, b, out, trans_a=trans_a, trans_b=trans_b, beta=0.0, path="small")
+    np.testing.assert_array_equal(out, exact.astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a, trans_b", FORMS)
+@pytest.mark.parametrize(
+    "mnk", [(32, 32, 64), (64, 100, 100), (1, 10, 7), (64, 8, 64), (130, 64, 64), (128, 512, 784)]
+)
+def test_auto_path_is_the_one_the_rule_names(dtype, trans_a, trans_b, mnk):
+    m, n, k = mnk
+    path = _core.gemm_path(m, n, k, trans_a, trans_b, dtype)
+    rng = rng_for("auto-path", dtype, trans_a, trans_b, mnk)
+    opa, opb, a, b = matmul_operands(m, k, n, dtype, trans_a, trans_b, rng)
+    auto, chosen = np.empty((m, n), dtype), np.empty((m, n), dtype)
+    _core.matmul(a, b, auto, trans_a=trans_a, trans_b=trans_b)
+    _core.matmul(a, b, chosen, trans_a=trans_a, trans_b=trans_b, path=path)
+    np.testing.assert_array_equal(auto, chosen)
+    if _core.SMALL_GEMM_CPU != 1:  # no kernel, or AVX-512 where OpenBLAS has its own
+        assert path == "blas"
+
+
+@pytest.mark.skipif(_core.SMALL_GEMM_CPU != 1, reason="the rule takes BLAS on this CPU")
+def test_the_rule_takes_the_kernel_for_small_networks_and_blas_for_big_or_narrow():
+    # The tiny, small and deep networks' products (bench/gemm_paths.py measures them
+    # 1.1-2x faster in the kernel), and the medium network's and narrow outputs in BLAS.
+    for m, n, k, ta, tb in [
+        (32, 32, 64, False, False),
+        (32, 32, 10, False, True),
+        (64, 32, 32, True, False),
+        (64, 100, 100, False, False),
+        (64, 100, 100, False, True),
+        (50, 100, 128, True, False),
+        (64, 10, 128, False, False),
+    ]:
+        assert _core.gemm_path(m, n, k, ta, tb, "float32") == "small", (m, n, k, ta, tb)
+    for m, n, k, ta, tb in [
+        (128, 512, 784, False, False),
+        (392, 512, 256, True, False),
+        (128, 2, 256, False, False),
+        (64, 8, 64, False, False),
+    ]:
+        assert _core.gemm_path(m, n, k, ta, tb, "float32") == "blas", (m, n, k, ta, tb)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul_path_and_repeats_errors(dtype):
+    a, b, out = np.ones((3, 4), dtype), np.ones((4, 2), dtype), np.zeros((3, 2), dtype)
+    with pytest.raises(ValueError, match="path must be 'auto', 'blas' or 'small'"):
+        _core.matmul(a, b, out, path="fast")
+    with pytest.raises(ValueError, match="repeats must be at least 1"):
+        _core.matmul(a, b, out, repeats=0)
+    if _core.SMALL_GEMM_CPU:
+        with pytest.raises(ValueError, match="alpha 2.0, beta 0.0"):
+            _core.matmul(a, b, out, alpha=2.0, path="small")
+        with pytest.raises(ValueError, match="alpha 1.0, beta 0.5"):
+            _core.matmul(a, b, out, beta=0.5, path="small")
+    else:
+        with pytest.raises(ValueError, match="needs a CPU with AVX2 and FMA"):
+            _core.matmul(a, b, out, path="small")
+    np.testing.assert_array_equal(out, 0)
+    # repeats: the same product again (beta 0), so the same result
+    _core.matmul(a, b, out, repeats=3)
+    np.testing.assert_array_equal(out, 4)
+    with pytest.raises(ValueError, match="dimensions from 1"):
+        _core.gemm_path(0, 3, 3)
+    with pytest.raises(ValueError, match="dtype must be float32 or float64"):
+        _core.gemm_path(3, 3, 3, dtype="int32")
 
 
 def test_matmul_rejects_mixed_dtypes_and_non_contiguous():

@@ -1,0 +1,134 @@
+"""Where the small-product kernel beats BLAS: the switch point of ``_small_product``.
+
+The training step multiplies in three forms (row-major, as ``fastbp._core._gemm``
+names them): NN, a layer's forward product ``Z = A @ W`` (m = rows of the batch's
+share, k = inputs, n = outputs); NT, the delta passed down ``D @ W^T`` (m = rows,
+k = outputs, n = inputs); TN, a weight gradient ``A^T @ D`` (m = a share of the
+weight's rows, k = rows of the batch, n = outputs). For every form, dtype and shape
+of a grid this times the product by the small-product kernel and by BLAS (OpenBLAS
+through SciPy) on one thread, interleaved, each the best of several runs of
+back-to-back products without the GIL (``_core.matmul(..., repeats=...)``), and
+reports BLAS's time over the kernel's. It also reports how often the step's rule
+(``path="auto"``) takes the faster path, and the time its wrong choices lose.
+
+Needs a CPU with AVX2 and FMA (``_core.SMALL_GEMM_CPU``)::
+
+    python bench/gemm_paths.py --out bench/GEMM_PATHS.md   # the whole grid, both dtypes
+    python bench/gemm_paths.py --quick         # a few shapes (the test suite's smoke run)
+"""
+
+import argparse
+import itertools
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import load_fastbp, machine_info, machine_markdown  # noqa: E402
+
+FORMS = {"NN": (False, False), "NT": (False, True), "TN": (True, False)}
+GRID_M = (1, 8, 25, 32, 64, 128, 256)
+GRID_N = (2, 8, 10, 16, 32, 64, 100, 128, 256, 512)
+GRID_K = (10, 32, 64, 100, 128, 256, 784)
+QUICK = [(32, 32, 64), (64, 100, 100), (128, 512, 784)]
+
+
+def operands(form, m, n, k, dtype, rng):
+    """a, b and out for ``out (m x n) = op(a) @ op(b)`` in ``form``."""
+    trans_a, trans_b = FORMS[form]
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    return a, b, np.empty((m, n), dtype)
+
+
+def best_time(core, a, b, out, form, path, repeats, runs):
+    """Best over ``runs`` of the mean time of ``repeats`` back-to-back products."""
+    trans_a, trans_b = FORMS[form]
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        core.matmul(a, b, out, trans_a=trans_a, trans_b=trans_b, path=path, repeats=repeats)
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return best
+
+
+def measure(core, form, m, n, k, dtype, runs, rng):
+    """(blas seconds, small seconds, the path "auto" takes) for one product."""
+    a, b, out = operands(form, m, n, k, dtype, rng)
+    repeats = max(1, int(4e7 / (2 * m * n * k)))  # about a millisecond a run
+    times = {"blas": float("inf"), "small": float("inf")}
+    for _ in range(2):  # interleaved: a drift of the machine's speed hits both
+        for path in ("blas", "small"):
+            t = best_time(core, a, b, out, form, path, repeats, runs)
+            times[path] = min(times[path], t)
+    chosen = core.gemm_path(m, n, k, *FORMS[form], dtype=dtype)
+    return times["blas"], times["small"], chosen
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="three shapes, float32")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs a path and shape")
+    parser.add_argument("--out", help="also write the report to this Markdown file")
+    args = parser.parse_args(argv)
+    lines = []
+
+    def say(line=""):
+        print(line, flush=True)
+        lines.append(line)
+
+    load_fastbp()
+    from threadpoolctl import threadpool_limits
+
+    from fastbp._backend import core as load_core
+
+    core = load_core()
+    if not core.SMALL_GEMM_CPU:
+        print("this CPU lacks AVX2 or FMA: fastbp uses BLAS for every product")
+        return 0
+    dtypes = ["float32"] if args.quick else ["float32", "float64"]
+    shapes = QUICK if args.quick else list(itertools.product(GRID_M, GRID_N, GRID_K))
+    rng = np.random.default_rng(0)
+    say("# The small-product kernel against BLAS, one thread\n")
+    say(machine_markdown(machine_info(["bench/gemm_paths.py"] + list(argv or sys.argv[1:]))))
+    say(f"- small-product kernel level {core.SMALL_GEMM_CPU} (1: AVX2 and FMA, the rule")
+    say("  may choose it; 2: AVX-512 too, the rule takes BLAS)\n")
+    say("BLAS / small: how many times longer BLAS takes. auto takes: the path the")
+    say("training step's rule (`_small_product` in `fastbp/_core.pyx`) chooses.\n")
+    say("| dtype | form | m | n | k | BLAS µs | small µs | BLAS / small | auto takes |")
+    say("| :--- | :--- | ---: | ---: | ---: | ---: | ---: | ---: | :--- |")
+    agree = total = 0
+    lost = spent = log_loss = log_blas = 0.0
+    with threadpool_limits(1):
+        for dtype, form, (m, n, k) in itertools.product(dtypes, FORMS, shapes):
+            blas, small, chosen = measure(core, form, m, n, k, dtype, args.runs, rng)
+            say(
+                f"| {dtype} | {form} | {m} | {n} | {k} | {blas * 1e6:.2f} | "
+                f"{small * 1e6:.2f} | {blas / small:.2f} | {chosen} |"
+            )
+            faster = "small" if small < blas else "blas"
+            total += 1
+            agree += chosen == faster
+            took = small if chosen == "small" else blas
+            lost += took - min(blas, small)
+            spent += min(blas, small)
+            log_loss += math.log(took / min(blas, small))
+            log_blas += math.log(blas / min(blas, small))
+    say(
+        f"\nthe rule takes the faster path for {agree} of {total} products; its wrong"
+        f" choices cost {100 * lost / spent:.1f}% of the time over always taking the"
+        f" faster path, {100 * (math.exp(log_loss / total) - 1):.1f}% per product on"
+        f" average (always BLAS: {100 * (math.exp(log_blas / total) - 1):.1f}%)"
+    )
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+/* Small matrix products without packing, for the narrow layers of small networks.
+ *
+ * OpenBLAS multiplies through packed copies of both operands: for the products of a
+ * small network's step (a 32 x 64 block by a 64 x 32 weight, a 100 x 100 layer over
+ * 64 rows) copying costs as much as multiplying. Where OpenBLAS has no kernels of its
+ * own for small products (its Haswell kernels, which it runs on AVX2 CPUs without
+ * AVX-512, such as AMD Zen 2 and 3; on AVX-512 CPUs it has them), these register-blocked kernels read
+ * the operands where they lie.
+ *
+ * Row-major C (m x n) = op(A) (m x k) @ op(B) (k x n), or C += it. A block of MR rows
+ * by two vectors of columns of C stays in registers while p runs over all k: each
+ * step broadcasts MR entries of op(A) and loads two vectors of row p of op(B). A
+ * transposed A is read with swapped strides; a transposed B (a weight read as W^T)
+ * is first copied, KB rows at a time, into a small buffer of the strip's columns.
+ * Each entry of C is the sum over p in order (with B transposed, KB terms at a time
+ * added to C), so the kernel's result depends only on the shapes: not on the thread
+ * that computes it, nor on the rows of C beside it.
+ *
+ * AVX2 with FMA only (x86-64 with GCC or Clang): fbp_small_gemm_cpu() says whether
+ * this CPU runs it; elsewhere the functions are never called.
+ */
+#ifndef FASTBP_SMALLGEMM_H
+#define FASTBP_SMALLGEMM_H
+
+#include <stddef.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(_MSC_VER)
+#define FBP_SMALL_GEMM 1
+#include <immintrin.h>
+#define FBP_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define FBP_SMALL_GEMM 0
+#endif
+
+/* Rows of C in a register block, and the rows of op(B) copied at a time for B^T. */
+#define FBP_GEMM_MR 6
+#define FBP_GEMM_KB 256
+
+#if FBP_SMALL_GEMM
+
+/* 1: the CPU has AVX2 and FMA (the kernels run); 2: it has AVX-512F as well, where
+ * OpenBLAS has small-product kernels of its own; 0: neither. */
+static int fbp_small_gemm_cpu(void)
+{
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
+    return __builtin_cpu_supports("avx512f") ? 2 : 1;
+}
+
+/* Row i of a register block (v0, v1) into C (added to what is there when
+ * accumulating), masked to the strip's columns. */
+#define FBP_GEMM_STORE(i, v0, v1, T, LANES, LOAD, STORE, ADD)                        \
+    if (mr > i) {                                                                    \
+        T *ci = c + i * ldc;                                                         \
+        if (accumulate) {                                                            \
+            v0 = ADD(v0, LOAD(ci, m0));                                              \
+            v1 = ADD(v1, LOAD(ci + LANES, m1));                                      \
+        }                                                                            \
+        STORE(ci, m0, v0);                                                           \
+        STORE(ci + LANES, m1, v1);                                                   \
+    }
+
+/* One register block: C[0:mr, 0:W) (=|+=) sum_p A(i, p) B[p, 0:W), where A(i, p) is
+ * a[i * ais + p * aps] and row p of B starts at b + p * ldb; the masks keep the
+ * columns of the strip that exist. V: vector type, W: two vectors' lanes. */
+#define FBP_DEFINE_SMALL_GEMM(T, SUFFIX, V, LANES, SET0, BCAST, FMA, MLOAD, MSTORE, LOADU, \
+                              STOREU, ADD, MASK)                                     \
+FBP_DEFINE_GEMM_BLOCK(T, SUFFIX, full, V, LANES, SET0, BCAST, FMA, LOADU, STOREU, ADD, MASK) \
+FBP_DEFINE_GEMM_BLOCK(T, SUFFIX, part, V, LANES, SET0, BCAST, FMA, MLOAD, MSTORE, ADD, MASK) \
+FBP_DEFINE_GEMM_STRIP(T, SUFFIX, full, MASK)                                          \
+FBP_DEFINE_GEMM_STRIP(T, SUFFIX, part, MASK)                                          \
+FBP_DEFINE_GEMM(T, SUFFIX, LANES, MASK)
+
+#define FBP_DEFINE_GEMM_BLOCK(T, SUFFIX, KIND, V, LANES, SET0, BCAST, FMA, LOAD, STORE, ADD, \
+                              MASK)                                                  \
+FBP_AVX2 static inline void fbp_gemm_block_##KIND##_##SUFFIX(                         \
+    int mr, ptrdiff_t k, const T *a, ptrdiff_t ais, ptrdiff_t aps, const T *b,         \
+    ptrdiff_t ldb, T *c, ptrdiff_t ldc, MASK m0, MASK m1, int accumulate)              \
+{                                                                                    \
+    V c00 = SET0(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;           \
+    V c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;              \
+    for (ptrdiff_t p = 0; p < k; p++) {                                              \
+        const T *bp = b + p * ldb, *ap = a + p * aps;                                \
+        V b0 = LOAD(bp, m0), b1 = LOAD(bp + LANES, m1), x;                         \
+        x = BCAST(ap);                                                               \
+        c00 = FMA(x, b0, c00); c01 = FMA(x, b1, c01);                                \
+        if (mr > 1) { x = BCAST(ap + ais); c10 = FMA(x, b0, c10); c11 = FMA(x, b1, c11); } \
+        if (mr > 2) { x = BCAST(ap + 2 * ais); c20 = FMA(x, b0, c20); c21 = FMA(x, b1, c21); } \
+        if (mr > 3) { x = BCAST(ap + 3 * ais); c30 = FMA(x, b0, c30); c31 = FMA(x, b1, c31); } \
+        if (mr > 4) { x = BCAST(ap + 4 * ais); c40 = FMA(x, b0, c40); c41 = FMA(x, b1, c41); } \
+        if (mr > 5) { x = BCAST(ap + 5 * ais); c50 = FMA(x, b0, c50); c51 = FMA(x, b1, c51); } \
+    }                                                                                \
+    FBP_GEMM_STORE(0, c00, c01, T, LANES, LOAD, STORE, ADD)                            \
+    FBP_GEMM_STORE(1, c10, c11, T, LANES, LOAD, STORE, ADD)                            \
+    FBP_GEMM_STORE(2, c20, c21, T, LANES, LOAD, STORE, ADD)                            \
+    FBP_GEMM_STORE(3, c30, c31, T, LANES, LOAD, STORE, ADD)                            \
+    FBP_GEMM_STORE(4, c40, c41, T, LANES, LOAD, STORE, ADD)                            \
+    FBP_GEMM_STORE(5, c50, c51, T, LANES, LOAD, STORE, ADD)                            \
+}
+
+/* All row blocks of one strip of C's columns (the masks' width; KIND full: all 2 x
+ * LANES columns, read and written without masks). */
+#define FBP_DEFINE_GEMM_STRIP(T, SUFFIX, KIND, MASK)                                  \
+FBP_AVX2 static void fbp_gemm_strip_##KIND##_##SUFFIX(                                          \
+    ptrdiff_t m, ptrdiff_t k, const T *a, ptrdiff_t ais, ptrdiff_t aps, const T *b,    \
+    ptrdiff_t ldb, T *c, ptrdiff_t ldc, MASK m0, MASK m1, int accumulate)              \
+{                                                                                    \
+    ptrdiff_t i = 0;                                                                 \
+    for (; i + FBP_GEMM_MR <= m; i += FBP_GEMM_MR)                                   \
+        fbp_gemm_block_##KIND##_##SUFFIX(FBP_GEMM_MR, k, a + i * ais, ais, aps, b, ldb,         \
+                                c + i * ldc, ldc, m0, m1, accumulate);               \
+    switch (m - i) { /* a constant mr for each, so that unused blocks vanish */      \
+    case 5: fbp_gemm_block_##KIND##_##SUFFIX(5, k, a + i * ais, ais, aps, b, ldb, c + i * ldc, \
+                                    ldc, m0, m1, accumulate); break;                  \
+    case 4: fbp_gemm_block_##KIND##_##SUFFIX(4, k, a + i * ais, ais, aps, b, ldb, c + i * ldc, \
+                                    ldc, m0, m1, accumulate); break;                  \
+    case 3: fbp_gemm_block_##KIND##_##SUFFIX(3, k, a + i * ais, ais, aps, b, ldb, c + i * ldc, \
+                                    ldc, m0, m1, accumulate); break;                  \
+    case 2: fbp_gemm_block_##KIND##_##SUFFIX(2, k, a + i * ais, ais, aps, b, ldb, c + i * ldc, \
+                                    ldc, m0, m1, accumulate); break;                  \
+    case 1: fbp_gemm_block_##KIND##_##SUFFIX(1, k, a + i * ais, ais, aps, b, ldb, c + i * ldc, \
+                                    ldc, m0, m1, accumulate); break;                  \
+    default: break;                                                                  \
+    }                                                                                \
+}
+
+/* Row-major C (m x n, row stride ldc) = op(A) @ op(B) (accumulate: C += it); A and B \
+ * have row strides lda and ldb as stored (op(A) = A^T: A is k x m). m, n, k >= 1. */
+#define FBP_DEFINE_GEMM(T, SUFFIX, LANES, MASK)                                       \
+FBP_AVX2 static void fbp_gemm_small_##SUFFIX(                                          \
+    int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *a,        \
+    ptrdiff_t lda, const T *b, ptrdiff_t ldb, int accumulate, T *c, ptrdiff_t ldc)     \
+{                                                                                    \
+    const ptrdiff_t W = 2 * LANES;                                                   \
+    ptrdiff_t ais = trans_a ? 1 : lda, aps = trans_a ? lda : 1;                      \
+    T packed[FBP_GEMM_KB * 2 * LANES];                                               \
+    for (ptrdiff_t j = 0; j < n; j += W) {                                           \
+        ptrdiff_t w = n - j < W ? n - j : W;                                         \
+        MASK m0, m1;                                                                 \
+        FBP_MASKS_##SUFFIX(w, &m0, &m1);                                              \
+        if (!trans_b) {                                                              \
+            if (w == W)                                                              \
+                fbp_gemm_strip_full_##SUFFIX(m, k, a, ais, aps, b + j, ldb, c + j, ldc, \
+                                             m0, m1, accumulate);                    \
+            else                                                                     \
+                fbp_gemm_strip_part_##SUFFIX(m, k, a, ais, aps, b + j, ldb, c + j, ldc, \
+                                             m0, m1, accumulate);                    \
+            continue;                                                                \
+        }                                                                            \
+        for (ptrdiff_t p0 = 0; p0 < k; p0 += FBP_GEMM_KB) {                          \
+            ptrdiff_t kb = k - p0 < FBP_GEMM_KB ? k - p0 : FBP_GEMM_KB;              \
+            for (ptrdiff_t q = 0; q < w; q++) { /* packed[p][q] = B[j + q][p0 + p] */  \
+                const T *row = b + (j + q) * ldb + p0;                               \
+                for (ptrdiff_t p = 0; p < kb; p++) packed[p * W + q] = row[p];       \
+            }                                                                        \
+            if (w == W)                                                              \
+                fbp_gemm_strip_full_##SUFFIX(m, kb, a + p0 * aps, ais, aps, packed, W,   \
+                                             c + j, ldc, m0, m1, accumulate || p0 > 0); \
+            else                                                                     \
+                fbp_gemm_strip_part_##SUFFIX(m, kb, a + p0 * aps, ais, aps, packed, W,   \
+                                             c + j, ldc, m0, m1, accumulate || p0 > 0); \
+        }                                                                            \
+    }                                                                                \
+}
+
+/* The lane masks of a strip w columns wide: lanes below w on, the rest off. */
+FBP_AVX2 static inline void FBP_MASKS_f32(ptrdiff_t w, __m256i *m0, __m256i *m1)
+{
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    *m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w), lane);
+    *m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w - 8), lane);
+}
+
+FBP_AVX2 static inline void FBP_MASKS_f64(ptrdiff_t w, __m256i *m0, __m256i *m1)
+{
+    const __m256i lane = _mm256_setr_epi64x(0, 1, 2, 3);
+    *m0 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(w), lane);
+    *m1 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(w - 4), lane);
+}
+
+/* Whole vectors for full strips (AMD's masked stores are slow); the mask unused. */
+#define FBP_LOADU_f32(p, mask) _mm256_loadu_ps(p)
+#define FBP_STOREU_f32(p, mask, v) _mm256_storeu_ps(p, v)
+#define FBP_LOADU_f64(p, mask) _mm256_loadu_pd(p)
+#define FBP_STOREU_f64(p, mask, v) _mm256_storeu_pd(p, v)
+
+FBP_DEFINE_SMALL_GEMM(float, f32, __m256, 8, _mm256_setzero_ps, _mm256_broadcast_ss,
+                      _mm256_fmadd_ps, _mm256_maskload_ps, _mm256_maskstore_ps,
+                      FBP_LOADU_f32, FBP_STOREU_f32, _mm256_add_ps, __m256i)
+FBP_DEFINE_SMALL_GEMM(double, f64, __m256d, 4, _mm256_setzero_pd, _mm256_broadcast_sd,
+                      _mm256_fmadd_pd, _mm256_maskload_pd, _mm256_maskstore_pd,
+                      FBP_LOADU_f64, FBP_STOREU_f64, _mm256_add_pd, __m256i)
+
+#else /* no kernels: never called (fbp_small_gemm_cpu() is 0) */
+
+static int fbp_small_gemm_cpu(void) { return 0; }
+
+static void fbp_gemm_small_f32(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
+                               ptrdiff_t k, const float *a, ptrdiff_t lda, const float *b,
+                               ptrdiff_t ldb, int accumulate, float *c, ptrdiff_t ldc)
+{
+    (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)a; (void)lda;
+    (void)b; (void)ldb; (void)accumulate; (void)c; (void)ldc;
+}
+
+static void fbp_gemm_small_f64(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
+                               ptrdiff_t k, const double *a, ptrdiff_t lda, const double *b,
+                               ptrdiff_t ldb, int accumulate, double *c, ptrdiff_t ldc)
+{
+    (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)a; (void)lda;
+    (void)b; (void)ldb; (void)accumulate; (void)c; (void)ldc;
+}
+
+#endif
+#endif
