@@ -266,11 +266,12 @@ cdef inline bint _small_product(bint trans_a, bint trans_b, int m, int n, int k,
 
     Fitted to ``bench/gemm_paths.py`` (AMD Zen 3, OpenBLAS 0.3, one thread, 2940
     products of the NN, NT and TN forms, m from 1 to 256, n from 2 to 512, k from 10
-    to 784, both dtypes): the rule's path is on average 3.4% slower than the faster
-    of the two (always BLAS: 43%; always the kernel: 5%, but up to 2x slower on big
-    products). The tiny, small and deep networks' products run 1.1-2x faster in the
-    kernel, one-row products 3-10x. The rule reads only the shapes, so a product's
-    path, and its bits, are the same on every run of a machine."""
+    to 784, both dtypes; ``bench/GEMM_PATHS.md``): the rule's path is on average
+    3.7% slower than the faster of the two (always BLAS: 56%; always the kernel
+    about 5%, but up to 2x slower on big products). The tiny, small and deep
+    networks' products run 1.1-2x faster in the kernel, one-row products 3-10x. The
+    rule reads only the shapes, so a product's path, and its bits, are the same on
+    every run of a machine."""
     cdef long long row = <long long>n * itemsize, size = <long long>m * k * itemsize
     if _SMALL_GEMM_CPU != 1 or m < 1 or n < 1 or k < 1 or row > 2048:
         return False
