@@ -4,8 +4,8 @@
  * small network's step (a 32 x 64 block by a 64 x 32 weight, a 100 x 100 layer over
  * 64 rows) copying costs as much as multiplying. Where OpenBLAS has no kernels of its
  * own for small products (its Haswell kernels, which it runs on AVX2 CPUs without
- * AVX-512, such as AMD Zen 2 and 3; on AVX-512 CPUs it has them), these register-blocked kernels read
- * the operands where they lie.
+ * AVX-512, such as AMD Zen 2 and 3; on AVX-512 CPUs it has them), these
+ * register-blocked kernels read the operands where they lie.
  *
  * Row-major C (m x n) = op(A) (m x k) @ op(B) (k x n), or C += it. A block of MR rows
  * by two vectors of columns of C stays in registers while p runs over all k: each
@@ -49,118 +49,155 @@ static int fbp_small_gemm_cpu(void)
 
 /* Row i of a register block (v0, v1) into C (added to what is there when
  * accumulating), masked to the strip's columns. */
-#define FBP_GEMM_STORE(i, v0, v1, T, LANES, LOAD, STORE, ADD)                        \
-    if (mr > i) {                                                                    \
-        T *ci = c + i * ldc;                                                         \
-        if (accumulate) {                                                            \
-            v0 = ADD(v0, LOAD(ci, m0));                                              \
-            v1 = ADD(v1, LOAD(ci + LANES, m1));                                      \
-        }                                                                            \
-        STORE(ci, m0, v0);                                                           \
-        STORE(ci + LANES, m1, v1);                                                   \
+#define FBP_GEMM_STORE(i, v0, v1, T, LANES, LOAD, STORE, ADD)                           \
+    if (mr > i) {                                                                       \
+        T *ci = c + i * ldc;                                                            \
+        if (accumulate) {                                                               \
+            v0 = ADD(v0, LOAD(ci, m0));                                                 \
+            v1 = ADD(v1, LOAD(ci + LANES, m1));                                         \
+        }                                                                               \
+        STORE(ci, m0, v0);                                                              \
+        STORE(ci + LANES, m1, v1);                                                      \
     }
+
+/* The kernel for one element type T (vectors V of LANES entries): register blocks
+ * and strips in two kinds, "full" (whole vectors, plain loads and stores: AMD's
+ * masked stores are slow) and "part" (the last strip, narrower than two vectors,
+ * through masked loads and stores), and fbp_gemm_small_<SUFFIX>. */
+#define FBP_DEFINE_SMALL_GEMM(T, SUFFIX, V, LANES, SET0, BCAST, FMA, MLOAD, MSTORE,     \
+                              LOADU, STOREU, ADD, MASK)                                 \
+FBP_DEFINE_GEMM_BLOCK(T, SUFFIX, full, V, LANES, SET0, BCAST, FMA, LOADU, STOREU, ADD,  \
+                      MASK)                                                             \
+FBP_DEFINE_GEMM_BLOCK(T, SUFFIX, part, V, LANES, SET0, BCAST, FMA, MLOAD, MSTORE, ADD,  \
+                      MASK)                                                             \
+FBP_DEFINE_GEMM_STRIP(T, SUFFIX, full, MASK)                                            \
+FBP_DEFINE_GEMM_STRIP(T, SUFFIX, part, MASK)                                            \
+FBP_DEFINE_GEMM(T, SUFFIX, LANES, MASK)
 
 /* One register block: C[0:mr, 0:W) (=|+=) sum_p A(i, p) B[p, 0:W), where A(i, p) is
  * a[i * ais + p * aps] and row p of B starts at b + p * ldb; the masks keep the
- * columns of the strip that exist. V: vector type, W: two vectors' lanes. */
-#define FBP_DEFINE_SMALL_GEMM(T, SUFFIX, V, LANES, SET0, BCAST, FMA, MLOAD, MSTORE, LOADU, \
-                              STOREU, ADD, MASK)                                     \
-FBP_DEFINE_GEMM_BLOCK(T, SUFFIX, full, V, LANES, SET0, BCAST, FMA, LOADU, STOREU, ADD, MASK) \
-FBP_DEFINE_GEMM_BLOCK(T, SUFFIX, part, V, LANES, SET0, BCAST, FMA, MLOAD, MSTORE, ADD, MASK) \
-FBP_DEFINE_GEMM_STRIP(T, SUFFIX, full, MASK)                                          \
-FBP_DEFINE_GEMM_STRIP(T, SUFFIX, part, MASK)                                          \
-FBP_DEFINE_GEMM(T, SUFFIX, LANES, MASK)
-
-#define FBP_DEFINE_GEMM_BLOCK(T, SUFFIX, KIND, V, LANES, SET0, BCAST, FMA, LOAD, STORE, ADD, \
-                              MASK)                                                  \
-FBP_AVX2 static inline void fbp_gemm_block_##KIND##_##SUFFIX(                         \
-    int mr, ptrdiff_t k, const T *a, ptrdiff_t ais, ptrdiff_t aps, const T *b,         \
-    ptrdiff_t ldb, T *c, ptrdiff_t ldc, MASK m0, MASK m1, int accumulate)              \
-{                                                                                    \
-    V c00 = SET0(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;           \
-    V c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;              \
-    for (ptrdiff_t p = 0; p < k; p++) {                                              \
-        const T *bp = b + p * ldb, *ap = a + p * aps;                                \
-        V b0 = LOAD(bp, m0), b1 = LOAD(bp + LANES, m1), x;                         \
-        x = BCAST(ap);                                                               \
-        c00 = FMA(x, b0, c00); c01 = FMA(x, b1, c01);                                \
-        if (mr > 1) { x = BCAST(ap + ais); c10 = FMA(x, b0, c10); c11 = FMA(x, b1, c11); } \
-        if (mr > 2) { x = BCAST(ap + 2 * ais); c20 = FMA(x, b0, c20); c21 = FMA(x, b1, c21); } \
-        if (mr > 3) { x = BCAST(ap + 3 * ais); c30 = FMA(x, b0, c30); c31 = FMA(x, b1, c31); } \
-        if (mr > 4) { x = BCAST(ap + 4 * ais); c40 = FMA(x, b0, c40); c41 = FMA(x, b1, c41); } \
-        if (mr > 5) { x = BCAST(ap + 5 * ais); c50 = FMA(x, b0, c50); c51 = FMA(x, b1, c51); } \
-    }                                                                                \
-    FBP_GEMM_STORE(0, c00, c01, T, LANES, LOAD, STORE, ADD)                            \
-    FBP_GEMM_STORE(1, c10, c11, T, LANES, LOAD, STORE, ADD)                            \
-    FBP_GEMM_STORE(2, c20, c21, T, LANES, LOAD, STORE, ADD)                            \
-    FBP_GEMM_STORE(3, c30, c31, T, LANES, LOAD, STORE, ADD)                            \
-    FBP_GEMM_STORE(4, c40, c41, T, LANES, LOAD, STORE, ADD)                            \
-    FBP_GEMM_STORE(5, c50, c51, T, LANES, LOAD, STORE, ADD)                            \
+ * columns of the strip that exist (W: two vectors' lanes). */
+#define FBP_DEFINE_GEMM_BLOCK(T, SUFFIX, KIND, V, LANES, SET0, BCAST, FMA, LOAD, STORE, \
+                              ADD, MASK)                                                \
+FBP_AVX2 static inline void fbp_gemm_block_##KIND##_##SUFFIX(                           \
+    int mr, ptrdiff_t k, const T *a, ptrdiff_t ais, ptrdiff_t aps, const T *b,          \
+    ptrdiff_t ldb, T *c, ptrdiff_t ldc, MASK m0, MASK m1, int accumulate)               \
+{                                                                                       \
+    (void)m0; (void)m1; /* unused by the full kind */                                   \
+    V c00 = SET0(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;              \
+    V c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;                 \
+    for (ptrdiff_t p = 0; p < k; p++) {                                                 \
+        const T *bp = b + p * ldb, *ap = a + p * aps;                                   \
+        V b0 = LOAD(bp, m0), b1 = LOAD(bp + LANES, m1), x;                              \
+        x = BCAST(ap);                                                                  \
+        c00 = FMA(x, b0, c00); c01 = FMA(x, b1, c01);                                   \
+        if (mr > 1) {                                                                   \
+            x = BCAST(ap + ais);                                                        \
+            c10 = FMA(x, b0, c10);                                                      \
+            c11 = FMA(x, b1, c11);                                                      \
+        }                                                                               \
+        if (mr > 2) {                                                                   \
+            x = BCAST(ap + 2 * ais);                                                    \
+            c20 = FMA(x, b0, c20);                                                      \
+            c21 = FMA(x, b1, c21);                                                      \
+        }                                                                               \
+        if (mr > 3) {                                                                   \
+            x = BCAST(ap + 3 * ais);                                                    \
+            c30 = FMA(x, b0, c30);                                                      \
+            c31 = FMA(x, b1, c31);                                                      \
+        }                                                                               \
+        if (mr > 4) {                                                                   \
+            x = BCAST(ap + 4 * ais);                                                    \
+            c40 = FMA(x, b0, c40);                                                      \
+            c41 = FMA(x, b1, c41);                                                      \
+        }                                                                               \
+        if (mr > 5) {                                                                   \
+            x = BCAST(ap + 5 * ais);                                                    \
+            c50 = FMA(x, b0, c50);                                                      \
+            c51 = FMA(x, b1, c51);                                                      \
+        }                                                                               \
+    }                                                                                   \
+    FBP_GEMM_STORE(0, c00, c01, T, LANES, LOAD, STORE, ADD)                             \
+    FBP_GEMM_STORE(1, c10, c11, T, LANES, LOAD, STORE, ADD)                             \
+    FBP_GEMM_STORE(2, c20, c21, T, LANES, LOAD, STORE, ADD)                             \
+    FBP_GEMM_STORE(3, c30, c31, T, LANES, LOAD, STORE, ADD)                             \
+    FBP_GEMM_STORE(4, c40, c41, T, LANES, LOAD, STORE, ADD)                             \
+    FBP_GEMM_STORE(5, c50, c51, T, LANES, LOAD, STORE, ADD)                             \
 }
 
 /* All row blocks of one strip of C's columns (the masks' width; KIND full: all 2 x
  * LANES columns, read and written without masks). */
-#define FBP_DEFINE_GEMM_STRIP(T, SUFFIX, KIND, MASK)                                  \
-FBP_AVX2 static void fbp_gemm_strip_##KIND##_##SUFFIX(                                          \
-    ptrdiff_t m, ptrdiff_t k, const T *a, ptrdiff_t ais, ptrdiff_t aps, const T *b,    \
-    ptrdiff_t ldb, T *c, ptrdiff_t ldc, MASK m0, MASK m1, int accumulate)              \
-{                                                                                    \
-    ptrdiff_t i = 0;                                                                 \
-    for (; i + FBP_GEMM_MR <= m; i += FBP_GEMM_MR)                                   \
-        fbp_gemm_block_##KIND##_##SUFFIX(FBP_GEMM_MR, k, a + i * ais, ais, aps, b, ldb,         \
-                                c + i * ldc, ldc, m0, m1, accumulate);               \
-    switch (m - i) { /* a constant mr for each, so that unused blocks vanish */      \
-    case 5: fbp_gemm_block_##KIND##_##SUFFIX(5, k, a + i * ais, ais, aps, b, ldb, c + i * ldc, \
-                                    ldc, m0, m1, accumulate); break;                  \
-    case 4: fbp_gemm_block_##KIND##_##SUFFIX(4, k, a + i * ais, ais, aps, b, ldb, c + i * ldc, \
-                                    ldc, m0, m1, accumulate); break;                  \
-    case 3: fbp_gemm_block_##KIND##_##SUFFIX(3, k, a + i * ais, ais, aps, b, ldb, c + i * ldc, \
-                                    ldc, m0, m1, accumulate); break;                  \
-    case 2: fbp_gemm_block_##KIND##_##SUFFIX(2, k, a + i * ais, ais, aps, b, ldb, c + i * ldc, \
-                                    ldc, m0, m1, accumulate); break;                  \
-    case 1: fbp_gemm_block_##KIND##_##SUFFIX(1, k, a + i * ais, ais, aps, b, ldb, c + i * ldc, \
-                                    ldc, m0, m1, accumulate); break;                  \
-    default: break;                                                                  \
-    }                                                                                \
+#define FBP_DEFINE_GEMM_STRIP(T, SUFFIX, KIND, MASK)                                    \
+FBP_AVX2 static void fbp_gemm_strip_##KIND##_##SUFFIX(                                  \
+    ptrdiff_t m, ptrdiff_t k, const T *a, ptrdiff_t ais, ptrdiff_t aps, const T *b,     \
+    ptrdiff_t ldb, T *c, ptrdiff_t ldc, MASK m0, MASK m1, int accumulate)               \
+{                                                                                       \
+    ptrdiff_t i = 0;                                                                    \
+    for (; i + FBP_GEMM_MR <= m; i += FBP_GEMM_MR)                                      \
+        fbp_gemm_block_##KIND##_##SUFFIX(FBP_GEMM_MR, k, a + i * ais, ais, aps, b, ldb, \
+                                         c + i * ldc, ldc, m0, m1, accumulate);         \
+    switch (m - i) { /* a constant mr each: unused accumulators vanish */               \
+    case 5:                                                                             \
+        fbp_gemm_block_##KIND##_##SUFFIX(5, k, a + i * ais, ais, aps, b, ldb,           \
+                                         c + i * ldc, ldc, m0, m1, accumulate);         \
+        break;                                                                          \
+    case 4:                                                                             \
+        fbp_gemm_block_##KIND##_##SUFFIX(4, k, a + i * ais, ais, aps, b, ldb,           \
+                                         c + i * ldc, ldc, m0, m1, accumulate);         \
+        break;                                                                          \
+    case 3:                                                                             \
+        fbp_gemm_block_##KIND##_##SUFFIX(3, k, a + i * ais, ais, aps, b, ldb,           \
+                                         c + i * ldc, ldc, m0, m1, accumulate);         \
+        break;                                                                          \
+    case 2:                                                                             \
+        fbp_gemm_block_##KIND##_##SUFFIX(2, k, a + i * ais, ais, aps, b, ldb,           \
+                                         c + i * ldc, ldc, m0, m1, accumulate);         \
+        break;                                                                          \
+    case 1:                                                                             \
+        fbp_gemm_block_##KIND##_##SUFFIX(1, k, a + i * ais, ais, aps, b, ldb,           \
+                                         c + i * ldc, ldc, m0, m1, accumulate);         \
+        break;                                                                          \
+    default: break;                                                                     \
+    }                                                                                   \
 }
 
-/* Row-major C (m x n, row stride ldc) = op(A) @ op(B) (accumulate: C += it); A and B \
+/* Row-major C (m x n, row stride ldc) = op(A) @ op(B) (accumulate: C += it); A and B   \
  * have row strides lda and ldb as stored (op(A) = A^T: A is k x m). m, n, k >= 1. */
-#define FBP_DEFINE_GEMM(T, SUFFIX, LANES, MASK)                                       \
-FBP_AVX2 static void fbp_gemm_small_##SUFFIX(                                          \
+#define FBP_DEFINE_GEMM(T, SUFFIX, LANES, MASK)                                         \
+FBP_AVX2 static void fbp_gemm_small_##SUFFIX(                                           \
     int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *a,        \
-    ptrdiff_t lda, const T *b, ptrdiff_t ldb, int accumulate, T *c, ptrdiff_t ldc)     \
-{                                                                                    \
-    const ptrdiff_t W = 2 * LANES;                                                   \
-    ptrdiff_t ais = trans_a ? 1 : lda, aps = trans_a ? lda : 1;                      \
-    T packed[FBP_GEMM_KB * 2 * LANES];                                               \
-    for (ptrdiff_t j = 0; j < n; j += W) {                                           \
-        ptrdiff_t w = n - j < W ? n - j : W;                                         \
-        MASK m0, m1;                                                                 \
-        FBP_MASKS_##SUFFIX(w, &m0, &m1);                                              \
-        if (!trans_b) {                                                              \
-            if (w == W)                                                              \
+    ptrdiff_t lda, const T *b, ptrdiff_t ldb, int accumulate, T *c, ptrdiff_t ldc)      \
+{                                                                                       \
+    const ptrdiff_t W = 2 * LANES;                                                      \
+    ptrdiff_t ais = trans_a ? 1 : lda, aps = trans_a ? lda : 1;                         \
+    T packed[FBP_GEMM_KB * 2 * LANES];                                                  \
+    for (ptrdiff_t j = 0; j < n; j += W) {                                              \
+        ptrdiff_t w = n - j < W ? n - j : W;                                            \
+        MASK m0, m1;                                                                    \
+        FBP_MASKS_##SUFFIX(w, &m0, &m1);                                                \
+        if (!trans_b) {                                                                 \
+            if (w == W)                                                                 \
                 fbp_gemm_strip_full_##SUFFIX(m, k, a, ais, aps, b + j, ldb, c + j, ldc, \
-                                             m0, m1, accumulate);                    \
-            else                                                                     \
+                                             m0, m1, accumulate);                       \
+            else                                                                        \
                 fbp_gemm_strip_part_##SUFFIX(m, k, a, ais, aps, b + j, ldb, c + j, ldc, \
-                                             m0, m1, accumulate);                    \
-            continue;                                                                \
-        }                                                                            \
-        for (ptrdiff_t p0 = 0; p0 < k; p0 += FBP_GEMM_KB) {                          \
-            ptrdiff_t kb = k - p0 < FBP_GEMM_KB ? k - p0 : FBP_GEMM_KB;              \
-            for (ptrdiff_t q = 0; q < w; q++) { /* packed[p][q] = B[j + q][p0 + p] */  \
-                const T *row = b + (j + q) * ldb + p0;                               \
-                for (ptrdiff_t p = 0; p < kb; p++) packed[p * W + q] = row[p];       \
-            }                                                                        \
-            if (w == W)                                                              \
-                fbp_gemm_strip_full_##SUFFIX(m, kb, a + p0 * aps, ais, aps, packed, W,   \
+                                             m0, m1, accumulate);                       \
+            continue;                                                                   \
+        }                                                                               \
+        for (ptrdiff_t p0 = 0; p0 < k; p0 += FBP_GEMM_KB) {                             \
+            ptrdiff_t kb = k - p0 < FBP_GEMM_KB ? k - p0 : FBP_GEMM_KB;                 \
+            for (ptrdiff_t q = 0; q < w; q++) { /* packed[p][q] = B[j + q][p0 + p] */   \
+                const T *row = b + (j + q) * ldb + p0;                                  \
+                for (ptrdiff_t p = 0; p < kb; p++) packed[p * W + q] = row[p];          \
+            }                                                                           \
+            if (w == W)                                                                 \
+                fbp_gemm_strip_full_##SUFFIX(m, kb, a + p0 * aps, ais, aps, packed, W,  \
                                              c + j, ldc, m0, m1, accumulate || p0 > 0); \
-            else                                                                     \
-                fbp_gemm_strip_part_##SUFFIX(m, kb, a + p0 * aps, ais, aps, packed, W,   \
+            else                                                                        \
+                fbp_gemm_strip_part_##SUFFIX(m, kb, a + p0 * aps, ais, aps, packed, W,  \
                                              c + j, ldc, m0, m1, accumulate || p0 > 0); \
-        }                                                                            \
-    }                                                                                \
+        }                                                                               \
+    }                                                                                   \
 }
 
 /* The lane masks of a strip w columns wide: lanes below w on, the rest off. */
