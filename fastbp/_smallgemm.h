@@ -47,6 +47,20 @@ static int fbp_small_gemm_cpu(void)
     return __builtin_cpu_supports("avx512f") ? 2 : 1;
 }
 
+/* Row i of a register block (v0, v1) takes A(i, p) times row p of B (rows the
+ * block does not have are left out at compile time: mr is a constant). */
+#define FBP_GEMM_FMA(i, v0, v1, BCAST, FMA)                                             \
+    if (mr > i) {                                                                       \
+        x = BCAST(ap + i * ais);                                                        \
+        v0 = FMA(x, b0, v0);                                                            \
+        v1 = FMA(x, b1, v1);                                                            \
+    }
+
+/* A register block of rows i.. of the strip (mr a constant, see above). */
+#define FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, MR)                                           \
+    fbp_gemm_block_##KIND##_##SUFFIX(MR, k, a + i * ais, ais, aps, b, ldb, c + i * ldc, \
+                                     ldc, m0, m1, accumulate)
+
 /* Row i of a register block (v0, v1) into C (added to what is there when
  * accumulating), masked to the strip's columns. */
 #define FBP_GEMM_STORE(i, v0, v1, T, LANES, LOAD, STORE, ADD)                           \
@@ -63,7 +77,8 @@ static int fbp_small_gemm_cpu(void)
 /* The kernel for one element type T (vectors V of LANES entries): register blocks
  * and strips in two kinds, "full" (whole vectors, plain loads and stores: AMD's
  * masked stores are slow) and "part" (the last strip, narrower than two vectors,
- * through masked loads and stores), and fbp_gemm_small_<SUFFIX>. */
+ * through masked loads and stores), the strip of either kind, and
+ * fbp_gemm_small_<SUFFIX>. */
 #define FBP_DEFINE_SMALL_GEMM(T, SUFFIX, V, LANES, SET0, BCAST, FMA, MLOAD, MSTORE,     \
                               LOADU, STOREU, ADD, MASK)                                 \
 FBP_DEFINE_GEMM_BLOCK(T, SUFFIX, full, V, LANES, SET0, BCAST, FMA, LOADU, STOREU, ADD,  \
@@ -72,6 +87,17 @@ FBP_DEFINE_GEMM_BLOCK(T, SUFFIX, part, V, LANES, SET0, BCAST, FMA, MLOAD, MSTORE
                       MASK)                                                             \
 FBP_DEFINE_GEMM_STRIP(T, SUFFIX, full, MASK)                                            \
 FBP_DEFINE_GEMM_STRIP(T, SUFFIX, part, MASK)                                            \
+FBP_AVX2 static inline void fbp_gemm_strip_##SUFFIX(                                    \
+    int full, ptrdiff_t m, ptrdiff_t k, const T *a, ptrdiff_t ais, ptrdiff_t aps,       \
+    const T *b, ptrdiff_t ldb, T *c, ptrdiff_t ldc, MASK m0, MASK m1, int accumulate)   \
+{                                                                                       \
+    if (full)                                                                           \
+        fbp_gemm_strip_full_##SUFFIX(m, k, a, ais, aps, b, ldb, c, ldc, m0, m1,         \
+                                     accumulate);                                       \
+    else                                                                                \
+        fbp_gemm_strip_part_##SUFFIX(m, k, a, ais, aps, b, ldb, c, ldc, m0, m1,         \
+                                     accumulate);                                       \
+}                                                                                       \
 FBP_DEFINE_GEMM(T, SUFFIX, LANES, MASK)
 
 /* One register block: C[0:mr, 0:W) (=|+=) sum_p A(i, p) B[p, 0:W), where A(i, p) is
@@ -89,33 +115,12 @@ FBP_AVX2 static inline void fbp_gemm_block_##KIND##_##SUFFIX(                   
     for (ptrdiff_t p = 0; p < k; p++) {                                                 \
         const T *bp = b + p * ldb, *ap = a + p * aps;                                   \
         V b0 = LOAD(bp, m0), b1 = LOAD(bp + LANES, m1), x;                              \
-        x = BCAST(ap);                                                                  \
-        c00 = FMA(x, b0, c00); c01 = FMA(x, b1, c01);                                   \
-        if (mr > 1) {                                                                   \
-            x = BCAST(ap + ais);                                                        \
-            c10 = FMA(x, b0, c10);                                                      \
-            c11 = FMA(x, b1, c11);                                                      \
-        }                                                                               \
-        if (mr > 2) {                                                                   \
-            x = BCAST(ap + 2 * ais);                                                    \
-            c20 = FMA(x, b0, c20);                                                      \
-            c21 = FMA(x, b1, c21);                                                      \
-        }                                                                               \
-        if (mr > 3) {                                                                   \
-            x = BCAST(ap + 3 * ais);                                                    \
-            c30 = FMA(x, b0, c30);                                                      \
-            c31 = FMA(x, b1, c31);                                                      \
-        }                                                                               \
-        if (mr > 4) {                                                                   \
-            x = BCAST(ap + 4 * ais);                                                    \
-            c40 = FMA(x, b0, c40);                                                      \
-            c41 = FMA(x, b1, c41);                                                      \
-        }                                                                               \
-        if (mr > 5) {                                                                   \
-            x = BCAST(ap + 5 * ais);                                                    \
-            c50 = FMA(x, b0, c50);                                                      \
-            c51 = FMA(x, b1, c51);                                                      \
-        }                                                                               \
+        FBP_GEMM_FMA(0, c00, c01, BCAST, FMA)                                           \
+        FBP_GEMM_FMA(1, c10, c11, BCAST, FMA)                                           \
+        FBP_GEMM_FMA(2, c20, c21, BCAST, FMA)                                           \
+        FBP_GEMM_FMA(3, c30, c31, BCAST, FMA)                                           \
+        FBP_GEMM_FMA(4, c40, c41, BCAST, FMA)                                           \
+        FBP_GEMM_FMA(5, c50, c51, BCAST, FMA)                                           \
     }                                                                                   \
     FBP_GEMM_STORE(0, c00, c01, T, LANES, LOAD, STORE, ADD)                             \
     FBP_GEMM_STORE(1, c10, c11, T, LANES, LOAD, STORE, ADD)                             \
@@ -134,34 +139,18 @@ FBP_AVX2 static void fbp_gemm_strip_##KIND##_##SUFFIX(                          
 {                                                                                       \
     ptrdiff_t i = 0;                                                                    \
     for (; i + FBP_GEMM_MR <= m; i += FBP_GEMM_MR)                                      \
-        fbp_gemm_block_##KIND##_##SUFFIX(FBP_GEMM_MR, k, a + i * ais, ais, aps, b, ldb, \
-                                         c + i * ldc, ldc, m0, m1, accumulate);         \
+        FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, FBP_GEMM_MR);                                 \
     switch (m - i) { /* a constant mr each: unused accumulators vanish */               \
-    case 5:                                                                             \
-        fbp_gemm_block_##KIND##_##SUFFIX(5, k, a + i * ais, ais, aps, b, ldb,           \
-                                         c + i * ldc, ldc, m0, m1, accumulate);         \
-        break;                                                                          \
-    case 4:                                                                             \
-        fbp_gemm_block_##KIND##_##SUFFIX(4, k, a + i * ais, ais, aps, b, ldb,           \
-                                         c + i * ldc, ldc, m0, m1, accumulate);         \
-        break;                                                                          \
-    case 3:                                                                             \
-        fbp_gemm_block_##KIND##_##SUFFIX(3, k, a + i * ais, ais, aps, b, ldb,           \
-                                         c + i * ldc, ldc, m0, m1, accumulate);         \
-        break;                                                                          \
-    case 2:                                                                             \
-        fbp_gemm_block_##KIND##_##SUFFIX(2, k, a + i * ais, ais, aps, b, ldb,           \
-                                         c + i * ldc, ldc, m0, m1, accumulate);         \
-        break;                                                                          \
-    case 1:                                                                             \
-        fbp_gemm_block_##KIND##_##SUFFIX(1, k, a + i * ais, ais, aps, b, ldb,           \
-                                         c + i * ldc, ldc, m0, m1, accumulate);         \
-        break;                                                                          \
+    case 5: FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, 5); break;                                \
+    case 4: FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, 4); break;                                \
+    case 3: FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, 3); break;                                \
+    case 2: FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, 2); break;                                \
+    case 1: FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, 1); break;                                \
     default: break;                                                                     \
     }                                                                                   \
 }
 
-/* Row-major C (m x n, row stride ldc) = op(A) @ op(B) (accumulate: C += it); A and B   \
+/* Row-major C (m x n, row stride ldc) = op(A) @ op(B) (accumulate: C += it); A and B
  * have row strides lda and ldb as stored (op(A) = A^T: A is k x m). m, n, k >= 1. */
 #define FBP_DEFINE_GEMM(T, SUFFIX, LANES, MASK)                                         \
 FBP_AVX2 static void fbp_gemm_small_##SUFFIX(                                           \
@@ -176,12 +165,8 @@ FBP_AVX2 static void fbp_gemm_small_##SUFFIX(                                   
         MASK m0, m1;                                                                    \
         FBP_MASKS_##SUFFIX(w, &m0, &m1);                                                \
         if (!trans_b) {                                                                 \
-            if (w == W)                                                                 \
-                fbp_gemm_strip_full_##SUFFIX(m, k, a, ais, aps, b + j, ldb, c + j, ldc, \
-                                             m0, m1, accumulate);                       \
-            else                                                                        \
-                fbp_gemm_strip_part_##SUFFIX(m, k, a, ais, aps, b + j, ldb, c + j, ldc, \
-                                             m0, m1, accumulate);                       \
+            fbp_gemm_strip_##SUFFIX(w == W, m, k, a, ais, aps, b + j, ldb, c + j, ldc,  \
+                                    m0, m1, accumulate);                                \
             continue;                                                                   \
         }                                                                               \
         for (ptrdiff_t p0 = 0; p0 < k; p0 += FBP_GEMM_KB) {                             \
@@ -190,12 +175,8 @@ FBP_AVX2 static void fbp_gemm_small_##SUFFIX(                                   
                 const T *row = b + (j + q) * ldb + p0;                                  \
                 for (ptrdiff_t p = 0; p < kb; p++) packed[p * W + q] = row[p];          \
             }                                                                           \
-            if (w == W)                                                                 \
-                fbp_gemm_strip_full_##SUFFIX(m, kb, a + p0 * aps, ais, aps, packed, W,  \
-                                             c + j, ldc, m0, m1, accumulate || p0 > 0); \
-            else                                                                        \
-                fbp_gemm_strip_part_##SUFFIX(m, kb, a + p0 * aps, ais, aps, packed, W,  \
-                                             c + j, ldc, m0, m1, accumulate || p0 > 0); \
+            fbp_gemm_strip_##SUFFIX(w == W, m, kb, a + p0 * aps, ais, aps, packed, W,   \
+                                    c + j, ldc, m0, m1, accumulate || p0 > 0);          \
         }                                                                               \
     }                                                                                   \
 }
