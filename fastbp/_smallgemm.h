@@ -12,6 +12,10 @@
  * step broadcasts MR entries of op(A) and loads two vectors of row p of op(B). A
  * transposed A is read with swapped strides; a transposed B (a weight read as W^T)
  * is first copied, KB rows at a time, into a small buffer of the strip's columns.
+ * One or two rows left over below the last whole block (a one-row prediction, the
+ * last rows of a batch) would leave too few accumulators to hide the FMA's latency:
+ * with B not transposed they are computed instead in blocks WIDE vectors of C wide
+ * (eight accumulators), the same sums in the same order.
  * Each entry of C is the sum over p in order (with B transposed, KB terms at a time
  * added to C), so the kernel's result depends only on the shapes: not on the thread
  * that computes it, nor on the rows of C beside it.
@@ -32,9 +36,12 @@
 #define FBP_SMALL_GEMM 0
 #endif
 
-/* Rows of C in a register block, and the rows of op(B) copied at a time for B^T. */
+/* Rows of C in a register block, the rows of op(B) copied at a time for B^T, and
+ * the accumulators of a block of one or two rows (one row by eight vectors of C,
+ * two rows by four). */
 #define FBP_GEMM_MR 6
 #define FBP_GEMM_KB 256
+#define FBP_GEMM_WIDE 8
 
 #if FBP_SMALL_GEMM
 
@@ -77,8 +84,8 @@ static int fbp_small_gemm_cpu(void)
 /* The kernel for one element type T (vectors V of LANES entries): register blocks
  * and strips in two kinds, "full" (whole vectors, plain loads and stores: AMD's
  * masked stores are slow) and "part" (the last strip, narrower than two vectors,
- * through masked loads and stores), the strip of either kind, and
- * fbp_gemm_small_<SUFFIX>. */
+ * through masked loads and stores), the strip of either kind, the wide blocks of
+ * one or two rows, and fbp_gemm_small_<SUFFIX>. */
 #define FBP_DEFINE_SMALL_GEMM(T, SUFFIX, V, LANES, SET0, BCAST, FMA, MLOAD, MSTORE,     \
                               LOADU, STOREU, ADD, MASK)                                 \
 FBP_DEFINE_GEMM_BLOCK(T, SUFFIX, full, V, LANES, SET0, BCAST, FMA, LOADU, STOREU, ADD,  \
@@ -98,6 +105,7 @@ FBP_AVX2 static inline void fbp_gemm_strip_##SUFFIX(                            
         fbp_gemm_strip_part_##SUFFIX(m, k, a, ais, aps, b, ldb, c, ldc, m0, m1,         \
                                      accumulate);                                       \
 }                                                                                       \
+FBP_DEFINE_GEMM_WIDE(T, SUFFIX, V, LANES, SET0, BCAST, FMA, LOADU, STOREU, ADD, MASK)   \
 FBP_DEFINE_GEMM(T, SUFFIX, LANES, MASK)
 
 /* One register block: C[0:mr, 0:W) (=|+=) sum_p A(i, p) B[p, 0:W), where A(i, p) is
@@ -150,6 +158,45 @@ FBP_AVX2 static void fbp_gemm_strip_##KIND##_##SUFFIX(                          
     }                                                                                   \
 }
 
+/* Rows 0..mr (mr 1 or 2, a constant) of C across all n columns, B not transposed:
+ * blocks of mr rows by WIDE / mr whole vectors while they fit, the columns left over
+ * in strips (each entry summed as a strip's block sums it). */
+#define FBP_DEFINE_GEMM_WIDE(T, SUFFIX, V, LANES, SET0, BCAST, FMA, LOADU, STOREU, ADD, \
+                             MASK)                                                      \
+FBP_AVX2 static inline void fbp_gemm_wide_##SUFFIX(                                     \
+    int mr, ptrdiff_t n, ptrdiff_t k, const T *a, ptrdiff_t ais, ptrdiff_t aps,         \
+    const T *b, ptrdiff_t ldb, T *c, ptrdiff_t ldc, int accumulate)                     \
+{                                                                                       \
+    const int nv = FBP_GEMM_WIDE / mr;                                                  \
+    ptrdiff_t j = 0;                                                                    \
+    for (; j + nv * LANES <= n; j += nv * LANES) {                                      \
+        V acc[FBP_GEMM_WIDE], bv[FBP_GEMM_WIDE];                                        \
+        for (int v = 0; v < FBP_GEMM_WIDE; v++) acc[v] = SET0();                        \
+        for (ptrdiff_t p = 0; p < k; p++) {                                             \
+            const T *bp = b + p * ldb + j, *ap = a + p * aps;                           \
+            for (int v = 0; v < nv; v++) bv[v] = LOADU(bp + v * LANES, 0);              \
+            for (int i = 0; i < mr; i++) {                                              \
+                V x = BCAST(ap + i * ais);                                              \
+                for (int v = 0; v < nv; v++)                                            \
+                    acc[i * nv + v] = FMA(x, bv[v], acc[i * nv + v]);                   \
+            }                                                                           \
+        }                                                                               \
+        for (int i = 0; i < mr; i++)                                                    \
+            for (int v = 0; v < nv; v++) {                                              \
+                T *cv = c + i * ldc + j + v * LANES;                                    \
+                V sum = acc[i * nv + v];                                                \
+                STOREU(cv, 0, accumulate ? ADD(sum, LOADU(cv, 0)) : sum);               \
+            }                                                                           \
+    }                                                                                   \
+    for (; j < n; j += 2 * LANES) {                                                     \
+        ptrdiff_t w = n - j < 2 * LANES ? n - j : 2 * LANES;                            \
+        MASK m0, m1;                                                                    \
+        FBP_MASKS_##SUFFIX(w, &m0, &m1);                                                \
+        fbp_gemm_strip_##SUFFIX(w == 2 * LANES, mr, k, a, ais, aps, b + j, ldb, c + j,  \
+                                ldc, m0, m1, accumulate);                               \
+    }                                                                                   \
+}
+
 /* Row-major C (m x n, row stride ldc) = op(A) @ op(B) (accumulate: C += it); A and B
  * have row strides lda and ldb as stored (op(A) = A^T: A is k x m). m, n, k >= 1. */
 #define FBP_DEFINE_GEMM(T, SUFFIX, LANES, MASK)                                         \
@@ -160,7 +207,16 @@ FBP_AVX2 static void fbp_gemm_small_##SUFFIX(                                   
     const ptrdiff_t W = 2 * LANES;                                                      \
     ptrdiff_t ais = trans_a ? 1 : lda, aps = trans_a ? lda : 1;                         \
     T packed[FBP_GEMM_KB * 2 * LANES];                                                  \
-    for (ptrdiff_t j = 0; j < n; j += W) {                                              \
+    /* One or two rows below the last whole block: wide blocks (B not transposed). */   \
+    ptrdiff_t left = m % FBP_GEMM_MR, wide = !trans_b && left <= 2 ? left : 0;          \
+    m -= wide;                                                                          \
+    if (wide == 1)                                                                      \
+        fbp_gemm_wide_##SUFFIX(1, n, k, a + m * ais, ais, aps, b, ldb, c + m * ldc, ldc, \
+                               accumulate);                                             \
+    else if (wide == 2)                                                                 \
+        fbp_gemm_wide_##SUFFIX(2, n, k, a + m * ais, ais, aps, b, ldb, c + m * ldc, ldc, \
+                               accumulate);                                             \
+    for (ptrdiff_t j = 0; j < n && m > 0; j += W) {                                     \
         ptrdiff_t w = n - j < W ? n - j : W;                                            \
         MASK m0, m1;                                                                    \
         FBP_MASKS_##SUFFIX(w, &m0, &m1);                                                \

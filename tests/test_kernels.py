@@ -389,6 +389,35 @@ def test_small_kernel_is_exact_on_small_integers(dtype, trans_a, trans_b, k):
     np.testing.assert_array_equal(out, exact.astype(dtype))
 
 
+@needs_small_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a, trans_b", FORMS)
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_small_kernel_gives_a_row_the_same_bits_alone_or_among_others(
+    dtype, trans_a, trans_b, beta
+):
+    # The kernel sums each entry over p in order, whatever rows it computes with it:
+    # in blocks of six rows, or (the one or two rows below the last block, with B not
+    # transposed) in wide blocks of one row by eight vectors or two rows by four. So
+    # each row of a 14 x 130 product (two blocks and two rows left; 130 columns: wide
+    # blocks and a narrower strip left) is, bit for bit, the same row computed alone
+    # or in a pair: a wide block that summed differently, or misplaced a column,
+    # would show. Random entries.
+    rng = rng_for("small-kernel-rows", dtype, trans_a, trans_b, beta)
+    m, n, k = 14, 130, 77
+    opa, opb, a, b = matmul_operands(m, k, n, dtype, trans_a, trans_b, rng)
+    c0 = rng.normal(size=(m, n)).astype(dtype)
+    whole = c0.copy()
+    _core.matmul(a, b, whole, trans_a=trans_a, trans_b=trans_b, beta=beta, path="small")
+    check_gemm(whole, opa, opb, 1.0, beta, c0, dtype)
+    for rows in (1, 2):
+        for i in range(m - rows + 1):
+            part = np.ascontiguousarray(a[:, i : i + rows] if trans_a else a[i : i + rows])
+            out = c0[i : i + rows].copy()
+            _core.matmul(part, b, out, trans_a=trans_a, trans_b=trans_b, beta=beta, path="small")
+            np.testing.assert_array_equal(out, whole[i : i + rows], err_msg=f"rows {i}+{rows}")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("trans_a, trans_b", FORMS)
 @pytest.mark.parametrize(
