@@ -1,4 +1,4 @@
-"""Declares the compiled extension; all metadata lives in pyproject.toml.
+"""Declares the compiled extensions; all metadata lives in pyproject.toml.
 
 Set FASTBP_DEBUG=1 to build a debug extension with bounds and wraparound checks on
 and without optimization (for hunting a bad index, not for timing).
@@ -70,6 +70,13 @@ extensions = [
     Extension(
         "fastbp._csv",
         ["fastbp/_csv.pyx"],
+        extra_compile_args=extra_compile_args,
+        extra_link_args=strip_flags,
+    ),
+    # The guard of a model's weights (a read section per predict call).
+    Extension(
+        "fastbp._guard",
+        ["fastbp/_guard.pyx"],
         extra_compile_args=extra_compile_args,
         extra_link_args=strip_flags,
     ),

@@ -1,5 +1,5 @@
-"""What the wheel and the sdist hold: the wheel no C or Cython sources and a stripped
-extension; the sdist the sources the build needs and not the generated C file.
+"""What the wheel and the sdist hold: the wheel no C or Cython sources and stripped
+extensions; the sdist the sources the build needs and not the generated C file.
 Prints their sizes. Usage: check_wheel.py WHEEL SDIST"""
 
 import subprocess
@@ -16,10 +16,17 @@ def main(wheel, sdist):
         sources = [n for n in names if n.endswith((".c", ".pyx", ".pxd", ".h"))]
         if sources:
             problems.append(f"the wheel carries sources: {sources}")
-        extensions = [n for n in names if n.startswith("fastbp/_core") and n.endswith(".so")]
-        if len(extensions) != 1:
-            problems.append(f"the wheel should hold one fastbp/_core extension, has {extensions}")
-        for needed in ("fastbp/py.typed", "fastbp/_core.pyi", "fastbp/__init__.py"):
+        extensions = [n for n in names if n.endswith(".so")]
+        for module in ("_core", "_csv", "_guard"):
+            held = [n for n in extensions if n.startswith(f"fastbp/{module}.")]
+            if len(held) != 1:
+                problems.append(f"the wheel should hold one fastbp.{module} extension, has {held}")
+        for needed in (
+            "fastbp/py.typed",
+            "fastbp/_core.pyi",
+            "fastbp/_guard.pyi",
+            "fastbp/__init__.py",
+        ):
             if needed not in names:
                 problems.append(f"the wheel lacks {needed}")
         with tempfile.TemporaryDirectory() as folder:
@@ -36,6 +43,8 @@ def main(wheel, sdist):
         for needed in (
             "fastbp/_core.pyx",
             "fastbp/_core.pxd",
+            "fastbp/_csv.pyx",
+            "fastbp/_guard.pyx",
             "fastbp/_vmath.h",
             "fastbp/_parallel.h",
             "fastbp/_smallgemm.h",
@@ -47,8 +56,9 @@ def main(wheel, sdist):
         ):
             if not any(n.endswith("/" + needed) for n in names):
                 problems.append(f"the sdist lacks {needed}")
-        if any(n.endswith("fastbp/_core.c") for n in names):
-            problems.append("the sdist carries the generated fastbp/_core.c")
+        for module in ("_core", "_csv", "_guard"):
+            if any(n.endswith(f"fastbp/{module}.c") for n in names):
+                problems.append(f"the sdist carries the generated fastbp/{module}.c")
     import os
 
     print(

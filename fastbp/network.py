@@ -257,7 +257,7 @@ class Network:
         ``rows`` rows, bound to the parameters and this thread's inference workspace
         once: a predict call then costs its input check, its output and the pass."""
         predictor = getattr(self._local, "predictor", None)
-        if predictor is None or predictor.capacity < min(rows, INFERENCE_CHUNK):
+        if predictor is None or predictor.capacity < rows and predictor.capacity < INFERENCE_CHUNK:
             ws = self.inference_workspace(rows)
             predictor = self._local.predictor = core().Predictor(
                 self.params, ws.buffer, ws.capacity, self.compiled

@@ -1,4 +1,4 @@
-"""The guard (fastbp/_guard.py): many readers or one writer, the writer may read, a
+"""The guard (fastbp/_guard.pyx): many readers or one writer, the writer may read, a
 waiting writer goes before new readers and waiting readers before the next write,
 and one fit at a time."""
 
@@ -95,3 +95,58 @@ def test_a_fit_started_from_inside_a_fit_says_so():
     with pytest.raises(RuntimeError, match="already training in this thread"):
         model.fit(X, y, epochs=1, callbacks=[Nested()])
     model.fit(X, y, epochs=1)  # the guard was released
+
+
+def test_readers_and_writers_never_overlap_under_frequent_thread_switches():
+    # Three readers (the lock-free fast path) and a writer (the locked, waiting
+    # path) enter and leave their sections many times with the interpreter switching
+    # threads every microsecond; inside, each checks that the other kind is absent.
+    import sys
+
+    guard = Guard()
+    inside = {"readers": 0, "writers": 0}
+    counts_lock = threading.Lock()
+    overlaps, done = [], {"reads": 0, "writes": 0}
+
+    def enter(kind, other):
+        with counts_lock:
+            inside[kind] += 1
+            if inside[other]:
+                overlaps.append(dict(inside))
+
+    def leave(kind):
+        with counts_lock:
+            inside[kind] -= 1
+
+    def reader():
+        for _ in range(3000):
+            token = guard.acquire_read()
+            enter("readers", "writers")
+            time.sleep(0)  # let another thread run inside the section
+            leave("readers")
+            guard.release_read(token)
+            with counts_lock:
+                done["reads"] += 1
+
+    def writer():
+        for _ in range(300):
+            guard.acquire_write()
+            enter("writers", "readers")
+            for _ in range(5):
+                time.sleep(0)  # let the readers try while this thread writes
+            leave("writers")
+            guard.release_write()
+            with counts_lock:
+                done["writes"] += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [in_thread(reader) for _ in range(3)] + [in_thread(writer)]
+        for thread in threads:
+            thread.join(60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not any(thread.is_alive() for thread in threads)  # no deadlock
+    assert overlaps == []
+    assert done == {"reads": 9000, "writes": 300}
