@@ -258,25 +258,34 @@ cdef inline bint _small_product(bint trans_a, bint trans_b, int m, int n, int k,
     kernels there, which pack both operands; on AVX-512 CPUs it has small-product
     kernels of its own. Then by the kernel's costs: it reads all of A again for each
     strip of two vectors' columns of C (so A must stay in cache, and a wide C
-    tightens that), reads a transposed A across its rows (half the room), and in
-    float32 wastes most of a strip narrower than 9 columns (unless A has at most 8
-    rows, where BLAS's own overhead is larger). A row of C is at most 2 KB; A is at
-    most 256 KB with B transposed, else 256 KB (128 KB transposed) for a C row of at
-    most 512 bytes and 64 KB for a wider one.
+    tightens that), and reads a transposed A across its rows (half the room). One
+    or two rows of C with B not transposed (wide blocks that read B once, where
+    BLAS would copy all of it first) always take the kernel. Otherwise a row of C is
+    at most 2 KB. A C one strip wide (a row of at most 64 bytes) reads A once,
+    whatever its size; there only float32 products of 2-7 columns over more than 32
+    rows, with A not transposed, stay in BLAS (a narrow block fills less than a
+    vector). Two strips (at most 128 bytes) read it twice, still faster than BLAS
+    whatever its size. Wider, A is at most 256 KB with B transposed, else 256 KB
+    (128 KB transposed) for a C row of at most 512 bytes and 64 KB for a wider one.
 
     Fitted to ``bench/gemm_paths.py`` (AMD Zen 3, OpenBLAS 0.3, one thread, 2940
     products of the NN, NT and TN forms, m from 1 to 256, n from 2 to 512, k from 10
-    to 784, both dtypes; ``bench/GEMM_PATHS.md``): the rule's path is on average
-    3.7% slower than the faster of the two (always BLAS: 56%; always the kernel
-    about 5%, but up to 2x slower on big products). The tiny, small and deep
-    networks' products run 1.1-2x faster in the kernel, one-row products 3-10x. The
-    rule reads only the shapes, so a product's path, and its bits, are the same on
-    every run of a machine."""
+    to 784, both dtypes; ``bench/GEMM_PATHS.md``): the rule's path takes on average
+    1.4% longer than the faster of the two (always BLAS: 70%). The tiny, small and deep
+    networks' products run 1.1-2x faster in the kernel, one-row products 3-10x,
+    gradients of narrow outputs 1.5-3x. The rule reads only the shapes, so a
+    product's path, and its bits, are the same on every run of a machine."""
     cdef long long row = <long long>n * itemsize, size = <long long>m * k * itemsize
-    if _SMALL_GEMM_CPU != 1 or m < 1 or n < 1 or k < 1 or row > 2048:
+    if _SMALL_GEMM_CPU != 1 or m < 1 or n < 1 or k < 1:
         return False
-    if itemsize == 4 and n < 9 and m > 8:
+    if m <= 2 and not trans_b:
+        return True
+    if row > 2048:
         return False
+    if row <= 64:
+        return trans_a or itemsize == 8 or n >= 8 or m <= 32
+    if row <= 128:
+        return True
     if trans_b:
         return size <= 262144
     if row > 512:

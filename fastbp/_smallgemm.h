@@ -12,6 +12,10 @@
  * step broadcasts MR entries of op(A) and loads two vectors of row p of op(B). A
  * transposed A is read with swapped strides; a transposed B (a weight read as W^T)
  * is first copied, KB rows at a time, into a small buffer of the strip's columns.
+ * A strip at most one vector wide (the last columns of a product whose width is a
+ * vector and a bit, or a product at most one vector wide) is computed in "narrow"
+ * blocks of 12 rows by one vector instead: the same twelve accumulators, half the
+ * multiplications of a two-vector block whose second vector would be masked off.
  * One or two rows left over below the last whole block (a one-row prediction, the
  * last rows of a batch) would leave too few accumulators to hide the FMA's latency:
  * with B not transposed they are computed instead in blocks WIDE vectors of C wide
@@ -36,9 +40,10 @@
 #define FBP_SMALL_GEMM 0
 #endif
 
-/* Rows of C in a register block, the rows of op(B) copied at a time for B^T, and
- * the accumulators of a block of one or two rows (one row by eight vectors of C,
- * two rows by four). */
+/* Rows of C in a register block (two vectors wide; a narrow one, one vector wide,
+ * has twice as many: the literal 12 below), the rows of op(B) copied at a time for
+ * B^T, and the accumulators of a block of one or two rows (one row by eight vectors
+ * of C, two rows by four). */
 #define FBP_GEMM_MR 6
 #define FBP_GEMM_KB 256
 #define FBP_GEMM_WIDE 8
@@ -81,29 +86,61 @@ static int fbp_small_gemm_cpu(void)
         STORE(ci + LANES, m1, v1);                                                      \
     }
 
+/* Row i of a narrow block (one vector v, the columns of mask m0), as the two above. */
+#define FBP_GEMM_FMA1(i, v, BCAST, FMA)                                                 \
+    if (mr > i) v = FMA(BCAST(ap + i * ais), b0, v);
+#define FBP_GEMM_STORE1(i, v, T, LOAD, STORE, ADD)                                      \
+    if (mr > i) {                                                                       \
+        T *ci = c + i * ldc;                                                            \
+        STORE(ci, m0, accumulate ? ADD(v, LOAD(ci, m0)) : v);                           \
+    }
+
+/* The register blocks below a strip's last whole one, a constant mr each (unused
+ * accumulators vanish): up to 5 rows (two-vector blocks), up to 11 (narrow ones). */
+#define FBP_GEMM_LEFT_6(KIND, SUFFIX)                                                   \
+    case 5: FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, 5); break;                                \
+    case 4: FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, 4); break;                                \
+    case 3: FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, 3); break;                                \
+    case 2: FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, 2); break;                                \
+    case 1: FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, 1); break;
+#define FBP_GEMM_LEFT_12(KIND, SUFFIX)                                                  \
+    case 11: FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, 11); break;                              \
+    case 10: FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, 10); break;                              \
+    case 9: FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, 9); break;                                \
+    case 8: FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, 8); break;                                \
+    case 7: FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, 7); break;                                \
+    case 6: FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, 6); break;                                \
+    FBP_GEMM_LEFT_6(KIND, SUFFIX)
+
 /* The kernel for one element type T (vectors V of LANES entries): register blocks
  * and strips in two kinds, "full" (whole vectors, plain loads and stores: AMD's
  * masked stores are slow) and "part" (the last strip, narrower than two vectors,
- * through masked loads and stores), the strip of either kind, the wide blocks of
- * one or two rows, and fbp_gemm_small_<SUFFIX>. */
+ * through masked loads and stores), "narrow" ones (a last strip at most one vector
+ * wide, masked), the strip of any kind of width w, the wide blocks of one or two
+ * rows, and fbp_gemm_small_<SUFFIX>. */
 #define FBP_DEFINE_SMALL_GEMM(T, SUFFIX, V, LANES, SET0, BCAST, FMA, MLOAD, MSTORE,     \
                               LOADU, STOREU, ADD, MASK)                                 \
 FBP_DEFINE_GEMM_BLOCK(T, SUFFIX, full, V, LANES, SET0, BCAST, FMA, LOADU, STOREU, ADD,  \
                       MASK)                                                             \
 FBP_DEFINE_GEMM_BLOCK(T, SUFFIX, part, V, LANES, SET0, BCAST, FMA, MLOAD, MSTORE, ADD,  \
                       MASK)                                                             \
-FBP_DEFINE_GEMM_STRIP(T, SUFFIX, full, MASK)                                            \
-FBP_DEFINE_GEMM_STRIP(T, SUFFIX, part, MASK)                                            \
+FBP_DEFINE_GEMM_NARROW(T, SUFFIX, V, SET0, BCAST, FMA, MLOAD, MSTORE, ADD, MASK)       \
+FBP_DEFINE_GEMM_STRIP(T, SUFFIX, full, MASK, 6)                                         \
+FBP_DEFINE_GEMM_STRIP(T, SUFFIX, part, MASK, 6)                                         \
+FBP_DEFINE_GEMM_STRIP(T, SUFFIX, narrow, MASK, 12)                                      \
 FBP_AVX2 static inline void fbp_gemm_strip_##SUFFIX(                                    \
-    int full, ptrdiff_t m, ptrdiff_t k, const T *a, ptrdiff_t ais, ptrdiff_t aps,       \
+    ptrdiff_t w, ptrdiff_t m, ptrdiff_t k, const T *a, ptrdiff_t ais, ptrdiff_t aps,    \
     const T *b, ptrdiff_t ldb, T *c, ptrdiff_t ldc, MASK m0, MASK m1, int accumulate)   \
 {                                                                                       \
-    if (full)                                                                           \
+    if (w == 2 * LANES)                                                                 \
         fbp_gemm_strip_full_##SUFFIX(m, k, a, ais, aps, b, ldb, c, ldc, m0, m1,         \
                                      accumulate);                                       \
-    else                                                                                \
+    else if (w > LANES)                                                                 \
         fbp_gemm_strip_part_##SUFFIX(m, k, a, ais, aps, b, ldb, c, ldc, m0, m1,         \
                                      accumulate);                                       \
+    else                                                                                \
+        fbp_gemm_strip_narrow_##SUFFIX(m, k, a, ais, aps, b, ldb, c, ldc, m0, m1,       \
+                                       accumulate);                                     \
 }                                                                                       \
 FBP_DEFINE_GEMM_WIDE(T, SUFFIX, V, LANES, SET0, BCAST, FMA, LOADU, STOREU, ADD, MASK)   \
 FBP_DEFINE_GEMM(T, SUFFIX, LANES, MASK)
@@ -138,22 +175,52 @@ FBP_AVX2 static inline void fbp_gemm_block_##KIND##_##SUFFIX(                   
     FBP_GEMM_STORE(5, c50, c51, T, LANES, LOAD, STORE, ADD)                             \
 }
 
+/* A narrow register block: C[0:mr, 0:w) (=|+=) sum_p A(i, p) B[p, 0:w) for mr up to
+ * 12 rows and w up to one vector's lanes (mask m0; m1 unused), as above. */
+#define FBP_DEFINE_GEMM_NARROW(T, SUFFIX, V, SET0, BCAST, FMA, LOAD, STORE, ADD, MASK)  \
+FBP_AVX2 static inline void fbp_gemm_block_narrow_##SUFFIX(                             \
+    int mr, ptrdiff_t k, const T *a, ptrdiff_t ais, ptrdiff_t aps, const T *b,          \
+    ptrdiff_t ldb, T *c, ptrdiff_t ldc, MASK m0, MASK m1, int accumulate)               \
+{                                                                                       \
+    (void)m1;                                                                           \
+    V c0 = SET0(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;                         \
+    V c6 = c0, c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;                           \
+    for (ptrdiff_t p = 0; p < k; p++) {                                                 \
+        const T *ap = a + p * aps;                                                      \
+        V b0 = LOAD(b + p * ldb, m0);                                                   \
+        FBP_GEMM_FMA1(0, c0, BCAST, FMA) FBP_GEMM_FMA1(1, c1, BCAST, FMA)               \
+        FBP_GEMM_FMA1(2, c2, BCAST, FMA) FBP_GEMM_FMA1(3, c3, BCAST, FMA)               \
+        FBP_GEMM_FMA1(4, c4, BCAST, FMA) FBP_GEMM_FMA1(5, c5, BCAST, FMA)               \
+        FBP_GEMM_FMA1(6, c6, BCAST, FMA) FBP_GEMM_FMA1(7, c7, BCAST, FMA)               \
+        FBP_GEMM_FMA1(8, c8, BCAST, FMA) FBP_GEMM_FMA1(9, c9, BCAST, FMA)               \
+        FBP_GEMM_FMA1(10, c10, BCAST, FMA) FBP_GEMM_FMA1(11, c11, BCAST, FMA)           \
+    }                                                                                   \
+    FBP_GEMM_STORE1(0, c0, T, LOAD, STORE, ADD)                                         \
+    FBP_GEMM_STORE1(1, c1, T, LOAD, STORE, ADD)                                         \
+    FBP_GEMM_STORE1(2, c2, T, LOAD, STORE, ADD)                                         \
+    FBP_GEMM_STORE1(3, c3, T, LOAD, STORE, ADD)                                         \
+    FBP_GEMM_STORE1(4, c4, T, LOAD, STORE, ADD)                                         \
+    FBP_GEMM_STORE1(5, c5, T, LOAD, STORE, ADD)                                         \
+    FBP_GEMM_STORE1(6, c6, T, LOAD, STORE, ADD)                                         \
+    FBP_GEMM_STORE1(7, c7, T, LOAD, STORE, ADD)                                         \
+    FBP_GEMM_STORE1(8, c8, T, LOAD, STORE, ADD)                                         \
+    FBP_GEMM_STORE1(9, c9, T, LOAD, STORE, ADD)                                         \
+    FBP_GEMM_STORE1(10, c10, T, LOAD, STORE, ADD)                                       \
+    FBP_GEMM_STORE1(11, c11, T, LOAD, STORE, ADD)                                       \
+}
+
 /* All row blocks of one strip of C's columns (the masks' width; KIND full: all 2 x
- * LANES columns, read and written without masks). */
-#define FBP_DEFINE_GEMM_STRIP(T, SUFFIX, KIND, MASK)                                    \
+ * LANES columns, read and written without masks), MR rows a block. */
+#define FBP_DEFINE_GEMM_STRIP(T, SUFFIX, KIND, MASK, MR)                                \
 FBP_AVX2 static void fbp_gemm_strip_##KIND##_##SUFFIX(                                  \
     ptrdiff_t m, ptrdiff_t k, const T *a, ptrdiff_t ais, ptrdiff_t aps, const T *b,     \
     ptrdiff_t ldb, T *c, ptrdiff_t ldc, MASK m0, MASK m1, int accumulate)               \
 {                                                                                       \
     ptrdiff_t i = 0;                                                                    \
-    for (; i + FBP_GEMM_MR <= m; i += FBP_GEMM_MR)                                      \
-        FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, FBP_GEMM_MR);                                 \
-    switch (m - i) { /* a constant mr each: unused accumulators vanish */               \
-    case 5: FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, 5); break;                                \
-    case 4: FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, 4); break;                                \
-    case 3: FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, 3); break;                                \
-    case 2: FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, 2); break;                                \
-    case 1: FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, 1); break;                                \
+    for (; i + MR <= m; i += MR)                                                        \
+        FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, MR);                                          \
+    switch (m - i) {                                                                    \
+    FBP_GEMM_LEFT_##MR(KIND, SUFFIX)                                                    \
     default: break;                                                                     \
     }                                                                                   \
 }
@@ -192,8 +259,8 @@ FBP_AVX2 static inline void fbp_gemm_wide_##SUFFIX(                             
         ptrdiff_t w = n - j < 2 * LANES ? n - j : 2 * LANES;                            \
         MASK m0, m1;                                                                    \
         FBP_MASKS_##SUFFIX(w, &m0, &m1);                                                \
-        fbp_gemm_strip_##SUFFIX(w == 2 * LANES, mr, k, a, ais, aps, b + j, ldb, c + j,  \
-                                ldc, m0, m1, accumulate);                               \
+        fbp_gemm_strip_##SUFFIX(w, mr, k, a, ais, aps, b + j, ldb, c + j, ldc, m0, m1,  \
+                                accumulate);                                            \
     }                                                                                   \
 }
 
@@ -221,7 +288,7 @@ FBP_AVX2 static void fbp_gemm_small_##SUFFIX(                                   
         MASK m0, m1;                                                                    \
         FBP_MASKS_##SUFFIX(w, &m0, &m1);                                                \
         if (!trans_b) {                                                                 \
-            fbp_gemm_strip_##SUFFIX(w == W, m, k, a, ais, aps, b + j, ldb, c + j, ldc,  \
+            fbp_gemm_strip_##SUFFIX(w, m, k, a, ais, aps, b + j, ldb, c + j, ldc,       \
                                     m0, m1, accumulate);                                \
             continue;                                                                   \
         }                                                                               \
@@ -231,7 +298,7 @@ FBP_AVX2 static void fbp_gemm_small_##SUFFIX(                                   
                 const T *row = b + (j + q) * ldb + p0;                                  \
                 for (ptrdiff_t p = 0; p < kb; p++) packed[p * W + q] = row[p];          \
             }                                                                           \
-            fbp_gemm_strip_##SUFFIX(w == W, m, kb, a + p0 * aps, ais, aps, packed, W,   \
+            fbp_gemm_strip_##SUFFIX(w, m, kb, a + p0 * aps, ais, aps, packed, W,        \
                                     c + j, ldc, m0, m1, accumulate || p0 > 0);          \
         }                                                                               \
     }                                                                                   \

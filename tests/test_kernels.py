@@ -439,7 +439,10 @@ def test_auto_path_is_the_one_the_rule_names(dtype, trans_a, trans_b, mnk):
 @pytest.mark.skipif(_core.SMALL_GEMM_CPU != 1, reason="the rule takes BLAS on this CPU")
 def test_the_rule_takes_the_kernel_for_small_networks_and_blas_for_big_or_narrow():
     # The tiny, small and deep networks' products (bench/gemm_paths.py measures them
-    # 1.1-2x faster in the kernel), and the medium network's and narrow outputs in BLAS.
+    # 1.1-2x faster in the kernel), a narrow output's gradient, a C one or two strips
+    # wide however long its A, and one or two rows however wide; the medium network's
+    # products, a two-column output's forward product over many rows and a one-row
+    # product by a wide transposed B, in BLAS.
     for m, n, k, ta, tb in [
         (32, 32, 64, False, False),
         (32, 32, 10, False, True),
@@ -448,13 +451,22 @@ def test_the_rule_takes_the_kernel_for_small_networks_and_blas_for_big_or_narrow
         (64, 100, 100, False, True),
         (50, 100, 128, True, False),
         (64, 10, 128, False, False),
+        (256, 2, 128, True, False),
+        (64, 8, 64, False, False),
+        (256, 16, 784, False, False),
+        (256, 32, 784, False, False),
+        (32, 2, 256, False, False),
+        (1, 4096, 784, False, False),
+        (2, 4096, 784, True, False),
     ]:
         assert _core.gemm_path(m, n, k, ta, tb, "float32") == "small", (m, n, k, ta, tb)
     for m, n, k, ta, tb in [
         (128, 512, 784, False, False),
         (392, 512, 256, True, False),
         (128, 2, 256, False, False),
-        (64, 8, 64, False, False),
+        (128, 2, 256, False, True),
+        (256, 64, 784, False, False),
+        (1, 4096, 784, False, True),
     ]:
         assert _core.gemm_path(m, n, k, ta, tb, "float32") == "blas", (m, n, k, ta, tb)
 
