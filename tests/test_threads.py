@@ -180,3 +180,23 @@ def test_the_fits_start_loss_runs_with_blas_limited_as_the_steps(always_parallel
     with threadpool_limits(limits=2):
         model, _ = train(2, "cross_entropy", fastbp.SGD(lr=0.02), batch_size=8)
     assert _threads.plan(1e9, 2) == (2, 1) and seen == [1]
+
+
+def test_blas_limited_limits_every_blas_library_and_restores_each():
+    # Inside: every BLAS library at the limit. After (also when the block raises):
+    # each library back at its own count, a library set differently from the others
+    # included.
+    libraries = _threads._blas().lib_controllers
+    assert libraries  # SciPy's OpenBLAS at least
+    with threadpool_limits(limits=2, user_api="blas"):
+        libraries[0].set_num_threads(1)
+        before = [lib.num_threads for lib in libraries]
+        assert before[0] == 1 and all(count == 2 for count in before[1:])
+        with _threads.blas_limited(1):
+            assert [lib.num_threads for lib in libraries] == [1] * len(libraries)
+        assert [lib.num_threads for lib in libraries] == before
+        with pytest.raises(RuntimeError, match="inside"):
+            with _threads.blas_limited(2):
+                assert [lib.num_threads for lib in libraries] == [2] * len(libraries)
+                raise RuntimeError("inside")
+        assert [lib.num_threads for lib in libraries] == before
