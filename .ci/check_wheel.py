@@ -8,6 +8,8 @@ import tarfile
 import tempfile
 import zipfile
 
+EXTENSIONS = ("_core", "_csv", "_guard")  # the compiled modules setup.py declares
+
 
 def main(wheel, sdist):
     problems = []
@@ -17,7 +19,7 @@ def main(wheel, sdist):
         if sources:
             problems.append(f"the wheel carries sources: {sources}")
         extensions = [n for n in names if n.endswith(".so")]
-        for module in ("_core", "_csv", "_guard"):
+        for module in EXTENSIONS:
             held = [n for n in extensions if n.startswith(f"fastbp/{module}.")]
             if len(held) != 1:
                 problems.append(f"the wheel should hold one fastbp.{module} extension, has {held}")
@@ -56,7 +58,7 @@ def main(wheel, sdist):
         ):
             if not any(n.endswith("/" + needed) for n in names):
                 problems.append(f"the sdist lacks {needed}")
-        for module in ("_core", "_csv", "_guard"):
+        for module in EXTENSIONS:
             if any(n.endswith(f"fastbp/{module}.c") for n in names):
                 problems.append(f"the sdist carries the generated fastbp/{module}.c")
     import os

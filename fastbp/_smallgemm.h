@@ -116,8 +116,8 @@ static int fbp_small_gemm_cpu(void)
  * and strips in two kinds, "full" (whole vectors, plain loads and stores: AMD's
  * masked stores are slow) and "part" (the last strip, narrower than two vectors,
  * through masked loads and stores), "narrow" ones (a last strip at most one vector
- * wide, masked), the strip of any kind of width w, the wide blocks of one or two
- * rows, and fbp_gemm_small_<SUFFIX>. */
+ * wide, masked), the strip of any kind of width w, the strips across columns (B in
+ * place), the wide blocks of one or two rows, and fbp_gemm_small_<SUFFIX>. */
 #define FBP_DEFINE_SMALL_GEMM(T, SUFFIX, V, LANES, SET0, BCAST, FMA, MLOAD, MSTORE,     \
                               LOADU, STOREU, ADD, MASK)                                 \
 FBP_DEFINE_GEMM_BLOCK(T, SUFFIX, full, V, LANES, SET0, BCAST, FMA, LOADU, STOREU, ADD,  \
@@ -142,7 +142,8 @@ FBP_AVX2 static inline void fbp_gemm_strip_##SUFFIX(                            
         fbp_gemm_strip_narrow_##SUFFIX(m, k, a, ais, aps, b, ldb, c, ldc, m0, m1,       \
                                        accumulate);                                     \
 }                                                                                       \
-FBP_DEFINE_GEMM_WIDE(T, SUFFIX, V, LANES, SET0, BCAST, FMA, LOADU, STOREU, ADD, MASK)   \
+FBP_DEFINE_GEMM_STRIPS(T, SUFFIX, LANES, MASK)                                          \
+FBP_DEFINE_GEMM_WIDE(T, SUFFIX, V, LANES, SET0, BCAST, FMA, LOADU, STOREU, ADD)         \
 FBP_DEFINE_GEMM(T, SUFFIX, LANES, MASK)
 
 /* One register block: C[0:mr, 0:W) (=|+=) sum_p A(i, p) B[p, 0:W), where A(i, p) is
@@ -225,11 +226,26 @@ FBP_AVX2 static void fbp_gemm_strip_##KIND##_##SUFFIX(                          
     }                                                                                   \
 }
 
+/* Rows 0..m of C, columns j..n, B not transposed: strip after strip, each of the
+ * kind its width calls for. */
+#define FBP_DEFINE_GEMM_STRIPS(T, SUFFIX, LANES, MASK)                                  \
+FBP_AVX2 static void fbp_gemm_strips_##SUFFIX(                                          \
+    ptrdiff_t j, ptrdiff_t n, ptrdiff_t m, ptrdiff_t k, const T *a, ptrdiff_t ais,      \
+    ptrdiff_t aps, const T *b, ptrdiff_t ldb, T *c, ptrdiff_t ldc, int accumulate)      \
+{                                                                                       \
+    for (; j < n; j += 2 * LANES) {                                                     \
+        ptrdiff_t w = n - j < 2 * LANES ? n - j : 2 * LANES;                            \
+        MASK m0, m1;                                                                    \
+        FBP_MASKS_##SUFFIX(w, &m0, &m1);                                                \
+        fbp_gemm_strip_##SUFFIX(w, m, k, a, ais, aps, b + j, ldb, c + j, ldc, m0, m1,   \
+                                accumulate);                                            \
+    }                                                                                   \
+}
+
 /* Rows 0..mr (mr 1 or 2, a constant) of C across all n columns, B not transposed:
  * blocks of mr rows by WIDE / mr whole vectors while they fit, the columns left over
  * in strips (each entry summed as a strip's block sums it). */
-#define FBP_DEFINE_GEMM_WIDE(T, SUFFIX, V, LANES, SET0, BCAST, FMA, LOADU, STOREU, ADD, \
-                             MASK)                                                      \
+#define FBP_DEFINE_GEMM_WIDE(T, SUFFIX, V, LANES, SET0, BCAST, FMA, LOADU, STOREU, ADD) \
 FBP_AVX2 static inline void fbp_gemm_wide_##SUFFIX(                                     \
     int mr, ptrdiff_t n, ptrdiff_t k, const T *a, ptrdiff_t ais, ptrdiff_t aps,         \
     const T *b, ptrdiff_t ldb, T *c, ptrdiff_t ldc, int accumulate)                     \
@@ -255,13 +271,7 @@ FBP_AVX2 static inline void fbp_gemm_wide_##SUFFIX(                             
                 STOREU(cv, 0, accumulate ? ADD(sum, LOADU(cv, 0)) : sum);               \
             }                                                                           \
     }                                                                                   \
-    for (; j < n; j += 2 * LANES) {                                                     \
-        ptrdiff_t w = n - j < 2 * LANES ? n - j : 2 * LANES;                            \
-        MASK m0, m1;                                                                    \
-        FBP_MASKS_##SUFFIX(w, &m0, &m1);                                                \
-        fbp_gemm_strip_##SUFFIX(w, mr, k, a, ais, aps, b + j, ldb, c + j, ldc, m0, m1,  \
-                                accumulate);                                            \
-    }                                                                                   \
+    fbp_gemm_strips_##SUFFIX(j, n, mr, k, a, ais, aps, b, ldb, c, ldc, accumulate);     \
 }
 
 /* Row-major C (m x n, row stride ldc) = op(A) @ op(B) (accumulate: C += it); A and B
@@ -283,15 +293,16 @@ FBP_AVX2 static void fbp_gemm_small_##SUFFIX(                                   
     else if (wide == 2)                                                                 \
         fbp_gemm_wide_##SUFFIX(2, n, k, a + m * ais, ais, aps, b, ldb, c + m * ldc, ldc, \
                                accumulate);                                             \
-    for (ptrdiff_t j = 0; j < n && m > 0; j += W) {                                     \
+    if (!trans_b) { /* no rows left when the wide blocks took them all */              \
+        if (m > 0)                                                                      \
+            fbp_gemm_strips_##SUFFIX(0, n, m, k, a, ais, aps, b, ldb, c, ldc,           \
+                                     accumulate);                                       \
+        return;                                                                         \
+    }                                                                                   \
+    for (ptrdiff_t j = 0; j < n; j += W) {                                              \
         ptrdiff_t w = n - j < W ? n - j : W;                                            \
         MASK m0, m1;                                                                    \
         FBP_MASKS_##SUFFIX(w, &m0, &m1);                                                \
-        if (!trans_b) {                                                                 \
-            fbp_gemm_strip_##SUFFIX(w, m, k, a, ais, aps, b + j, ldb, c + j, ldc,       \
-                                    m0, m1, accumulate);                                \
-            continue;                                                                   \
-        }                                                                               \
         for (ptrdiff_t p0 = 0; p0 < k; p0 += FBP_GEMM_KB) {                             \
             ptrdiff_t kb = k - p0 < FBP_GEMM_KB ? k - p0 : FBP_GEMM_KB;                 \
             for (ptrdiff_t q = 0; q < w; q++) { /* packed[p][q] = B[j + q][p0 + p] */   \
