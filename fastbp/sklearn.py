@@ -610,6 +610,36 @@ def _times(sample_weight, weights):
     return weights if sample_weight is None else sample_weight * weights
 
 
+def _known_labels_indicator(binarizer, y, dtype):
+    """``binarizer.transform(y)`` as ``dtype``, for a 1-D y of integer, boolean,
+    string or object labels all among a fitted binary or multi-class binarizer's classes (one
+    batch of partial_fit): found by binary search in the sorted classes, without
+    scikit-learn's label-type inference, which costs milliseconds a call. None for
+    any other y (another type, or a label not among the classes), which the general
+    path takes (and rejects with scikit-learn's messages)."""
+    classes = binarizer.classes_
+    if (
+        binarizer.y_type_ not in ("binary", "multiclass")
+        or len(classes) < 2
+        or y.ndim != 1
+        or y.dtype.kind != classes.dtype.kind
+        or y.dtype.kind not in "iubUO"
+    ):
+        return None
+    try:
+        codes = np.searchsorted(classes, y)
+    except TypeError:  # objects that do not compare (say, strings and numbers)
+        return None
+    np.minimum(codes, len(classes) - 1, out=codes)  # past the last: not a class
+    if not np.array_equal(classes[codes], y):
+        return None
+    if binarizer.y_type_ == "binary":  # one column: 1 for the second class
+        return (codes == 1).astype(dtype).reshape(-1, 1)
+    indicator = np.zeros((len(y), len(classes)), dtype=dtype)
+    indicator[np.arange(len(y)), codes] = 1
+    return indicator
+
+
 def _model_input(X, dtype):
     """X as the model takes it: CSR for sparse input (never densified)."""
     if hasattr(X, "tocsr"):
@@ -759,6 +789,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self._label_binarizer.fit(y)
             self.classes_ = self._label_binarizer.classes_
         else:
+            indicator = _known_labels_indicator(self._label_binarizer, y, X.dtype)
+            if indicator is not None and not self.warm_start:  # partial_fit's usual case
+                return X, indicator
             classes = unique_labels(y)
             if self.warm_start:
                 if set(classes) != set(self.classes_):

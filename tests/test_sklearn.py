@@ -218,6 +218,49 @@ def test_warm_start_and_partial_fit_equal_scikit_learn():
     assert not hasattr(MLPClassifier(solver="lbfgs"), "partial_fit")
 
 
+@pytest.mark.parametrize(
+    "classes",
+    [
+        [0, 1],
+        [-3, 5, 10],
+        np.array([4, 9], np.int8),
+        ["b", "a", "c"],
+        np.array(["b", "a", "c"], dtype=object),  # a pandas column of strings
+        [False, True],
+    ],
+)
+def test_partial_fit_batches_equal_scikit_learn(classes):
+    """partial_fit encodes a batch's labels by searching the sorted classes (not by
+    scikit-learn's type inference): small batches that miss classes train as
+    scikit-learn's, and a label outside the classes (below the first, between two,
+    past the last, or one that does not compare) is rejected as it rejects it."""
+    X, _ = classification()
+    y = np.asarray(classes)[np.random.default_rng(3).integers(0, len(classes), len(X))]
+    sk, ours = both(MLPClassifier, hidden_layer_sizes=(5,), random_state=2, solver="sgd")
+    for est in (sk, ours):
+        est.partial_fit(X[:20], y[:20], classes=classes)
+        for start in range(20, len(X), 3):
+            est.partial_fit(X[start : start + 3], y[start : start + 3])
+    assert_same_fit(sk, ours)
+    if y.dtype.kind in "iu":
+        strangers = [y.min() - 1, y.max() + 1, 6 if 5 in classes else None]
+    elif y.dtype.kind == "U":
+        strangers = ["0", "d", "ab"]
+    elif y.dtype.kind == "O":
+        strangers = ["0", "d", "ab", 5]  # 5: objects that do not compare
+    else:
+        strangers = []
+    for stranger in (s for s in strangers if s is not None):
+        as_object = y.dtype if y.dtype == object else None
+        batch = np.concatenate([y[:2], np.array([stranger], dtype=as_object)])
+        assert stranger in batch.tolist() and stranger not in list(classes)
+        with pytest.raises((ValueError, TypeError)) as expected:
+            sk.partial_fit(X[:3], batch)
+        with pytest.raises(type(expected.value)) as raised:
+            ours.partial_fit(X[:3], batch)
+        assert str(raised.value) == str(expected.value)
+
+
 def test_convergence_warnings_as_scikit_learn():
     from sklearn.exceptions import ConvergenceWarning
 
