@@ -611,12 +611,13 @@ def _times(sample_weight, weights):
 
 
 def _known_labels_indicator(binarizer, y, dtype):
-    """``binarizer.transform(y)`` as ``dtype``, for a 1-D y of integer, boolean,
-    string or object labels all among a fitted binary or multi-class binarizer's classes (one
-    batch of partial_fit): found by binary search in the sorted classes, without
-    scikit-learn's label-type inference, which costs milliseconds a call. None for
-    any other y (another type, or a label not among the classes), which the general
-    path takes (and rejects with scikit-learn's messages)."""
+    """``binarizer.transform(y)`` as ``dtype`` for a 1-D y (one batch of
+    partial_fit) of integer, boolean, string or object labels that are all among the
+    classes of a binarizer fitted to binary or multi-class labels: each found by
+    binary search in the sorted classes, without scikit-learn's label-type
+    inference, which costs milliseconds a call. None for any other y (another type,
+    or a label not among the classes): the general path takes it, and rejects it
+    with scikit-learn's messages."""
     classes = binarizer.classes_
     if (
         binarizer.y_type_ not in ("binary", "multiclass")
@@ -789,9 +790,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self._label_binarizer.fit(y)
             self.classes_ = self._label_binarizer.classes_
         else:
-            indicator = _known_labels_indicator(self._label_binarizer, y, X.dtype)
-            if indicator is not None and not self.warm_start:  # partial_fit's usual case
-                return X, indicator
+            if not self.warm_start:  # partial_fit: a batch of known labels, mostly
+                indicator = _known_labels_indicator(self._label_binarizer, y, X.dtype)
+                if indicator is not None:
+                    return X, indicator
             classes = unique_labels(y)
             if self.warm_start:
                 if set(classes) != set(self.classes_):
