@@ -232,3 +232,30 @@ def test_charts_from_the_results(tmp_path):
     for name in ("steps.png", "sklearn.png"):
         with open(tmp_path / name, "rb") as file:
             assert file.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sklearn_compare_quick(tmp_path):
+    """bench/sklearn_compare.py --quick: every (data set, solver) row for both
+    libraries, and the online-learning case (partial_fit, 32 rows a call), whose
+    held-out accuracies agree (the same algorithm: at most one test sample of the
+    450 may flip on rounding) and whose per-call times are measured."""
+    pytest.importorskip("sklearn")
+    out, out_json = tmp_path / "SKLEARN.md", tmp_path / "sklearn.json"
+    script = os.path.join(ROOT, "bench", "sklearn_compare.py")
+    run([script, "--quick", "--out", str(out), "--json", str(out_json)], timeout=600)
+    data = json.loads(out_json.read_text())
+    assert {(r["data"], r["solver"]) for r in data["rows"]} == {
+        (d, s)
+        for d in ("digits", "iris", "wine", "breast cancer", "diabetes")
+        for s in ("adam", "sgd nesterov", "lbfgs")
+    }
+    online = data["online"]
+    assert online["batch"] == 32 and online["passes"] == 5
+    assert abs(online["fastbp"]["score"] - online["sklearn"]["score"]) <= 1 / 450 + 1e-12
+    assert online["fastbp"]["score"] > 0.9  # digits after five passes
+    assert online["fastbp"]["call_s"] > 0 and online["sklearn"]["call_s"] > 0
+    speedup = online["sklearn"]["call_s"] / online["fastbp"]["call_s"]
+    assert online["speedup"] == pytest.approx(speedup)
+    rows = dict(table_rows(out.read_text()))
+    assert rows["fastbp"] == f"{online['fastbp']['call_s'] * 1e6:.0f}"
+    assert rows["sklearn"] == f"{online['sklearn']['call_s'] * 1e6:.0f}"
