@@ -58,6 +58,7 @@ extensions = [
         depends=[
             "fastbp/_vmath.h",
             "fastbp/_parallel.h",
+            "fastbp/_peak.h",
             "fastbp/_prefetch.h",
             "fastbp/_random.h",
             "fastbp/_smallgemm.h",

@@ -14,8 +14,9 @@ times whole epochs back to back for at least ``--min-time`` seconds and divides 
 their number of minibatches. The implementations are warmed up, then measured
 round-robin (one measurement of each per repeat, the starting implementation
 rotating), and the median and min-max over the repeats are
-reported, beside the best gemm throughput measured in the same run at the same
-thread count.
+reported, beside two peaks measured in the same run at the same thread count: the
+best gemm throughput, and the rate of independent multiply-adds (fastbp's FMA
+loop).
 
 Results: Markdown on stdout and in ``OUT/RESULTS.md``, every raw time in
 ``OUT/results.json``. ``OUT`` is ``bench/`` for full runs and a temporary folder
@@ -287,6 +288,34 @@ def gemm_peak(dtype, sizes, repeats, seed=0):
     return result
 
 
+def fma_peak(dtype, threads, repeats, min_time=0.05):
+    """The multiply-add peak at ``threads`` threads: the best rate of fastbp's loop of
+    independent FMA chains held in registers (``fastbp._core.fma_loop``, the widest
+    version this CPU runs: AVX-512, AVX2 or portable), all threads at once.
+
+    Returns
+    -------
+    dict
+        "gflops" (all threads together), "isa" (the version) and "threads" (those
+        that ran: fewer than asked where fastbp is built without OpenMP).
+    """
+    from fastbp._backend import core
+
+    loop = core().fma_loop
+    sums = np.zeros(threads)
+    rounds = 100_000
+    start = time.perf_counter()
+    loop(sums, rounds, dtype)
+    once = time.perf_counter() - start
+    rounds = max(rounds, int(rounds * min_time / max(once, 1e-9)))
+    best, team, flops = float("inf"), 1, 0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        team, flops = loop(sums, rounds, dtype)
+        best = min(best, time.perf_counter() - start)
+    return {"gflops": team * flops / best / 1e9, "isa": core().PEAK_ISA, "threads": team}
+
+
 # -- correctness checks -------------------------------------------------------------
 def run_checks(names, dtype, opt, seed):
     """Check every implementation on the tiny network before timing.
@@ -468,14 +497,15 @@ def measure_network(net, names, dtype, opt, steps, repeats, seed, settle=0.0, mi
     return results, errors
 
 
-def time_network(args, net, names, dtype, threads, opt_name, peak, describe):
+def time_network(args, net, names, dtype, threads, opt_name, peak, describe, fma=None):
     """Measure one network in one (dtype, threads, optimizer) setting.
 
     Returns
     -------
     records : list of dict
         One per implementation that completed: the raw times, their summary,
-        samples/s, GFLOP/s, % of ``peak`` and the ratio to fastbp's median.
+        samples/s, GFLOP/s, % of the gemm ``peak`` and of the multiply-add peak
+        ``fma`` (GFLOP/s; None: not measured), and the ratio to fastbp's median.
     failures : list of dict
         One per implementation that raised.
     """
@@ -526,6 +556,7 @@ def time_network(args, net, names, dtype, threads, opt_name, peak, describe):
             "samples_per_s": net.batch / r["median"],
             "gflops": gflops,
             "pct_of_peak": 100 * gflops / peak,
+            "pct_of_fma_peak": 100 * gflops / fma if fma else None,
             "ratio_to_fastbp": r["median"] / base if base else None,
         }
         rec.update(r)
@@ -567,6 +598,7 @@ def result_table(records):
         "samples/s",
         "GFLOP/s",
         "% of gemm peak",
+        "% of FMA peak",
         "time ÷ fastbp",
     ]
     rows = []
@@ -581,10 +613,11 @@ def result_table(records):
                 fmt_number(rec["samples_per_s"]),
                 fmt_number(rec["gflops"]),
                 f"{rec['pct_of_peak']:.1f}",
+                "–" if rec.get("pct_of_fma_peak") is None else f"{rec['pct_of_fma_peak']:.1f}",
                 "–" if ratio is None else f"{ratio:.2f}",
             ]
         )
-    return markdown_table(headers, rows, "llrrrrrr")
+    return markdown_table(headers, rows, "llrrrrrrr")
 
 
 def render_report(meta, args, networks, gemm, checks, records, describe, failures=(), latencies=()):
@@ -618,7 +651,9 @@ def render_report(meta, args, networks, gemm, checks, records, describe, failure
         " 6 × weights × batch per step. % of gemm peak: against the best"
         " GFLOP/s of SciPy's BLAS gemm and `np.matmul` on square matrices"
         f" ({', '.join(map(str, args.gemm_sizes))}) at the same thread count, measured"
-        " in the same run. time ÷ fastbp: the implementation's median over fastbp's"
+        " in the same run; % of FMA peak: against fastbp's loop of independent"
+        " multiply-adds at the same thread count, also measured in the same run."
+        " time ÷ fastbp: the implementation's median over fastbp's"
         " (above 1: fastbp is faster).",
         "",
     ]
@@ -695,6 +730,31 @@ def render_report(meta, args, networks, gemm, checks, records, describe, failure
         ),
         "",
     ]
+    fma_rows = [
+        [
+            g["dtype"],
+            g["threads"],
+            g["fma"]["isa"],
+            g["fma"]["threads"],
+            fmt_number(g["fma"]["gflops"]),
+        ]
+        for g in gemm
+        if g.get("fma")
+    ]
+    if fma_rows:
+        out += [
+            "## Multiply-add peak (GFLOP/s)",
+            "",
+            "fastbp's loop of independent FMA chains held in registers"
+            " (`fastbp._core.fma_loop`, `fastbp/_peak.h`), the widest version the CPU runs,"
+            " on every thread at once: what the cores retire when no memory traffic or"
+            " dependence limits them.",
+            "",
+            markdown_table(
+                ["dtype", "threads", "version", "threads that ran", "GFLOP/s"], fma_rows, "lrlrr"
+            ),
+            "",
+        ]
     if failures:
         out += (
             ["## Failures", ""]
@@ -708,9 +768,9 @@ def render_report(meta, args, networks, gemm, checks, records, describe, failure
     out += ["## Time per training step", ""]
     for dtype in args.dtype:
         for threads in args.threads:
-            peak = next(
-                g["gflops"]["peak"] for g in gemm if g["dtype"] == dtype and g["threads"] == threads
-            )
+            g = next(g for g in gemm if g["dtype"] == dtype and g["threads"] == threads)
+            peak = g["gflops"]["peak"]
+            fma = f"; FMA peak: {g['fma']['gflops']:.1f} GFLOP/s" if g.get("fma") else ""
             for opt in args.optimizer:
                 block = [
                     r
@@ -723,7 +783,7 @@ def render_report(meta, args, networks, gemm, checks, records, describe, failure
                 out += [
                     f"### {dtype}, {threads} BLAS {plural}, {opt_label(opt)}",
                     "",
-                    f"gemm peak: {peak:.1f} GFLOP/s",
+                    f"gemm peak: {peak:.1f} GFLOP/s{fma}",
                     "",
                     result_table(block),
                     "",
@@ -806,12 +866,25 @@ def main(argv=None):
             with threadpool_limits(limits=threads):
                 set_torch_threads(threads)
                 g = gemm_peak(dtype, args.gemm_sizes, args.gemm_repeats, args.seed)
-                gemm.append({"dtype": dtype, "threads": threads, "gflops": g})
-                log(f"gemm peak {dtype} {threads} thread(s): {g['peak']:.1f} GFLOP/s")
+                fma = fma_peak(dtype, threads, args.gemm_repeats)
+                gemm.append({"dtype": dtype, "threads": threads, "gflops": g, "fma": fma})
+                log(
+                    f"gemm peak {dtype} {threads} thread(s): {g['peak']:.1f} GFLOP/s;"
+                    f" FMA peak ({fma['isa']}, {fma['threads']} thread(s)):"
+                    f" {fma['gflops']:.1f} GFLOP/s"
+                )
                 for opt_name in args.optimizer:
                     for net in args.network_list:
                         new, failed = time_network(
-                            args, net, names, dtype, threads, opt_name, g["peak"], describe
+                            args,
+                            net,
+                            names,
+                            dtype,
+                            threads,
+                            opt_name,
+                            g["peak"],
+                            describe,
+                            fma["gflops"],
                         )
                         records += new
                         failures += failed

@@ -17,6 +17,8 @@ MAX_THREADS: int
 HAVE_OPENMP: bool
 SMALL_GEMM_CPU: int
 GEMM_PATHS: dict[str, int]
+PEAK_ISAS: tuple[str, ...]
+PEAK_ISA: str
 STATUS_OK: int
 STATUS_NONFINITE_LOSS: int
 ACTIVATION_CODES: dict[str, int]
@@ -150,6 +152,15 @@ def matmul(
 def gemm_path(
     m: int, n: int, k: int, trans_a: bool = False, trans_b: bool = False, dtype: Any = "float32"
 ) -> str: ...
+def fma_loop(
+    sums: NDArray[np.float64],
+    rounds: int,
+    dtype: Any = "float32",
+    isa: str | None = None,
+    start: float = 1.0,
+    m: float = 0.9990234375,
+    c: float = 0.0009765625,
+) -> tuple[int, int]: ...
 def bias_act_forward(z: F, bias: F, act: int, slope: float = 0.0) -> None: ...
 def act_backward(a: F, delta: F, act: int, slope: float = 0.0, z: F | None = None) -> None: ...
 def col_sums(d: F, out: F) -> None: ...

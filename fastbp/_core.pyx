@@ -207,6 +207,15 @@ cdef extern from "_smallgemm.h" nogil:
                             Py_ssize_t ldb, int accumulate, double* c, Py_ssize_t ldc)
 
 
+cdef extern from "_peak.h" nogil:
+    # The core's multiply-add peak, for bench/run.py (see the header).
+    int fbp_peak_isa()
+    int fbp_peak_lanes(int isa, int itemsize)
+    int fbp_peak_chains(int isa)
+    double fbp_peak_f32(int isa, long long rounds, float start, float m, float c)
+    double fbp_peak_f64(int isa, long long rounds, double start, double m, double c)
+
+
 cdef inline floating _exp(floating x) noexcept nogil:
     if floating is float:
         return fbp_expf(x)
@@ -2238,6 +2247,69 @@ def gemm_path(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a=False,
         raise ValueError("gemm_path dtype must be float32 or float64, not %r" % (dtype,))
     return ("small" if _small_product(trans_a, trans_b, <int>m, <int>n, <int>k, kind.itemsize)
             else "blas")
+
+
+# The versions of the multiply-add loop (_peak.h's FBP_PEAK_* codes are the indices),
+# and the widest this CPU runs.
+PEAK_ISAS = ("portable", "avx2", "avx512")
+PEAK_ISA = PEAK_ISAS[fbp_peak_isa()]
+
+
+cdef void _peak_part(int isa, bint wide, long long rounds, double start, double m,
+                     double c, double* sums, int* team) noexcept nogil:
+    # One thread's loop: the sum of its chains into sums[thread]; thread 0 also
+    # records how many threads the team has.
+    cdef int t = fbp_thread_id()
+    if t == 0:
+        team[0] = fbp_team_size()
+    if wide:
+        sums[t] = fbp_peak_f64(isa, rounds, start, m, c)
+    else:
+        sums[t] = fbp_peak_f32(isa, rounds, <float>start, <float>m, <float>c)
+
+
+def fma_loop(double[::1] sums not None, long long rounds, dtype="float32", isa=None,
+             double start=1.0, double m=0.9990234375, double c=0.0009765625):
+    """Run ``rounds`` rounds of the multiply-add loop of ``_peak.h`` on ``len(sums)``
+    threads at once (an OpenMP team; one thread enters no OpenMP region).
+
+    Each thread keeps its own chains ``a <- a * m + c`` in registers, the lanes
+    starting at ``start * (j + 1) / lanes`` (``j`` = 0 .. lanes - 1), and writes their
+    sum into ``sums[thread]``. ``isa``: "avx512", "avx2" or "portable" (default: the
+    widest this CPU runs, ``PEAK_ISA``). The defaults (m = 1 - 2**-10, c = 2**-10)
+    keep every chain in (0, 1] for ``start`` in (0, 1].
+
+    Returns ``(threads, flops)``: how many threads ran (fewer than asked where OpenMP
+    is missing or limited) and the floating-point operations each did,
+    ``2 * rounds * chains * lanes``. Time the call to get the rate.
+    """
+    cdef int version = PEAK_ISAS.index(PEAK_ISA) if isa is None else -1
+    if isa is not None:
+        if isa not in PEAK_ISAS:
+            raise ValueError("fma_loop isa must be one of %s, not %r"
+                             % (", ".join(map(repr, PEAK_ISAS)), isa))
+        version = PEAK_ISAS.index(isa)
+        if version > PEAK_ISAS.index(PEAK_ISA):
+            raise ValueError("this CPU does not run the %r loop (the widest it runs is %r)"
+                             % (isa, PEAK_ISA))
+    kind = np.dtype(dtype)
+    if kind != np.float32 and kind != np.float64:
+        raise ValueError("fma_loop dtype must be float32 or float64, not %r" % (dtype,))
+    if not 1 <= sums.shape[0] <= MAX_PARTS:
+        raise ValueError("fma_loop runs on 1 to %d threads (one entry of sums each), got %d"
+                         % (MAX_PARTS, sums.shape[0]))
+    if rounds < 0:
+        raise ValueError("fma_loop rounds must be at least 0, got %d" % rounds)
+    cdef int n_threads = <int>sums.shape[0], team = 1
+    cdef bint wide = kind == np.float64
+    if n_threads == 1:
+        with nogil:
+            _peak_part(version, wide, rounds, start, m, c, &sums[0], &team)
+    else:
+        with nogil, parallel(num_threads=n_threads):
+            _peak_part(version, wide, rounds, start, m, c, &sums[0], &team)
+    cdef long long lanes = fbp_peak_chains(version) * fbp_peak_lanes(version, kind.itemsize)
+    return team, 2 * rounds * lanes
 
 
 def bias_act_forward(floating[:, ::1] z, const floating[::1] bias, int act, double slope=0.0):

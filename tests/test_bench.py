@@ -11,6 +11,8 @@ import tempfile
 
 import pytest
 
+from fastbp._backend import core
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = os.path.join(ROOT, "bench", "run.py")
 DIGITS = os.path.join(ROOT, "bench", "digits.py")
@@ -63,6 +65,15 @@ def test_run_smoke(tmp_path):
     assert all(check["ok"] for check in data["checks"]), data["checks"]
     assert {c["implementation"] for c in data["checks"] if "implementation" in c} == set(impls)
     assert data["gemm"] and all(g["gflops"]["peak"] > 0 for g in data["gemm"])
+    # The multiply-add peak of the same run: the widest loop this CPU runs, on every
+    # thread asked for, and each network's share of it.
+    fma = {(g["dtype"], g["threads"]): g["fma"] for g in data["gemm"]}
+    assert all(f["isa"] == core().PEAK_ISA and f["gflops"] > 0 for f in fma.values())
+    assert all(f["threads"] == threads for (_, threads), f in fma.items())
+    for r in data["results"]:
+        peak = fma[(r["dtype"], r["threads"])]["gflops"]
+        assert r["pct_of_fma_peak"] == pytest.approx(100 * r["gflops"] / peak)
+    assert "## Multiply-add peak (GFLOP/s)" in markdown and "% of FMA peak" in markdown
     for opt, title in (("sgd", "SGD"), ("adam", "Adam")):
         block = [r for r in data["results"] if r["optimizer"] == opt]
         assert sorted((r["network"], r["implementation"]) for r in block) == sorted(

@@ -518,6 +518,65 @@ def test_matmul_refuses_sizes_beyond_blas():
 
 
 # ---------------------------------------------------------------------------
+# fma_loop (the multiply-add peak of bench/run.py)
+# ---------------------------------------------------------------------------
+
+RUNNABLE_ISAS = _core.PEAK_ISAS[: _core.PEAK_ISAS.index(_core.PEAK_ISA) + 1]
+# Lanes of all the chains of one thread: chains x lanes of each version and dtype.
+PEAK_LANES = {
+    ("portable", np.float32): (12 if _core.SMALL_GEMM_CPU else 16) * 4,
+    ("portable", np.float64): (12 if _core.SMALL_GEMM_CPU else 16) * 2,
+    ("avx2", np.float32): 12 * 8,
+    ("avx2", np.float64): 12 * 4,
+    ("avx512", np.float32): 16 * 16,
+    ("avx512", np.float64): 16 * 8,
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", RUNNABLE_ISAS)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("rounds", [0, 1, 7, 100])
+def test_fma_loop_runs_every_round_on_every_thread(dtype, isa, threads, rounds):
+    # Lane j of n starts at (j + 1) / n; after r rounds of a <- a m + c it holds
+    # 1 + m^r (a0 - 1) (the fixed point c / (1 - m) is 1). A round rounds at most
+    # twice (the portable loop's multiply and add; once where fused), each within
+    # eps/2 of a value below 1, and an error decays by m a round: a lane is off by at
+    # most eps / (1 - m), 2 eps with the rounding of its start. With m = 1 - 2**-6
+    # that is 66 eps a lane, while one round more or less moves the sum of the lanes
+    # by m^r (1 - m) (n - 1) / 2 >= 0.2 * 2**-6 * (n - 1) / 2: hundreds of times
+    # more, so the check below fails unless every thread ran exactly `rounds` rounds.
+    m, c = 1 - 2.0**-6, 2.0**-6
+    sums = np.full(threads, np.nan)
+    team, flops = _core.fma_loop(sums, rounds, dtype, isa, m=m, c=c)
+    lanes = PEAK_LANES[(isa, dtype)]
+    assert flops == 2 * rounds * lanes
+    assert team == (threads if _core.HAVE_OPENMP else 1)
+    a0 = np.arange(1, lanes + 1) / lanes
+    expected = np.sum(1 + m**rounds * (a0 - 1))
+    tolerance = lanes * 66 * np.finfo(dtype).eps
+    assert tolerance < m**rounds * (1 - m) * (lanes - 1) / 2 / 100
+    np.testing.assert_allclose(sums[:team], expected, rtol=0, atol=tolerance)
+
+
+def test_fma_loop_rejects_bad_arguments():
+    sums = np.zeros(1)
+    with pytest.raises(ValueError, match="isa must be one of"):
+        _core.fma_loop(sums, 10, "float32", "sse9")
+    if _core.PEAK_ISA != "avx512":
+        with pytest.raises(ValueError, match="does not run the 'avx512' loop"):
+            _core.fma_loop(sums, 10, "float32", "avx512")
+    with pytest.raises(ValueError, match="float32 or float64"):
+        _core.fma_loop(sums, 10, "int32")
+    with pytest.raises(ValueError, match="1 to"):
+        _core.fma_loop(np.zeros(0), 10)
+    with pytest.raises(ValueError, match="1 to"):
+        _core.fma_loop(np.zeros(_core.MAX_THREADS + 1), 10)
+    with pytest.raises(ValueError, match="at least 0"):
+        _core.fma_loop(sums, -1)
+
+
+# ---------------------------------------------------------------------------
 # bias_act_forward
 # ---------------------------------------------------------------------------
 
