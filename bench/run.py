@@ -288,10 +288,15 @@ def gemm_peak(dtype, sizes, repeats, seed=0):
     return result
 
 
-def fma_peak(dtype, threads, repeats, min_time=0.05):
+def fma_peak(dtype, threads, repeats, min_time=0.05, settle=0.5):
     """The multiply-add peak at ``threads`` threads: the best rate of fastbp's loop of
     independent FMA chains held in registers (``fastbp._core.fma_loop``, the widest
     version this CPU runs: AVX-512, AVX2 or portable), all threads at once.
+
+    Measured after a pause of ``settle`` seconds: BLAS worker threads spin for a while
+    after a product (OpenBLAS's, just after the gemm peak, cut the 2-thread rate of
+    the loop from 205 to 43 GFLOP/s here), and the loop's threads must have the
+    cores to themselves.
 
     Returns
     -------
@@ -303,6 +308,7 @@ def fma_peak(dtype, threads, repeats, min_time=0.05):
 
     loop = core().fma_loop
     sums = np.zeros(threads)
+    time.sleep(settle)
     rounds = 100_000
     start = time.perf_counter()
     loop(sums, rounds, dtype)
@@ -865,8 +871,8 @@ def main(argv=None):
         for threads in args.threads:
             with threadpool_limits(limits=threads):
                 set_torch_threads(threads)
-                g = gemm_peak(dtype, args.gemm_sizes, args.gemm_repeats, args.seed)
                 fma = fma_peak(dtype, threads, args.gemm_repeats)
+                g = gemm_peak(dtype, args.gemm_sizes, args.gemm_repeats, args.seed)
                 gemm.append({"dtype": dtype, "threads": threads, "gflops": g, "fma": fma})
                 log(
                     f"gemm peak {dtype} {threads} thread(s): {g['peak']:.1f} GFLOP/s;"
