@@ -21,7 +21,8 @@ first. Design, in a few points:
    ``_loss_phase``, ``_deltas``, ``_gradients``, ``_reduce``, ``_clip_and_update``),
    each run by every thread of a team on its own share (rows for the forward and
    backward passes; for the gradients, and then the update, a contiguous range of
-   each layer's weight rows and bias entries), with a barrier between phases that
+   the weight rows of all layers, taken in order, of equal work, and the bias
+   entries of the layers whose rows it holds), with a barrier between phases that
    read each other's results: two a step without gradient clipping. ``train_run`` runs
    all of them for a run of minibatches without the GIL and without allocating;
    ``batch_gradients`` and ``apply_update`` run the two halves (gradients of a
@@ -1103,11 +1104,54 @@ cdef void _deltas(const floating* params, floating* work, Py_ssize_t cap,
 cdef inline void _share(Py_ssize_t n, int part, int n_parts, Py_ssize_t* lo,
                         Py_ssize_t* hi) noexcept nogil:
     """Part ``part`` of ``n_parts``'s share ``[lo, hi)`` of ``n`` items (rows of a
-    batch, rows of a weight, entries of a bias or of the flat buffer): the one rule
-    by which a team splits its work, in contiguous shares that differ by at most
-    one."""
+    batch, entries of a bias or of the flat buffer): the rule by which a team splits
+    its work, in contiguous shares that differ by at most one. The gradients' weight
+    rows are cut by ``_grad_share``, across the layers, in shares of equal work."""
     lo[0] = n * part // n_parts
     hi[0] = n * (part + 1) // n_parts
+
+
+cdef void _grad_share(const LayerPlan* plan, Py_ssize_t n_layers, Py_ssize_t l, int part,
+                      int n_parts, Py_ssize_t* i0, Py_ssize_t* i1, Py_ssize_t* c0,
+                      Py_ssize_t* c1) noexcept nogil:
+    """Part ``part`` of ``n_parts``'s share of layer ``l``'s gradients (and of their
+    update): weight rows ``[i0, i1)`` and bias entries ``[c0, c1)``.
+
+    The weight rows of the trainable layers, one after the other, are cut into
+    contiguous shares of equal work (a row of layer l costs ``n_out`` multiply-adds
+    per batch row), so that a part computes whole layers where it can: it then reads
+    the activations and deltas of the other parts' batch rows for fewer layers (on
+    a deep network of equal layers, two parts read a third less of each other's
+    data than with every layer split in two) and multiplies taller blocks. Row ``i``
+    of layer ``l`` belongs to part ``p`` with ``p W <= (S + i n_out) n_parts <
+    (p + 1) W``, ``W`` the work of all trainable layers and ``S`` that of those
+    before ``l``. A layer's bias entries are shared (``_share``) among the parts
+    that own its rows."""
+    cdef long long before = 0, total = 0, n_in = plan[l].n_in, n_out = plan[l].n_out
+    cdef long long unit = n_out * n_parts, lo, hi
+    cdef Py_ssize_t j
+    cdef int first, last
+    for j in range(n_layers):
+        if plan[j].trainable:
+            if j < l:
+                before += plan[j].n_in * plan[j].n_out
+            total += plan[j].n_in * plan[j].n_out
+    i0[0] = i1[0] = c0[0] = c1[0] = 0
+    if total == 0 or n_in == 0 or n_out == 0:
+        return
+    # The first row of part p: the least i with (before + i n_out) n_parts >= p total.
+    lo = part * total - before * n_parts
+    hi = (part + 1) * total - before * n_parts
+    lo = 0 if lo <= 0 else (lo + unit - 1) // unit
+    hi = 0 if hi <= 0 else (hi + unit - 1) // unit
+    i0[0] = lo if lo < n_in else n_in
+    i1[0] = hi if hi < n_in else n_in
+    first = <int>(before * n_parts // total)
+    last = <int>((before + (n_in - 1) * n_out) * n_parts // total)
+    if last >= n_parts:  # (a frozen layer after the last trainable one)
+        last = n_parts - 1
+    if first <= part <= last:
+        _share(n_out, part - first, last - first + 1, c0, c1)
 
 
 cdef double _gradients(const floating* params, floating* grads, floating* work,
@@ -1115,12 +1159,12 @@ cdef double _gradients(const floating* params, floating* grads, floating* work,
                        const floating* x, const SparseRows* sx, Py_ssize_t rows,
                        double penalty_factor, int part, int n_parts) noexcept nogil:
     """Weight and bias gradients over all ``rows`` rows of the batch, for part
-    ``part`` of ``n_parts`` of each trainable layer: weight rows ``[i0, i1)``
+    ``part`` of ``n_parts`` of the trainable layers: of each, weight rows ``[i0, i1)``
     (``grad_weight[i0:i1] = a_prev[:, i0:i1]^T @ delta``) and bias entries ``[c0, c1)``
     (column sums of ``delta[:, c0:c1]``), plus the gradients of the layer's L1 and L2
     penalties times ``penalty_factor``. Parts write disjoint contiguous ranges (by
-    ``_share``), the ones they update (``_update_range``). Returns this part's share
-    of the penalty."""
+    ``_grad_share``), the ones they update (``_update_range``). Returns this part's
+    share of the penalty."""
     cdef Py_ssize_t l, i0, i1, c0, c1, n_out
     cdef const LayerPlan* layer
     cdef const floating* a_prev
@@ -1132,8 +1176,7 @@ cdef double _gradients(const floating* params, floating* grads, floating* work,
         if not layer.trainable:
             continue
         n_out = layer.n_out
-        _share(layer.n_in, part, n_parts, &i0, &i1)  # weight rows
-        _share(n_out, part, n_parts, &c0, &c1)  # bias entries
+        _grad_share(plan, n_layers, l, part, n_parts, &i0, &i1, &c0, &c1)
         a_prev = x if l == 0 else _passed_on(work, cap, &plan[l - 1])
         delta = work + cap * layer.delta_at
         grad_weight = grads + layer.weight_at
@@ -1380,18 +1423,18 @@ cdef inline void _update_range(const Run* r, Py_ssize_t k, int part, int n_parts
     entries (``k`` odd), so no barrier separates the gradients from the update.
     Without a plan (``apply_update``) its share is a slice of the flat buffer."""
     cdef const LayerPlan* layer
+    cdef Py_ssize_t i0, i1, c0, c1
     if r.plan == NULL:
         _share(r.n_params, part, n_parts, lo, hi)
         return
     layer = &r.plan[k // 2]
+    _grad_share(r.plan, r.n_layers, k // 2, part, n_parts, &i0, &i1, &c0, &c1)
     if k % 2 == 0:  # the weight rows, as flat offsets
-        _share(layer.n_in, part, n_parts, lo, hi)
-        lo[0] = layer.weight_at + lo[0] * layer.n_out
-        hi[0] = layer.weight_at + hi[0] * layer.n_out
+        lo[0] = layer.weight_at + i0 * layer.n_out
+        hi[0] = layer.weight_at + i1 * layer.n_out
     else:  # the bias entries
-        _share(layer.n_out, part, n_parts, lo, hi)
-        lo[0] += layer.bias_at
-        hi[0] += layer.bias_at
+        lo[0] = layer.bias_at + c0
+        hi[0] = layer.bias_at + c1
 
 
 cdef void _clip_and_update(const Run* r, floating* params, floating* grads, floating* state,

@@ -2,8 +2,9 @@
 
 A training step can run on several threads in two ways: BLAS splits each matrix
 product (OpenBLAS's own threads), or fastbp splits the whole step (rows of the batch
-for the forward and backward passes; rows of each weight and entries of each bias
-for the gradients and then their update) over OpenMP threads, each calling
+for the forward and backward passes; for the gradients and then their update,
+a contiguous range of equal work of all the weight rows, layer after layer, with
+the bias entries of its layers) over OpenMP threads, each calling
 single-threaded BLAS. The second has two barriers per step (three with clipnorm)
 instead of a thread hand-off per matrix product
 and runs the elementwise loops in parallel too, which pays for all but the smallest

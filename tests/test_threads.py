@@ -113,6 +113,44 @@ def test_the_update_split_over_threads_gives_the_one_thread_step(always_parallel
 
 
 @needs_openmp
+@pytest.mark.parametrize("threads", [2, 3, 4, 7])
+def test_the_gradient_shares_cover_unequal_layers_once(always_parallel, threads):
+    """The gradients' work is cut across the trainable layers taken together, so a
+    part may own whole layers, a layer's rows may fall to several parts and its bias
+    entries are shared by those alone. Here a wide first layer (40 x 11) holds most
+    of the work, a 1-row layer and a 2-row layer fall inside one part's share (or
+    several parts' with 7 threads), and the last layer is frozen: every row and bias
+    entry must be computed and updated exactly once (Adam moves a parameter updated
+    twice, or never, by a different amount), and the frozen one not at all."""
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(29, 40))
+    y = rng.normal(size=(29, 3))
+
+    def fit(threads):
+        model = fastbp.Sequential(
+            [
+                fastbp.Dense(11, "tanh"),
+                fastbp.Dense(1, "tanh"),
+                fastbp.Dense(2, "relu", bias_regularizer=fastbp.regularizers.L1(1e-3)),
+                fastbp.Dense(3, trainable=False),
+            ],
+            loss="mse",
+            optimizer=fastbp.Adam(lr=0.05),
+            seed=4,
+            threads=threads,
+        )
+        model.build(40)
+        frozen = model.layers[-1]
+        start = frozen.weight.tolist(), frozen.bias.tolist()
+        model.fit(X, y, epochs=3, batch_size=6)
+        assert (frozen.weight.tolist(), frozen.bias.tolist()) == start, "the frozen layer moved"
+        return model
+
+    one, many = fit(1), fit(threads)
+    np.testing.assert_allclose(many.flat_params, one.flat_params, rtol=1e-10, atol=1e-12)
+
+
+@needs_openmp
 def test_threaded_training_is_deterministic(always_parallel):
     first, _ = train(2, "cross_entropy", fastbp.SGD(lr=0.1, momentum=0.5), 8, dtype="float32")
     second, _ = train(2, "cross_entropy", fastbp.SGD(lr=0.1, momentum=0.5), 8, dtype="float32")
