@@ -11,7 +11,8 @@
  * by two vectors of columns of C stays in registers while p runs over all k: each
  * step broadcasts MR entries of op(A) and loads two vectors of row p of op(B). A
  * transposed A is read with swapped strides; a transposed B (a weight read as W^T)
- * is first copied, KB rows at a time, into a small buffer of the strip's columns.
+ * is first copied, KB rows at a time, into a small buffer of the strip's columns
+ * (tiles of one vector's lanes square transposed in registers).
  * A strip at most one vector wide (the last columns of a product whose width is a
  * vector and a bit, or a product at most one vector wide) is computed in "narrow"
  * blocks of 12 rows by one vector instead: the same twelve accumulators, half the
@@ -143,6 +144,7 @@ FBP_AVX2 static inline void fbp_gemm_strip_##SUFFIX(                            
                                        accumulate);                                     \
 }                                                                                       \
 FBP_DEFINE_GEMM_STRIPS(T, SUFFIX, LANES, MASK)                                          \
+FBP_DEFINE_PACK_BT(T, SUFFIX, LANES)                                                    \
 FBP_DEFINE_GEMM_WIDE(T, SUFFIX, V, LANES, SET0, BCAST, FMA, LOADU, STOREU, ADD)         \
 FBP_DEFINE_GEMM(T, SUFFIX, LANES, MASK)
 
@@ -242,6 +244,27 @@ FBP_AVX2 static void fbp_gemm_strips_##SUFFIX(                                  
     }                                                                                   \
 }
 
+/* The copy of a strip of B^T for the kernel: packed[p][q] = B[q][p] for the strip's
+ * w <= 2 LANES rows q of B and kb columns p (packed is kb rows of 2 LANES entries;
+ * its columns from w on are left as they are: the strip's masks never read them).
+ * Whole LANES x LANES tiles are transposed in registers (fbp_transpose_<SUFFIX>),
+ * the rest copied entry by entry: a pure copy, whatever the path. */
+#define FBP_DEFINE_PACK_BT(T, SUFFIX, LANES)                                            \
+FBP_AVX2 static inline void fbp_pack_bt_##SUFFIX(const T *b, ptrdiff_t ldb, ptrdiff_t w,   \
+                                                 ptrdiff_t kb, T *packed)               \
+{                                                                                       \
+    const ptrdiff_t W = 2 * LANES;                                                      \
+    ptrdiff_t q = 0, p;                                                                 \
+    for (; q + LANES <= w; q += LANES) {                                                \
+        for (p = 0; p + LANES <= kb; p += LANES)                                        \
+            fbp_transpose_##SUFFIX(b + q * ldb + p, ldb, packed + p * W + q, W);        \
+        for (; p < kb; p++)                                                             \
+            for (ptrdiff_t r = q; r < q + LANES; r++) packed[p * W + r] = b[r * ldb + p]; \
+    }                                                                                   \
+    for (; q < w; q++)                                                                  \
+        for (p = 0; p < kb; p++) packed[p * W + q] = b[q * ldb + p];                    \
+}
+
 /* Rows 0..mr (mr 1 or 2, a constant) of C across all n columns, B not transposed:
  * blocks of mr rows by WIDE / mr whole vectors while they fit, the columns left over
  * in strips (each entry summed as a strip's block sums it). */
@@ -305,10 +328,7 @@ FBP_AVX2 static void fbp_gemm_small_##SUFFIX(                                   
         FBP_MASKS_##SUFFIX(w, &m0, &m1);                                                \
         for (ptrdiff_t p0 = 0; p0 < k; p0 += FBP_GEMM_KB) {                             \
             ptrdiff_t kb = k - p0 < FBP_GEMM_KB ? k - p0 : FBP_GEMM_KB;                 \
-            for (ptrdiff_t q = 0; q < w; q++) { /* packed[p][q] = B[j + q][p0 + p] */   \
-                const T *row = b + (j + q) * ldb + p0;                                  \
-                for (ptrdiff_t p = 0; p < kb; p++) packed[p * W + q] = row[p];          \
-            }                                                                           \
+            fbp_pack_bt_##SUFFIX(b + j * ldb + p0, ldb, w, kb, packed);                 \
             fbp_gemm_strip_##SUFFIX(w, m, kb, a + p0 * aps, ais, aps, packed, W,        \
                                     c + j, ldc, m0, m1, accumulate || p0 > 0);          \
         }                                                                               \
@@ -328,6 +348,47 @@ FBP_AVX2 static inline void FBP_MASKS_f64(ptrdiff_t w, __m256i *m0, __m256i *m1)
     const __m256i lane = _mm256_setr_epi64x(0, 1, 2, 3);
     *m0 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(w), lane);
     *m1 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(w - 4), lane);
+}
+
+/* dst[r][q] = src[q][r] for a tile of one vector's lanes square: rows of src lds
+ * apart, rows of dst ldd apart. */
+FBP_AVX2 static inline void fbp_transpose_f32(const float *src, ptrdiff_t lds, float *dst,
+                                              ptrdiff_t ldd)
+{
+    __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + lds);
+    __m256 r2 = _mm256_loadu_ps(src + 2 * lds), r3 = _mm256_loadu_ps(src + 3 * lds);
+    __m256 r4 = _mm256_loadu_ps(src + 4 * lds), r5 = _mm256_loadu_ps(src + 5 * lds);
+    __m256 r6 = _mm256_loadu_ps(src + 6 * lds), r7 = _mm256_loadu_ps(src + 7 * lds);
+    /* pairs of rows interleaved, then quadruples, then the 128-bit halves swapped */
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(s0, s4, 0x20));
+    _mm256_storeu_ps(dst + ldd, _mm256_permute2f128_ps(s1, s5, 0x20));
+    _mm256_storeu_ps(dst + 2 * ldd, _mm256_permute2f128_ps(s2, s6, 0x20));
+    _mm256_storeu_ps(dst + 3 * ldd, _mm256_permute2f128_ps(s3, s7, 0x20));
+    _mm256_storeu_ps(dst + 4 * ldd, _mm256_permute2f128_ps(s0, s4, 0x31));
+    _mm256_storeu_ps(dst + 5 * ldd, _mm256_permute2f128_ps(s1, s5, 0x31));
+    _mm256_storeu_ps(dst + 6 * ldd, _mm256_permute2f128_ps(s2, s6, 0x31));
+    _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(s3, s7, 0x31));
+}
+
+FBP_AVX2 static inline void fbp_transpose_f64(const double *src, ptrdiff_t lds,
+                                              double *dst, ptrdiff_t ldd)
+{
+    __m256d r0 = _mm256_loadu_pd(src), r1 = _mm256_loadu_pd(src + lds);
+    __m256d r2 = _mm256_loadu_pd(src + 2 * lds), r3 = _mm256_loadu_pd(src + 3 * lds);
+    __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+    __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+    _mm256_storeu_pd(dst, _mm256_permute2f128_pd(t0, t2, 0x20));
+    _mm256_storeu_pd(dst + ldd, _mm256_permute2f128_pd(t1, t3, 0x20));
+    _mm256_storeu_pd(dst + 2 * ldd, _mm256_permute2f128_pd(t0, t2, 0x31));
+    _mm256_storeu_pd(dst + 3 * ldd, _mm256_permute2f128_pd(t1, t3, 0x31));
 }
 
 /* Whole vectors for full strips (AMD's masked stores are slow); the mask unused. */
