@@ -6,9 +6,10 @@
  * calls them vectorizes at -O3 (SSE2 on any x86-64, NEON on arm64).
  *
  * Method: u = n ln2 + r with |r| <= ln2 / 2, where n ln2_hi is exact and ln2_lo =
- * ln2 - ln2_hi to full precision (Cody-Waite); expm1(r) from its Taylor series, degree 7 for float and 13 for double, which
- * truncates below half an ulp; 2^n built directly in the exponent bits. Accurate to
- * about 1 ulp. NaN propagates; results below the normal range flush to zero.
+ * ln2 - ln2_hi to full precision (Cody-Waite); expm1(r) from its Taylor series,
+ * degree 7 for float and 13 for double, which truncates below half an ulp (its
+ * tail in Estrin's scheme); 2^n built directly in the exponent bits. Accurate to about 1
+ * ulp. NaN propagates; results below the normal range flush to zero.
  */
 #ifndef FASTBP_VMATH_H
 #define FASTBP_VMATH_H
@@ -26,8 +27,14 @@ static inline float fbp_pow2_expm1f(float u, float *scale)
     float t = u * 1.44269504088896341f + magic;
     float n = t - magic;
     float r = (u - n * 0.693145751953125f) - n * 1.4286068203094173e-06f;
-    float q = r * (1.0f + r * (1.0f / 2 + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120
-              + r * (1.0f / 720 + r * (1.0f / 5040)))))));
+    /* The series' first terms in Horner's scheme (their roundings, near 1, set the
+     * accuracy), the rest in Estrin's (pairs of terms, then powers r^2 and r^4):
+     * half the chain of dependent operations of Horner's alone, which bounded how
+     * many elements a loop keeps in flight. */
+    float r2 = r * r, r4 = r2 * r2;
+    float rest = (1.0f / 6 + r * (1.0f / 24)) + r2 * (1.0f / 120 + r * (1.0f / 720))
+                 + r4 * (1.0f / 5040);
+    float q = r * (1.0f + r * (1.0f / 2 + r * rest));
     int32_t bits;
     memcpy(&bits, &t, sizeof bits);
     bits = (int32_t)((uint32_t)(bits + 127) << 23);
@@ -41,10 +48,12 @@ static inline double fbp_pow2_expm1(double u, double *scale)
     double t = u * 1.4426950408889634 + magic;
     double n = t - magic;
     double r = (u - n * 0.6931471805598903) - n * 5.497923018708371e-14;
-    double q = r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120
-               + r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880
-               + r * (1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600
-               + r * (1.0 / 6227020800.0)))))))))))));
+    double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4; /* the two schemes, as for float */
+    double rest = ((1.0 / 6 + r * (1.0 / 24)) + r2 * (1.0 / 120 + r * (1.0 / 720)))
+                  + r4 * ((1.0 / 5040 + r * (1.0 / 40320)) + r2 * (1.0 / 362880
+                  + r * (1.0 / 3628800)))
+                  + r8 * ((1.0 / 39916800 + r * (1.0 / 479001600)) + r2 * (1.0 / 6227020800.0));
+    double q = r * (1.0 + r * (1.0 / 2 + r * rest));
     int64_t bits;
     memcpy(&bits, &t, sizeof bits);
     bits = (int64_t)((uint64_t)(bits + 1023) << 52);
