@@ -8,8 +8,8 @@
  * Method: u = n ln2 + r with |r| <= ln2 / 2, where n ln2_hi is exact and ln2_lo =
  * ln2 - ln2_hi to full precision (Cody-Waite); expm1(r) from its Taylor series,
  * degree 7 for float and 13 for double, which truncates below half an ulp (its
- * tail in Estrin's scheme); 2^n built directly in the exponent bits. Accurate to about 1
- * ulp. NaN propagates; results below the normal range flush to zero.
+ * tail in Estrin's scheme); 2^n built directly in the exponent bits. Accurate to
+ * about 1 ulp. NaN propagates; results below the normal range flush to zero.
  */
 #ifndef FASTBP_VMATH_H
 #define FASTBP_VMATH_H

@@ -117,11 +117,12 @@ def test_the_update_split_over_threads_gives_the_one_thread_step(always_parallel
 def test_the_gradient_shares_cover_unequal_layers_once(always_parallel, threads):
     """The gradients' work is cut across the trainable layers taken together, so a
     part may own whole layers, a layer's rows may fall to several parts and its bias
-    entries are shared by those alone. Here a wide first layer (40 x 11) holds most
-    of the work, a 1-row layer and a 2-row layer fall inside one part's share (or
-    several parts' with 7 threads), and the last layer is frozen: every row and bias
-    entry must be computed and updated exactly once (Adam moves a parameter updated
-    twice, or never, by a different amount), and the frozen one not at all."""
+    entries are shared by those alone. Here a wide first layer (40 x 11 weights)
+    holds most of the work, the small 11 x 1 and 1 x 2 layers fall inside one
+    part's share (or several parts' with 7 threads), and the last layer is frozen:
+    every row and bias entry must be computed and updated exactly once (Adam moves a
+    parameter updated twice, or never, by a different amount), and the frozen one not
+    at all."""
     rng = np.random.default_rng(11)
     X = rng.normal(size=(29, 40))
     y = rng.normal(size=(29, 3))
