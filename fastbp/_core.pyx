@@ -1126,19 +1126,19 @@ cdef void _grad_share(const LayerPlan* plan, Py_ssize_t n_layers, Py_ssize_t l, 
     of layer ``l`` belongs to part ``p`` with ``p W <= (S + i n_out) n_parts <
     (p + 1) W``, ``W`` the work of all trainable layers and ``S`` that of those
     before ``l``. A layer's bias entries are shared (``_share``) among the parts
-    that own its rows."""
+    that own its rows. A frozen layer has no share."""
     cdef long long before = 0, total = 0, n_in = plan[l].n_in, n_out = plan[l].n_out
     cdef long long unit = n_out * n_parts, lo, hi
     cdef Py_ssize_t j
     cdef int first, last
+    i0[0] = i1[0] = c0[0] = c1[0] = 0
+    if not plan[l].trainable:
+        return
     for j in range(n_layers):
         if plan[j].trainable:
             if j < l:
                 before += plan[j].n_in * plan[j].n_out
             total += plan[j].n_in * plan[j].n_out
-    i0[0] = i1[0] = c0[0] = c1[0] = 0
-    if total == 0 or n_in == 0 or n_out == 0:
-        return
     # The first row of part p: the least i with (before + i n_out) n_parts >= p total.
     lo = part * total - before * n_parts
     hi = (part + 1) * total - before * n_parts
@@ -1148,8 +1148,6 @@ cdef void _grad_share(const LayerPlan* plan, Py_ssize_t n_layers, Py_ssize_t l, 
     i1[0] = hi if hi < n_in else n_in
     first = <int>(before * n_parts // total)
     last = <int>((before + (n_in - 1) * n_out) * n_parts // total)
-    if last >= n_parts:  # (a frozen layer after the last trainable one)
-        last = n_parts - 1
     if first <= part <= last:
         _share(n_out, part - first, last - first + 1, c0, c1)
 
