@@ -200,6 +200,7 @@ cdef extern from "_smallgemm.h" nogil:
     # Register-blocked products read in place, for the small products where OpenBLAS's
     # packing costs as much as the arithmetic (see the header).
     int fbp_small_gemm_cpu()
+    enum: FBP_GEMM_KB  # the rows of B copied at a time (always, transposed)
     void fbp_gemm_small_f32(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n,
                             Py_ssize_t k, const float* a, Py_ssize_t lda, const float* b,
                             Py_ssize_t ldb, int accumulate, float* c, Py_ssize_t ldc)
@@ -267,24 +268,27 @@ cdef inline bint _small_product(bint trans_a, bint trans_b, int m, int n, int k,
     Only on a CPU with AVX2 and FMA but not AVX-512F: OpenBLAS runs its Haswell
     kernels there, which pack both operands; on AVX-512 CPUs it has small-product
     kernels of its own. Then by the kernel's costs: it reads all of A again for each
-    strip of two vectors' columns of C (so A must stay in cache, and a wide C
-    tightens that), and reads a transposed A across its rows (half the room). One
-    or two rows of C with B not transposed (wide blocks that read B once, where
-    BLAS would copy all of it first) always take the kernel. Otherwise a row of C is
-    at most 2 KB. A C one strip wide (a row of at most 64 bytes) reads A once,
-    whatever its size; there only float32 products of 2-7 columns over more than 32
-    rows, with A not transposed, stay in BLAS (a narrow block fills less than a
-    vector). Two strips (at most 128 bytes) read it twice, still faster than BLAS
-    whatever its size. Wider, A is at most 256 KB with B transposed, else 256 KB
-    (128 KB transposed) for a C row of at most 512 bytes and 64 KB for a wider one.
+    strip of two vectors' columns of C (so A must stay near, and a wide C tightens
+    that), and it copies B first only for up to ``FBP_GEMM_KB`` of its rows (B read
+    in place from rows a power of two apart falls out of the L1 cache). One or two
+    rows of C with B not transposed (wide blocks that read B once, where BLAS would
+    copy all of it first) always take the kernel. Otherwise a row of C is at most 2
+    KB. A C one strip wide (a row of at most 64 bytes) reads A once, whatever its
+    size; there only float32 products of 2-7 columns over more than 32 rows, with A
+    not transposed, stay in BLAS (a narrow block fills less than a vector). Two
+    strips (at most 128 bytes) read it twice, still faster than BLAS whatever its
+    size. Wider, A is at most 1 MB with B transposed (copied in chunks of
+    ``FBP_GEMM_KB`` rows, so always in the cache), else 256 KB, or 128 KB when k
+    exceeds ``FBP_GEMM_KB``.
 
     Fitted to ``bench/gemm_paths.py`` (AMD Zen 3, OpenBLAS 0.3, one thread, 2940
     products of the NN, NT and TN forms, m from 1 to 256, n from 2 to 512, k from 10
     to 784, both dtypes; ``bench/GEMM_PATHS.md``): the rule's path takes on average
-    1.4% longer than the faster of the two (always BLAS: 70%). The tiny, small and deep
+    1.6% longer than the faster of the two (always BLAS: 79%). The tiny, small and deep
     networks' products run 1.1-2x faster in the kernel, one-row products 3-10x,
-    gradients of narrow outputs 1.5-3x. The rule reads only the shapes, so a
-    product's path, and its bits, are the same on every run of a machine."""
+    gradients of narrow outputs 1.5-3x, and the products of layers 256 wide over 128
+    rows 1.1-1.2x. The rule reads only the shapes, so a product's path, and its bits,
+    are the same on every run of a machine."""
     cdef long long row = <long long>n * itemsize, size = <long long>m * k * itemsize
     if _SMALL_GEMM_CPU != 1 or m < 1 or n < 1 or k < 1:
         return False
@@ -297,10 +301,8 @@ cdef inline bint _small_product(bint trans_a, bint trans_b, int m, int n, int k,
     if row <= 128:
         return True
     if trans_b:
-        return size <= 262144
-    if row > 512:
-        return size <= 65536
-    return size <= (131072 if trans_a else 262144)
+        return size <= 1048576
+    return size <= (262144 if k <= FBP_GEMM_KB else 131072)
 
 
 cdef void _gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,

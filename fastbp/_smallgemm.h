@@ -12,7 +12,9 @@
  * step broadcasts MR entries of op(A) and loads two vectors of row p of op(B). A
  * transposed A is read with swapped strides; a transposed B (a weight read as W^T)
  * is first copied, KB rows at a time, into a small buffer of the strip's columns
- * (tiles of one vector's lanes square transposed in registers).
+ * (tiles of one vector's lanes square transposed in registers). B not transposed is
+ * read in place, or copied the same way (up to KB rows, see fbp_pack_b_pays) where
+ * its rows fall into too few sets of the L1 cache to stay there.
  * A strip at most one vector wide (the last columns of a product whose width is a
  * vector and a bit, or a product at most one vector wide) is computed in "narrow"
  * blocks of 12 rows by one vector instead: the same twelve accumulators, half the
@@ -43,11 +45,14 @@
 
 /* Rows of C in a register block (two vectors wide; a narrow one, one vector wide,
  * has twice as many: the literal 12 below), the rows of op(B) copied at a time for
- * B^T, and the accumulators of a block of one or two rows (one row by eight vectors
- * of C, two rows by four). */
+ * B^T, the accumulators of a block of one or two rows (one row by eight vectors of
+ * C, two rows by four), and the fewest rows of C for which B read in place is ever
+ * copied first (fewer blocks do not pay for the copy: measured, 24 rows lose 1-3%,
+ * 48 gain 3-10% where the copy is chosen). */
 #define FBP_GEMM_MR 6
 #define FBP_GEMM_KB 256
 #define FBP_GEMM_WIDE 8
+#define FBP_GEMM_PACK_M 48
 
 #if FBP_SMALL_GEMM
 
@@ -113,6 +118,24 @@ static int fbp_small_gemm_cpu(void)
     case 6: FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, 6); break;                                \
     FBP_GEMM_LEFT_6(KIND, SUFFIX)
 
+/* Whether a strip of B (not transposed; rows ldb_bytes apart) is copied for the
+ * kernel first, as B^T always is. A strip, one row of it a cache line, stays in the
+ * L1 cache (64 sets of 8 lines of 64 bytes) while the register blocks of its rows
+ * of C read it again, unless its rows fall into too few sets: rows a multiple of
+ * 64 bytes apart, 2^j lines, share 64 / 2^j sets (a layer 256 floats wide, 4 sets;
+ * rows at other distances spread over all). Once the strip's k rows fill those sets,
+ * each block reads it from L2; the copy, k rows read once, then pays when there are
+ * enough blocks (m rows). Only one chunk of k (k <= KB) is copied, so each entry of
+ * C is still summed in one pass: the bits are those of B read in place. */
+static inline int fbp_pack_b_pays(ptrdiff_t m, ptrdiff_t k, ptrdiff_t ldb_bytes)
+{
+    ptrdiff_t lines = ldb_bytes / 64, sets;
+    if (m < FBP_GEMM_PACK_M || k > FBP_GEMM_KB || lines == 0 || ldb_bytes % 64 != 0)
+        return 0;
+    sets = 64 / ((lines & -lines) < 64 ? (lines & -lines) : 64);
+    return k >= 8 * sets;
+}
+
 /* The kernel for one element type T (vectors V of LANES entries): register blocks
  * and strips in two kinds, "full" (whole vectors, plain loads and stores: AMD's
  * masked stores are slow) and "part" (the last strip, narrower than two vectors,
@@ -145,6 +168,7 @@ FBP_AVX2 static inline void fbp_gemm_strip_##SUFFIX(                            
 }                                                                                       \
 FBP_DEFINE_GEMM_STRIPS(T, SUFFIX, LANES, MASK)                                          \
 FBP_DEFINE_PACK_BT(T, SUFFIX, LANES)                                                    \
+FBP_DEFINE_PACK_B(T, SUFFIX, LANES, V, LOADU, STOREU)                                   \
 FBP_DEFINE_GEMM_WIDE(T, SUFFIX, V, LANES, SET0, BCAST, FMA, LOADU, STOREU, ADD)         \
 FBP_DEFINE_GEMM(T, SUFFIX, LANES, MASK)
 
@@ -265,6 +289,26 @@ FBP_AVX2 static inline void fbp_pack_bt_##SUFFIX(const T *b, ptrdiff_t ldb, ptrd
         for (p = 0; p < kb; p++) packed[p * W + q] = b[q * ldb + p];                    \
 }
 
+/* The copy of a strip of B for the kernel: packed[p][q] = B[p][q] for the strip's
+ * w <= 2 LANES columns q and kb rows p (as fbp_pack_bt: columns from w on are left
+ * as they are). */
+#define FBP_DEFINE_PACK_B(T, SUFFIX, LANES, V, LOADU, STOREU)                          \
+FBP_AVX2 static inline void fbp_pack_b_##SUFFIX(const T *b, ptrdiff_t ldb, ptrdiff_t w, \
+                                                ptrdiff_t kb, T *packed)                \
+{                                                                                       \
+    const ptrdiff_t W = 2 * LANES;                                                      \
+    if (w == W) {                                                                       \
+        for (ptrdiff_t p = 0; p < kb; p++) {                                            \
+            V v0 = LOADU(b + p * ldb, 0), v1 = LOADU(b + p * ldb + LANES, 0);           \
+            STOREU(packed + p * W, 0, v0);                                              \
+            STOREU(packed + p * W + LANES, 0, v1);                                      \
+        }                                                                               \
+        return;                                                                         \
+    }                                                                                   \
+    for (ptrdiff_t p = 0; p < kb; p++)                                                  \
+        for (ptrdiff_t q = 0; q < w; q++) packed[p * W + q] = b[p * ldb + q];           \
+}
+
 /* Rows 0..mr (mr 1 or 2, a constant) of C across all n columns, B not transposed:
  * blocks of mr rows by WIDE / mr whole vectors while they fit, the columns left over
  * in strips (each entry summed as a strip's block sums it). */
@@ -316,6 +360,17 @@ FBP_AVX2 static void fbp_gemm_small_##SUFFIX(                                   
     else if (wide == 2)                                                                 \
         fbp_gemm_wide_##SUFFIX(2, n, k, a + m * ais, ais, aps, b, ldb, c + m * ldc, ldc, \
                                accumulate);                                             \
+    if (!trans_b && fbp_pack_b_pays(m, k, ldb * (ptrdiff_t)sizeof(T))) {                \
+        for (ptrdiff_t j = 0; j < n; j += W) {                                          \
+            ptrdiff_t w = n - j < W ? n - j : W;                                        \
+            MASK m0, m1;                                                                \
+            FBP_MASKS_##SUFFIX(w, &m0, &m1);                                            \
+            fbp_pack_b_##SUFFIX(b + j, ldb, w, k, packed);                              \
+            fbp_gemm_strip_##SUFFIX(w, m, k, a, ais, aps, packed, W, c + j, ldc, m0, m1, \
+                                    accumulate);                                        \
+        }                                                                               \
+        return;                                                                         \
+    }                                                                                   \
     if (!trans_b) { /* no rows left when the wide blocks took them all */              \
         if (m > 0)                                                                      \
             fbp_gemm_strips_##SUFFIX(0, n, m, k, a, ais, aps, b, ldb, c, ldc,           \

@@ -418,6 +418,39 @@ def test_small_kernel_gives_a_row_the_same_bits_alone_or_among_others(
             np.testing.assert_array_equal(out, whole[i : i + rows], err_msg=f"rows {i}+{rows}")
 
 
+@needs_small_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("lines", [1, 2, 4])
+def test_small_kernel_copies_b_read_in_place_without_changing_a_bit(dtype, trans_a, lines):
+    # B not transposed, with rows 1, 2 or 4 cache lines apart (16, 32, 64 float32 or 8,
+    # 16, 32 float64 columns: every strip whole) and m >= 48: the kernel copies B's
+    # strips first once k fills the L1 sets those rows share (k >= 128, 64, 32), up
+    # to 256 rows of k; below those k, and above 256, it reads B in place. The copy
+    # must not change a bit: each row equals the same row computed alone (a wide
+    # block, which never copies), and integer entries give the exact product.
+    n = lines * 64 // np.dtype(dtype).itemsize
+    rng = rng_for("small-kernel-copy-b", dtype, trans_a, lines)
+    for m, k in itertools.product((48, 65), (31, 32, 63, 64, 127, 128, 255, 256, 257)):
+        opa, opb, a, b = matmul_operands(m, k, n, dtype, trans_a, False, rng)
+        c0 = rng.normal(size=(m, n)).astype(dtype)
+        for beta in (0.0, 1.0):
+            whole = c0.copy()
+            _core.matmul(a, b, whole, trans_a=trans_a, beta=beta, path="small")
+            check_gemm(whole, opa, opb, 1.0, beta, c0, dtype)
+            for i in (0, 5, m - 7, m - 1):
+                part = np.ascontiguousarray(a[:, i : i + 1] if trans_a else a[i : i + 1])
+                out = c0[i : i + 1].copy()
+                _core.matmul(part, b, out, trans_a=trans_a, beta=beta, path="small")
+                np.testing.assert_array_equal(out, whole[i : i + 1], err_msg=f"{m, k} row {i}")
+        ints_a = rng.integers(-3, 4, size=a.shape).astype(dtype)
+        ints_b = rng.integers(-3, 4, size=b.shape).astype(dtype)
+        exact = (ints_a.T if trans_a else ints_a).astype(np.int64) @ ints_b.astype(np.int64)
+        out = np.empty((m, n), dtype)
+        _core.matmul(ints_a, ints_b, out, trans_a=trans_a, path="small")
+        np.testing.assert_array_equal(out, exact.astype(dtype), err_msg=f"{m, k}")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("trans_a, trans_b", FORMS)
 @pytest.mark.parametrize(
@@ -439,10 +472,12 @@ def test_auto_path_is_the_one_the_rule_names(dtype, trans_a, trans_b, mnk):
 @pytest.mark.skipif(_core.SMALL_GEMM_CPU != 1, reason="the rule takes BLAS on this CPU")
 def test_the_rule_takes_the_kernel_for_small_networks_and_blas_for_big_or_narrow():
     # The tiny, small and deep networks' products (bench/gemm_paths.py measures them
-    # 1.1-2x faster in the kernel), a narrow output's gradient, a C one or two strips
-    # wide however long its A, and one or two rows however wide; the medium network's
-    # products, a two-column output's forward product over many rows and a one-row
-    # product by a wide transposed B, in BLAS.
+    # 1.1-2x faster in the kernel), the tabular network's 256-wide layers over a
+    # thread's 128 rows (1.1-1.2x: B copied first), a narrow output's gradient, a C
+    # one or two strips wide however long its A, and one or two rows however wide;
+    # the medium network's products, a 256-wide layer's product over 784 inputs, a
+    # two-column output's forward product over many rows and a one-row product by a
+    # wide transposed B, in BLAS.
     for m, n, k, ta, tb in [
         (32, 32, 64, False, False),
         (32, 32, 10, False, True),
@@ -450,6 +485,9 @@ def test_the_rule_takes_the_kernel_for_small_networks_and_blas_for_big_or_narrow
         (64, 100, 100, False, False),
         (64, 100, 100, False, True),
         (50, 100, 128, True, False),
+        (128, 256, 256, False, False),
+        (128, 256, 256, False, True),
+        (152, 256, 256, True, False),
         (64, 10, 128, False, False),
         (256, 2, 128, True, False),
         (64, 8, 64, False, False),
@@ -466,6 +504,7 @@ def test_the_rule_takes_the_kernel_for_small_networks_and_blas_for_big_or_narrow
         (128, 2, 256, False, False),
         (128, 2, 256, False, True),
         (256, 64, 784, False, False),
+        (64, 256, 784, False, False),
         (1, 4096, 784, False, True),
     ]:
         assert _core.gemm_path(m, n, k, ta, tb, "float32") == "blas", (m, n, k, ta, tb)
