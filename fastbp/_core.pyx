@@ -284,7 +284,7 @@ cdef inline bint _small_product(bint trans_a, bint trans_b, int m, int n, int k,
     Fitted to ``bench/gemm_paths.py`` (AMD Zen 3, OpenBLAS 0.3, one thread, 2940
     products of the NN, NT and TN forms, m from 1 to 256, n from 2 to 512, k from 10
     to 784, both dtypes; ``bench/GEMM_PATHS.md``): the rule's path takes on average
-    1.6% longer than the faster of the two (always BLAS: 79%). The tiny, small and deep
+    1.6% longer than the faster of the two (always BLAS: 83%). The tiny, small and deep
     networks' products run 1.1-2x faster in the kernel, one-row products 3-10x,
     gradients of narrow outputs 1.5-3x, and the products of layers 256 wide over 128
     rows 1.1-1.2x. The rule reads only the shapes, so a product's path, and its bits,

@@ -19,10 +19,12 @@
  * vector and a bit, or a product at most one vector wide) is computed in "narrow"
  * blocks of 12 rows by one vector instead: the same twelve accumulators, half the
  * multiplications of a two-vector block whose second vector would be masked off.
- * One or two rows left over below the last whole block (a one-row prediction, the
- * last rows of a batch) would leave too few accumulators to hide the FMA's latency:
- * with B not transposed they are computed instead in blocks WIDE vectors of C wide
- * (eight accumulators), the same sums in the same order.
+ * A block of one or two rows would have too few accumulators to hide the FMA's
+ * latency: a product of one or two rows (a one-row prediction) is computed, with B
+ * not transposed, in blocks WIDE vectors of C wide (eight accumulators), the same
+ * sums in the same order; and where fewer than half a block's rows are left below
+ * the last whole block (the last rows of a batch), that block and those rows are
+ * computed as two blocks of nearly equal height (7 rows: 4 and 3).
  * Each entry of C is the sum over p in order (with B transposed, KB terms at a time
  * added to C), so the kernel's result depends only on the shapes: not on the thread
  * that computes it, nor on the rows of C beside it.
@@ -243,9 +245,20 @@ FBP_AVX2 static void fbp_gemm_strip_##KIND##_##SUFFIX(                          
     ptrdiff_t m, ptrdiff_t k, const T *a, ptrdiff_t ais, ptrdiff_t aps, const T *b,     \
     ptrdiff_t ldb, T *c, ptrdiff_t ldc, MASK m0, MASK m1, int accumulate)               \
 {                                                                                       \
-    ptrdiff_t i = 0;                                                                    \
-    for (; i + MR <= m; i += MR)                                                        \
+    ptrdiff_t i = 0, whole = m / MR;                                                    \
+    /* Fewer than MR / 2 rows after a whole block: that block and those rows make two  \
+     * blocks of nearly equal height instead (7 rows: 4 and 3), each with enough       \
+     * accumulators to keep the FMA units busy. */                                      \
+    if (whole > 0 && m % MR > 0 && m % MR < MR / 2) whole--;                             \
+    for (; i < whole * MR; i += MR)                                                     \
         FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, MR);                                          \
+    if (m - i > MR) {                                                                   \
+        switch ((m - i + 1) / 2) {                                                      \
+        FBP_GEMM_LEFT_##MR(KIND, SUFFIX)                                                \
+        default: break;                                                                 \
+        }                                                                               \
+        i += (m - i + 1) / 2;                                                           \
+    }                                                                                   \
     switch (m - i) {                                                                    \
     FBP_GEMM_LEFT_##MR(KIND, SUFFIX)                                                    \
     default: break;                                                                     \
@@ -351,15 +364,15 @@ FBP_AVX2 static void fbp_gemm_small_##SUFFIX(                                   
     const ptrdiff_t W = 2 * LANES;                                                      \
     ptrdiff_t ais = trans_a ? 1 : lda, aps = trans_a ? lda : 1;                         \
     T packed[FBP_GEMM_KB * 2 * LANES];                                                  \
-    /* One or two rows below the last whole block: wide blocks (B not transposed). */   \
-    ptrdiff_t left = m % FBP_GEMM_MR, wide = !trans_b && left <= 2 ? left : 0;          \
-    m -= wide;                                                                          \
-    if (wide == 1)                                                                      \
-        fbp_gemm_wide_##SUFFIX(1, n, k, a + m * ais, ais, aps, b, ldb, c + m * ldc, ldc, \
-                               accumulate);                                             \
-    else if (wide == 2)                                                                 \
-        fbp_gemm_wide_##SUFFIX(2, n, k, a + m * ais, ais, aps, b, ldb, c + m * ldc, ldc, \
-                               accumulate);                                             \
+    /* A product of one or two rows: wide blocks (B not transposed). */                 \
+    if (!trans_b && m == 1) {                                                           \
+        fbp_gemm_wide_##SUFFIX(1, n, k, a, ais, aps, b, ldb, c, ldc, accumulate);       \
+        return;                                                                         \
+    }                                                                                   \
+    if (!trans_b && m == 2) {                                                           \
+        fbp_gemm_wide_##SUFFIX(2, n, k, a, ais, aps, b, ldb, c, ldc, accumulate);       \
+        return;                                                                         \
+    }                                                                                   \
     if (!trans_b && fbp_pack_b_pays(m, k, ldb * (ptrdiff_t)sizeof(T))) {                \
         for (ptrdiff_t j = 0; j < n; j += W) {                                          \
             ptrdiff_t w = n - j < W ? n - j : W;                                        \
@@ -371,10 +384,8 @@ FBP_AVX2 static void fbp_gemm_small_##SUFFIX(                                   
         }                                                                               \
         return;                                                                         \
     }                                                                                   \
-    if (!trans_b) { /* no rows left when the wide blocks took them all */              \
-        if (m > 0)                                                                      \
-            fbp_gemm_strips_##SUFFIX(0, n, m, k, a, ais, aps, b, ldb, c, ldc,           \
-                                     accumulate);                                       \
+    if (!trans_b) {                                                                     \
+        fbp_gemm_strips_##SUFFIX(0, n, m, k, a, ais, aps, b, ldb, c, ldc, accumulate);  \
         return;                                                                         \
     }                                                                                   \
     for (ptrdiff_t j = 0; j < n; j += W) {                                              \

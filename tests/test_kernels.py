@@ -397,12 +397,13 @@ def test_small_kernel_gives_a_row_the_same_bits_alone_or_among_others(
     dtype, trans_a, trans_b, beta
 ):
     # The kernel sums each entry over p in order, whatever rows it computes with it:
-    # in blocks of six rows, or (the one or two rows below the last block, with B not
-    # transposed) in wide blocks of one row by eight vectors or two rows by four. So
-    # each row of a 14 x 130 product (two blocks and two rows left; 130 columns: wide
-    # blocks and a narrower strip left) is, bit for bit, the same row computed alone
-    # or in a pair: a wide block that summed differently, or misplaced a column,
-    # would show. Random entries.
+    # in blocks of six rows (fourteen: six, four and four; twelve by one vector in a
+    # last narrow strip: seven and seven), or, for a product of one or two rows with B
+    # not transposed, in wide blocks of one row by eight vectors or two rows by four.
+    # So each row of a 14 x 130 product (130 columns: eight strips and a narrow one;
+    # alone, wide blocks and a strip left) is, bit for bit, the same row computed
+    # alone or in a pair: a block that summed differently, or misplaced a column or
+    # a row, would show. Random entries.
     rng = rng_for("small-kernel-rows", dtype, trans_a, trans_b, beta)
     m, n, k = 14, 130, 77
     opa, opb, a, b = matmul_operands(m, k, n, dtype, trans_a, trans_b, rng)
