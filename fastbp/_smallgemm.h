@@ -245,23 +245,19 @@ FBP_AVX2 static void fbp_gemm_strip_##KIND##_##SUFFIX(                          
     ptrdiff_t m, ptrdiff_t k, const T *a, ptrdiff_t ais, ptrdiff_t aps, const T *b,     \
     ptrdiff_t ldb, T *c, ptrdiff_t ldc, MASK m0, MASK m1, int accumulate)               \
 {                                                                                       \
-    ptrdiff_t i = 0, whole = m / MR;                                                    \
+    ptrdiff_t i = 0, whole = m / MR, h;                                                 \
     /* Fewer than MR / 2 rows after a whole block: that block and those rows make two  \
      * blocks of nearly equal height instead (7 rows: 4 and 3), each with enough       \
      * accumulators to keep the FMA units busy. */                                      \
     if (whole > 0 && m % MR > 0 && m % MR < MR / 2) whole--;                             \
     for (; i < whole * MR; i += MR)                                                     \
         FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, MR);                                          \
-    if (m - i > MR) {                                                                   \
-        switch ((m - i + 1) / 2) {                                                      \
+    for (; i < m; i += h) { /* the one or two blocks left, each below MR rows */        \
+        h = m - i > MR ? (m - i + 1) / 2 : m - i;                                       \
+        switch (h) {                                                                    \
         FBP_GEMM_LEFT_##MR(KIND, SUFFIX)                                                \
         default: break;                                                                 \
         }                                                                               \
-        i += (m - i + 1) / 2;                                                           \
-    }                                                                                   \
-    switch (m - i) {                                                                    \
-    FBP_GEMM_LEFT_##MR(KIND, SUFFIX)                                                    \
-    default: break;                                                                     \
     }                                                                                   \
 }
 
@@ -373,28 +369,22 @@ FBP_AVX2 static void fbp_gemm_small_##SUFFIX(                                   
         fbp_gemm_wide_##SUFFIX(2, n, k, a, ais, aps, b, ldb, c, ldc, accumulate);       \
         return;                                                                         \
     }                                                                                   \
-    if (!trans_b && fbp_pack_b_pays(m, k, ldb * (ptrdiff_t)sizeof(T))) {                \
-        for (ptrdiff_t j = 0; j < n; j += W) {                                          \
-            ptrdiff_t w = n - j < W ? n - j : W;                                        \
-            MASK m0, m1;                                                                \
-            FBP_MASKS_##SUFFIX(w, &m0, &m1);                                            \
-            fbp_pack_b_##SUFFIX(b + j, ldb, w, k, packed);                              \
-            fbp_gemm_strip_##SUFFIX(w, m, k, a, ais, aps, packed, W, c + j, ldc, m0, m1, \
-                                    accumulate);                                        \
-        }                                                                               \
-        return;                                                                         \
-    }                                                                                   \
-    if (!trans_b) {                                                                     \
+    if (!trans_b && !fbp_pack_b_pays(m, k, ldb * (ptrdiff_t)sizeof(T))) {               \
         fbp_gemm_strips_##SUFFIX(0, n, m, k, a, ais, aps, b, ldb, c, ldc, accumulate);  \
         return;                                                                         \
     }                                                                                   \
+    /* Strip after strip, B (or B^T) copied KB rows of op(B) at a time (B not          \
+     * transposed is copied only when k <= KB: one chunk, the sums of B in place). */   \
     for (ptrdiff_t j = 0; j < n; j += W) {                                              \
         ptrdiff_t w = n - j < W ? n - j : W;                                            \
         MASK m0, m1;                                                                    \
         FBP_MASKS_##SUFFIX(w, &m0, &m1);                                                \
         for (ptrdiff_t p0 = 0; p0 < k; p0 += FBP_GEMM_KB) {                             \
             ptrdiff_t kb = k - p0 < FBP_GEMM_KB ? k - p0 : FBP_GEMM_KB;                 \
-            fbp_pack_bt_##SUFFIX(b + j * ldb + p0, ldb, w, kb, packed);                 \
+            if (trans_b)                                                                \
+                fbp_pack_bt_##SUFFIX(b + j * ldb + p0, ldb, w, kb, packed);             \
+            else                                                                        \
+                fbp_pack_b_##SUFFIX(b + p0 * ldb + j, ldb, w, kb, packed);              \
             fbp_gemm_strip_##SUFFIX(w, m, kb, a + p0 * aps, ais, aps, packed, W,        \
                                     c + j, ldc, m0, m1, accumulate || p0 > 0);          \
         }                                                                               \
