@@ -9,12 +9,17 @@ of a grid this times the product by the small-product kernel and by BLAS (OpenBL
 through SciPy) on one thread, interleaved, each the best of several runs of
 back-to-back products without the GIL (``_core.matmul(..., repeats=...)``), and
 reports BLAS's time over the kernel's. It also reports how often the step's rule
-(``path="auto"``) takes the faster path, and the time its wrong choices lose.
+for that version of the kernel (``gemm_path(..., isa=...)``) takes the faster path,
+and the time its wrong choices lose.
 
-Needs a CPU with AVX2 and FMA (``_core.SMALL_GEMM_CPU``)::
+Needs a CPU with AVX2 and FMA (``_core.SMALL_GEMM_CPU``); ``--isa`` picks the version
+(default: the widest the CPU runs, the one the step takes)::
 
     python bench/gemm_paths.py --out bench/GEMM_PATHS.md   # the whole grid, both dtypes
     python bench/gemm_paths.py --quick         # a few shapes (the test suite's smoke run)
+
+``bench/GEMM_PATHS.md`` is the AVX2 version on an AVX2 CPU (AMD Zen 3),
+``bench/GEMM_PATHS_AVX512.md`` the AVX-512 version on an AVX-512 one (AMD Zen 4).
 """
 
 import argparse
@@ -45,27 +50,30 @@ def operands(form, m, n, k, dtype, rng):
     return a, b, np.empty((m, n), dtype)
 
 
-def best_time(core, a, b, out, form, path, repeats, runs):
+def best_time(core, a, b, out, form, path, repeats, runs, isa):
     """Best over ``runs`` of the mean time of ``repeats`` back-to-back products."""
     trans_a, trans_b = FORMS[form]
     best = float("inf")
+    isa = isa if path == "small" else None
     for _ in range(runs):
         start = time.perf_counter()
-        core.matmul(a, b, out, trans_a=trans_a, trans_b=trans_b, path=path, repeats=repeats)
+        core.matmul(
+            a, b, out, trans_a=trans_a, trans_b=trans_b, path=path, repeats=repeats, isa=isa
+        )
         best = min(best, (time.perf_counter() - start) / repeats)
     return best
 
 
-def measure(core, form, m, n, k, dtype, runs, rng):
+def measure(core, form, m, n, k, dtype, runs, rng, isa):
     """(blas seconds, small seconds, the path "auto" takes) for one product."""
     a, b, out = operands(form, m, n, k, dtype, rng)
     repeats = max(1, int(4e7 / (2 * m * n * k)))  # about a millisecond a run
     times = {"blas": float("inf"), "small": float("inf")}
     for _ in range(2):  # interleaved: a drift of the machine's speed hits both
         for path in ("blas", "small"):
-            t = best_time(core, a, b, out, form, path, repeats, runs)
+            t = best_time(core, a, b, out, form, path, repeats, runs, isa)
             times[path] = min(times[path], t)
-    chosen = core.gemm_path(m, n, k, *FORMS[form], dtype=dtype)
+    chosen = core.gemm_path(m, n, k, *FORMS[form], dtype=dtype, isa=isa)
     return times["blas"], times["small"], chosen
 
 
@@ -74,6 +82,9 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="three shapes, float32")
     parser.add_argument("--runs", type=int, default=5, help="timed runs a path and shape")
     parser.add_argument("--out", help="also write the report to this Markdown file")
+    parser.add_argument(
+        "--isa", help="the kernel's version, avx2 or avx512 (default: the widest the CPU runs)"
+    )
     args = parser.parse_args(argv)
     lines = []
 
@@ -90,22 +101,27 @@ def main(argv=None):
     if not core.SMALL_GEMM_CPU:
         print("this CPU lacks AVX2 or FMA: fastbp uses BLAS for every product")
         return 0
+    isa = args.isa or core.SMALL_GEMM_ISAS[-1]
+    if isa not in core.SMALL_GEMM_ISAS:
+        parser.error(f"--isa must be one of {', '.join(core.SMALL_GEMM_ISAS)} on this CPU")
     dtypes = ["float32"] if args.quick else ["float32", "float64"]
     shapes = QUICK if args.quick else list(itertools.product(GRID_M, GRID_N, GRID_K))
     rng = np.random.default_rng(0)
     say("# The small-product kernel against BLAS, one thread\n")
     say(machine_markdown(machine_info(["bench/gemm_paths.py"] + list(argv or sys.argv[1:]))))
-    say(f"- small-product kernel level {core.SMALL_GEMM_CPU} (1: AVX2 and FMA, the rule")
-    say("  may choose it; 2: AVX-512 too, the rule takes BLAS)\n")
+    say(
+        f"- small-product kernel: its {isa} version (this CPU runs"
+        f" {', '.join(core.SMALL_GEMM_ISAS)}; the step takes the widest)\n"
+    )
     say("BLAS / small: how many times longer BLAS takes. auto takes: the path the")
-    say("training step's rule (`_small_product` in `fastbp/_core.pyx`) chooses.\n")
+    say(f"training step's rule (`_small_product` in `fastbp/_core.pyx`) chooses for {isa}.\n")
     say("| dtype | form | m | n | k | BLAS µs | small µs | BLAS / small | auto takes |")
     say("| :--- | :--- | ---: | ---: | ---: | ---: | ---: | ---: | :--- |")
     agree = total = 0
     lost = spent = log_loss = log_blas = 0.0
     with threadpool_limits(1):
         for dtype, form, (m, n, k) in itertools.product(dtypes, FORMS, shapes):
-            blas, small, chosen = measure(core, form, m, n, k, dtype, args.runs, rng)
+            blas, small, chosen = measure(core, form, m, n, k, dtype, args.runs, rng, isa)
             say(
                 f"| {dtype} | {form} | {m} | {n} | {k} | {blas * 1e6:.2f} | "
                 f"{small * 1e6:.2f} | {blas / small:.2f} | {chosen} |"

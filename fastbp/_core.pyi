@@ -16,6 +16,8 @@ I = NDArray[np.intp]
 MAX_THREADS: int
 HAVE_OPENMP: bool
 SMALL_GEMM_CPU: int
+SMALL_GEMM_VERSIONS: tuple[str | None, ...]
+SMALL_GEMM_ISAS: tuple[str, ...]
 GEMM_PATHS: dict[str, int]
 PEAK_ISAS: tuple[str, ...]
 PEAK_ISA: str
@@ -148,9 +150,16 @@ def matmul(
     beta: float = 0.0,
     path: str = "auto",
     repeats: int = 1,
+    isa: str | None = None,
 ) -> None: ...
 def gemm_path(
-    m: int, n: int, k: int, trans_a: bool = False, trans_b: bool = False, dtype: Any = "float32"
+    m: int,
+    n: int,
+    k: int,
+    trans_a: bool = False,
+    trans_b: bool = False,
+    dtype: Any = "float32",
+    isa: str | None = None,
 ) -> str: ...
 def fma_loop(
     sums: NDArray[np.float64],

@@ -201,10 +201,10 @@ cdef extern from "_smallgemm.h" nogil:
     # packing costs as much as the arithmetic (see the header).
     int fbp_small_gemm_cpu()
     enum: FBP_GEMM_KB  # the rows of B copied at a time (always, transposed)
-    void fbp_gemm_small_f32(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n,
+    void fbp_gemm_small_f32(int isa, int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n,
                             Py_ssize_t k, const float* a, Py_ssize_t lda, const float* b,
                             Py_ssize_t ldb, int accumulate, float* c, Py_ssize_t ldc)
-    void fbp_gemm_small_f64(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n,
+    void fbp_gemm_small_f64(int isa, int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n,
                             Py_ssize_t k, const double* a, Py_ssize_t lda, const double* b,
                             Py_ssize_t ldb, int accumulate, double* c, Py_ssize_t ldc)
 
@@ -248,9 +248,12 @@ cdef inline double _gelu_grad(double z) noexcept nogil:
 # BLAS
 # ---------------------------------------------------------------------------
 
-# Whether this CPU runs the small-product kernels (AVX2 and FMA: 1, or 2 when it
-# also has AVX-512F), decided once at import.
+# The widest version of the small-product kernels this CPU runs (_smallgemm.h's
+# FBP_GEMM_* codes: 0 none, 1 AVX2 and FMA, 2 AVX-512F as well), decided once at
+# import; the versions by name (their codes are the indices), and those it runs.
 cdef int _SMALL_GEMM_CPU = fbp_small_gemm_cpu()
+SMALL_GEMM_VERSIONS = (None, "avx2", "avx512")
+SMALL_GEMM_ISAS = SMALL_GEMM_VERSIONS[1:_SMALL_GEMM_CPU + 1]
 # Path of a product: BLAS or the small-product kernel, or chosen by shape.
 cdef enum:
     GEMM_AUTO = 0
@@ -261,41 +264,55 @@ GEMM_PATHS = {"auto": GEMM_AUTO, "blas": GEMM_BLAS, "small": GEMM_SMALL}
 
 
 cdef inline bint _small_product(bint trans_a, bint trans_b, int m, int n, int k,
-                                int itemsize) noexcept nogil:
+                                int itemsize, int isa) noexcept nogil:
     """Whether a product of ``op(A)`` (m x k) by ``op(B)`` (k x n) of ``itemsize``-byte
-    entries takes the small-product kernel rather than BLAS.
+    entries takes version ``isa`` of the small-product kernel (the step: the widest
+    this CPU runs) rather than BLAS. The rule reads only the shapes and the version,
+    so a product's path, and its bits, are the same on every run
+    of a machine. Each version's thresholds were fitted to ``bench/gemm_paths.py``
+    (one thread, 2940 products of the NN, NT and TN forms, m from 1 to 256, n from 2
+    to 512, k from 10 to 784, both dtypes), on the CPU named.
 
-    Only on a CPU with AVX2 and FMA but not AVX-512F: OpenBLAS runs its Haswell
-    kernels there, which pack both operands; on AVX-512 CPUs it has small-product
-    kernels of its own. Then by the kernel's costs: it reads all of A again for each
-    strip of two vectors' columns of C (so A must stay near, and a wide C tightens
-    that), and it copies B first only for up to ``FBP_GEMM_KB`` of its rows (B read
-    in place from rows a power of two apart falls out of the L1 cache). One or two
-    rows of C with B not transposed (wide blocks that read B once, where BLAS would
-    copy all of it first) always take the kernel. Otherwise a row of C is at most 2
-    KB. A C one strip wide (a row of at most 64 bytes) reads A once, whatever its
-    size; there only float32 products of 2-7 columns over more than 32 rows, with A
-    not transposed, stay in BLAS (a narrow block fills less than a vector). Two
-    strips (at most 128 bytes) read it twice, still faster than BLAS whatever its
-    size. Wider, A is at most 1 MB with B transposed (copied in chunks of
-    ``FBP_GEMM_KB`` rows, so always in the cache), else 256 KB, or 128 KB when k
-    exceeds ``FBP_GEMM_KB``.
+    Both versions: one or two rows of C with B not transposed (wide blocks that read
+    B once, where BLAS would copy all of it first) always take the kernel; a row of
+    C over 2 KB never does.
 
-    Fitted to ``bench/gemm_paths.py`` (AMD Zen 3, OpenBLAS 0.3, one thread, 2940
-    products of the NN, NT and TN forms, m from 1 to 256, n from 2 to 512, k from 10
-    to 784, both dtypes; ``bench/GEMM_PATHS.md``): the rule's path takes on average
-    1.6% longer than the faster of the two (always BLAS: 83%). The tiny, small and deep
-    networks' products run 1.1-2x faster in the kernel, one-row products 3-10x,
-    gradients of narrow outputs 1.5-3x, and the products of layers 256 wide over 128
-    rows 1.1-1.2x. The rule reads only the shapes, so a product's path, and its bits,
-    are the same on every run of a machine."""
+    AVX2 (AMD Zen 3, OpenBLAS's Haswell kernels, which pack both operands;
+    ``bench/GEMM_PATHS.md``): by the kernel's costs. It reads all of A again for
+    each strip of two vectors' columns of C (so A must stay near, and a wide C
+    tightens that), and it copies B first only for up to ``FBP_GEMM_KB`` of its rows
+    (B read in place from rows a power of two apart falls out of the L1 cache). A C
+    one strip wide (a row of at most 64 bytes) reads A once, whatever its size;
+    there only float32 products of 2-7 columns over more than 32 rows, with A not
+    transposed, stay in BLAS (a narrow block fills less than a vector). Two strips
+    (at most 128 bytes) read it twice, still faster than BLAS whatever its size.
+    Wider, A is at most 1 MB with B transposed (copied in chunks of ``FBP_GEMM_KB``
+    rows, so always in the cache), else 256 KB, or 128 KB when k exceeds
+    ``FBP_GEMM_KB``. The rule's path takes on average 1.6% longer than the faster of
+    the two (always BLAS: 83%). The tiny, small and deep networks' products run
+    1.1-2x faster in the kernel, one-row products 3-10x, gradients of narrow outputs
+    1.5-3x, and the products of layers 256 wide over 128 rows 1.1-1.2x.
+
+    AVX-512 (AMD Zen 4, where OpenBLAS runs its SkylakeX kernels, with small-product
+    paths of their own; ``bench/GEMM_PATHS_AVX512.md``): the kernel wins from rows of
+    C of two vectors' lanes (128 bytes), or one vector's (64 bytes) with B transposed
+    and more than one row, while A is at most 1 MB (it is read again for each strip:
+    beyond the L2 cache, BLAS's blocking wins). Narrower products stay in BLAS,
+    whose kernels for them fill the vectors better. The rule's path takes on average
+    4.4% longer than the faster of the two (always BLAS: 13.7%; fitted to an earlier
+    run of the grid, so this is out of sample); the products of the
+    networks' layers from 32 to 512 wide run 1.1-1.8x faster in the kernel."""
     cdef long long row = <long long>n * itemsize, size = <long long>m * k * itemsize
-    if _SMALL_GEMM_CPU != 1 or m < 1 or n < 1 or k < 1:
+    if isa == 0 or m < 1 or n < 1 or k < 1:
         return False
     if m <= 2 and not trans_b:
         return True
     if row > 2048:
         return False
+    if isa == 2:  # AVX-512
+        if size > 1048576:
+            return False
+        return row >= 64 and m >= 2 if trans_b else row >= 128
     if row <= 64:
         return trans_a or itemsize == 8 or n >= 8 or m <= 32
     if row <= 128:
@@ -307,23 +324,28 @@ cdef inline bint _small_product(bint trans_a, bint trans_b, int m, int n, int k,
 
 cdef void _gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
                 const floating* a, int lda, const floating* b, int ldb,
-                floating beta, floating* c, int ldc, int path=GEMM_AUTO) noexcept nogil:
+                floating beta, floating* c, int ldc, int path=GEMM_AUTO,
+                int isa=0) noexcept nogil:
     """Row-major ``C (m x n) = alpha * op(A) (m x k) @ op(B) (k x n) + beta * C``.
 
     ``lda``, ``ldb`` and ``ldc`` are the row strides (in elements) of A, B and C as
     stored. A small product (``_small_product``) with alpha 1 and beta 0 or 1 runs
     the small-product kernel; any other product BLAS, as the column-major product
     ``C^T = op(B)^T @ op(A)^T``. ``path`` forces one (GEMM_SMALL: the CPU must run
-    it, alpha be 1 and beta 0 or 1, m, n, k at least 1).
+    it, alpha be 1 and beta 0 or 1, m, n, k at least 1); ``isa`` a version of the
+    kernel this CPU runs (0: the widest).
     """
     cdef char ta = b'T' if trans_b else b'N'
     cdef char tb = b'T' if trans_a else b'N'
     if path == GEMM_SMALL or (path == GEMM_AUTO and alpha == 1 and (beta == 0 or beta == 1)
-                              and _small_product(trans_a, trans_b, m, n, k, sizeof(floating))):
+                              and _small_product(trans_a, trans_b, m, n, k,
+                                                 sizeof(floating), _SMALL_GEMM_CPU)):
         if floating is float:
-            fbp_gemm_small_f32(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta != 0, c, ldc)
+            fbp_gemm_small_f32(isa if isa else _SMALL_GEMM_CPU, trans_a, trans_b, m, n, k,
+                               a, lda, b, ldb, beta != 0, c, ldc)
         else:
-            fbp_gemm_small_f64(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta != 0, c, ldc)
+            fbp_gemm_small_f64(isa if isa else _SMALL_GEMM_CPU, trans_a, trans_b, m, n, k,
+                               a, lda, b, ldb, beta != 0, c, ldc)
         return
     if floating is float:
         sgemm(&ta, &tb, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda,
@@ -2232,11 +2254,13 @@ def permutation(intp[::1] order not None, unsigned long long seed):
 
 def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out,
            bint trans_a=False, bint trans_b=False, double alpha=1.0, double beta=0.0,
-           str path="auto", Py_ssize_t repeats=1):
+           str path="auto", Py_ssize_t repeats=1, isa=None):
     """``out = alpha * op(a) @ op(b) + beta * out`` for C-contiguous arrays.
 
     ``path``: "auto" (as the training step chooses), "blas" or "small" (the
     small-product kernel: needs ``SMALL_GEMM_CPU``, alpha 1 and beta 0 or 1).
+    ``isa``: with path "small", the version of the kernel, one of ``SMALL_GEMM_ISAS``
+    (default: the widest, the one the training step takes).
     ``repeats`` runs the same product that many times without the GIL (for timing
     the paths in ``bench/gemm_paths.py``; with beta 0 every run gives the same out).
     """
@@ -2250,6 +2274,15 @@ def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] 
     if chosen == GEMM_SMALL and not _SMALL_GEMM_CPU:
         raise ValueError("the small-product kernel needs a CPU with AVX2 and FMA;"
                          " use path='blas' or 'auto'")
+    cdef int version = 0
+    if isa is not None:
+        if chosen != GEMM_SMALL:
+            raise ValueError("matmul isa chooses a version of the small-product kernel:"
+                             " pass it with path='small', not %r" % (path,))
+        if isa not in SMALL_GEMM_ISAS:
+            raise ValueError("matmul isa must be one this CPU runs (%s), not %r"
+                             % (", ".join(map(repr, SMALL_GEMM_ISAS)) or "none", isa))
+        version = SMALL_GEMM_VERSIONS.index(isa)
     if chosen == GEMM_SMALL and (alpha != 1 or (beta != 0 and beta != 1)):
         raise ValueError("the small-product kernel computes out = op(a) @ op(b) (beta 0)"
                          " or out += op(a) @ op(b) (beta 1); got alpha %r, beta %r"
@@ -2275,21 +2308,27 @@ def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] 
         for _run in range(repeats):
             _gemm(trans_a, trans_b, <int>m, <int>n, <int>k, <floating>alpha,
                   &a[0, 0], <int>a.shape[1], &b[0, 0], <int>b.shape[1],
-                  <floating>beta, &out[0, 0], <int>n, chosen)
+                  <floating>beta, &out[0, 0], <int>n, chosen, version)
 
 
 def gemm_path(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a=False,
-              bint trans_b=False, dtype="float32"):
+              bint trans_b=False, dtype="float32", isa=None):
     """The path, "small" or "blas", that the training step takes for a product of
-    ``op(A)`` (m x k) by ``op(B)`` (k x n) of ``dtype`` (``_small_product``)."""
+    ``op(A)`` (m x k) by ``op(B)`` (k x n) of ``dtype`` (``_small_product``) on this
+    CPU, or, given ``isa`` ("avx2" or "avx512"), on a CPU whose widest version of the
+    kernel that is (the rule reads only the shapes and the version)."""
     if m < 1 or n < 1 or k < 1 or m >= 2**31 or n >= 2**31 or k >= 2**31:
         raise ValueError("gemm_path takes dimensions from 1 to 2**31 - 1, got %d, %d, %d"
                          % (m, n, k))
     kind = np.dtype(dtype)
     if kind != np.float32 and kind != np.float64:
         raise ValueError("gemm_path dtype must be float32 or float64, not %r" % (dtype,))
-    return ("small" if _small_product(trans_a, trans_b, <int>m, <int>n, <int>k, kind.itemsize)
-            else "blas")
+    if isa is not None and isa not in SMALL_GEMM_VERSIONS[1:]:
+        raise ValueError("gemm_path isa must be %s, not %r"
+                         % (" or ".join(map(repr, SMALL_GEMM_VERSIONS[1:])), isa))
+    cdef int version = _SMALL_GEMM_CPU if isa is None else SMALL_GEMM_VERSIONS.index(isa)
+    return ("small" if _small_product(trans_a, trans_b, <int>m, <int>n, <int>k, kind.itemsize,
+                                      version) else "blas")
 
 
 # The versions of the multiply-add loop (_peak.h's FBP_PEAK_* codes are the indices),

@@ -2,10 +2,10 @@
  *
  * OpenBLAS multiplies through packed copies of both operands: for the products of a
  * small network's step (a 32 x 64 block by a 64 x 32 weight, a 100 x 100 layer over
- * 64 rows) copying costs as much as multiplying. Where OpenBLAS has no kernels of its
- * own for small products (its Haswell kernels, which it runs on AVX2 CPUs without
- * AVX-512, such as AMD Zen 2 and 3; on AVX-512 CPUs it has them), these
- * register-blocked kernels read the operands where they lie.
+ * 64 rows) copying costs as much as multiplying. These register-blocked kernels read
+ * the operands where they lie. On AVX-512 CPUs OpenBLAS has small-product paths of
+ * its own, but they still lose to these kernels on rows of C two vectors wide and
+ * more (measured on AMD Zen 4: the rule in _core.pyx's _small_product).
  *
  * Row-major C (m x n) = op(A) (m x k) @ op(B) (k x n), or C += it. A block of MR rows
  * by two vectors of columns of C stays in registers while p runs over all k: each
@@ -18,7 +18,9 @@
  * A strip at most one vector wide (the last columns of a product whose width is a
  * vector and a bit, or a product at most one vector wide) is computed in "narrow"
  * blocks of 12 rows by one vector instead: the same twelve accumulators, half the
- * multiplications of a two-vector block whose second vector would be masked off.
+ * multiplications of a two-vector block whose second vector would be masked off; at
+ * most half a vector wide, the AVX-512 version computes it with the AVX2 version's
+ * narrow blocks, of vectors half as wide.
  * A block of one or two rows would have too few accumulators to hide the FMA's
  * latency: a product of one or two rows (a one-row prediction) is computed, with B
  * not transposed, in blocks WIDE vectors of C wide (eight accumulators), the same
@@ -29,8 +31,13 @@
  * added to C), so the kernel's result depends only on the shapes: not on the thread
  * that computes it, nor on the rows of C beside it.
  *
- * AVX2 with FMA only (x86-64 with GCC or Clang): fbp_small_gemm_cpu() says whether
- * this CPU runs it; elsewhere the functions are never called.
+ * Two versions, the same code over different vectors (FBP_DEFINE_SMALL_GEMM): AVX2
+ * with FMA (8 floats or 4 doubles a vector) and AVX-512F (16 or 8, with the CPU's
+ * lane masks), on x86-64 with GCC or Clang. fbp_small_gemm_cpu() says which this CPU
+ * runs; elsewhere the functions are never called. The versions sum each entry in the
+ * same order (p in order, KB terms at a time with B transposed), but their register
+ * blocks differ, so a product may differ in the last bits between them, never
+ * between runs of one version.
  */
 #ifndef FASTBP_SMALLGEMM_H
 #define FASTBP_SMALLGEMM_H
@@ -56,15 +63,21 @@
 #define FBP_GEMM_WIDE 8
 #define FBP_GEMM_PACK_M 48
 
+/* The versions of the kernels (fbp_small_gemm_cpu). */
+#define FBP_GEMM_NONE 0
+#define FBP_GEMM_AVX2 1
+#define FBP_GEMM_AVX512 2
+
 #if FBP_SMALL_GEMM
 
-/* 1: the CPU has AVX2 and FMA (the kernels run); 2: it has AVX-512F as well, where
- * OpenBLAS has small-product kernels of its own; 0: neither. */
+/* The widest version of the kernels this CPU runs: FBP_GEMM_AVX512 (AVX-512F, with
+ * AVX2 and FMA), FBP_GEMM_AVX2 (AVX2 and FMA) or FBP_GEMM_NONE. */
 static int fbp_small_gemm_cpu(void)
 {
     __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
-    return __builtin_cpu_supports("avx512f") ? 2 : 1;
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+        return FBP_GEMM_NONE;
+    return __builtin_cpu_supports("avx512f") ? FBP_GEMM_AVX512 : FBP_GEMM_AVX2;
 }
 
 /* Row i of a register block (v0, v1) takes A(i, p) times row p of B (rows the
@@ -143,18 +156,21 @@ static inline int fbp_pack_b_pays(ptrdiff_t m, ptrdiff_t k, ptrdiff_t ldb_bytes)
  * masked stores are slow) and "part" (the last strip, narrower than two vectors,
  * through masked loads and stores), "narrow" ones (a last strip at most one vector
  * wide, masked), the strip of any kind of width w, the strips across columns (B in
- * place), the wide blocks of one or two rows, and fbp_gemm_small_<SUFFIX>. */
+ * place), the wide blocks of one or two rows, and fbp_gemm_small_<SUFFIX>. HALF names
+ * the version (its MASKS and narrow strips, masks of type HMASK) that computes a
+ * strip at most half a vector wide. Every function is compiled for FBP_TARGET, the
+ * version's target attribute, defined around each use of the macro. */
 #define FBP_DEFINE_SMALL_GEMM(T, SUFFIX, V, LANES, SET0, BCAST, FMA, MLOAD, MSTORE,     \
-                              LOADU, STOREU, ADD, MASK)                                 \
+                              LOADU, STOREU, ADD, MASK, HALF, HMASK)                    \
 FBP_DEFINE_GEMM_BLOCK(T, SUFFIX, full, V, LANES, SET0, BCAST, FMA, LOADU, STOREU, ADD,  \
                       MASK)                                                             \
 FBP_DEFINE_GEMM_BLOCK(T, SUFFIX, part, V, LANES, SET0, BCAST, FMA, MLOAD, MSTORE, ADD,  \
                       MASK)                                                             \
-FBP_DEFINE_GEMM_NARROW(T, SUFFIX, V, SET0, BCAST, FMA, MLOAD, MSTORE, ADD, MASK)       \
+FBP_DEFINE_GEMM_NARROW(T, SUFFIX, V, SET0, BCAST, FMA, MLOAD, MSTORE, ADD, MASK)        \
 FBP_DEFINE_GEMM_STRIP(T, SUFFIX, full, MASK, 6)                                         \
 FBP_DEFINE_GEMM_STRIP(T, SUFFIX, part, MASK, 6)                                         \
 FBP_DEFINE_GEMM_STRIP(T, SUFFIX, narrow, MASK, 12)                                      \
-FBP_AVX2 static inline void fbp_gemm_strip_##SUFFIX(                                    \
+FBP_TARGET static inline void fbp_gemm_strip_##SUFFIX(                                  \
     ptrdiff_t w, ptrdiff_t m, ptrdiff_t k, const T *a, ptrdiff_t ais, ptrdiff_t aps,    \
     const T *b, ptrdiff_t ldb, T *c, ptrdiff_t ldc, MASK m0, MASK m1, int accumulate)   \
 {                                                                                       \
@@ -164,9 +180,15 @@ FBP_AVX2 static inline void fbp_gemm_strip_##SUFFIX(                            
     else if (w > LANES)                                                                 \
         fbp_gemm_strip_part_##SUFFIX(m, k, a, ais, aps, b, ldb, c, ldc, m0, m1,         \
                                      accumulate);                                       \
-    else                                                                                \
+    else if (w > LANES / 2)                                                             \
         fbp_gemm_strip_narrow_##SUFFIX(m, k, a, ais, aps, b, ldb, c, ldc, m0, m1,       \
                                        accumulate);                                     \
+    else { /* at most half a vector: narrow blocks of the HALF version's vectors */     \
+        HMASK h0, h1;                                                                   \
+        FBP_MASKS_##HALF(w, &h0, &h1);                                                  \
+        fbp_gemm_strip_narrow_##HALF(m, k, a, ais, aps, b, ldb, c, ldc, h0, h1,         \
+                                     accumulate);                                       \
+    }                                                                                   \
 }                                                                                       \
 FBP_DEFINE_GEMM_STRIPS(T, SUFFIX, LANES, MASK)                                          \
 FBP_DEFINE_PACK_BT(T, SUFFIX, LANES)                                                    \
@@ -179,7 +201,7 @@ FBP_DEFINE_GEMM(T, SUFFIX, LANES, MASK)
  * columns of the strip that exist (W: two vectors' lanes). */
 #define FBP_DEFINE_GEMM_BLOCK(T, SUFFIX, KIND, V, LANES, SET0, BCAST, FMA, LOAD, STORE, \
                               ADD, MASK)                                                \
-FBP_AVX2 static inline void fbp_gemm_block_##KIND##_##SUFFIX(                           \
+FBP_TARGET static inline void fbp_gemm_block_##KIND##_##SUFFIX(                         \
     int mr, ptrdiff_t k, const T *a, ptrdiff_t ais, ptrdiff_t aps, const T *b,          \
     ptrdiff_t ldb, T *c, ptrdiff_t ldc, MASK m0, MASK m1, int accumulate)               \
 {                                                                                       \
@@ -207,7 +229,7 @@ FBP_AVX2 static inline void fbp_gemm_block_##KIND##_##SUFFIX(                   
 /* A narrow register block: C[0:mr, 0:w) (=|+=) sum_p A(i, p) B[p, 0:w) for mr up to
  * 12 rows and w up to one vector's lanes (mask m0; m1 unused), as above. */
 #define FBP_DEFINE_GEMM_NARROW(T, SUFFIX, V, SET0, BCAST, FMA, LOAD, STORE, ADD, MASK)  \
-FBP_AVX2 static inline void fbp_gemm_block_narrow_##SUFFIX(                             \
+FBP_TARGET static inline void fbp_gemm_block_narrow_##SUFFIX(                           \
     int mr, ptrdiff_t k, const T *a, ptrdiff_t ais, ptrdiff_t aps, const T *b,          \
     ptrdiff_t ldb, T *c, ptrdiff_t ldc, MASK m0, MASK m1, int accumulate)               \
 {                                                                                       \
@@ -241,15 +263,15 @@ FBP_AVX2 static inline void fbp_gemm_block_narrow_##SUFFIX(                     
 /* All row blocks of one strip of C's columns (the masks' width; KIND full: all 2 x
  * LANES columns, read and written without masks), MR rows a block. */
 #define FBP_DEFINE_GEMM_STRIP(T, SUFFIX, KIND, MASK, MR)                                \
-FBP_AVX2 static void fbp_gemm_strip_##KIND##_##SUFFIX(                                  \
+FBP_TARGET static void fbp_gemm_strip_##KIND##_##SUFFIX(                                \
     ptrdiff_t m, ptrdiff_t k, const T *a, ptrdiff_t ais, ptrdiff_t aps, const T *b,     \
     ptrdiff_t ldb, T *c, ptrdiff_t ldc, MASK m0, MASK m1, int accumulate)               \
 {                                                                                       \
     ptrdiff_t i = 0, whole = m / MR, h;                                                 \
-    /* Fewer than MR / 2 rows after a whole block: that block and those rows make two  \
-     * blocks of nearly equal height instead (7 rows: 4 and 3), each with enough       \
+    /* Fewer than MR / 2 rows after a whole block: that block and those rows make two   \
+     * blocks of nearly equal height instead (7 rows: 4 and 3), each with enough        \
      * accumulators to keep the FMA units busy. */                                      \
-    if (whole > 0 && m % MR > 0 && m % MR < MR / 2) whole--;                             \
+    if (whole > 0 && m % MR > 0 && m % MR < MR / 2) whole--;                            \
     for (; i < whole * MR; i += MR)                                                     \
         FBP_GEMM_BLOCK_CALL(KIND, SUFFIX, MR);                                          \
     for (; i < m; i += h) { /* the one or two blocks left, each below MR rows */        \
@@ -264,7 +286,7 @@ FBP_AVX2 static void fbp_gemm_strip_##KIND##_##SUFFIX(                          
 /* Rows 0..m of C, columns j..n, B not transposed: strip after strip, each of the
  * kind its width calls for. */
 #define FBP_DEFINE_GEMM_STRIPS(T, SUFFIX, LANES, MASK)                                  \
-FBP_AVX2 static void fbp_gemm_strips_##SUFFIX(                                          \
+FBP_TARGET static void fbp_gemm_strips_##SUFFIX(                                        \
     ptrdiff_t j, ptrdiff_t n, ptrdiff_t m, ptrdiff_t k, const T *a, ptrdiff_t ais,      \
     ptrdiff_t aps, const T *b, ptrdiff_t ldb, T *c, ptrdiff_t ldc, int accumulate)      \
 {                                                                                       \
@@ -283,7 +305,7 @@ FBP_AVX2 static void fbp_gemm_strips_##SUFFIX(                                  
  * Whole LANES x LANES tiles are transposed in registers (fbp_transpose_<SUFFIX>),
  * the rest copied entry by entry: a pure copy, whatever the path. */
 #define FBP_DEFINE_PACK_BT(T, SUFFIX, LANES)                                            \
-FBP_AVX2 static inline void fbp_pack_bt_##SUFFIX(const T *b, ptrdiff_t ldb, ptrdiff_t w,   \
+FBP_TARGET static inline void fbp_pack_bt_##SUFFIX(const T *b, ptrdiff_t ldb, ptrdiff_t w, \
                                                  ptrdiff_t kb, T *packed)               \
 {                                                                                       \
     const ptrdiff_t W = 2 * LANES;                                                      \
@@ -301,8 +323,8 @@ FBP_AVX2 static inline void fbp_pack_bt_##SUFFIX(const T *b, ptrdiff_t ldb, ptrd
 /* The copy of a strip of B for the kernel: packed[p][q] = B[p][q] for the strip's
  * w <= 2 LANES columns q and kb rows p (as fbp_pack_bt: columns from w on are left
  * as they are). */
-#define FBP_DEFINE_PACK_B(T, SUFFIX, LANES, V, LOADU, STOREU)                          \
-FBP_AVX2 static inline void fbp_pack_b_##SUFFIX(const T *b, ptrdiff_t ldb, ptrdiff_t w, \
+#define FBP_DEFINE_PACK_B(T, SUFFIX, LANES, V, LOADU, STOREU)                           \
+FBP_TARGET static inline void fbp_pack_b_##SUFFIX(const T *b, ptrdiff_t ldb, ptrdiff_t w, \
                                                 ptrdiff_t kb, T *packed)                \
 {                                                                                       \
     const ptrdiff_t W = 2 * LANES;                                                      \
@@ -322,7 +344,7 @@ FBP_AVX2 static inline void fbp_pack_b_##SUFFIX(const T *b, ptrdiff_t ldb, ptrdi
  * blocks of mr rows by WIDE / mr whole vectors while they fit, the columns left over
  * in strips (each entry summed as a strip's block sums it). */
 #define FBP_DEFINE_GEMM_WIDE(T, SUFFIX, V, LANES, SET0, BCAST, FMA, LOADU, STOREU, ADD) \
-FBP_AVX2 static inline void fbp_gemm_wide_##SUFFIX(                                     \
+FBP_TARGET static inline void fbp_gemm_wide_##SUFFIX(                                   \
     int mr, ptrdiff_t n, ptrdiff_t k, const T *a, ptrdiff_t ais, ptrdiff_t aps,         \
     const T *b, ptrdiff_t ldb, T *c, ptrdiff_t ldc, int accumulate)                     \
 {                                                                                       \
@@ -353,7 +375,7 @@ FBP_AVX2 static inline void fbp_gemm_wide_##SUFFIX(                             
 /* Row-major C (m x n, row stride ldc) = op(A) @ op(B) (accumulate: C += it); A and B
  * have row strides lda and ldb as stored (op(A) = A^T: A is k x m). m, n, k >= 1. */
 #define FBP_DEFINE_GEMM(T, SUFFIX, LANES, MASK)                                         \
-FBP_AVX2 static void fbp_gemm_small_##SUFFIX(                                           \
+FBP_TARGET static void fbp_gemm_small_##SUFFIX(                                         \
     int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *a,        \
     ptrdiff_t lda, const T *b, ptrdiff_t ldb, int accumulate, T *c, ptrdiff_t ldc)      \
 {                                                                                       \
@@ -373,7 +395,7 @@ FBP_AVX2 static void fbp_gemm_small_##SUFFIX(                                   
         fbp_gemm_strips_##SUFFIX(0, n, m, k, a, ais, aps, b, ldb, c, ldc, accumulate);  \
         return;                                                                         \
     }                                                                                   \
-    /* Strip after strip, B (or B^T) copied KB rows of op(B) at a time (B not          \
+    /* Strip after strip, B (or B^T) copied KB rows of op(B) at a time (B not           \
      * transposed is copied only when k <= KB: one chunk, the sums of B in place). */   \
     for (ptrdiff_t j = 0; j < n; j += W) {                                              \
         ptrdiff_t w = n - j < W ? n - j : W;                                            \
@@ -392,14 +414,14 @@ FBP_AVX2 static void fbp_gemm_small_##SUFFIX(                                   
 }
 
 /* The lane masks of a strip w columns wide: lanes below w on, the rest off. */
-FBP_AVX2 static inline void FBP_MASKS_f32(ptrdiff_t w, __m256i *m0, __m256i *m1)
+FBP_AVX2 static inline void FBP_MASKS_avx2_f32(ptrdiff_t w, __m256i *m0, __m256i *m1)
 {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     *m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w), lane);
     *m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w - 8), lane);
 }
 
-FBP_AVX2 static inline void FBP_MASKS_f64(ptrdiff_t w, __m256i *m0, __m256i *m1)
+FBP_AVX2 static inline void FBP_MASKS_avx2_f64(ptrdiff_t w, __m256i *m0, __m256i *m1)
 {
     const __m256i lane = _mm256_setr_epi64x(0, 1, 2, 3);
     *m0 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(w), lane);
@@ -408,8 +430,8 @@ FBP_AVX2 static inline void FBP_MASKS_f64(ptrdiff_t w, __m256i *m0, __m256i *m1)
 
 /* dst[r][q] = src[q][r] for a tile of one vector's lanes square: rows of src lds
  * apart, rows of dst ldd apart. */
-FBP_AVX2 static inline void fbp_transpose_f32(const float *src, ptrdiff_t lds, float *dst,
-                                              ptrdiff_t ldd)
+FBP_AVX2 static inline void fbp_transpose_avx2_f32(const float *src, ptrdiff_t lds,
+                                                   float *dst, ptrdiff_t ldd)
 {
     __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + lds);
     __m256 r2 = _mm256_loadu_ps(src + 2 * lds), r3 = _mm256_loadu_ps(src + 3 * lds);
@@ -434,8 +456,8 @@ FBP_AVX2 static inline void fbp_transpose_f32(const float *src, ptrdiff_t lds, f
     _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(s3, s7, 0x31));
 }
 
-FBP_AVX2 static inline void fbp_transpose_f64(const double *src, ptrdiff_t lds,
-                                              double *dst, ptrdiff_t ldd)
+FBP_AVX2 static inline void fbp_transpose_avx2_f64(const double *src, ptrdiff_t lds,
+                                                   double *dst, ptrdiff_t ldd)
 {
     __m256d r0 = _mm256_loadu_pd(src), r1 = _mm256_loadu_pd(src + lds);
     __m256d r2 = _mm256_loadu_pd(src + 2 * lds), r3 = _mm256_loadu_pd(src + 3 * lds);
@@ -448,36 +470,116 @@ FBP_AVX2 static inline void fbp_transpose_f64(const double *src, ptrdiff_t lds,
 }
 
 /* Whole vectors for full strips (AMD's masked stores are slow); the mask unused. */
-#define FBP_LOADU_f32(p, mask) _mm256_loadu_ps(p)
-#define FBP_STOREU_f32(p, mask, v) _mm256_storeu_ps(p, v)
-#define FBP_LOADU_f64(p, mask) _mm256_loadu_pd(p)
-#define FBP_STOREU_f64(p, mask, v) _mm256_storeu_pd(p, v)
+#define FBP_LOADU_avx2_f32(p, mask) _mm256_loadu_ps(p)
+#define FBP_STOREU_avx2_f32(p, mask, v) _mm256_storeu_ps(p, v)
+#define FBP_LOADU_avx2_f64(p, mask) _mm256_loadu_pd(p)
+#define FBP_STOREU_avx2_f64(p, mask, v) _mm256_storeu_pd(p, v)
 
-FBP_DEFINE_SMALL_GEMM(float, f32, __m256, 8, _mm256_setzero_ps, _mm256_broadcast_ss,
+#define FBP_TARGET FBP_AVX2
+FBP_DEFINE_SMALL_GEMM(float, avx2_f32, __m256, 8, _mm256_setzero_ps, _mm256_broadcast_ss,
                       _mm256_fmadd_ps, _mm256_maskload_ps, _mm256_maskstore_ps,
-                      FBP_LOADU_f32, FBP_STOREU_f32, _mm256_add_ps, __m256i)
-FBP_DEFINE_SMALL_GEMM(double, f64, __m256d, 4, _mm256_setzero_pd, _mm256_broadcast_sd,
+                      FBP_LOADU_avx2_f32, FBP_STOREU_avx2_f32, _mm256_add_ps, __m256i,
+                      avx2_f32, __m256i)
+FBP_DEFINE_SMALL_GEMM(double, avx2_f64, __m256d, 4, _mm256_setzero_pd, _mm256_broadcast_sd,
                       _mm256_fmadd_pd, _mm256_maskload_pd, _mm256_maskstore_pd,
-                      FBP_LOADU_f64, FBP_STOREU_f64, _mm256_add_pd, __m256i)
+                      FBP_LOADU_avx2_f64, FBP_STOREU_avx2_f64, _mm256_add_pd, __m256i,
+                      avx2_f64, __m256i)
+#undef FBP_TARGET
+
+/* The AVX-512 version: the same kernel over vectors of 16 floats or 8 doubles (a
+ * strip 128 bytes wide), with the CPU's own lane masks. */
+#define FBP_AVX512 __attribute__((target("avx512f,avx2,fma")))
+
+FBP_AVX512 static inline void FBP_MASKS_avx512_f32(ptrdiff_t w, __mmask16 *m0,
+                                                   __mmask16 *m1)
+{
+    *m0 = (__mmask16)(w >= 16 ? 0xFFFF : (1u << w) - 1);
+    *m1 = (__mmask16)(w >= 32 ? 0xFFFF : w <= 16 ? 0 : (1u << (w - 16)) - 1);
+}
+
+FBP_AVX512 static inline void FBP_MASKS_avx512_f64(ptrdiff_t w, __mmask8 *m0, __mmask8 *m1)
+{
+    *m0 = (__mmask8)(w >= 8 ? 0xFF : (1u << w) - 1);
+    *m1 = (__mmask8)(w >= 16 ? 0xFF : w <= 8 ? 0 : (1u << (w - 8)) - 1);
+}
+
+/* A tile of one vector's lanes square, as four tiles of the AVX2 version's. */
+FBP_AVX512 static inline void fbp_transpose_avx512_f32(const float *src, ptrdiff_t lds,
+                                                       float *dst, ptrdiff_t ldd)
+{
+    fbp_transpose_avx2_f32(src, lds, dst, ldd);
+    fbp_transpose_avx2_f32(src + 8, lds, dst + 8 * ldd, ldd);
+    fbp_transpose_avx2_f32(src + 8 * lds, lds, dst + 8, ldd);
+    fbp_transpose_avx2_f32(src + 8 * lds + 8, lds, dst + 8 * ldd + 8, ldd);
+}
+
+FBP_AVX512 static inline void fbp_transpose_avx512_f64(const double *src, ptrdiff_t lds,
+                                                       double *dst, ptrdiff_t ldd)
+{
+    fbp_transpose_avx2_f64(src, lds, dst, ldd);
+    fbp_transpose_avx2_f64(src + 4, lds, dst + 4 * ldd, ldd);
+    fbp_transpose_avx2_f64(src + 4 * lds, lds, dst + 4, ldd);
+    fbp_transpose_avx2_f64(src + 4 * lds + 4, lds, dst + 4 * ldd + 4, ldd);
+}
+
+#define FBP_BCAST_avx512_f32(p) _mm512_set1_ps(*(p))
+#define FBP_BCAST_avx512_f64(p) _mm512_set1_pd(*(p))
+#define FBP_MLOAD_avx512_f32(p, mask) _mm512_maskz_loadu_ps(mask, p)
+#define FBP_MSTORE_avx512_f32(p, mask, v) _mm512_mask_storeu_ps(p, mask, v)
+#define FBP_MLOAD_avx512_f64(p, mask) _mm512_maskz_loadu_pd(mask, p)
+#define FBP_MSTORE_avx512_f64(p, mask, v) _mm512_mask_storeu_pd(p, mask, v)
+#define FBP_LOADU_avx512_f32(p, mask) _mm512_loadu_ps(p)
+#define FBP_STOREU_avx512_f32(p, mask, v) _mm512_storeu_ps(p, v)
+#define FBP_LOADU_avx512_f64(p, mask) _mm512_loadu_pd(p)
+#define FBP_STOREU_avx512_f64(p, mask, v) _mm512_storeu_pd(p, v)
+
+#define FBP_TARGET FBP_AVX512
+FBP_DEFINE_SMALL_GEMM(float, avx512_f32, __m512, 16, _mm512_setzero_ps,
+                      FBP_BCAST_avx512_f32, _mm512_fmadd_ps, FBP_MLOAD_avx512_f32,
+                      FBP_MSTORE_avx512_f32, FBP_LOADU_avx512_f32, FBP_STOREU_avx512_f32,
+                      _mm512_add_ps, __mmask16, avx2_f32, __m256i)
+FBP_DEFINE_SMALL_GEMM(double, avx512_f64, __m512d, 8, _mm512_setzero_pd,
+                      FBP_BCAST_avx512_f64, _mm512_fmadd_pd, FBP_MLOAD_avx512_f64,
+                      FBP_MSTORE_avx512_f64, FBP_LOADU_avx512_f64, FBP_STOREU_avx512_f64,
+                      _mm512_add_pd, __mmask8, avx2_f64, __m256i)
+#undef FBP_TARGET
+
+/* C = op(A) @ op(B) (accumulate: C += it) by version isa of the kernel
+ * (FBP_GEMM_AVX2 or FBP_GEMM_AVX512: one this CPU runs, see fbp_small_gemm_cpu). */
+#define FBP_DEFINE_GEMM_SMALL(T, SUFFIX)                                                \
+static void fbp_gemm_small_##SUFFIX(int isa, int trans_a, int trans_b, ptrdiff_t m,     \
+                                    ptrdiff_t n, ptrdiff_t k, const T *a, ptrdiff_t lda, \
+                                    const T *b, ptrdiff_t ldb, int accumulate, T *c,    \
+                                    ptrdiff_t ldc)                                      \
+{                                                                                       \
+    if (isa == FBP_GEMM_AVX512)                                                         \
+        fbp_gemm_small_avx512_##SUFFIX(trans_a, trans_b, m, n, k, a, lda, b, ldb,       \
+                                       accumulate, c, ldc);                             \
+    else                                                                                \
+        fbp_gemm_small_avx2_##SUFFIX(trans_a, trans_b, m, n, k, a, lda, b, ldb,         \
+                                     accumulate, c, ldc);                               \
+}
+FBP_DEFINE_GEMM_SMALL(float, f32)
+FBP_DEFINE_GEMM_SMALL(double, f64)
 
 #else /* no kernels: never called (fbp_small_gemm_cpu() is 0) */
 
-static int fbp_small_gemm_cpu(void) { return 0; }
+static int fbp_small_gemm_cpu(void) { return FBP_GEMM_NONE; }
 
-static void fbp_gemm_small_f32(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
+static void fbp_gemm_small_f32(int isa, int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
                                ptrdiff_t k, const float *a, ptrdiff_t lda, const float *b,
                                ptrdiff_t ldb, int accumulate, float *c, ptrdiff_t ldc)
 {
-    (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)a; (void)lda;
-    (void)b; (void)ldb; (void)accumulate; (void)c; (void)ldc;
+    (void)isa; (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)a;
+    (void)lda; (void)b; (void)ldb; (void)accumulate; (void)c; (void)ldc;
 }
 
-static void fbp_gemm_small_f64(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
+static void fbp_gemm_small_f64(int isa, int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
                                ptrdiff_t k, const double *a, ptrdiff_t lda, const double *b,
                                ptrdiff_t ldb, int accumulate, double *c, ptrdiff_t ldc)
 {
-    (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)a; (void)lda;
-    (void)b; (void)ldb; (void)accumulate; (void)c; (void)ldc;
+    (void)isa; (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)a;
+    (void)lda; (void)b; (void)ldb; (void)accumulate; (void)c; (void)ldc;
 }
 
 #endif

@@ -346,14 +346,17 @@ def test_matmul_accepts_readonly_inputs_and_rejects_readonly_out(dtype):
 needs_small_kernel = pytest.mark.skipif(
     not _core.SMALL_GEMM_CPU, reason="this CPU lacks AVX2 or FMA: the kernel never runs"
 )
+# Every version of the kernel this CPU runs (AVX2; AVX-512 as well where it has it).
+each_isa = pytest.mark.parametrize("isa", _core.SMALL_GEMM_ISAS)
 ODD = [1, 7, 13, 31, 33, 65]  # one row, widths around the vector and block sizes
 FORMS = [(False, False), (False, True), (True, False), (True, True)]
 
 
 @needs_small_kernel
+@each_isa
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("trans_a, trans_b", FORMS)
-def test_small_kernel_matches_numpy_over_odd_shapes(dtype, trans_a, trans_b):
+def test_small_kernel_matches_numpy_over_odd_shapes(isa, dtype, trans_a, trans_b):
     # Every m, n and k in ODD: partial register blocks (m not a multiple of 6),
     # partial strips (n not a multiple of two vectors), out = and out +=.
     rng = rng_for("small-kernel", dtype, trans_a, trans_b)
@@ -362,15 +365,18 @@ def test_small_kernel_matches_numpy_over_odd_shapes(dtype, trans_a, trans_b):
         c0 = rng.normal(size=(m, n)).astype(dtype)
         for beta in (0.0, 1.0):
             out = c0.copy()
-            _core.matmul(a, b, out, trans_a=trans_a, trans_b=trans_b, beta=beta, path="small")
+            _core.matmul(
+                a, b, out, trans_a=trans_a, trans_b=trans_b, beta=beta, path="small", isa=isa
+            )
             check_gemm(out, opa, opb, 1.0, beta, c0, dtype)
 
 
 @needs_small_kernel
+@each_isa
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("trans_a, trans_b", FORMS)
 @pytest.mark.parametrize("k", [255, 256, 257, 600])
-def test_small_kernel_is_exact_on_small_integers(dtype, trans_a, trans_b, k):
+def test_small_kernel_is_exact_on_small_integers(isa, dtype, trans_a, trans_b, k):
     # Integer entries in [-3, 3]: every partial sum is an integer below 2**24, exact in
     # any order, so the result must equal the product bit for bit; a misplaced entry
     # or a lost block of a transposed B (copied 256 rows of k at a time) would show.
@@ -383,18 +389,19 @@ def test_small_kernel_is_exact_on_small_integers(dtype, trans_a, trans_b, k):
     b = np.ascontiguousarray(opb.T) if trans_b else opb
     exact = opa.astype(np.int64) @ opb.astype(np.int64)
     out = np.full((m, n), 5, dtype=dtype)
-    _core.matmul(a, b, out, trans_a=trans_a, trans_b=trans_b, beta=1.0, path="small")
+    _core.matmul(a, b, out, trans_a=trans_a, trans_b=trans_b, beta=1.0, path="small", isa=isa)
     np.testing.assert_array_equal(out, (exact + 5).astype(dtype))
-    _core.matmul(a, b, out, trans_a=trans_a, trans_b=trans_b, beta=0.0, path="small")
+    _core.matmul(a, b, out, trans_a=trans_a, trans_b=trans_b, beta=0.0, path="small", isa=isa)
     np.testing.assert_array_equal(out, exact.astype(dtype))
 
 
 @needs_small_kernel
+@each_isa
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("trans_a, trans_b", FORMS)
 @pytest.mark.parametrize("beta", [0.0, 1.0])
 def test_small_kernel_gives_a_row_the_same_bits_alone_or_among_others(
-    dtype, trans_a, trans_b, beta
+    isa, dtype, trans_a, trans_b, beta
 ):
     # The kernel sums each entry over p in order, whatever rows it computes with it:
     # in blocks of six rows (fourteen: six, four and four; twelve by one vector in a
@@ -409,21 +416,24 @@ def test_small_kernel_gives_a_row_the_same_bits_alone_or_among_others(
     opa, opb, a, b = matmul_operands(m, k, n, dtype, trans_a, trans_b, rng)
     c0 = rng.normal(size=(m, n)).astype(dtype)
     whole = c0.copy()
-    _core.matmul(a, b, whole, trans_a=trans_a, trans_b=trans_b, beta=beta, path="small")
+    _core.matmul(a, b, whole, trans_a=trans_a, trans_b=trans_b, beta=beta, path="small", isa=isa)
     check_gemm(whole, opa, opb, 1.0, beta, c0, dtype)
     for rows in (1, 2):
         for i in range(m - rows + 1):
             part = np.ascontiguousarray(a[:, i : i + rows] if trans_a else a[i : i + rows])
             out = c0[i : i + rows].copy()
-            _core.matmul(part, b, out, trans_a=trans_a, trans_b=trans_b, beta=beta, path="small")
+            _core.matmul(
+                part, b, out, trans_a=trans_a, trans_b=trans_b, beta=beta, path="small", isa=isa
+            )
             np.testing.assert_array_equal(out, whole[i : i + rows], err_msg=f"rows {i}+{rows}")
 
 
 @needs_small_kernel
+@each_isa
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("lines", [1, 2, 4])
-def test_small_kernel_copies_b_read_in_place_without_changing_a_bit(dtype, trans_a, lines):
+def test_small_kernel_copies_b_read_in_place_without_changing_a_bit(isa, dtype, trans_a, lines):
     # B not transposed, with rows 1, 2 or 4 cache lines apart (16, 32, 64 float32 or 8,
     # 16, 32 float64 columns: every strip whole) and m >= 48: the kernel copies B's
     # strips first once k fills the L1 sets those rows share (k >= 128, 64, 32), up
@@ -437,18 +447,18 @@ def test_small_kernel_copies_b_read_in_place_without_changing_a_bit(dtype, trans
         c0 = rng.normal(size=(m, n)).astype(dtype)
         for beta in (0.0, 1.0):
             whole = c0.copy()
-            _core.matmul(a, b, whole, trans_a=trans_a, beta=beta, path="small")
+            _core.matmul(a, b, whole, trans_a=trans_a, beta=beta, path="small", isa=isa)
             check_gemm(whole, opa, opb, 1.0, beta, c0, dtype)
             for i in (0, 5, m - 7, m - 1):
                 part = np.ascontiguousarray(a[:, i : i + 1] if trans_a else a[i : i + 1])
                 out = c0[i : i + 1].copy()
-                _core.matmul(part, b, out, trans_a=trans_a, beta=beta, path="small")
+                _core.matmul(part, b, out, trans_a=trans_a, beta=beta, path="small", isa=isa)
                 np.testing.assert_array_equal(out, whole[i : i + 1], err_msg=f"{m, k} row {i}")
         ints_a = rng.integers(-3, 4, size=a.shape).astype(dtype)
         ints_b = rng.integers(-3, 4, size=b.shape).astype(dtype)
         exact = (ints_a.T if trans_a else ints_a).astype(np.int64) @ ints_b.astype(np.int64)
         out = np.empty((m, n), dtype)
-        _core.matmul(ints_a, ints_b, out, trans_a=trans_a, path="small")
+        _core.matmul(ints_a, ints_b, out, trans_a=trans_a, path="small", isa=isa)
         np.testing.assert_array_equal(out, exact.astype(dtype), err_msg=f"{m, k}")
 
 
@@ -466,11 +476,10 @@ def test_auto_path_is_the_one_the_rule_names(dtype, trans_a, trans_b, mnk):
     _core.matmul(a, b, auto, trans_a=trans_a, trans_b=trans_b)
     _core.matmul(a, b, chosen, trans_a=trans_a, trans_b=trans_b, path=path)
     np.testing.assert_array_equal(auto, chosen)
-    if _core.SMALL_GEMM_CPU != 1:  # no kernel, or AVX-512 where OpenBLAS has its own
+    if not _core.SMALL_GEMM_CPU:  # no kernel: every product in BLAS
         assert path == "blas"
 
 
-@pytest.mark.skipif(_core.SMALL_GEMM_CPU != 1, reason="the rule takes BLAS on this CPU")
 def test_the_rule_takes_the_kernel_for_small_networks_and_blas_for_big_or_narrow():
     # The tiny, small and deep networks' products (bench/gemm_paths.py measures them
     # 1.1-2x faster in the kernel), the tabular network's 256-wide layers over a
@@ -498,7 +507,7 @@ def test_the_rule_takes_the_kernel_for_small_networks_and_blas_for_big_or_narrow
         (1, 4096, 784, False, False),
         (2, 4096, 784, True, False),
     ]:
-        assert _core.gemm_path(m, n, k, ta, tb, "float32") == "small", (m, n, k, ta, tb)
+        assert _core.gemm_path(m, n, k, ta, tb, "float32", isa="avx2") == "small", (m, n, k, ta, tb)
     for m, n, k, ta, tb in [
         (128, 512, 784, False, False),
         (392, 512, 256, True, False),
@@ -508,7 +517,56 @@ def test_the_rule_takes_the_kernel_for_small_networks_and_blas_for_big_or_narrow
         (64, 256, 784, False, False),
         (1, 4096, 784, False, True),
     ]:
-        assert _core.gemm_path(m, n, k, ta, tb, "float32") == "blas", (m, n, k, ta, tb)
+        assert _core.gemm_path(m, n, k, ta, tb, "float32", isa="avx2") == "blas", (m, n, k, ta, tb)
+
+
+def test_the_avx512_rule_takes_the_kernel_from_two_vectors_wide_and_blas_below():
+    # bench/GEMM_PATHS_AVX512.md: against OpenBLAS's SkylakeX kernels the AVX-512
+    # kernel wins on rows of C from 128 bytes (64 with B transposed) while A stays
+    # in the L2 cache: the small and deep networks' products, the tabular network's
+    # and the medium network's over a thread's rows, and one or two rows however
+    # wide. Narrow outputs (10 columns), a one-row product by a transposed B, rows
+    # over 2 KB and an A over 1 MB stay in BLAS.
+    for m, n, k, ta, tb, dtype in [
+        (32, 32, 64, False, False, "float32"),
+        (32, 32, 10, False, True, "float32"),
+        (64, 100, 100, False, False, "float32"),
+        (64, 100, 100, False, True, "float32"),
+        (100, 100, 128, True, False, "float32"),
+        (392, 128, 64, True, False, "float32"),
+        (128, 256, 256, False, True, "float32"),
+        (128, 512, 784, False, False, "float32"),
+        (64, 16, 100, False, False, "float64"),
+        (32, 8, 100, False, True, "float64"),
+        (1, 4096, 784, False, False, "float32"),
+        (2, 10, 784, True, False, "float64"),
+    ]:
+        assert _core.gemm_path(m, n, k, ta, tb, dtype, isa="avx512") == "small", (
+            m,
+            n,
+            k,
+            ta,
+            tb,
+            dtype,
+        )
+    for m, n, k, ta, tb, dtype in [
+        (64, 10, 128, False, False, "float32"),
+        (128, 10, 64, True, False, "float32"),
+        (64, 16, 100, False, False, "float32"),
+        (1, 100, 100, False, True, "float32"),
+        (64, 784, 128, False, True, "float32"),
+        (128, 512, 784, False, False, "float64"),
+        (1024, 512, 784, False, False, "float32"),
+        (784, 512, 512, True, False, "float32"),
+    ]:
+        assert _core.gemm_path(m, n, k, ta, tb, dtype, isa="avx512") == "blas", (
+            m,
+            n,
+            k,
+            ta,
+            tb,
+            dtype,
+        )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -523,6 +581,10 @@ def test_matmul_path_and_repeats_errors(dtype):
             _core.matmul(a, b, out, alpha=2.0, path="small")
         with pytest.raises(ValueError, match="alpha 1.0, beta 0.5"):
             _core.matmul(a, b, out, beta=0.5, path="small")
+        with pytest.raises(ValueError, match="pass it with path='small', not 'auto'"):
+            _core.matmul(a, b, out, isa=_core.SMALL_GEMM_ISAS[0])
+        with pytest.raises(ValueError, match="isa must be one this CPU runs"):
+            _core.matmul(a, b, out, path="small", isa="avx1024")
     else:
         with pytest.raises(ValueError, match="needs a CPU with AVX2 and FMA"):
             _core.matmul(a, b, out, path="small")
@@ -534,6 +596,16 @@ def test_matmul_path_and_repeats_errors(dtype):
         _core.gemm_path(0, 3, 3)
     with pytest.raises(ValueError, match="dtype must be float32 or float64"):
         _core.gemm_path(3, 3, 3, dtype="int32")
+    with pytest.raises(ValueError, match="isa must be 'avx2' or 'avx512', not 'sse'"):
+        _core.gemm_path(3, 3, 3, isa="sse")
+    # the step's rule is the one of the widest version this CPU runs
+    for shape in [(64, 10, 128, False, False), (64, 16, 100, False, False)]:
+        expected = (
+            _core.gemm_path(*shape, isa=_core.SMALL_GEMM_ISAS[-1])
+            if _core.SMALL_GEMM_CPU
+            else "blas"
+        )
+        assert _core.gemm_path(*shape) == expected
 
 
 def test_matmul_rejects_mixed_dtypes_and_non_contiguous():
