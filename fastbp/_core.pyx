@@ -199,7 +199,8 @@ cdef extern from "_vmath.h" nogil:
 cdef extern from "_smallgemm.h" nogil:
     # Register-blocked products read in place, for the small products where OpenBLAS's
     # packing costs as much as the arithmetic (see the header).
-    int fbp_small_gemm_cpu()
+    int fbp_small_gemm_cpu()  # the widest version this CPU runs, one of:
+    enum: FBP_GEMM_NONE, FBP_GEMM_AVX2, FBP_GEMM_AVX512
     enum: FBP_GEMM_KB  # the rows of B copied at a time (always, transposed)
     void fbp_gemm_small_f32(int isa, int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n,
                             Py_ssize_t k, const float* a, Py_ssize_t lda, const float* b,
@@ -303,13 +304,13 @@ cdef inline bint _small_product(bint trans_a, bint trans_b, int m, int n, int k,
     run of the grid, so this is out of sample); the products of the
     networks' layers from 32 to 512 wide run 1.1-1.8x faster in the kernel."""
     cdef long long row = <long long>n * itemsize, size = <long long>m * k * itemsize
-    if isa == 0 or m < 1 or n < 1 or k < 1:
+    if isa == FBP_GEMM_NONE or m < 1 or n < 1 or k < 1:
         return False
     if m <= 2 and not trans_b:
         return True
     if row > 2048:
         return False
-    if isa == 2:  # AVX-512
+    if isa == FBP_GEMM_AVX512:
         if size > 1048576:
             return False
         return row >= 64 and m >= 2 if trans_b else row >= 128
@@ -337,15 +338,16 @@ cdef void _gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
     """
     cdef char ta = b'T' if trans_b else b'N'
     cdef char tb = b'T' if trans_a else b'N'
+    cdef int version = isa if isa else _SMALL_GEMM_CPU
     if path == GEMM_SMALL or (path == GEMM_AUTO and alpha == 1 and (beta == 0 or beta == 1)
                               and _small_product(trans_a, trans_b, m, n, k,
-                                                 sizeof(floating), _SMALL_GEMM_CPU)):
+                                                 sizeof(floating), version)):
         if floating is float:
-            fbp_gemm_small_f32(isa if isa else _SMALL_GEMM_CPU, trans_a, trans_b, m, n, k,
-                               a, lda, b, ldb, beta != 0, c, ldc)
+            fbp_gemm_small_f32(version, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta != 0,
+                               c, ldc)
         else:
-            fbp_gemm_small_f64(isa if isa else _SMALL_GEMM_CPU, trans_a, trans_b, m, n, k,
-                               a, lda, b, ldb, beta != 0, c, ldc)
+            fbp_gemm_small_f64(version, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta != 0,
+                               c, ldc)
         return
     if floating is float:
         sgemm(&ta, &tb, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda,

@@ -305,8 +305,8 @@ FBP_TARGET static void fbp_gemm_strips_##SUFFIX(                                
  * Whole LANES x LANES tiles are transposed in registers (fbp_transpose_<SUFFIX>),
  * the rest copied entry by entry: a pure copy, whatever the path. */
 #define FBP_DEFINE_PACK_BT(T, SUFFIX, LANES)                                            \
-FBP_TARGET static inline void fbp_pack_bt_##SUFFIX(const T *b, ptrdiff_t ldb, ptrdiff_t w, \
-                                                 ptrdiff_t kb, T *packed)               \
+FBP_TARGET static inline void fbp_pack_bt_##SUFFIX(const T *b, ptrdiff_t ldb,           \
+                                                   ptrdiff_t w, ptrdiff_t kb, T *packed) \
 {                                                                                       \
     const ptrdiff_t W = 2 * LANES;                                                      \
     ptrdiff_t q = 0, p;                                                                 \
@@ -324,8 +324,8 @@ FBP_TARGET static inline void fbp_pack_bt_##SUFFIX(const T *b, ptrdiff_t ldb, pt
  * w <= 2 LANES columns q and kb rows p (as fbp_pack_bt: columns from w on are left
  * as they are). */
 #define FBP_DEFINE_PACK_B(T, SUFFIX, LANES, V, LOADU, STOREU)                           \
-FBP_TARGET static inline void fbp_pack_b_##SUFFIX(const T *b, ptrdiff_t ldb, ptrdiff_t w, \
-                                                ptrdiff_t kb, T *packed)                \
+FBP_TARGET static inline void fbp_pack_b_##SUFFIX(const T *b, ptrdiff_t ldb,            \
+                                                  ptrdiff_t w, ptrdiff_t kb, T *packed) \
 {                                                                                       \
     const ptrdiff_t W = 2 * LANES;                                                      \
     if (w == W) {                                                                       \
@@ -490,37 +490,26 @@ FBP_DEFINE_SMALL_GEMM(double, avx2_f64, __m256d, 4, _mm256_setzero_pd, _mm256_br
  * strip 128 bytes wide), with the CPU's own lane masks. */
 #define FBP_AVX512 __attribute__((target("avx512f,avx2,fma")))
 
-FBP_AVX512 static inline void FBP_MASKS_avx512_f32(ptrdiff_t w, __mmask16 *m0,
-                                                   __mmask16 *m1)
-{
-    *m0 = (__mmask16)(w >= 16 ? 0xFFFF : (1u << w) - 1);
-    *m1 = (__mmask16)(w >= 32 ? 0xFFFF : w <= 16 ? 0 : (1u << (w - 16)) - 1);
+/* The lane masks of a strip w columns wide (as FBP_MASKS_avx2_<dtype>), and a tile of
+ * one vector's lanes square transposed as four tiles of the AVX2 version's (H lanes
+ * square, half a vector). */
+#define FBP_DEFINE_AVX512_HELPERS(T, SUFFIX, MASK, LANES, H)                             \
+FBP_AVX512 static inline void FBP_MASKS_avx512_##SUFFIX(ptrdiff_t w, MASK *m0, MASK *m1) \
+{                                                                                       \
+    const MASK all = (MASK)((1u << LANES) - 1);                                         \
+    *m0 = w >= LANES ? all : (MASK)((1u << w) - 1);                                     \
+    *m1 = w >= 2 * LANES ? all : w <= LANES ? 0 : (MASK)((1u << (w - LANES)) - 1);      \
+}                                                                                       \
+FBP_AVX512 static inline void fbp_transpose_avx512_##SUFFIX(const T *src, ptrdiff_t lds, \
+                                                          T *dst, ptrdiff_t ldd)        \
+{                                                                                       \
+    fbp_transpose_avx2_##SUFFIX(src, lds, dst, ldd);                                    \
+    fbp_transpose_avx2_##SUFFIX(src + H, lds, dst + H * ldd, ldd);                      \
+    fbp_transpose_avx2_##SUFFIX(src + H * lds, lds, dst + H, ldd);                      \
+    fbp_transpose_avx2_##SUFFIX(src + H * lds + H, lds, dst + H * ldd + H, ldd);        \
 }
-
-FBP_AVX512 static inline void FBP_MASKS_avx512_f64(ptrdiff_t w, __mmask8 *m0, __mmask8 *m1)
-{
-    *m0 = (__mmask8)(w >= 8 ? 0xFF : (1u << w) - 1);
-    *m1 = (__mmask8)(w >= 16 ? 0xFF : w <= 8 ? 0 : (1u << (w - 8)) - 1);
-}
-
-/* A tile of one vector's lanes square, as four tiles of the AVX2 version's. */
-FBP_AVX512 static inline void fbp_transpose_avx512_f32(const float *src, ptrdiff_t lds,
-                                                       float *dst, ptrdiff_t ldd)
-{
-    fbp_transpose_avx2_f32(src, lds, dst, ldd);
-    fbp_transpose_avx2_f32(src + 8, lds, dst + 8 * ldd, ldd);
-    fbp_transpose_avx2_f32(src + 8 * lds, lds, dst + 8, ldd);
-    fbp_transpose_avx2_f32(src + 8 * lds + 8, lds, dst + 8 * ldd + 8, ldd);
-}
-
-FBP_AVX512 static inline void fbp_transpose_avx512_f64(const double *src, ptrdiff_t lds,
-                                                       double *dst, ptrdiff_t ldd)
-{
-    fbp_transpose_avx2_f64(src, lds, dst, ldd);
-    fbp_transpose_avx2_f64(src + 4, lds, dst + 4 * ldd, ldd);
-    fbp_transpose_avx2_f64(src + 4 * lds, lds, dst + 4, ldd);
-    fbp_transpose_avx2_f64(src + 4 * lds + 4, lds, dst + 4 * ldd + 4, ldd);
-}
+FBP_DEFINE_AVX512_HELPERS(float, f32, __mmask16, 16, 8)
+FBP_DEFINE_AVX512_HELPERS(double, f64, __mmask8, 8, 4)
 
 #define FBP_BCAST_avx512_f32(p) _mm512_set1_ps(*(p))
 #define FBP_BCAST_avx512_f64(p) _mm512_set1_pd(*(p))

@@ -527,7 +527,7 @@ def test_the_avx512_rule_takes_the_kernel_from_two_vectors_wide_and_blas_below()
     # and the medium network's over a thread's rows, and one or two rows however
     # wide. Narrow outputs (10 columns), a one-row product by a transposed B, rows
     # over 2 KB and an A over 1 MB stay in BLAS.
-    for m, n, k, ta, tb, dtype in [
+    small = [
         (32, 32, 64, False, False, "float32"),
         (32, 32, 10, False, True, "float32"),
         (64, 100, 100, False, False, "float32"),
@@ -540,16 +540,8 @@ def test_the_avx512_rule_takes_the_kernel_from_two_vectors_wide_and_blas_below()
         (32, 8, 100, False, True, "float64"),
         (1, 4096, 784, False, False, "float32"),
         (2, 10, 784, True, False, "float64"),
-    ]:
-        assert _core.gemm_path(m, n, k, ta, tb, dtype, isa="avx512") == "small", (
-            m,
-            n,
-            k,
-            ta,
-            tb,
-            dtype,
-        )
-    for m, n, k, ta, tb, dtype in [
+    ]
+    blas = [
         (64, 10, 128, False, False, "float32"),
         (128, 10, 64, True, False, "float32"),
         (64, 16, 100, False, False, "float32"),
@@ -558,15 +550,11 @@ def test_the_avx512_rule_takes_the_kernel_from_two_vectors_wide_and_blas_below()
         (128, 512, 784, False, False, "float64"),
         (1024, 512, 784, False, False, "float32"),
         (784, 512, 512, True, False, "float32"),
-    ]:
-        assert _core.gemm_path(m, n, k, ta, tb, dtype, isa="avx512") == "blas", (
-            m,
-            n,
-            k,
-            ta,
-            tb,
-            dtype,
-        )
+    ]
+    for expected, shapes in (("small", small), ("blas", blas)):
+        for m, n, k, ta, tb, dtype in shapes:
+            path = _core.gemm_path(m, n, k, ta, tb, dtype, isa="avx512")
+            assert path == expected, (m, n, k, ta, tb, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
