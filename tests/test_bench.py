@@ -270,3 +270,31 @@ def test_sklearn_compare_quick(tmp_path):
     rows = dict(table_rows(out.read_text()))
     assert rows["fastbp"] == f"{online['fastbp']['call_s'] * 1e6:.0f}"
     assert rows["sklearn"] == f"{online['sklearn']['call_s'] * 1e6:.0f}"
+
+
+def test_shared_writes_builds_and_times_both_updates(tmp_path):
+    # bench/shared_writes.c, as bench/README.md builds it (a C compiler with OpenMP,
+    # which building fastbp from source needs too), with a small array.
+    import shutil
+
+    cc = shutil.which(os.environ.get("CC", "cc"))
+    if cc is None:
+        pytest.skip("no C compiler")
+    exe = tmp_path / "shared_writes"
+    build = subprocess.run(
+        [cc, "-O3", "-fopenmp", os.path.join(ROOT, "bench", "shared_writes.c"), "-o", str(exe)],
+        capture_output=True,
+        text=True,
+    )
+    if build.returncode != 0:
+        pytest.skip(f"no OpenMP C compiler: {build.stderr[-300:]}")
+    out = subprocess.run([str(exe), "64", "40"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "parameters: 64 KB, 2 threads, 40 iterations" in out.stdout
+    own = float(re.search(r"its own half: ([0-9.]+) us", out.stdout).group(1))
+    shared = float(re.search(r"all of them: +([0-9.]+) us", out.stdout).group(1))
+    ratio = float(re.search(r"ratio: ([0-9.]+)", out.stdout).group(1))
+    assert own > 0 and shared > 0
+    assert ratio == pytest.approx(shared / own, rel=0.05, abs=0.01)
+    bad = subprocess.run([str(exe), "0"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "usage" in bad.stderr

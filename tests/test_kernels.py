@@ -1072,6 +1072,43 @@ def test_cross_entropy_value_alone_equals_the_value_with_its_delta(dtype, shape)
     np.testing.assert_allclose(with_delta, expected, rtol=RTOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_labels_argmax_over_blocks_of_rows(dtype):
+    # The kernel finds the rows' maxima column by column over a block of 64 rows at
+    # a time. 150 rows (two full blocks and a partial one): the predicted class is
+    # each row's first largest logit, a NaN never wins, and the loss and delta
+    # match NumPy's on the rows without NaN.
+    rng = rng_for("ce-blocks", dtype)
+    n, k = 150, 10
+    z = rng.integers(-3, 4, size=(n, k)).astype(dtype)  # small integers: many ties
+    z[::7, 4] = np.nan
+    z[3::11, 0] = np.nan
+    labels = rng.integers(0, k, n).astype(np.intp)
+    expected = 0
+    for row, label in zip(z, labels):
+        best = 0
+        for j in range(1, k):
+            if row[j] > row[best]:  # False against NaN, either side
+                best = j
+        expected += best == label
+    ties = sum(int(np.sum(row == np.nanmax(row)) > 1) for row in z)
+    assert ties > 50 and expected > 0  # the cases above occur
+    no_targets = np.empty((0, k), dtype=dtype)
+    _, correct, _ = call_loss("cross_entropy_labels", z, no_targets, labels)
+    assert correct == expected
+    clean = ~np.isnan(z).any(axis=1)
+    zc, lc = np.ascontiguousarray(z[clean]), np.ascontiguousarray(labels[clean])
+    value, correct, delta = call_loss("cross_entropy_labels", zc, no_targets, lc)
+    assert_loss_matches("cross_entropy_labels", zc, None, lc, dtype, value, correct, delta)
+    # The delta written over the logits themselves: the same numbers.
+    inplace = zc.copy()
+    assert _core.loss_delta(LOSS["cross_entropy_labels"], inplace, no_targets, lc, inplace) == (
+        value,
+        correct,
+    )
+    np.testing.assert_array_equal(inplace, delta)
+
+
 @pytest.mark.parametrize("name", LOSSES)
 @pytest.mark.parametrize("shape", [(1, 1), (1, 4), (4, 5)])
 def test_loss_delta_matches_finite_differences(name, shape):
