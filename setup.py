@@ -16,6 +16,9 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("FASTBP_DEBUG", "0") not in ("", "0")
+# FASTBP_PHASE_TIMES=1: the training step times its phases, per thread, for
+# profiling (fastbp._core.phase_times, bench/phases.py); POSIX only.
+PHASE_TIMES = os.environ.get("FASTBP_PHASE_TIMES", "0") not in ("", "0")
 
 directives = {
     "language_level": 3,
@@ -63,7 +66,8 @@ extensions = [
             "fastbp/_random.h",
             "fastbp/_smallgemm.h",
         ],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+        + ([("FASTBP_PHASE_TIMES", "1")] if PHASE_TIMES else []),
         extra_compile_args=extra_compile_args + openmp_flags,
         extra_link_args=openmp_flags + strip_flags,
     ),

@@ -15,6 +15,8 @@ I = NDArray[np.intp]
 
 MAX_THREADS: int
 HAVE_OPENMP: bool
+PHASE_TIMES: bool
+PHASES: tuple[str, ...]
 SMALL_GEMM_CPU: int
 SMALL_GEMM_VERSIONS: tuple[str | None, ...]
 SMALL_GEMM_ISAS: tuple[str, ...]
@@ -118,6 +120,9 @@ def input_gradient_run(
     out: F,
 ) -> None: ...
 def predict_run(params: F, work: F, capacity: int, plan: Plan, X: Inputs, out: F) -> bool: ...
+def phase_times(
+    reset: bool = ...,
+) -> tuple[NDArray[np.float64], NDArray[np.int64]] | None: ...
 def permutation(order: I, seed: int) -> None: ...
 
 class Predictor:

@@ -120,6 +120,14 @@ cdef extern from "_parallel.h" nogil:
     void fbp_barrier()
     int fbp_team_size()
     int fbp_thread_id()
+    # Phase timers of the step, in a build with FASTBP_PHASE_TIMES=1 (see the header).
+    const int FBP_PHASE_TIMES
+    const int FBP_PHASE_COUNT
+    const int FBP_PHASE_PARTS
+    double fbp_phase_rows[][8]
+    double fbp_phase_clock()
+    void fbp_phase_mark(int part, int phase, double* since)
+    void fbp_phase_step(int part)
 
 
 cdef extern from "_prefetch.h" nogil:
@@ -1512,21 +1520,28 @@ cdef void _train_part(const Run* r, floating* params, floating* grads, floating*
     cdef BatchStats* out
     cdef Masks masks  # each thread's own: the masks of the step being taken
     cdef const Masks* dropping = &masks if r.dropout else NULL
+    cdef double since  # the phase timers' clock (phase_times; 0 in other builds)
     masks.seed = r.net.dropout_seed
     masks.row0 = r.mask_row0
     for index in range(first_batch, stop_batch):
         out = &r.stats[index - first_batch]
         masks.step = local_step + 1
+        since = fbp_phase_clock()
         _gather(r, &b, work, index, dropping, part, n_parts)
         _forward_loss_backward(r, &b, params, work, dropping, &parts[part])
+        fbp_phase_mark(part, 0, &since)
         if n_parts > 1:
             fbp_barrier()
+        fbp_phase_mark(part, 1, &since)
         if not _reduce(r, &b, parts, part, n_parts, out):
             local_status = ST_NONFINITE_LOSS
             break
         if b.scale == 0:  # no weight: no gradient, no update, no optimizer step
+            fbp_phase_mark(part, 2, &since)
             if n_parts > 1:
                 fbp_barrier()  # every part has read the others' sums
+            fbp_phase_mark(part, 3, &since)
+            fbp_phase_step(part)
             local_done += 1
             continue
         parts[part].penalty = _gradients(
@@ -1537,8 +1552,11 @@ cdef void _train_part(const Run* r, floating* params, floating* grads, floating*
         if r.opt != NULL:  # the part updates what it computed: no barrier before
             local_step += 1
             _clip_and_update(r, params, grads, state, local_step, parts, part, n_parts)
+        fbp_phase_mark(part, 2, &since)
         if n_parts > 1:
             fbp_barrier()  # the next forward pass reads every part's parameters
+        fbp_phase_mark(part, 3, &since)
+        fbp_phase_step(part)
         if part == 0:  # (no part writes its penalty again before the next barrier)
             out.penalty = 0
             for t in range(n_parts):
@@ -2246,6 +2264,34 @@ cdef inline _check_labels(const intp[::1] labels, Py_ssize_t n_classes):
 # ---------------------------------------------------------------------------
 # Python boundary: single kernels (hand-written layer API and tests).
 # ---------------------------------------------------------------------------
+
+PHASE_TIMES = bool(FBP_PHASE_TIMES)
+PHASES = ("work", "first barrier", "gradients and update", "second barrier")
+assert not FBP_PHASE_TIMES or (FBP_PHASE_PARTS == MAX_PARTS and FBP_PHASE_COUNT == len(PHASES))
+
+
+def phase_times(bint reset=False):
+    """In a build with ``FASTBP_PHASE_TIMES=1`` (``PHASE_TIMES``), the seconds that each
+    thread of the training steps run since the last reset spent in each phase of a
+    step (``PHASES``: gather, forward, loss and deltas; waiting at the first barrier;
+    the gradients, clipping and the update; waiting at the second), and its steps:
+    ``(seconds, steps)``, arrays of shapes ``(MAX_THREADS, 4)`` and ``(MAX_THREADS,)``,
+    row ``t`` the thread that takes part ``t`` of each step. ``reset`` zeroes them
+    after reading. The counts are the process's, of every fit: time one fit at a time.
+    ``None`` in other builds."""
+    cdef int t, k
+    if not FBP_PHASE_TIMES:
+        return None
+    seconds = np.empty((MAX_PARTS, FBP_PHASE_COUNT))
+    steps = np.empty(MAX_PARTS, dtype=np.int64)
+    for t in range(MAX_PARTS):
+        steps[t] = <long long>fbp_phase_rows[t][FBP_PHASE_COUNT]
+        for k in range(FBP_PHASE_COUNT):
+            seconds[t, k] = fbp_phase_rows[t][k]
+        if reset:
+            memset(fbp_phase_rows[t], 0, sizeof(fbp_phase_rows[t]))
+    return seconds, steps
+
 
 def permutation(intp[::1] order not None, unsigned long long seed):
     """Fill ``order`` with a uniformly random permutation of 0..len(order)-1, a

@@ -298,3 +298,39 @@ def test_shared_writes_builds_and_times_both_updates(tmp_path):
     assert ratio == pytest.approx(shared / own, rel=0.05, abs=0.01)
     bad = subprocess.run([str(exe), "0"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "usage" in bad.stderr
+
+
+def test_phases_runs_or_says_how_to_build_the_timers():
+    # bench/phases.py needs the step's phase timers (FASTBP_PHASE_TIMES=1): with them
+    # it prints a row for each thread of each thread count; without, it says how to
+    # build them, and fails.
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "phases.py"), "--network", "small"]
+        + ["--threads", "1,2", "--steps", "4", "--repeats", "1"],
+        cwd=tempfile.gettempdir(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if not core().PHASE_TIMES:
+        assert proc.returncode != 0
+        assert "FASTBP_PHASE_TIMES=1 pip install" in proc.stderr
+        return
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| 1 ")]
+    rows += [line for line in proc.stdout.splitlines() if line.startswith("| 2 ")]
+    threads_and_parts = [tuple(int(c) for c in row.split("|")[1:3]) for row in rows]
+    expected = [(1, 0), (2, 0), (2, 1)] if core().HAVE_OPENMP else [(1, 0), (2, 0)]
+    assert threads_and_parts == expected
+
+
+def test_phases_rejects_bad_arguments():
+    for bad in (["--threads", "0"], ["--threads", "a"], ["--steps", "0"], ["--network", "x"]):
+        proc = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "bench", "phases.py")] + bad,
+            cwd=tempfile.gettempdir(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2 and "error" in proc.stderr, (bad, proc.stderr)

@@ -239,3 +239,38 @@ def test_blas_limited_limits_every_blas_library_and_restores_each():
                 assert [lib.num_threads for lib in libraries] == [2] * len(libraries)
                 raise RuntimeError("inside")
         assert [lib.num_threads for lib in libraries] == before
+
+
+needs_phase_timers = pytest.mark.skipif(
+    not core().PHASE_TIMES, reason="built without FASTBP_PHASE_TIMES=1"
+)
+
+
+@pytest.mark.skipif(core().PHASE_TIMES, reason="a build with the phase timers")
+def test_phase_times_are_none_without_the_timers():
+    assert core().phase_times() is None and core().phase_times(reset=True) is None
+
+
+@needs_phase_timers
+@pytest.mark.parametrize("threads", [1, 2])
+def test_phase_timers_account_for_every_step_of_every_thread(threads, always_parallel):
+    # 37 rows in minibatches of 8: 5 steps an epoch, the last of 5 rows; 3 epochs.
+    # Each thread of the team counts each step once and times its four phases; the
+    # time is within the fit's, and a reset zeroes both.
+    import time
+
+    if threads > 1 and not core().HAVE_OPENMP:
+        pytest.skip("built without OpenMP")
+    core().phase_times(reset=True)
+    with threadpool_limits(limits=threads):
+        start = time.perf_counter()
+        train(threads, "cross_entropy", fastbp.SGD(lr=0.02), batch_size=8, n=37)
+        wall = time.perf_counter() - start
+    seconds, steps = core().phase_times(reset=True)
+    assert seconds.shape == (core().MAX_THREADS, len(core().PHASES))
+    assert steps.tolist() == [15] * threads + [0] * (len(steps) - threads)
+    assert (seconds[:threads, 0] > 0).all() and (seconds[:threads, 2] > 0).all()
+    assert (seconds >= 0).all() and not seconds[threads:].any()
+    assert (seconds[:threads].sum(axis=1) <= wall).all()
+    after, counted = core().phase_times()
+    assert not after.any() and not counted.any()

@@ -4,11 +4,13 @@
 #
 #   tools/sanitize.sh [--debug] [fast|full] [pytest arguments...]
 #
-# fast  the kernels, the network plan, the data checks, sparse input, the API fuzzer
-#       and the model-file fuzzer (a few minutes on 2 cores; what .ci/run runs)
+# fast  the kernels, the network plan, the data checks, sparse input, the API fuzzer,
+#       the model-file fuzzer and the step's phase timers (a few minutes on 2 cores;
+#       what .ci/run runs)
 # full  the whole test suite (the default)
 # --debug  also FASTBP_DEBUG=1 (setup.py): Cython's bounds, wraparound and
-#          initialization checks on, no optimization.
+#          initialization checks on, no optimization; and FASTBP_PHASE_TIMES=1, the
+#          step's phase timers (bench/phases.py), which no other build has.
 #
 # The build goes to its own copy of the source tree (build/sanitize or build/sanitize-debug,
 # or $FASTBP_SANITIZE_DIR), never into the in-place build; the tests import it from
@@ -31,7 +33,9 @@ case "$mode" in
     fast)
         tests=(tests/test_kernels.py tests/test_network.py tests/test_data.py
                tests/test_sparse.py tests/test_input_gradient.py tests/test_residual.py
-               tests/test_fuzz_api.py tests/test_persistence_fuzz.py)
+               tests/test_fuzz_api.py tests/test_persistence_fuzz.py
+               tests/test_threads.py::test_phase_times_are_none_without_the_timers
+               tests/test_threads.py::test_phase_timers_account_for_every_step_of_every_thread)
         ;;
     full) tests=(tests) ;;
     *) echo "usage: tools/sanitize.sh [--debug] [fast|full] [pytest arguments...]" >&2; exit 2 ;;
@@ -66,6 +70,7 @@ flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-fr
 (
     cd "$src"
     CC="$cc" CFLAGS="$flags" LDFLAGS="-fsanitize=address,undefined" FASTBP_DEBUG=$debug \
+        FASTBP_PHASE_TIMES=$debug \
         "$python" setup.py -q build_ext --inplace >"$build/build.log" 2>&1 \
         || { cat "$build/build.log"; exit 1; }
 )
