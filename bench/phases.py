@@ -19,6 +19,8 @@ import os
 import sys
 import time
 
+from threadpoolctl import threadpool_limits
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from run import NETWORKS  # noqa: E402
@@ -51,8 +53,6 @@ def parse_args(argv=None):
 def measure(network, threads, args, core):
     """The best of ``args.repeats`` epochs: (wall seconds a step, seconds a step of
     each phase for each part that ran, shape (parts, phases))."""
-    from threadpoolctl import threadpool_limits
-
     X, y = make_data(network, network.batch * args.steps, args.dtype)
     weights = initial_weights(network, args.dtype)
     impl = FastbpImpl(network, default_optimizer(args.optimizer), args.dtype, weights)

@@ -46,7 +46,10 @@ static double run(float *p, const float *g, float *buf, long n, int iters, int r
 {
     double *times = calloc(iters, sizeof(double));
     volatile float sink = 0;
-    if (times == NULL) return -1;
+    if (times == NULL) {
+        fprintf(stderr, "shared_writes: out of memory\n");
+        exit(1);
+    }
 #pragma omp parallel num_threads(2)
     {
         int t = omp_get_thread_num(), nt = omp_get_num_threads();

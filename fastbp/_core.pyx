@@ -124,7 +124,8 @@ cdef extern from "_parallel.h" nogil:
     const int FBP_PHASE_TIMES
     const int FBP_PHASE_COUNT
     const int FBP_PHASE_PARTS
-    double fbp_phase_rows[][8]
+    enum: FBP_PHASE_ROW
+    double fbp_phase_rows[][FBP_PHASE_ROW]
     double fbp_phase_clock()
     void fbp_phase_mark(int part, int phase, double* since)
     void fbp_phase_step(int part)
@@ -2267,7 +2268,7 @@ cdef inline _check_labels(const intp[::1] labels, Py_ssize_t n_classes):
 
 PHASE_TIMES = bool(FBP_PHASE_TIMES)
 PHASES = ("work", "first barrier", "gradients and update", "second barrier")
-assert not FBP_PHASE_TIMES or (FBP_PHASE_PARTS == MAX_PARTS and FBP_PHASE_COUNT == len(PHASES))
+assert FBP_PHASE_PARTS == MAX_PARTS and FBP_PHASE_COUNT == len(PHASES) < FBP_PHASE_ROW
 
 
 def phase_times(bint reset=False):

@@ -33,10 +33,11 @@ static inline int fbp_thread_id(void) { return 0; }
  * calls compile to nothing. */
 #define FBP_PHASE_COUNT 4 /* work, first barrier, gradients and update, second barrier */
 #define FBP_PHASE_PARTS 64 /* MAX_PARTS (_core.pxd) */
+#define FBP_PHASE_ROW 8 /* doubles a row: the phases, the steps, padding to 64 bytes */
 #if defined(FASTBP_PHASE_TIMES) && !defined(_WIN32) && (defined(__GNUC__) || defined(__clang__))
 #include <time.h>
 #define FBP_PHASE_TIMES 1
-static double fbp_phase_rows[FBP_PHASE_PARTS][8] __attribute__((aligned(64)));
+static double fbp_phase_rows[FBP_PHASE_PARTS][FBP_PHASE_ROW] __attribute__((aligned(64)));
 static inline double fbp_phase_clock(void)
 {
     struct timespec now;
@@ -53,7 +54,7 @@ static inline void fbp_phase_mark(int part, int phase, double *since)
 static inline void fbp_phase_step(int part) { fbp_phase_rows[part][FBP_PHASE_COUNT] += 1; }
 #else
 #define FBP_PHASE_TIMES 0
-static double fbp_phase_rows[FBP_PHASE_PARTS][8];
+static double fbp_phase_rows[FBP_PHASE_PARTS][FBP_PHASE_ROW];
 static inline double fbp_phase_clock(void) { return 0; }
 static inline void fbp_phase_mark(int part, int phase, double *since)
 {

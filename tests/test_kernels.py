@@ -1074,10 +1074,10 @@ def test_cross_entropy_value_alone_equals_the_value_with_its_delta(dtype, shape)
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cross_entropy_labels_argmax_over_blocks_of_rows(dtype):
-    # The kernel finds the rows' maxima column by column over a block of 64 rows at
-    # a time. 150 rows (two full blocks and a partial one): the predicted class is
-    # each row's first largest logit, a NaN never wins, and the loss and delta
-    # match NumPy's on the rows without NaN.
+    # The kernel scores the rows in blocks of 64 (each row's maximum and shifted
+    # logits, one exp over the block, then each row). 150 rows (two full blocks and
+    # a partial one): the predicted class is each row's first largest logit, a NaN
+    # never wins, and the loss and delta match NumPy's on the rows without NaN.
     rng = rng_for("ce-blocks", dtype)
     n, k = 150, 10
     z = rng.integers(-3, 4, size=(n, k)).astype(dtype)  # small integers: many ties

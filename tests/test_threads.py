@@ -1,5 +1,7 @@
 """Training split over threads (OpenMP) gives the single-threaded result."""
 
+import time
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
@@ -257,8 +259,6 @@ def test_phase_timers_account_for_every_step_of_every_thread(threads, always_par
     # 37 rows in minibatches of 8: 5 steps an epoch, the last of 5 rows; 3 epochs.
     # Each thread of the team counts each step once and times its four phases; the
     # time is within the fit's, and a reset zeroes both.
-    import time
-
     if threads > 1 and not core().HAVE_OPENMP:
         pytest.skip("built without OpenMP")
     core().phase_times(reset=True)
