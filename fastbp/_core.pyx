@@ -904,7 +904,9 @@ cdef inline unsigned long long _drop_key(const Masks* masks, Py_ssize_t site) no
 cdef void _permutation(intp* order, Py_ssize_t n, unsigned long long seed) noexcept nogil:
     """``order`` = a uniformly random permutation of 0..n-1 drawn from ``seed``:
     Fisher-Yates over splitmix64's stream, each bound drawn without bias by
-    Lemire's multiply-and-reject method."""
+    Lemire's multiply-and-reject method. (The threshold of the draws to redraw,
+    2^64 mod bound, is below the bound: a division computes it only for a draw
+    whose low product falls below the bound, about bound / 2^64 of them.)"""
     cdef Py_ssize_t i, j
     cdef intp swap
     cdef unsigned long long state = seed, bound, high, low, reject
@@ -912,12 +914,13 @@ cdef void _permutation(intp* order, Py_ssize_t n, unsigned long long seed) noexc
         order[i] = i
     for i in range(n - 1, 0, -1):
         bound = <unsigned long long>(i + 1)
-        reject = (0 - bound) % bound  # 2^64 mod bound: the low products to redraw
-        while True:
-            state = state + 0x9e3779b97f4a7c15ULL
-            high = fbp_mul_wide(_mix(state), bound, &low)
-            if low >= reject:
-                break
+        state = state + 0x9e3779b97f4a7c15ULL
+        high = fbp_mul_wide(_mix(state), bound, &low)
+        if low < bound:
+            reject = (0 - bound) % bound  # 2^64 mod bound: the low products to redraw
+            while low < reject:
+                state = state + 0x9e3779b97f4a7c15ULL
+                high = fbp_mul_wide(_mix(state), bound, &low)
         j = <Py_ssize_t>high
         swap = order[i]
         order[i] = order[j]
