@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 
-from . import _codes
+from . import _aligned, _codes
 from ._backend import core
 from .layers import Dense, Dropout, Residual
 
@@ -72,7 +72,7 @@ class Workspace:
         if training and sparse:  # sparse rows are read in place: no input batch
             width = net["x_at"]
         self.capacity, self.sparse = capacity, training and sparse
-        self.buffer = np.empty(capacity * int(width), dtype=network.dtype)
+        self.buffer = _aligned.empty(capacity * int(width), network.dtype)
         self.labels = np.empty(capacity if training else 0, dtype=np.intp)
         self.weights = np.empty(capacity if training else 0, dtype=network.dtype)
 
@@ -120,8 +120,8 @@ class Network:
             sizes.append(layer.n_params(n_in))
             n_in = layer.units
         size = int(sum(sizes))
-        self.params = np.empty(size, dtype=self.dtype)
-        self.grads = np.zeros(size, dtype=self.dtype)
+        self.params = _aligned.empty(size, self.dtype)
+        self.grads = _aligned.full(size, 0, self.dtype)
         self.plan = np.zeros(len(self.dense), dtype=_codes.LAYER_PLAN)
         self._bind_layers(rates, skips, rng)
         last = self.dense[-1]

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-from . import _codes
+from . import _aligned, _codes
 from . import _validation as val
 from ._backend import core
 
@@ -57,8 +57,13 @@ class OptimizerState:
 
     def __init__(self, optimizer: Optimizer, size: int, dtype: DTypeLike) -> None:
         self.names = optimizer.state_names()
-        self.rows = np.full((len(self.names), size), optimizer._initial_state(), dtype=dtype)
+        self.rows = _aligned.full((len(self.names), size), optimizer._initial_state(), dtype)
         self.step = 0
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A copied or unpickled state's rows start a cache line, as new ones do.
+        self.__dict__.update(state)
+        self.rows = _aligned.copy(self.rows)
 
     @property
     def buffers(self) -> dict[str, NDArray[np.floating[Any]]]:
