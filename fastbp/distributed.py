@@ -275,7 +275,6 @@ class _Shards(fittrainer._Epochs):
             self.batch_rows = shares.sum(axis=0).astype(np.float64)
             self.batch_weight = self.batch_rows.copy()
             self.stats = np.zeros(self.n_batches, dtype=_codes.BATCH_STATS)
-            self.zero_output_loss = group.comm.bcast(self.zero_output_loss, root=0)
             if not model.loss.is_classifier:
                 self.total_squares = _total_squares(group.comm, data.targets)
             capacity = int(shares[rank].max())
@@ -308,6 +307,12 @@ class _Shards(fittrainer._Epochs):
         self.local_stop = lambda: False
         self.agreed_stop = False
 
+    def reference_scales(self):
+        # Every rank asks at the same point (the losses it judges are global); with
+        # local shards each scores its own first rows, so all take rank 0's.
+        scales = super().reference_scales()
+        return self.group.comm.bcast(scales, root=0) if self.group.shard == "local" else scales
+
     # -- the epoch ------------------------------------------------------------------
     def begin(self):
         if self.group.shard == "global":
@@ -316,6 +321,7 @@ class _Shards(fittrainer._Epochs):
         model = self.model
         self.start, self.spare = self.spare, None
         self.start.take(model)
+        self.origin = self.origin or self.start
         self.opt = model.optimizer.config()
         if self.shuffle:
             seed = int(model._rng.integers(2**63))  # alike on every rank

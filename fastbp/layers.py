@@ -317,11 +317,14 @@ class Dense(Layer):
             "input_dim": self.input_dim,
         }
 
-    def penalty(self) -> float:
-        """The current value of the layer's weight and bias penalties."""
+    def penalty(self, weight: ArrayLike | None = None, bias: ArrayLike | None = None) -> float:
+        """The current value of the layer's weight and bias penalties, or their value
+        at ``weight`` and ``bias`` (arrays of the layer's weights, in any shape)."""
+        weight = self.weight if weight is None else weight
+        bias = self.bias if bias is None else bias
         return sum(
             r.penalty(w)
-            for r, w in ((self.kernel_regularizer, self.weight), (self.bias_regularizer, self.bias))
+            for r, w in ((self.kernel_regularizer, weight), (self.bias_regularizer, bias))
             if r
         )
 

@@ -272,11 +272,20 @@ class Network:
             self._train_ws = Workspace(self, rows, training=True, sparse=sparse)
         return self._train_ws
 
-    def penalty(self, frozen_only=False, total_weight=1.0):
+    def penalty(self, frozen_only=False, total_weight=1.0, params=None):
         """The layers' current penalties (only the frozen ones': the training step
         computes the trainable ones'), divided by ``total_weight`` when they are per
-        sample."""
-        total = sum(
-            layer.penalty() for layer in self.dense if not (frozen_only and layer.trainable)
-        )
+        sample; or those of the weights in ``params``, a flat buffer laid out as
+        ``self.params``."""
+        total = 0.0
+        for layer, row in zip(self.dense, self.plan):
+            if frozen_only and layer.trainable:
+                continue
+            if params is None:
+                total += layer.penalty()
+            else:
+                weight_at, bias_at = int(row["weight_at"]), int(row["bias_at"])
+                total += layer.penalty(
+                    params[weight_at:bias_at], params[bias_at : bias_at + layer.units]
+                )
         return total / total_weight if self.net[0]["penalty_per_weight"] else total

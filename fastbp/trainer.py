@@ -7,7 +7,10 @@ Divergence, the one statement of the rule (``Sequential.fit`` documents it): a
 minibatch loss or weights that are NaN or infinite, or an epoch's training loss
 above ``EXPLOSION`` times the fit's reference loss (the largest of its first
 minibatch's loss, the loss at its starting weights on the first rows, and the loss
-of an all-zero output). The rollback point is the
+of an all-zero output). The first minibatch's loss alone bounds the reference from
+below, and a loss under ``EXPLOSION`` times that bound passes whatever the other
+two are: they are computed only for a loss above it, from the fit's starting
+weights, which the fit keeps (almost no fit computes them). The rollback point is the
 start of the latest epoch whose first minibatch, whose loss is taken at exactly
 those weights, had a finite and sane loss: the start of the failing epoch may
 already hold the diverged result of the epoch before.
@@ -145,16 +148,12 @@ class _Epochs:
         self.chunk = max(1, int(CHUNK_FLOPS // flops))
         # Rollback points: the start of this epoch, and the latest epoch start whose
         # first minibatch's loss was finite and sane (None until one is); a spare
-        # for the next start.
-        self.start = self.good = None
+        # for the next start; and the fit's start (``origin``), never reused.
+        self.start = self.good = self.origin = None
         self.spare = _Checkpoint(network.params, state.rows)
-        self.zero_output_loss = _zero_output_loss(model, data)
-        # With BLAS's own threads limited as the steps will be: a BLAS worker woken
-        # here spins for a while after (OpenBLAS: about 0.1 s) on the core that the
-        # step's second thread needs, and halved the speed of a 2-thread epoch.
-        with _threads.blas_limited(self.blas_threads):
-            self.start_loss = _start_loss(model, data)
-        self.reference = None  # the fit's reference loss, from its first minibatch
+        # The fit's reference loss (see the module): its lower bound, the first
+        # minibatch's loss, and the reference itself once a loss exceeds that.
+        self.floor = self.reference = None
         self.opt = model.optimizer.config()
         self.total_squares = (
             0.0 if model.loss.is_classifier else fitdata.total_squares(data.targets)
@@ -166,6 +165,7 @@ class _Epochs:
         model = self.model
         self.start, self.spare = self.spare, None
         self.start.take(model)
+        self.origin = self.origin or self.start
         self.opt = model.optimizer.config()
         if self.orders is not None:
             np.copyto(self.order, self.orders(), casting="same_kind")
@@ -186,24 +186,41 @@ class _Epochs:
         """The epoch's validation metrics (without "val_"), {} without validation."""
         return {} if validation is None else self.model._evaluate_data(validation)
 
-    def limit(self):
-        """The highest sane training loss (inf before the reference is known)."""
-        return math.inf if self.reference is None else EXPLOSION * self.reference
+    def sane(self, loss):
+        """Whether a training loss is finite and at most ``EXPLOSION`` times the
+        fit's reference loss (any finite loss before the reference's bound is known),
+        computing the reference only for a loss above its bound."""
+        if not math.isfinite(loss):
+            return False
+        if self.floor is None or loss <= EXPLOSION * self.floor:
+            return True
+        if self.reference is None:
+            with _threads.blas_limited(self.blas_threads):
+                scales = self.reference_scales()
+            self.reference = max([self.floor] + [abs(s) for s in scales])
+        return loss <= EXPLOSION * self.reference
+
+    def reference_scales(self):
+        """The reference's other terms: the loss of an all-zero output and the loss
+        at the fit's starting weights (``fastbp.distributed`` takes rank 0's)."""
+        model, data = self.model, self.data
+        return _zero_output_loss(model, data), _start_loss(model, data, self.origin.params)
 
     def judge_start(self):
         """After the epoch's first run of minibatches: its first minibatch's loss,
-        taken at the weights of the epoch's start, fixes the fit's reference (on the
-        first epoch) and tells whether that start is a sane rollback point."""
+        taken at the weights of the epoch's start, bounds the fit's reference from
+        below (on the first epoch) and tells whether that start is a sane rollback
+        point."""
         first = float(self.stats["loss"][0])
-        if self.reference is None and math.isfinite(first):
-            self.reference = max(
-                abs(first), abs(self.zero_output_loss), abs(self.start_loss), _TINY
-            )
-        if math.isfinite(first) and first <= self.limit():
-            self.spare = self.good or _Checkpoint(self.start.params, self.start.rows)
+        if self.floor is None and math.isfinite(first):
+            self.floor = max(abs(first), _TINY)
+        if self.sane(first):
+            recycled = self.good if self.good is not self.origin else None
+            self.spare = recycled or _Checkpoint(self.start.params, self.start.rows)
             self.good = self.start
         else:
-            self.spare = self.start
+            self.spare = self.start if self.start is not self.origin else None
+            self.spare = self.spare or _Checkpoint(self.start.params, self.start.rows)
 
     def roll_back(self, to_epoch_start=False):
         """Restore the latest sane rollback point (``to_epoch_start``: this epoch's
@@ -297,12 +314,27 @@ def _zero_output_loss(model, data):
     return value if math.isfinite(value) else 0.0
 
 
-def _start_loss(model, data):
-    """The loss at the weights fit starts from on the first rows (without dropout or
-    sample weights): what the data make of the loss before training. 0 when not
-    finite (NaN inputs fail later, by name)."""
-    first = slice(0, min(data.X.shape[0], _ZERO_OUTPUT_ROWS))  # views of dense data
-    value = model._evaluate_data(data.rows(first)._replace(weights=data.weights[:0]))["loss"]
+def _start_loss(model, data, params):
+    """The loss at ``params`` (the weights fit started from) on the first rows, with
+    their penalties (without dropout or sample weights): what the data make of the
+    loss before training. 0 when not finite (NaN inputs fail later, by name)."""
+    network = model._network
+    first = data.rows(slice(0, min(data.X.shape[0], _ZERO_OUTPUT_ROWS)))  # views of dense data
+    ws = network.inference_workspace(first.X.shape[0])
+    stats = np.zeros(1, dtype=_codes.BATCH_STATS)
+    core().evaluate_run(
+        params,
+        ws.buffer,
+        ws.capacity,
+        network.compiled,
+        first.X,
+        first.targets,
+        first.labels,
+        first.kind,
+        model.loss.param,
+        stats,
+    )
+    value = float(stats["loss"][0]) + network.penalty(total_weight=first.X.shape[0], params=params)
     return value if math.isfinite(value) else 0.0
 
 
@@ -445,7 +477,7 @@ class Trainer:
             self._diverged(run, epoch, "the weights became NaN or infinite")
         metrics = run.metrics()
         loss = metrics["loss"]
-        if not loss <= run.limit():  # NaN fails too
+        if not run.sane(loss):
             self._diverged(
                 run,
                 epoch,

@@ -205,21 +205,24 @@ def test_the_largest_thread_budget_trains():
 
 @needs_openmp
 def test_the_fits_start_loss_runs_with_blas_limited_as_the_steps(always_parallel, monkeypatch):
-    # A BLAS call with its own threads just before a multi-threaded epoch leaves a
-    # BLAS worker spinning on the core the step's second thread needs (it halved
-    # a 2-thread epoch): the starting loss runs under the steps' BLAS limit.
+    # A BLAS call with its own threads between multi-threaded runs of steps leaves
+    # a BLAS worker spinning on the core the step's second thread needs (it halved
+    # a 2-thread epoch): the starting loss, which a fit computes only for a loss
+    # above its first minibatch's bound (forced here by a tiny EXPLOSION), runs
+    # under the steps' BLAS limit.
     from fastbp import trainer
 
     seen = []
     original = trainer._start_loss
 
-    def watched(model, data):
+    def watched(model, data, params):
         seen.append(_threads.blas_threads())
-        return original(model, data)
+        return original(model, data, params)
 
     monkeypatch.setattr(trainer, "_start_loss", watched)
-    with threadpool_limits(limits=2):
-        model, _ = train(2, "cross_entropy", fastbp.SGD(lr=0.02), batch_size=8)
+    monkeypatch.setattr(trainer, "EXPLOSION", 1e-6)
+    with threadpool_limits(limits=2), pytest.raises(FloatingPointError, match="1e-06 times"):
+        train(2, "cross_entropy", fastbp.SGD(lr=0.02), batch_size=8)
     assert _threads.plan(1e9, 2) == (2, 1) and seen == [1]
 
 

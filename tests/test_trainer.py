@@ -422,6 +422,57 @@ def test_a_typical_first_row_is_no_false_alarm():
         model.fit(X, y, epochs=5, batch_size=1, shuffle=False)
 
 
+def reference_case():
+    # Row 0 is zeros (its loss at the starting weights: the bias's, log 3), the
+    # others large; an L2 penalty large enough to matter. At the starting weights
+    # the loss over the first rows (with the penalty) is the largest scale.
+    rng = np.random.default_rng(7)
+    X = 4 * rng.normal(size=(40, 5))
+    X[0] = 0
+    y = rng.integers(0, 3, 40)
+    model = fastbp.Sequential(
+        [fastbp.Dense(4, "tanh", kernel_regularizer=fastbp.regularizers.L2(0.3)), fastbp.Dense(3)],
+        loss="cross_entropy",
+        optimizer=fastbp.SGD(lr=0.05),
+        dtype="float64",
+        seed=1,
+        input_dim=5,
+    )
+    return model, X, y
+
+
+def test_a_sound_fit_never_computes_the_other_reference_scales(monkeypatch):
+    # Losses within EXPLOSION times the first minibatch's need nothing more: the
+    # loss at the starting weights and of an all-zero output are never computed.
+    def refuse(*args):
+        raise AssertionError("computed a reference scale that no loss needed")
+
+    monkeypatch.setattr(fastbp.trainer, "_start_loss", refuse)
+    monkeypatch.setattr(fastbp.trainer, "_zero_output_loss", refuse)
+    model, X, y = reference_case()
+    history = model.fit(X, y, epochs=4, batch_size=8)
+    assert len(history) == 4 and np.isfinite(history["loss"]).all()
+
+
+def test_the_reference_taken_when_a_loss_needs_it_is_the_rule(monkeypatch):
+    # With EXPLOSION 1e-6 the first epoch's loss exceeds its bound and the reference
+    # is computed after the epoch's updates: its starting-weights term is still the
+    # loss (with the penalty) at the weights the fit started from, as evaluate gives
+    # it before the fit, not at the weights reached.
+    model, X, y = reference_case()
+    start = model.evaluate(X, y)["loss"]  # 40 rows: all of them are the first rows
+    first = model.evaluate(X[:1], y[:1])["loss"]  # (shuffle=False, batch_size=1)
+    assert start > max(first, np.log(3))
+    reached, _, _ = reference_case()
+    reached.fit(X, y, epochs=1, batch_size=1, shuffle=False)
+    assert f"{reached.evaluate(X, y)['loss']:.4g}" != f"{start:.4g}"
+    monkeypatch.setattr(fastbp.trainer, "EXPLOSION", 1e-6)
+    with pytest.raises(
+        FloatingPointError, match=f"1e-06 times the fit's reference loss {start:.4g} "
+    ):
+        model.fit(X, y, epochs=1, batch_size=1, shuffle=False)
+
+
 def test_rollback_skips_an_epoch_that_ended_diverged(monkeypatch):
     # The last update of epoch 1 blows the weights up (here by hand), after that
     # epoch's loss was taken: its end, the start of epoch 2, is not a sane rollback
