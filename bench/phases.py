@@ -9,7 +9,8 @@ For each thread count, ``--repeats`` epochs of ``--steps`` minibatches (the best
 epoch, by wall time, is shown) and, for each thread of the step, the microseconds
 a step that it spent in each phase (``fastbp._core.PHASES``): its rows' gather,
 forward pass, loss and deltas; waiting at the first barrier; its share of the
-gradients and of the update; waiting at the second barrier. "wall" is the fit's
+gradients; its share of the update (the same weights); waiting at the second
+barrier. "wall" is the fit's
 time a step, Python included. One thread has no barriers to wait at; compare its
 phases with each thread's share at two.
 """

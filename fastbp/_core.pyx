@@ -1541,10 +1541,9 @@ cdef void _train_part(const Run* r, floating* params, floating* grads, floating*
             local_status = ST_NONFINITE_LOSS
             break
         if b.scale == 0:  # no weight: no gradient, no update, no optimizer step
-            fbp_phase_mark(part, 2, &since)
             if n_parts > 1:
                 fbp_barrier()  # every part has read the others' sums
-            fbp_phase_mark(part, 3, &since)
+            fbp_phase_mark(part, 4, &since)
             fbp_phase_step(part)
             local_done += 1
             continue
@@ -1553,13 +1552,14 @@ cdef void _train_part(const Run* r, floating* params, floating* grads, floating*
             b.sparse, b.rows,
             1 / (r.penalty_weight if r.penalty_weight > 0 else b.total_weight)
             if r.net.penalty_per_weight else 1, part, n_parts)
+        fbp_phase_mark(part, 2, &since)
         if r.opt != NULL:  # the part updates what it computed: no barrier before
             local_step += 1
             _clip_and_update(r, params, grads, state, local_step, parts, part, n_parts)
-        fbp_phase_mark(part, 2, &since)
+        fbp_phase_mark(part, 3, &since)
         if n_parts > 1:
             fbp_barrier()  # the next forward pass reads every part's parameters
-        fbp_phase_mark(part, 3, &since)
+        fbp_phase_mark(part, 4, &since)
         fbp_phase_step(part)
         if part == 0:  # (no part writes its penalty again before the next barrier)
             out.penalty = 0
@@ -2270,7 +2270,7 @@ cdef inline _check_labels(const intp[::1] labels, Py_ssize_t n_classes):
 # ---------------------------------------------------------------------------
 
 PHASE_TIMES = bool(FBP_PHASE_TIMES)
-PHASES = ("work", "first barrier", "gradients and update", "second barrier")
+PHASES = ("work", "first barrier", "gradients", "update", "second barrier")
 assert FBP_PHASE_PARTS == MAX_PARTS and FBP_PHASE_COUNT == len(PHASES) < FBP_PHASE_ROW
 
 
@@ -2278,8 +2278,9 @@ def phase_times(bint reset=False):
     """In a build with ``FASTBP_PHASE_TIMES=1`` (``PHASE_TIMES``), the seconds that each
     thread of the training steps run since the last reset spent in each phase of a
     step (``PHASES``: gather, forward, loss and deltas; waiting at the first barrier;
-    the gradients, clipping and the update; waiting at the second), and its steps:
-    ``(seconds, steps)``, arrays of shapes ``(MAX_THREADS, 4)`` and ``(MAX_THREADS,)``,
+    the loss's reduction and the gradients; the clipping and the update; waiting at
+    the second), and its steps: ``(seconds, steps)``, arrays of shapes
+    ``(MAX_THREADS, 5)`` and ``(MAX_THREADS,)``,
     row ``t`` the thread that takes part ``t`` of each step. ``reset`` zeroes them
     after reading. The counts are the process's, of every fit: time one fit at a time.
     ``None`` in other builds."""

@@ -31,7 +31,7 @@ static inline int fbp_thread_id(void) { return 0; }
  * of its own, so that the threads' timers do not slow each other down. The rows are
  * shared by every fit in the process: time one fit at a time. In other builds the
  * calls compile to nothing. */
-#define FBP_PHASE_COUNT 4 /* work, first barrier, gradients and update, second barrier */
+#define FBP_PHASE_COUNT 5 /* work, first barrier, gradients, update, second barrier */
 #define FBP_PHASE_PARTS 64 /* MAX_PARTS (_core.pxd) */
 #define FBP_PHASE_ROW 8 /* doubles a row: the phases, the steps, padding to 64 bytes */
 #if defined(FASTBP_PHASE_TIMES) && !defined(_WIN32) && (defined(__GNUC__) || defined(__clang__))
