@@ -43,14 +43,15 @@ def metric_names(loss):
     return ("loss", "accuracy") if loss.is_classifier else ("loss", "mae", "r2")
 
 
-def evaluate(network, guard, loss, data):
+def evaluate(network, guard, loss, data, params=None):
     """Metrics on checked data: "loss" (with the layers' penalties), "accuracy" for
-    classification, "mae" and "r2" for regression."""
+    classification, "mae" and "r2" for regression; at the network's weights, or at
+    ``params``, a flat buffer laid out as ``network.params``."""
     ws = network.inference_workspace(data.X.shape[0])
     stats = np.zeros(1, dtype=_codes.BATCH_STATS)
     with guard.reading():
         core().evaluate_run(
-            network.params,
+            network.params if params is None else params,
             ws.buffer,
             ws.capacity,
             network.compiled,
@@ -61,7 +62,8 @@ def evaluate(network, guard, loss, data):
             loss.param,
             stats,
         )
-        metrics = {"loss": float(stats["loss"][0]) + network.penalty(total_weight=data.X.shape[0])}
+        penalty = network.penalty(total_weight=data.X.shape[0], params=params)
+        metrics = {"loss": float(stats["loss"][0]) + penalty}
     n = data.X.shape[0]
     if loss.is_classifier:
         per_sample = data.targets.shape[1] if data.kind == LOSS_BCE else 1

@@ -215,12 +215,16 @@ class _Epochs:
         if self.floor is None and math.isfinite(first):
             self.floor = max(abs(first), _TINY)
         if self.sane(first):
-            recycled = self.good if self.good is not self.origin else None
-            self.spare = recycled or _Checkpoint(self.start.params, self.start.rows)
-            self.good = self.start
+            self.spare, self.good = self._reusable(self.good), self.start
         else:
-            self.spare = self.start if self.start is not self.origin else None
-            self.spare = self.spare or _Checkpoint(self.start.params, self.start.rows)
+            self.spare = self._reusable(self.start)
+
+    def _reusable(self, point):
+        """``point`` to take the next epoch's start, unless it is the fit's start
+        (kept) or none: then a new checkpoint."""
+        if point is None or point is self.origin:
+            return _Checkpoint(self.start.params, self.start.rows)
+        return point
 
     def roll_back(self, to_epoch_start=False):
         """Restore the latest sane rollback point (``to_epoch_start``: this epoch's
@@ -318,23 +322,9 @@ def _start_loss(model, data, params):
     """The loss at ``params`` (the weights fit started from) on the first rows, with
     their penalties (without dropout or sample weights): what the data make of the
     loss before training. 0 when not finite (NaN inputs fail later, by name)."""
-    network = model._network
-    first = data.rows(slice(0, min(data.X.shape[0], _ZERO_OUTPUT_ROWS)))  # views of dense data
-    ws = network.inference_workspace(first.X.shape[0])
-    stats = np.zeros(1, dtype=_codes.BATCH_STATS)
-    core().evaluate_run(
-        params,
-        ws.buffer,
-        ws.capacity,
-        network.compiled,
-        first.X,
-        first.targets,
-        first.labels,
-        first.kind,
-        model.loss.param,
-        stats,
-    )
-    value = float(stats["loss"][0]) + network.penalty(total_weight=first.X.shape[0], params=params)
+    first = slice(0, min(data.X.shape[0], _ZERO_OUTPUT_ROWS))  # views of dense data
+    first = data.rows(first)._replace(weights=data.weights[:0])
+    value = inference.evaluate(model._network, model._guard, model.loss, first, params)["loss"]
     return value if math.isfinite(value) else 0.0
 
 
