@@ -786,26 +786,51 @@ cdef void _sgd_update(floating* p, const floating* g, floating* buf, Py_ssize_t 
         fbp_sgd_f64(p, g, buf, n, lr, momentum, weight_decay, nesterov)
 
 
+cdef struct StepScalars:
+    # The scalars of an optimizer's rule that depend on the step number only:
+    # computed once a step (``_step_scalars``), not once per range of the update.
+    double step_size   # Adam: lr / (1 - beta1^t)
+    double bias2_sqrt  # Adam: sqrt(1 - beta2^t)
+    double eps         # Adam: eps, or eps / bias2_sqrt with eps_uncorrected
+    double clr         # Adagrad: lr / (1 + (t - 1) lr_decay)
+
+
+cdef inline void _adam_scalars(double lr, double beta1, double beta2, double eps,
+                               bint eps_uncorrected, long long step,
+                               StepScalars* out) noexcept nogil:
+    """Adam's bias corrections at ``step`` (from 1). ``eps_uncorrected`` adds eps to
+    sqrt(v) before its bias correction (scikit-learn's Adam:
+    ``lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)``), not after."""
+    out.step_size = lr / (1 - pow(beta1, <double>step))
+    out.bias2_sqrt = sqrt(1 - pow(beta2, <double>step))
+    out.eps = eps / out.bias2_sqrt if eps_uncorrected else eps
+
+
+cdef void _step_scalars(const OptimizerConfig* o, long long step,
+                        StepScalars* out) noexcept nogil:
+    """The step-number scalars of rule ``o`` at ``step`` (from 1)."""
+    memset(out, 0, sizeof(StepScalars))
+    if o.kind == OPT_ADAM:
+        _adam_scalars(o.lr, o.beta1, o.beta2, o.eps, o.eps_uncorrected != 0, step, out)
+    elif o.kind == OPT_ADAGRAD:
+        out.clr = o.lr / (1 + (step - 1) * o.lr_decay)
+
+
 cdef void _adam_update(floating* p, const floating* g, floating* m, floating* v,
-                       Py_ssize_t n, double lr, double beta1, double beta2, double eps,
-                       double weight_decay, bint decoupled, bint eps_uncorrected,
-                       long long step) noexcept nogil:
+                       Py_ssize_t n, double lr, double beta1, double beta2,
+                       double weight_decay, bint decoupled,
+                       const StepScalars* at) noexcept nogil:
     """PyTorch's Adam (L2 weight decay added to the gradient) or AdamW (decoupled:
-    the weights shrink by lr * weight_decay first); ``step`` counts from 1.
-    ``eps_uncorrected`` adds eps to sqrt(v) before its bias correction (scikit-learn's
-    Adam: ``lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)``), not after."""
-    cdef double step_size = lr / (1 - pow(beta1, <double>step))
-    cdef double bias2_sqrt = sqrt(1 - pow(beta2, <double>step))
-    if eps_uncorrected:
-        eps = eps / bias2_sqrt
+    the weights shrink by lr * weight_decay first), with the step's bias corrections
+    ``at`` (``_adam_scalars``)."""
     cdef double wd = 0 if decoupled else weight_decay
     cdef double decay = 1 - lr * weight_decay if decoupled else 1
     if floating is float:
-        fbp_adam_f32(p, g, m, v, n, step_size, bias2_sqrt, 1 - beta1, beta2, 1 - beta2,
-                     wd, eps, decay)
+        fbp_adam_f32(p, g, m, v, n, at.step_size, at.bias2_sqrt, 1 - beta1, beta2,
+                     1 - beta2, wd, at.eps, decay)
     else:
-        fbp_adam_f64(p, g, m, v, n, step_size, bias2_sqrt, 1 - beta1, beta2, 1 - beta2,
-                     wd, eps, decay)
+        fbp_adam_f64(p, g, m, v, n, at.step_size, at.bias2_sqrt, 1 - beta1, beta2,
+                     1 - beta2, wd, at.eps, decay)
 
 
 cdef inline floating* _row(floating* state, Py_ssize_t stride, intp row) noexcept nogil:
@@ -815,22 +840,21 @@ cdef inline floating* _row(floating* state, Py_ssize_t stride, intp row) noexcep
 
 cdef void _optimizer_step(const OptimizerConfig* o, floating* p, const floating* g,
                           floating* state, Py_ssize_t stride, Py_ssize_t n,
-                          long long step) noexcept nogil:
+                          const StepScalars* at) noexcept nogil:
     """One update of ``n`` parameters from ``p`` by the rule ``o`` (the rules are
-    written in the docstrings of ``fastbp.optimizers``); the state rows that ``o``
-    names start at ``state`` (offset like ``p``), ``stride`` apart."""
+    written in the docstrings of ``fastbp.optimizers``) with the step's scalars
+    ``at`` (``_step_scalars``); the state rows that ``o`` names start at ``state``
+    (offset like ``p``), ``stride`` apart."""
     cdef floating* momentum_buffer = _row(state, stride, o.momentum_buffer)
     cdef floating* square_avg = _row(state, stride, o.square_avg)
     cdef floating* grad_avg = _row(state, stride, o.grad_avg)
     cdef floating* total = _row(state, stride, o.sum)
-    cdef double clr
     if o.kind == OPT_SGD:
         _sgd_update(p, g, momentum_buffer, n, <floating>o.lr, <floating>o.momentum,
                     <floating>o.weight_decay, o.nesterov != 0)
     elif o.kind == OPT_ADAM:
         _adam_update(p, g, _row(state, stride, o.exp_avg), _row(state, stride, o.exp_avg_sq),
-                     n, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, o.decoupled != 0,
-                     o.eps_uncorrected != 0, step)
+                     n, o.lr, o.beta1, o.beta2, o.weight_decay, o.decoupled != 0, at)
     elif o.kind == OPT_RMSPROP:
         if floating is float:
             fbp_rmsprop_f32(p, g, square_avg, momentum_buffer, grad_avg, n, o.lr, o.alpha,
@@ -839,11 +863,10 @@ cdef void _optimizer_step(const OptimizerConfig* o, floating* p, const floating*
             fbp_rmsprop_f64(p, g, square_avg, momentum_buffer, grad_avg, n, o.lr, o.alpha,
                             o.eps, o.weight_decay, o.momentum)
     else:
-        clr = o.lr / (1 + (step - 1) * o.lr_decay)
         if floating is float:
-            fbp_adagrad_f32(p, g, total, n, clr, o.weight_decay, o.eps)
+            fbp_adagrad_f32(p, g, total, n, at.clr, o.weight_decay, o.eps)
         else:
-            fbp_adagrad_f64(p, g, total, n, clr, o.weight_decay, o.eps)
+            fbp_adagrad_f64(p, g, total, n, at.clr, o.weight_decay, o.eps)
 
 
 cdef inline bint _all_finite(const floating* x, Py_ssize_t n) noexcept nogil:
@@ -1483,6 +1506,8 @@ cdef void _clip_and_update(const Run* r, floating* params, floating* grads, floa
     cdef Py_ssize_t k, n_ranges = _update_ranges(r), p0, p1, s, a, z
     cdef double factor = 1, total = 0
     cdef int t
+    cdef StepScalars at
+    _step_scalars(o, step, &at)
     if o.clipnorm > 0:
         parts[part].norm = 0
         for k in range(n_ranges):
@@ -1504,7 +1529,7 @@ cdef void _clip_and_update(const Run* r, floating* params, floating* grads, floa
                 if o.clipvalue > 0:
                     _clamp(grads + a, z - a, <floating>o.clipvalue)
                 _optimizer_step(o, params + a, grads + a, state + a if state != NULL else NULL,
-                                r.n_params, z - a, step)
+                                r.n_params, z - a, &at)
 
 
 cdef void _train_part(const Run* r, floating* params, floating* grads, floating* work,
@@ -2545,9 +2570,11 @@ def adam_update(floating[::1] params, const floating[::1] grads, floating[::1] e
         raise ValueError("step counts from 1")
     if n == 0:
         return
+    cdef StepScalars at
     with nogil:
+        _adam_scalars(lr, beta1, beta2, eps, False, step, &at)
         _adam_update(&params[0], &grads[0], &exp_avg[0], &exp_avg_sq[0], n, lr, beta1,
-                     beta2, eps, weight_decay, decoupled, False, step)
+                     beta2, weight_decay, decoupled, &at)
 
 
 # Codes as seen from Python: the one list in fastbp._codes (checked at import).
