@@ -4,6 +4,7 @@ their Markdown and JSON, and leave out torch and scikit-learn when those are abs
 import importlib.util
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -272,7 +273,7 @@ def test_sklearn_compare_quick(tmp_path):
     assert rows["sklearn"] == f"{online['sklearn']['call_s'] * 1e6:.0f}"
 
 
-def test_shared_writes_builds_and_times_both_updates(tmp_path):
+def test_shared_writes_builds_and_times_the_three_updates(tmp_path):
     # bench/shared_writes.c, as bench/README.md builds it (a C compiler with OpenMP,
     # which building fastbp from source needs too), with a small array.
     import shutil
@@ -296,6 +297,13 @@ def test_shared_writes_builds_and_times_both_updates(tmp_path):
     ratio = float(re.search(r"ratio: ([0-9.]+)", out.stdout).group(1))
     assert own > 0 and shared > 0
     assert ratio == pytest.approx(shared / own, rel=0.05, abs=0.01)
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        line = r"dropping the other half: ([0-9.]+) us \(dropping: ([0-9.]+) us\)"
+        dropped = re.search(line, out.stdout)
+        assert dropped is not None, out.stdout
+        assert float(dropped.group(1)) > 0 and float(dropped.group(2)) > 0
+    else:
+        assert "dropping lines: not on this CPU" in out.stdout
     bad = subprocess.run([str(exe), "0"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "usage" in bad.stderr
 
