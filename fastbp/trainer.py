@@ -322,8 +322,7 @@ def _start_loss(model, data, params):
     """The loss at ``params`` (the weights fit started from) on the first rows, with
     their penalties (without dropout or sample weights): what the data make of the
     loss before training. 0 when not finite (NaN inputs fail later, by name)."""
-    first = slice(0, min(data.X.shape[0], _ZERO_OUTPUT_ROWS))  # views of dense data
-    first = data.rows(first)._replace(weights=data.weights[:0])
+    first = data.rows(slice(0, min(data.X.shape[0], _ZERO_OUTPUT_ROWS)))  # views of dense data
     value = inference.evaluate(model._network, model._guard, model.loss, first, params)["loss"]
     return value if math.isfinite(value) else 0.0
 
