@@ -61,6 +61,7 @@ extensions = [
         depends=[
             "fastbp/_vmath.h",
             "fastbp/_parallel.h",
+            "fastbp/_fpenv.h",
             "fastbp/_peak.h",
             "fastbp/_prefetch.h",
             "fastbp/_random.h",

@@ -15,6 +15,7 @@ I = NDArray[np.intp]
 
 MAX_THREADS: int
 HAVE_OPENMP: bool
+FLUSHES_SUBNORMALS: bool
 PHASE_TIMES: bool
 PHASES: tuple[str, ...]
 SMALL_GEMM_CPU: int

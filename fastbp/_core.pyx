@@ -54,6 +54,7 @@ cnp.import_array()
 
 MAX_THREADS = MAX_PARTS
 HAVE_OPENMP = bool(FBP_HAVE_OPENMP)
+FLUSHES_SUBNORMALS = bool(FBP_FLUSHES_SUBNORMALS)
 STATUS_OK = ST_OK
 STATUS_NONFINITE_LOSS = ST_NONFINITE_LOSS
 
@@ -129,6 +130,13 @@ cdef extern from "_parallel.h" nogil:
     double fbp_phase_clock()
     void fbp_phase_mark(int part, int phase, double* since)
     void fbp_phase_step(int part)
+
+
+cdef extern from "_fpenv.h" nogil:
+    # Subnormals flushed to zero on the calling thread while it trains (see the header).
+    const int FBP_FLUSHES_SUBNORMALS
+    unsigned long long fbp_flush_begin()
+    void fbp_flush_end(unsigned long long saved)
 
 
 cdef extern from "_prefetch.h" nogil:
@@ -1532,6 +1540,15 @@ cdef void _clip_and_update(const Run* r, floating* params, floating* grads, floa
                                 r.n_params, z - a, &at)
 
 
+cdef void _update_part(const Run* r, floating* params, floating* grads, floating* state,
+                       long long step, Part* parts, int part, int n_parts) noexcept nogil:
+    """``_clip_and_update`` as ``apply_update``'s threads run it: with subnormals
+    flushed, as in ``_train_part``."""
+    cdef unsigned long long fp_env = fbp_flush_begin()
+    _clip_and_update(r, params, grads, state, step, parts, part, n_parts)
+    fbp_flush_end(fp_env)
+
+
 cdef void _train_part(const Run* r, floating* params, floating* grads, floating* work,
                       floating* state, Part* parts, Py_ssize_t first_batch,
                       Py_ssize_t stop_batch, long long* step, int* status, Py_ssize_t* done,
@@ -1541,7 +1558,8 @@ cdef void _train_part(const Run* r, floating* params, floating* grads, floating*
     with an optimizer, clipping and the update (the same weight rows and bias
     entries, so no barrier between them but clipnorm's), and a barrier. Stops
     before the gradients at a non-finite loss; skips a minibatch whose weights sum
-    to zero after its statistics."""
+    to zero after its statistics. Runs with subnormals flushed to zero (``_fpenv.h``),
+    the thread's own setting restored on the way out."""
     cdef Batch b
     cdef Py_ssize_t index, local_done = 0
     cdef long long local_step = step[0]
@@ -1550,6 +1568,7 @@ cdef void _train_part(const Run* r, floating* params, floating* grads, floating*
     cdef Masks masks  # each thread's own: the masks of the step being taken
     cdef const Masks* dropping = &masks if r.dropout else NULL
     cdef double since  # the phase timers' clock (phase_times; 0 in other builds)
+    cdef unsigned long long fp_env = fbp_flush_begin()
     masks.seed = r.net.dropout_seed
     masks.row0 = r.mask_row0
     for index in range(first_batch, stop_batch):
@@ -1592,6 +1611,7 @@ cdef void _train_part(const Run* r, floating* params, floating* grads, floating*
                 out.penalty += parts[t].penalty
             out.loss += out.penalty
         local_done += 1
+    fbp_flush_end(fp_env)
     if part == 0:
         step[0] = local_step
         status[0] = local_status
@@ -1832,11 +1852,11 @@ def apply_update(floating[::1] params, floating[::1] grads, floating[:, ::1] sta
     cdef floating* state_ptr = &state[0, 0] if state.shape[0] and state.shape[1] else NULL
     if n_threads == 1:  # no OpenMP region (as in _run_team)
         with nogil:
-            _clip_and_update(&r, &params[0], &grads[0], state_ptr, step, parts, 0, 1)
+            _update_part(&r, &params[0], &grads[0], state_ptr, step, parts, 0, 1)
         return
     with nogil, parallel(num_threads=n_threads):
-        _clip_and_update(&r, &params[0], &grads[0], state_ptr, step, parts, fbp_thread_id(),
-                         fbp_team_size())
+        _update_part(&r, &params[0], &grads[0], state_ptr, step, parts, fbp_thread_id(),
+                     fbp_team_size())
 
 
 def input_gradient_run(const floating[::1] params, floating[::1] work, Py_ssize_t capacity,
