@@ -18,6 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = os.path.join(ROOT, "bench", "run.py")
 DIGITS = os.path.join(ROOT, "bench", "digits.py")
 GEMM_PATHS = os.path.join(ROOT, "bench", "gemm_paths.py")
+BLIS_PRODUCTS = os.path.join(ROOT, "bench", "blis_products.py")
 SMOKE_NETWORKS = ["tiny", "deep", "large"]  # what run.py --smoke selects
 
 
@@ -203,6 +204,51 @@ def test_gemm_paths_quick():
             int(r[2]), int(r[3]), int(r[4]), r[1][0] == "T", r[1][1] == "T"
         )
     assert re.search(r"the rule takes the faster path for \d+ of 9 products", proc.stdout)
+
+
+def test_blis_products_times_each_product_of_the_tiny_step():
+    # Each of the tiny step's five products timed by fastbp, OpenBLAS and BLIS (its
+    # detected configuration and one named), each result checked against NumPy in
+    # the script; the ratios are those of the times, the totals their sums.
+    pytest.importorskip("blis")
+    import shutil
+
+    if shutil.which(os.environ.get("CC", "cc")) is None:
+        pytest.skip("no C compiler for bench/repeat_gemm.c")
+    proc = run([BLIS_PRODUCTS, "--quick", "--runs", "1", "--configs", "generic"])
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    blis_columns = [i for i, c in enumerate(head) if c.startswith("BLIS ") and c.endswith("µs")]
+    assert head[6:8] == ["fastbp µs", "OpenBLAS µs"]
+    assert blis_columns == list(range(8, len(head) - 2))  # then the two ratios
+    assert "BLIS generic µs" in head  # the named configuration (and the detected one)
+    assert head[-2:] == ["best BLIS / fastbp", "OpenBLAS / fastbp"]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    products = [r for r in rows if r[0].startswith("layer ")]
+    assert [(r[0], r[1], r[2], r[3], r[4]) for r in products] == [
+        ("layer 1 forward", "NN", "32", "32", "64"),
+        ("layer 1 gradient", "TN", "64", "32", "32"),
+        ("layer 2 forward", "NN", "32", "10", "32"),
+        ("layer 2 delta down", "NT", "32", "32", "10"),
+        ("layer 2 gradient", "TN", "32", "10", "32"),
+    ]
+    total = next(r for r in rows if r[0] == "**the step's products**")
+    for r in products + [total]:
+        fastbp, openblas, blis = float(r[6]), float(r[7]), min(float(r[i]) for i in blis_columns)
+        assert fastbp > 0 and openblas > 0 and blis > 0
+        assert float(r[-2]) == pytest.approx(blis / fastbp, rel=0.03, abs=0.01)
+        assert float(r[-1]) == pytest.approx(openblas / fastbp, rel=0.03, abs=0.01)
+    for column in [6, 7] + blis_columns:
+        assert float(total[column]) == pytest.approx(
+            sum(float(r[column]) for r in products), rel=0.01, abs=0.02
+        )
+    bad = subprocess.run(
+        [sys.executable, BLIS_PRODUCTS, "--quick", "--configs", "nonesuch"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "no configuration nonesuch" in bad.stderr
 
 
 def test_results_name_the_commit_they_come_from():
