@@ -316,10 +316,15 @@ cdef inline bint _small_product(bint trans_a, bint trans_b, int m, int n, int k,
     C of two vectors' lanes (128 bytes), or one vector's (64 bytes) with B transposed
     and more than one row, while A is at most 1 MB (it is read again for each strip:
     beyond the L2 cache, BLAS's blocking wins). Narrower products stay in BLAS,
-    whose kernels for them fill the vectors better. The rule's path takes on average
-    4.4% longer than the faster of the two (always BLAS: 13.7%; fitted to an earlier
-    run of the grid, so this is out of sample); the products of the
-    networks' layers from 32 to 512 wide run 1.1-1.8x faster in the kernel."""
+    whose small-matrix kernels for them fill the vectors better, up to OpenBLAS's
+    own limit for those kernels, m * n * k of a million (100 cubed); a narrow product
+    past it goes through BLAS's packed path, and there the kernel, which reads A
+    once for one strip whatever its size, is 1.3-2.5x faster (every such product of
+    the grid with rows of 32 bytes or more: a 10-class output over 128 rows and 784
+    inputs, or the medium network's). The rule's path takes on average 4.4% longer
+    than the faster of the two (always BLAS: 13.7%; fitted to an earlier run of the
+    grid, so this is out of sample); the products of the networks' layers from 32 to
+    512 wide run 1.1-1.8x faster in the kernel."""
     cdef long long row = <long long>n * itemsize, size = <long long>m * k * itemsize
     if isa == FBP_GEMM_NONE or m < 1 or n < 1 or k < 1:
         return False
@@ -328,9 +333,11 @@ cdef inline bint _small_product(bint trans_a, bint trans_b, int m, int n, int k,
     if row > 2048:
         return False
     if isa == FBP_GEMM_AVX512:
+        if row < (64 if trans_b else 128):  # one strip: BLAS's small kernels, up to 100^3
+            return row >= 32 and <double>m * n * k > 1e6
         if size > 1048576:
             return False
-        return row >= 64 and m >= 2 if trans_b else row >= 128
+        return m >= 2 if trans_b else True
     if row <= 64:
         return trans_a or itemsize == 8 or n >= 8 or m <= 32
     if row <= 128:

@@ -525,8 +525,9 @@ def test_the_avx512_rule_takes_the_kernel_from_two_vectors_wide_and_blas_below()
     # kernel wins on rows of C from 128 bytes (64 with B transposed) while A stays
     # in the L2 cache: the small and deep networks' products, the tabular network's
     # and the medium network's over a thread's rows, and one or two rows however
-    # wide. Narrow outputs (10 columns), a one-row product by a transposed B, rows
-    # over 2 KB and an A over 1 MB stay in BLAS.
+    # wide. Narrow outputs (10 columns) up to OpenBLAS's limit for its small-matrix
+    # kernels (m * n * k of 100^3), a one-row product by a transposed B, rows over
+    # 2 KB and an A over 1 MB stay in BLAS.
     small = [
         (32, 32, 64, False, False, "float32"),
         (32, 32, 10, False, True, "float32"),
@@ -540,6 +541,12 @@ def test_the_avx512_rule_takes_the_kernel_from_two_vectors_wide_and_blas_below()
         (32, 8, 100, False, True, "float64"),
         (1, 4096, 784, False, False, "float32"),
         (2, 10, 784, True, False, "float64"),
+        # narrow, past OpenBLAS's small kernels (m * n * k over 100^3): the medium
+        # network's output layer, and an A of 1.6 MB read once
+        (256, 10, 512, False, False, "float32"),
+        (512, 10, 256, True, False, "float32"),
+        (256, 8, 784, False, True, "float32"),
+        (256, 10, 784, False, False, "float64"),
     ]
     blas = [
         (64, 10, 128, False, False, "float32"),
@@ -550,6 +557,11 @@ def test_the_avx512_rule_takes_the_kernel_from_two_vectors_wide_and_blas_below()
         (128, 512, 784, False, False, "float64"),
         (1024, 512, 784, False, False, "float32"),
         (784, 512, 512, True, False, "float32"),
+        # narrow, within OpenBLAS's small kernels (m * n * k up to 100^3), or rows
+        # under 32 bytes (two classes) past them
+        (256, 10, 256, False, False, "float64"),
+        (100, 10, 1000, True, False, "float64"),
+        (256, 2, 4096, False, False, "float32"),
     ]
     for expected, shapes in (("small", small), ("blas", blas)):
         for m, n, k, ta, tb, dtype in shapes:
