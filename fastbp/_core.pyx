@@ -321,10 +321,10 @@ cdef inline bint _small_product(bint trans_a, bint trans_b, int m, int n, int k,
     past it goes through BLAS's packed path, and there the kernel, which reads A
     once for one strip whatever its size, is 1.3-2.5x faster (every such product of
     the grid with rows of 32 bytes or more: a 10-class output over 128 rows and 784
-    inputs, or the medium network's). The rule's path takes on average 4.4% longer
-    than the faster of the two (always BLAS: 13.7%; fitted to an earlier run of the
-    grid, so this is out of sample); the products of the networks' layers from 32 to
-    512 wide run 1.1-1.8x faster in the kernel."""
+    inputs, or the medium network's). The rule's path takes on average 4.1% longer
+    than the faster of the two (always BLAS: 13.6%; fitted to earlier runs of the
+    grid, so this is nearly out of sample); the products of the networks' layers from
+    32 to 512 wide run 1.1-1.8x faster in the kernel."""
     cdef long long row = <long long>n * itemsize, size = <long long>m * k * itemsize
     if isa == FBP_GEMM_NONE or m < 1 or n < 1 or k < 1:
         return False
