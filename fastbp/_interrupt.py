@@ -5,6 +5,11 @@ import contextlib
 import signal
 import threading
 
+try:  # the C function that signal.signal wraps in enum conversions: 1 µs, not 11
+    from _signal import signal as _set_handler
+except ImportError:  # pragma: no cover (an interpreter without CPython's _signal)
+    _set_handler = signal.signal
+
 
 @contextlib.contextmanager
 def requests():
@@ -21,8 +26,8 @@ def requests():
             raise KeyboardInterrupt
         came.append(signum)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = _set_handler(signal.SIGINT, handler)
     try:
         yield lambda: bool(came)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        _set_handler(signal.SIGINT, previous)
