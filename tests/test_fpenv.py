@@ -1,6 +1,8 @@
-"""Training flushes subnormal numbers to zero (``fastbp/_fpenv.h``): the fused step,
-its two halves and ``Optimizer.step``. Inference, the kernel functions and the
-caller's own thread, before and after, compute them as IEEE 754 says.
+"""Training flushes subnormal numbers to zero (``fastbp/_fpenv.h``): ``fit``, the
+gradients of ``compute_gradients`` and ``loss_and_gradients``, ``apply_gradients``
+and ``Optimizer.step``. Prediction, evaluation, input gradients, the kernel
+functions and the caller's own thread, before and after, compute them as IEEE 754
+says.
 
 Each case is built so that exactly one operation of the update makes a subnormal:
 a momentum buffer of a normal value ``s`` (just above the smallest normal number)
@@ -95,6 +97,44 @@ def test_fit_flushes_subnormals_on_every_thread(dtype, threads, monkeypatch):
         np.testing.assert_array_equal(w, -flushed(half))
         np.testing.assert_array_equal(b, -flushed(half))
     assert_ieee_on_this_thread(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("call", ["compute_gradients", "loss_and_gradients"])
+def test_weight_gradients_flush_a_subnormal(dtype, call):
+    # One row, one input of 0.25 and one output: the weight's gradient is the
+    # bias's (the delta, normal here) times 0.25, which is subnormal.
+    s = SMALL[dtype]
+    model = fastbp.Sequential(
+        [fastbp.Dense(1)], loss="mse", optimizer=fastbp.SGD(lr=1.0), input_dim=1, dtype=dtype
+    )
+    model.set_weights([(np.zeros((1, 1), dtype), np.zeros(1, dtype))])
+    X, y = np.full((1, 1), 0.25, dtype), np.full((1, 1), s, dtype)
+    if call == "compute_gradients":
+        model.compute_gradients(X, y)
+        grad_w, grad_b = model.flat_grads[:1], model.flat_grads[1:]
+    else:
+        [(grad_w, grad_b)] = model.loss_and_gradients(X, y)[1]
+    grad_b = grad_b.ravel()[0]
+    assert abs(grad_b) >= np.finfo(dtype).smallest_normal  # the case's premise
+    ieee = grad_b * grad_b.dtype.type(0.25)
+    assert 0 < abs(ieee) < np.finfo(dtype).smallest_normal
+    assert grad_w.ravel()[0] == flushed(ieee)
+    assert_ieee_on_this_thread(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_input_gradients_keep_a_subnormal(dtype):
+    # A zero input, a weight of 0.25: the input's gradient is the delta (the bias's
+    # gradient, normal) times 0.25, subnormal, and kept.
+    s = SMALL[dtype]
+    model = fastbp.Sequential([fastbp.Dense(1)], loss="mse", input_dim=1, dtype=dtype)
+    model.set_weights([(np.full((1, 1), 0.25, dtype), np.zeros(1, dtype))])
+    X, y = np.zeros((1, 1), dtype), np.full((1, 1), s, dtype)
+    [(_, grad_b)] = model.loss_and_gradients(X, y)[1]
+    ieee = grad_b.ravel()[0] * grad_b.dtype.type(0.25)
+    assert 0 < abs(ieee) < np.finfo(dtype).smallest_normal
+    assert model.input_gradient(X, y).ravel()[0] == ieee
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
