@@ -319,7 +319,7 @@ cdef inline bint _small_product(bint trans_a, bint trans_b, int m, int n, int k,
     whose small-matrix kernels for them fill the vectors better, up to OpenBLAS's
     own limit for those kernels, m * n * k of a million (100 cubed); a narrow product
     past it goes through BLAS's packed path, and there the kernel, which reads A
-    once for one strip whatever its size, is 1.3-2.5x faster (every such product of
+    once for one strip whatever its size, is 1.2-2.5x faster (every such product of
     the grid with rows of 32 bytes or more: a 10-class output over 128 rows and 784
     inputs, or the medium network's). The rule's path takes on average 4.1% longer
     than the faster of the two (always BLAS: 13.6%; fitted to earlier runs of the

@@ -5,10 +5,10 @@
  * course: a momentum or Adam first moment whose gradient stays zero (a dead ReLU
  * unit, an unused input) decays by its beta every step, through the subnormal range
  * for about 150 steps (float32) before it reaches zero, and a saturated softmax's
- * probabilities fall there too. Arithmetic on them takes a microcode assist on many
- * CPUs (tens to a hundred and more cycles an instruction instead of one), which
- * made a float32 Adam step 12% slower on this project's AMD host, and more on
- * Intel's.
+ * probabilities fall there too. Arithmetic on them can take a microcode assist
+ * (Intel documents one for subnormal results and inputs of its vector arithmetic),
+ * many cycles instead of one: on this project's AMD Zen 4 host, Adam steps were
+ * 1.12x as long with them as with them flushed (docs/performance.md).
  *
  * fbp_flush_begin() sets the calling thread's flush-to-zero and
  * denormals-are-zero controls (SSE's MXCSR FTZ and DAZ bits on x86-64, FPCR.FZ on
