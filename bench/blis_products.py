@@ -251,7 +251,7 @@ def main(argv=None):
         dtypes = ["float32"] if args.quick else ["float32", "float64"]
         rng = np.random.default_rng(0)
         say("# fastbp's products against BLIS's and OpenBLAS's, one thread\n")
-        say(machine_markdown(machine_info(["bench/blis_products.py"] + list(argv or []))))
+        say(machine_markdown(machine_info(["bench/blis_products.py"] + list(argv or sys.argv[1:]))))
         say(
             f"- BLIS {blis.version} (the blis package); for this CPU it chose its"
             f" {blis.detected} configuration"
