@@ -38,11 +38,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from gemm_paths import FORMS, operands  # noqa: E402
 from run import NETWORKS  # noqa: E402
 
-from common import load_fastbp, machine_info, machine_markdown  # noqa: E402
+from common import Report, load_fastbp, machine_info, machine_markdown  # noqa: E402
 
-FORMS = {"NN": (False, False), "NT": (False, True), "TN": (True, False)}
 DEFAULT_NETWORKS = ("tiny", "small", "deep", "tabular", "medium")
 BLIS_TRANSPOSE = 8  # trans_t: BLIS_TRANSPOSE (0 is BLIS_NO_TRANSPOSE)
 LABELS = {"openblas": "OpenBLAS"}
@@ -149,17 +149,10 @@ def build_helper(directory):
     return target, None
 
 
-def operands(form, m, n, k, dtype, rng):
-    trans_a, trans_b = FORMS[form]
-    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
-    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
-    return a, b
-
-
 def measure(core, blis, form, m, n, k, dtype, runs, rng):
     """{contender: best seconds a product}, after checking each one's result."""
     trans_a, trans_b = FORMS[form]
-    a, b = operands(form, m, n, k, dtype, rng)
+    a, b, _ = operands(form, m, n, k, dtype, rng)
     expected = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b)
     scale = max(float(np.abs(expected).max()), 1e-300)
 
@@ -224,11 +217,8 @@ def main(argv=None):
     if importlib.util.find_spec("blis") is None:
         print("the blis package is not installed: pip install blis")
         return 0
-    lines = []
-
-    def say(line=""):
-        print(line, flush=True)
-        lines.append(line)
+    report = Report()
+    say = report.say
 
     load_fastbp()
     from threadpoolctl import threadpool_limits
@@ -307,9 +297,7 @@ def main(argv=None):
             cells = [name, dtype, f"{sums['fastbp'] * 1e6:.2f}"]
             cells += [f"{sums[c] / sums['fastbp']:.2f}" for c in columns[1:]]
             say("| " + " | ".join(cells) + " |")
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write("\n".join(lines) + "\n")
+    report.save(args.out)
     return 0
 
 

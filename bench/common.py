@@ -61,6 +61,23 @@ def load_fastbp(attempts=20, wait=1.0):
 
 
 # -- statistics and formatting ----------------------------------------------------
+class Report:
+    """Lines printed as they come and kept, to be written to a Markdown file."""
+
+    def __init__(self):
+        self.lines = []
+
+    def say(self, line=""):
+        print(line, flush=True)
+        self.lines.append(line)
+
+    def save(self, path):
+        """Write the lines to ``path`` (None: nowhere)."""
+        if path:
+            with open(path, "w") as f:
+                f.write("\n".join(self.lines) + "\n")
+
+
 def summarize(values):
     """Return the median, min, max and quartiles of ``values`` as a dict."""
     values = sorted(float(v) for v in values)

@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import load_fastbp, machine_info, machine_markdown  # noqa: E402
+from common import Report, load_fastbp, machine_info, machine_markdown  # noqa: E402
 
 FORMS = {"NN": (False, False), "NT": (False, True), "TN": (True, False)}
 GRID_M = (1, 8, 25, 32, 64, 128, 256)
@@ -86,11 +86,8 @@ def main(argv=None):
         "--isa", help="the kernel's version, avx2 or avx512 (default: the widest the CPU runs)"
     )
     args = parser.parse_args(argv)
-    lines = []
-
-    def say(line=""):
-        print(line, flush=True)
-        lines.append(line)
+    report = Report()
+    say = report.say
 
     load_fastbp()
     from threadpoolctl import threadpool_limits
@@ -140,9 +137,7 @@ def main(argv=None):
         f" faster path, {100 * (math.exp(log_loss / total) - 1):.1f}% per product on"
         f" average (always BLAS: {100 * (math.exp(log_blas / total) - 1):.1f}%)"
     )
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write("\n".join(lines) + "\n")
+    report.save(args.out)
     return 0
 
 
