@@ -12,14 +12,21 @@ reports BLAS's time over the kernel's. It also reports how often the step's rule
 for that version of the kernel (``gemm_path(..., isa=...)``) takes the faster path,
 and the time its wrong choices lose.
 
-Needs a CPU with AVX2 and FMA (``_core.SMALL_GEMM_CPU``); ``--isa`` picks the version
-(default: the widest the CPU runs, the one the step takes)::
+Needs a version of the kernel for this CPU (``_core.SMALL_GEMM_CPU``: x86-64 or arm64
+with GCC or Clang); ``--isa`` picks the version (default: the widest the CPU runs, the
+one the step takes)::
 
     python bench/gemm_paths.py --out bench/GEMM_PATHS.md   # the whole grid, both dtypes
     python bench/gemm_paths.py --quick         # a few shapes (the test suite's smoke run)
 
 ``bench/GEMM_PATHS.md`` is the AVX2 version on an AVX2 CPU (AMD Zen 3),
-``bench/GEMM_PATHS_AVX512.md`` the AVX-512 version on an AVX-512 one (AMD Zen 4).
+``bench/GEMM_PATHS_AVX512.md`` the AVX-512 version on an AVX-512 one (AMD Zen 4), and
+``bench/GEMM_PATHS_PORTABLE.md`` the portable version (SSE2 here) against OpenBLAS held
+to its SSE kernels (``OPENBLAS_CORETYPE=NEHALEM``) on that Zen 4: both sides with
+16-byte vectors, as on an arm64 CPU, which no machine of ours is::
+
+    OPENBLAS_CORETYPE=NEHALEM python bench/gemm_paths.py --isa portable \\
+        --out bench/GEMM_PATHS_PORTABLE.md
 """
 
 import argparse
@@ -83,7 +90,8 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=5, help="timed runs a path and shape")
     parser.add_argument("--out", help="also write the report to this Markdown file")
     parser.add_argument(
-        "--isa", help="the kernel's version, avx2 or avx512 (default: the widest the CPU runs)"
+        "--isa",
+        help="the kernel's version, portable, avx2 or avx512 (default: the widest the CPU runs)",
     )
     args = parser.parse_args(argv)
     report = Report()
@@ -96,7 +104,9 @@ def main(argv=None):
 
     core = load_core()
     if not core.SMALL_GEMM_CPU:
-        print("this CPU lacks AVX2 or FMA: fastbp uses BLAS for every product")
+        print(
+            "no small-product kernel for this CPU and compiler: fastbp uses BLAS for every product"
+        )
         return 0
     isa = args.isa or core.SMALL_GEMM_ISAS[-1]
     if isa not in core.SMALL_GEMM_ISAS:

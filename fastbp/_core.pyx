@@ -217,7 +217,7 @@ cdef extern from "_smallgemm.h" nogil:
     # Register-blocked products read in place, for the small products where OpenBLAS's
     # packing costs as much as the arithmetic (see the header).
     int fbp_small_gemm_cpu()  # the widest version this CPU runs, one of:
-    enum: FBP_GEMM_NONE, FBP_GEMM_AVX2, FBP_GEMM_AVX512
+    enum: FBP_GEMM_NONE, FBP_GEMM_PORTABLE, FBP_GEMM_AVX2, FBP_GEMM_AVX512
     enum: FBP_GEMM_KB  # the rows of B copied at a time (always, transposed)
     void fbp_gemm_small_f32(int isa, int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n,
                             Py_ssize_t k, const float* a, Py_ssize_t lda, const float* b,
@@ -267,10 +267,11 @@ cdef inline double _gelu_grad(double z) noexcept nogil:
 # ---------------------------------------------------------------------------
 
 # The widest version of the small-product kernels this CPU runs (_smallgemm.h's
-# FBP_GEMM_* codes: 0 none, 1 AVX2 and FMA, 2 AVX-512F as well), decided once at
-# import; the versions by name (their codes are the indices), and those it runs.
+# FBP_GEMM_* codes: 0 none, 1 portable (SSE2 on x86-64, NEON on arm64), 2 AVX2 and
+# FMA, 3 AVX-512F as well), decided once at import; the versions by name (their
+# codes are the indices), and those it runs.
 cdef int _SMALL_GEMM_CPU = fbp_small_gemm_cpu()
-SMALL_GEMM_VERSIONS = (None, "avx2", "avx512")
+SMALL_GEMM_VERSIONS = (None, "portable", "avx2", "avx512")
 SMALL_GEMM_ISAS = SMALL_GEMM_VERSIONS[1:_SMALL_GEMM_CPU + 1]
 # Path of a product: BLAS or the small-product kernel, or chosen by shape.
 cdef enum:
@@ -291,9 +292,9 @@ cdef inline bint _small_product(bint trans_a, bint trans_b, int m, int n, int k,
     (one thread, 2940 products of the NN, NT and TN forms, m from 1 to 256, n from 2
     to 512, k from 10 to 784, both dtypes), on the CPU named.
 
-    Both versions: one or two rows of C with B not transposed (wide blocks that read
-    B once, where BLAS would copy all of it first) always take the kernel; a row of
-    C over 2 KB never does.
+    The AVX2 and AVX-512 versions: one or two rows of C with B not transposed (wide
+    blocks that read B once, where BLAS would copy all of it first) always take the
+    kernel; a row of C over 2 KB never does.
 
     AVX2 (AMD Zen 3, OpenBLAS's Haswell kernels, which pack both operands;
     ``bench/GEMM_PATHS.md``): by the kernel's costs. It reads all of A again for
@@ -324,10 +325,27 @@ cdef inline bint _small_product(bint trans_a, bint trans_b, int m, int n, int k,
     inputs, or the medium network's). The rule's path takes on average 4.1% longer
     than the faster of the two (always BLAS: 13.6%; fitted to earlier runs of the
     grid, so this is nearly out of sample); the products of the networks' layers from
-    32 to 512 wide run 1.1-1.8x faster in the kernel."""
+    32 to 512 wide run 1.1-1.8x faster in the kernel.
+
+    Portable (16-byte vectors: SSE2 on an x86-64 CPU without AVX2, NEON on arm64;
+    ``bench/GEMM_PATHS_PORTABLE.md``): fitted on Zen 4 against OpenBLAS held to its
+    SSE kernels, both sides with 16-byte vectors, a stand-in for arm64, which no
+    machine of ours is. There the kernel loses most float32 products (0.4-0.8x: SSE2
+    has no broadcast, so each entry of A costs a shuffle) and wins most float64 ones
+    (1.0-2.5x); the rule keeps only the wins that held by a margin, as one for a CPU
+    it was not measured on must: a one-row float32 product with B not transposed and
+    whole vectors (n a multiple of 4; 1.5-3x, a partial vector's masked lanes cost
+    more), a float64 product of one or two rows with B not transposed (1.6-7x), and
+    a float64 product with rows of C of at most 64 bytes (8 columns) over more rows
+    (1.4-2.5x). Its path takes on average 6.5% longer than the faster (always BLAS:
+    25%), and never takes the kernel where it is more than 12% slower."""
     cdef long long row = <long long>n * itemsize, size = <long long>m * k * itemsize
     if isa == FBP_GEMM_NONE or m < 1 or n < 1 or k < 1:
         return False
+    if isa == FBP_GEMM_PORTABLE:
+        if m <= 2 and not trans_b:  # the wide blocks
+            return itemsize == 8 or (m == 1 and n % 4 == 0)
+        return itemsize == 8 and row <= 64 and m > 2
     if m <= 2 and not trans_b:
         return True
     if row > 2048:
@@ -2377,8 +2395,9 @@ def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] 
     if chosen < 0:
         raise ValueError("matmul path must be 'auto', 'blas' or 'small', not %r" % (path,))
     if chosen == GEMM_SMALL and not _SMALL_GEMM_CPU:
-        raise ValueError("the small-product kernel needs a CPU with AVX2 and FMA;"
-                         " use path='blas' or 'auto'")
+        raise ValueError("the small-product kernel has no version for this CPU and"
+                         " compiler (x86-64 or arm64 with GCC or Clang); use path='blas'"
+                         " or 'auto'")
     cdef int version = 0
     if isa is not None:
         if chosen != GEMM_SMALL:
@@ -2420,8 +2439,8 @@ def gemm_path(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a=False,
               bint trans_b=False, dtype="float32", isa=None):
     """The path, "small" or "blas", that the training step takes for a product of
     ``op(A)`` (m x k) by ``op(B)`` (k x n) of ``dtype`` (``_small_product``) on this
-    CPU, or, given ``isa`` ("avx2" or "avx512"), on a CPU whose widest version of the
-    kernel that is (the rule reads only the shapes and the version)."""
+    CPU, or, given ``isa`` ("portable", "avx2" or "avx512"), on a CPU whose widest
+    version of the kernel that is (the rule reads only the shapes and the version)."""
     if m < 1 or n < 1 or k < 1 or m >= 2**31 or n >= 2**31 or k >= 2**31:
         raise ValueError("gemm_path takes dimensions from 1 to 2**31 - 1, got %d, %d, %d"
                          % (m, n, k))
@@ -2430,7 +2449,7 @@ def gemm_path(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a=False,
         raise ValueError("gemm_path dtype must be float32 or float64, not %r" % (dtype,))
     if isa is not None and isa not in SMALL_GEMM_VERSIONS[1:]:
         raise ValueError("gemm_path isa must be %s, not %r"
-                         % (" or ".join(map(repr, SMALL_GEMM_VERSIONS[1:])), isa))
+                         % (", ".join(map(repr, SMALL_GEMM_VERSIONS[1:])), isa))
     cdef int version = _SMALL_GEMM_CPU if isa is None else SMALL_GEMM_VERSIONS.index(isa)
     return ("small" if _small_product(trans_a, trans_b, <int>m, <int>n, <int>k, kind.itemsize,
                                       version) else "blas")

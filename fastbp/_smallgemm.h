@@ -31,23 +31,34 @@
  * added to C), so the kernel's result depends only on the shapes: not on the thread
  * that computes it, nor on the rows of C beside it.
  *
- * Two versions, the same code over different vectors (FBP_DEFINE_SMALL_GEMM): AVX2
- * with FMA (8 floats or 4 doubles a vector) and AVX-512F (16 or 8, with the CPU's
- * lane masks), on x86-64 with GCC or Clang. fbp_small_gemm_cpu() says which this CPU
- * runs; elsewhere the functions are never called. The versions sum each entry in the
- * same order (p in order, KB terms at a time with B transposed), but their register
- * blocks differ, so a product may differ in the last bits between them, never
- * between runs of one version.
+ * Three versions, the same code over different vectors (FBP_DEFINE_SMALL_GEMM), on
+ * x86-64 and arm64 with GCC or Clang: a portable one over the compiler's 16-byte
+ * vectors (4 floats or 2 doubles: SSE2 on any x86-64, NEON on any arm64, with its
+ * fused multiply-add there), and on x86-64 AVX2 with FMA (8 floats or 4 doubles a
+ * vector) and AVX-512F (16 or 8, with the CPU's lane masks). fbp_small_gemm_cpu()
+ * says which this CPU runs; elsewhere (other CPUs, MSVC) the functions are never
+ * called. The versions sum each entry in the same order (p in order, KB terms at a
+ * time with B transposed), but their register blocks differ (and the portable one
+ * rounds a * b + c twice on x86-64, which has no multiply-add in SSE2), so a
+ * product may differ in the last bits between them, never between runs of one.
  */
 #ifndef FASTBP_SMALLGEMM_H
 #define FASTBP_SMALLGEMM_H
 
 #include <stddef.h>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(_MSC_VER)
+#if (defined(__x86_64__) || defined(__aarch64__)) && (defined(__GNUC__) || defined(__clang__)) \
+    && !defined(_MSC_VER)
 #define FBP_SMALL_GEMM 1
+#include <string.h>
+#if defined(__x86_64__)
+#define FBP_SMALL_GEMM_X86 1
 #include <immintrin.h>
 #define FBP_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define FBP_SMALL_GEMM_X86 0
+#include <arm_neon.h>
+#endif
 #else
 #define FBP_SMALL_GEMM 0
 #endif
@@ -63,21 +74,28 @@
 #define FBP_GEMM_WIDE 8
 #define FBP_GEMM_PACK_M 48
 
-/* The versions of the kernels (fbp_small_gemm_cpu). */
+/* The versions of the kernels (fbp_small_gemm_cpu), each CPU's versions numbered
+ * from the narrowest. */
 #define FBP_GEMM_NONE 0
-#define FBP_GEMM_AVX2 1
-#define FBP_GEMM_AVX512 2
+#define FBP_GEMM_PORTABLE 1
+#define FBP_GEMM_AVX2 2
+#define FBP_GEMM_AVX512 3
 
 #if FBP_SMALL_GEMM
 
-/* The widest version of the kernels this CPU runs: FBP_GEMM_AVX512 (AVX-512F, with
- * AVX2 and FMA), FBP_GEMM_AVX2 (AVX2 and FMA) or FBP_GEMM_NONE. */
+/* The widest version of the kernels this CPU runs: on x86-64 FBP_GEMM_AVX512
+ * (AVX-512F, with AVX2 and FMA), FBP_GEMM_AVX2 (AVX2 and FMA) or FBP_GEMM_PORTABLE
+ * (SSE2); on arm64 FBP_GEMM_PORTABLE (NEON). */
 static int fbp_small_gemm_cpu(void)
 {
+#if FBP_SMALL_GEMM_X86
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
-        return FBP_GEMM_NONE;
+        return FBP_GEMM_PORTABLE;
     return __builtin_cpu_supports("avx512f") ? FBP_GEMM_AVX512 : FBP_GEMM_AVX2;
+#else
+    return FBP_GEMM_PORTABLE;
+#endif
 }
 
 /* Row i of a register block (v0, v1) takes A(i, p) times row p of B (rows the
@@ -413,6 +431,94 @@ FBP_TARGET static void fbp_gemm_small_##SUFFIX(                                 
     }                                                                                   \
 }
 
+/* The portable version: 16-byte vectors of the compiler's vector extension, whose
+ * operations it lowers to SSE2 or NEON. A lane mask is the count of lanes on (from
+ * the first); a masked load or store moves those lanes one by one. The multiply-add
+ * is NEON's fused one on arm64, a multiply then an add on x86-64 (SSE2 has none). */
+typedef float fbp_v4f __attribute__((vector_size(16)));
+typedef double fbp_v2d __attribute__((vector_size(16)));
+
+#define FBP_DEFINE_PORTABLE_OPS(T, SUFFIX, V, LANES)                                    \
+static inline V fbp_zero_##SUFFIX(void)                                                 \
+{                                                                                       \
+    V v;                                                                                \
+    for (int l = 0; l < LANES; l++) v[l] = 0;                                           \
+    return v;                                                                           \
+}                                                                                       \
+static inline V fbp_splat_##SUFFIX(const T *p)                                          \
+{                                                                                       \
+    V v;                                                                                \
+    for (int l = 0; l < LANES; l++) v[l] = *p;                                          \
+    return v;                                                                           \
+}                                                                                       \
+static inline V fbp_add_##SUFFIX(V a, V b) { return a + b; }                            \
+static inline V fbp_loadu_##SUFFIX(const T *p, ptrdiff_t lanes)                         \
+{                                                                                       \
+    V v;                                                                                \
+    (void)lanes;                                                                        \
+    memcpy(&v, p, sizeof v);                                                            \
+    return v;                                                                           \
+}                                                                                       \
+static inline void fbp_storeu_##SUFFIX(T *p, ptrdiff_t lanes, V v)                      \
+{                                                                                       \
+    (void)lanes;                                                                        \
+    memcpy(p, &v, sizeof v);                                                            \
+}                                                                                       \
+static inline V fbp_mload_##SUFFIX(const T *p, ptrdiff_t lanes)                         \
+{                                                                                       \
+    V v = fbp_zero_##SUFFIX();                                                          \
+    if (lanes >= LANES) return fbp_loadu_##SUFFIX(p, lanes);                            \
+    for (ptrdiff_t l = 0; l < lanes; l++) v[l] = p[l];                                  \
+    return v;                                                                           \
+}                                                                                       \
+static inline void fbp_mstore_##SUFFIX(T *p, ptrdiff_t lanes, V v)                      \
+{                                                                                       \
+    if (lanes >= LANES) {                                                               \
+        fbp_storeu_##SUFFIX(p, lanes, v);                                               \
+        return;                                                                         \
+    }                                                                                   \
+    for (ptrdiff_t l = 0; l < lanes; l++) p[l] = v[l];                                  \
+}                                                                                       \
+static inline void FBP_MASKS_##SUFFIX(ptrdiff_t w, ptrdiff_t *m0, ptrdiff_t *m1)        \
+{                                                                                       \
+    *m0 = w < LANES ? w : LANES;                                                        \
+    *m1 = w <= LANES ? 0 : w - LANES < LANES ? w - LANES : LANES;                       \
+}                                                                                       \
+static inline void fbp_transpose_##SUFFIX(const T *src, ptrdiff_t lds, T *dst,          \
+                                          ptrdiff_t ldd)                                \
+{                                                                                       \
+    for (int q = 0; q < LANES; q++)                                                     \
+        for (int r = 0; r < LANES; r++) dst[r * ldd + q] = src[q * lds + r];            \
+}
+FBP_DEFINE_PORTABLE_OPS(float, portable_f32, fbp_v4f, 4)
+FBP_DEFINE_PORTABLE_OPS(double, portable_f64, fbp_v2d, 2)
+
+#if FBP_SMALL_GEMM_X86
+static inline fbp_v4f fbp_fma_portable_f32(fbp_v4f a, fbp_v4f b, fbp_v4f c) { return a * b + c; }
+static inline fbp_v2d fbp_fma_portable_f64(fbp_v2d a, fbp_v2d b, fbp_v2d c) { return a * b + c; }
+#else
+static inline fbp_v4f fbp_fma_portable_f32(fbp_v4f a, fbp_v4f b, fbp_v4f c)
+{
+    return (fbp_v4f)vfmaq_f32((float32x4_t)c, (float32x4_t)a, (float32x4_t)b);
+}
+static inline fbp_v2d fbp_fma_portable_f64(fbp_v2d a, fbp_v2d b, fbp_v2d c)
+{
+    return (fbp_v2d)vfmaq_f64((float64x2_t)c, (float64x2_t)a, (float64x2_t)b);
+}
+#endif
+
+#define FBP_TARGET
+FBP_DEFINE_SMALL_GEMM(float, portable_f32, fbp_v4f, 4, fbp_zero_portable_f32,
+                      fbp_splat_portable_f32, fbp_fma_portable_f32, fbp_mload_portable_f32,
+                      fbp_mstore_portable_f32, fbp_loadu_portable_f32, fbp_storeu_portable_f32,
+                      fbp_add_portable_f32, ptrdiff_t, portable_f32, ptrdiff_t)
+FBP_DEFINE_SMALL_GEMM(double, portable_f64, fbp_v2d, 2, fbp_zero_portable_f64,
+                      fbp_splat_portable_f64, fbp_fma_portable_f64, fbp_mload_portable_f64,
+                      fbp_mstore_portable_f64, fbp_loadu_portable_f64, fbp_storeu_portable_f64,
+                      fbp_add_portable_f64, ptrdiff_t, portable_f64, ptrdiff_t)
+#undef FBP_TARGET
+
+#if FBP_SMALL_GEMM_X86
 /* The lane masks of a strip w columns wide: lanes below w on, the rest off. */
 FBP_AVX2 static inline void FBP_MASKS_avx2_f32(ptrdiff_t w, __m256i *m0, __m256i *m1)
 {
@@ -533,19 +639,34 @@ FBP_DEFINE_SMALL_GEMM(double, avx512_f64, __m512d, 8, _mm512_setzero_pd,
                       _mm512_add_pd, __mmask8, avx2_f64, __m256i)
 #undef FBP_TARGET
 
-/* C = op(A) @ op(B) (accumulate: C += it) by version isa of the kernel
- * (FBP_GEMM_AVX2 or FBP_GEMM_AVX512: one this CPU runs, see fbp_small_gemm_cpu). */
+/* Version isa of the x86-64 kernels, where it is one (the portable version is the
+ * caller's). */
+#define FBP_GEMM_X86(SUFFIX)                                                            \
+    if (isa == FBP_GEMM_AVX512) {                                                       \
+        fbp_gemm_small_avx512_##SUFFIX(trans_a, trans_b, m, n, k, a, lda, b, ldb,       \
+                                       accumulate, c, ldc);                             \
+        return;                                                                         \
+    }                                                                                   \
+    if (isa == FBP_GEMM_AVX2) {                                                         \
+        fbp_gemm_small_avx2_##SUFFIX(trans_a, trans_b, m, n, k, a, lda, b, ldb,         \
+                                     accumulate, c, ldc);                               \
+        return;                                                                         \
+    }
+#else
+#define FBP_GEMM_X86(SUFFIX)
+#endif /* FBP_SMALL_GEMM_X86 */
+
+/* C = op(A) @ op(B) (accumulate: C += it) by version isa of the kernel (one this CPU
+ * runs, see fbp_small_gemm_cpu). */
 #define FBP_DEFINE_GEMM_SMALL(T, SUFFIX)                                                \
 static void fbp_gemm_small_##SUFFIX(int isa, int trans_a, int trans_b, ptrdiff_t m,     \
                                     ptrdiff_t n, ptrdiff_t k, const T *a, ptrdiff_t lda, \
                                     const T *b, ptrdiff_t ldb, int accumulate, T *c,    \
                                     ptrdiff_t ldc)                                      \
 {                                                                                       \
-    if (isa == FBP_GEMM_AVX512)                                                         \
-        fbp_gemm_small_avx512_##SUFFIX(trans_a, trans_b, m, n, k, a, lda, b, ldb,       \
-                                       accumulate, c, ldc);                             \
-    else                                                                                \
-        fbp_gemm_small_avx2_##SUFFIX(trans_a, trans_b, m, n, k, a, lda, b, ldb,         \
+    (void)isa; /* one version only, but on x86-64 */                                    \
+    FBP_GEMM_X86(SUFFIX)                                                                \
+    fbp_gemm_small_portable_##SUFFIX(trans_a, trans_b, m, n, k, a, lda, b, ldb,         \
                                      accumulate, c, ldc);                               \
 }
 FBP_DEFINE_GEMM_SMALL(float, f32)

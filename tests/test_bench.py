@@ -183,7 +183,8 @@ def test_digits_quick(tmp_path):
 
 def test_gemm_paths_quick():
     # Both paths timed for each of the three shapes and three forms, and the rule's
-    # choice named; a CPU without AVX2 says that BLAS does every product.
+    # choice named; a CPU without a version of the kernel says that BLAS does every
+    # product.
     from fastbp._backend import core
 
     proc = run([GEMM_PATHS, "--quick", "--runs", "1"])

@@ -10,6 +10,7 @@ kernel does one exact IEEE operation per element the results must be bit-identic
 """
 
 import itertools
+import platform
 import warnings
 import zlib
 
@@ -344,9 +345,11 @@ def test_matmul_accepts_readonly_inputs_and_rejects_readonly_out(dtype):
 # ---------------------------------------------------------------------------
 
 needs_small_kernel = pytest.mark.skipif(
-    not _core.SMALL_GEMM_CPU, reason="this CPU lacks AVX2 or FMA: the kernel never runs"
+    not _core.SMALL_GEMM_CPU,
+    reason="no version of the kernel for this CPU and compiler: it never runs",
 )
-# Every version of the kernel this CPU runs (AVX2; AVX-512 as well where it has it).
+# Every version of the kernel this CPU runs (the portable one; on x86-64 AVX2 and
+# AVX-512 as well where it has them).
 each_isa = pytest.mark.parametrize("isa", _core.SMALL_GEMM_ISAS)
 ODD = [1, 7, 13, 31, 33, 65]  # one row, widths around the vector and block sizes
 FORMS = [(False, False), (False, True), (True, False), (True, True)]
@@ -569,6 +572,42 @@ def test_the_avx512_rule_takes_the_kernel_from_two_vectors_wide_and_blas_below()
             assert path == expected, (m, n, k, ta, tb, dtype)
 
 
+def test_the_portable_rule_keeps_only_the_wins_that_held_by_a_margin():
+    # bench/GEMM_PATHS_PORTABLE.md: the portable kernel (SSE2) against OpenBLAS's SSE
+    # kernels, a stand-in for arm64. Kernel: a one-row float32 product of whole
+    # vectors (B not transposed), float64 products of one or two rows (B not
+    # transposed), and float64 products with rows of C of at most 8 entries over
+    # more rows. BLAS: float32 over more rows (the kernel's 0.4-0.8x), a one-row
+    # float32 product with a partial vector (10 classes) or B transposed, two rows of
+    # float32, a one-row float64 product by a transposed B, and wider float64 rows.
+    small = [
+        (1, 128, 64, False, False, "float32"),
+        (1, 4096, 784, True, False, "float32"),
+        (1, 8, 100, False, False, "float32"),
+        (1, 10, 64, False, False, "float64"),
+        (2, 4096, 784, False, False, "float64"),
+        (2, 7, 13, True, False, "float64"),
+        (64, 8, 100, False, True, "float64"),
+        (256, 2, 784, True, False, "float64"),
+    ]
+    blas = [
+        (32, 32, 64, False, False, "float32"),
+        (64, 100, 100, False, True, "float32"),
+        (128, 8, 100, True, False, "float32"),
+        (1, 10, 64, False, False, "float32"),
+        (1, 130, 64, False, False, "float32"),
+        (1, 128, 64, False, True, "float32"),
+        (2, 128, 64, False, False, "float32"),
+        (1, 8, 100, False, True, "float64"),
+        (64, 10, 100, False, False, "float64"),
+        (128, 100, 100, True, False, "float64"),
+    ]
+    for expected, shapes in (("small", small), ("blas", blas)):
+        for m, n, k, ta, tb, dtype in shapes:
+            path = _core.gemm_path(m, n, k, ta, tb, dtype, isa="portable")
+            assert path == expected, (m, n, k, ta, tb, dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_matmul_path_and_repeats_errors(dtype):
     a, b, out = np.ones((3, 4), dtype), np.ones((4, 2), dtype), np.zeros((3, 2), dtype)
@@ -586,7 +625,7 @@ def test_matmul_path_and_repeats_errors(dtype):
         with pytest.raises(ValueError, match="isa must be one this CPU runs"):
             _core.matmul(a, b, out, path="small", isa="avx1024")
     else:
-        with pytest.raises(ValueError, match="needs a CPU with AVX2 and FMA"):
+        with pytest.raises(ValueError, match="no version for this CPU and compiler"):
             _core.matmul(a, b, out, path="small")
     np.testing.assert_array_equal(out, 0)
     # repeats: the same product again (beta 0), so the same result
@@ -596,7 +635,7 @@ def test_matmul_path_and_repeats_errors(dtype):
         _core.gemm_path(0, 3, 3)
     with pytest.raises(ValueError, match="dtype must be float32 or float64"):
         _core.gemm_path(3, 3, 3, dtype="int32")
-    with pytest.raises(ValueError, match="isa must be 'avx2' or 'avx512', not 'sse'"):
+    with pytest.raises(ValueError, match="isa must be 'portable', 'avx2', 'avx512', not 'sse'"):
         _core.gemm_path(3, 3, 3, isa="sse")
     # the step's rule is the one of the widest version this CPU runs
     for shape in [(64, 10, 128, False, False), (64, 16, 100, False, False)]:
@@ -634,10 +673,12 @@ def test_matmul_refuses_sizes_beyond_blas():
 # ---------------------------------------------------------------------------
 
 RUNNABLE_ISAS = _core.PEAK_ISAS[: _core.PEAK_ISAS.index(_core.PEAK_ISA) + 1]
+# The portable loop keeps 12 chains on x86-64 (16 SSE registers), 16 elsewhere.
+X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 # Lanes of all the chains of one thread: chains x lanes of each version and dtype.
 PEAK_LANES = {
-    ("portable", np.float32): (12 if _core.SMALL_GEMM_CPU else 16) * 4,
-    ("portable", np.float64): (12 if _core.SMALL_GEMM_CPU else 16) * 2,
+    ("portable", np.float32): (12 if X86_64 else 16) * 4,
+    ("portable", np.float64): (12 if X86_64 else 16) * 2,
     ("avx2", np.float32): 12 * 8,
     ("avx2", np.float64): 12 * 4,
     ("avx512", np.float32): 16 * 16,
