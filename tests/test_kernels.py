@@ -1126,6 +1126,53 @@ def test_cross_entropy_value_alone_equals_the_value_with_its_delta(dtype, shape)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cols", range(1, 12))
+def test_cross_entropy_labels_counts_a_row_correct_at_its_first_maximum(dtype, cols):
+    # The row maximum runs in four interleaved maxima and a remainder: every column
+    # count from 1 to 11, each maximum at every column, tied with a later column
+    # (the first of the two is the prediction), and NaN, which never wins (a row
+    # starting with NaN predicts column 0). A row is correct where its label is the
+    # first column holding the maximum; the count says which rows were.
+    rows, labels = [], []
+    for at in range(cols):
+        for tie in [None] + list(range(at + 1, cols)):
+            row = np.arange(cols, dtype=np.float64) * -1.0 - 5  # all below the maximum
+            row[at] = 3.0
+            if tie is not None:
+                row[tie] = 3.0
+            # the first maximum (correct) and a column below the maximum (wrong);
+            # tied, the first only (a scan that kept the last would miss it)
+            for label in {at, (at + 1) % cols} if tie is None else {at}:
+                rows.append(row.copy())
+                labels.append(label)
+    special = [(np.nan, 0), (np.nan, 1)] if cols > 1 else [(np.nan, 0)]
+    for value, label in special:  # NaN first: column 0; NaN later: skipped
+        row = np.zeros(cols)
+        row[0] = value
+        rows.append(row)
+        labels.append(label)
+        if cols > 2:
+            row = np.zeros(cols)
+            row[1], row[2] = np.nan, 1.0
+            rows.append(row)
+            labels.append(2 if label else 1)
+    z = np.array(rows, dtype=dtype)
+    labels = np.array(labels, dtype=np.intp)
+    expected = 0
+    for row, label in zip(z, labels):
+        first = 0 if np.isnan(row[0]) else int(np.nanargmax(row))
+        expected += first == label
+    _, correct = _core.loss_delta(
+        LOSS["cross_entropy_labels"], z, np.empty((0, cols), dtype), labels, np.empty_like(z)
+    )
+    assert correct == expected
+    # each first maximum once; a NaN first with label 0, and past 2 columns a NaN
+    # later, skipped, with the label of the maximum after it
+    pairs = sum(1 + (cols - 1 - i) for i in range(cols))
+    assert expected == pairs + 1 + (cols > 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_cross_entropy_labels_argmax_over_blocks_of_rows(dtype):
     # The kernel scores the rows in blocks of 64 (each row's maximum and shifted
     # logits, one exp over the block, then each row). 150 rows (two full blocks and
