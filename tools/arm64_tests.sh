@@ -6,7 +6,10 @@
 #   bash tools/arm64_tests.sh [pytest arguments]
 #
 # Default: the kernels, the floating-point environment, the gradient checks and the
-# NumPy reference (about 1,500 tests, 2-3 minutes). Everything goes under
+# NumPy reference (about 1,500 tests, 2-3 minutes); `tests` runs the whole suite (12
+# minutes), where what starts another Python process fails (qemu runs this one
+# only: the command line's tests, multiprocessing's spawn), and so does what reads
+# files outside fastbp/ and tests/ (the examples, the docs). Everything goes under
 # build/arm64/ (reused by the next run):
 #   root/  an arm64 Python (Debian's packages, unpacked, not installed)
 #   site/  NumPy and SciPy as PyPI's arm64 wheels (the versions this Python runs),
