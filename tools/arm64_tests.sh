@@ -5,8 +5,8 @@
 #
 #   bash tools/arm64_tests.sh [pytest arguments]
 #
-# Default: the kernels, the floating-point environment, the gradient checks and the
-# NumPy reference (about 1,500 tests, 2-3 minutes); `tests` runs the whole suite (12
+# Default: the kernels, the floating-point environment, the gradient checks, the
+# NumPy reference and the threaded step (about 1,560 tests, 2-3 minutes); `tests` runs the whole suite (12
 # minutes), where what starts another Python process fails (qemu runs this one
 # only: the command line's tests, multiprocessing's spawn), and so does what reads
 # files outside fastbp/ and tests/ (the examples, the docs). Everything goes under
@@ -29,7 +29,8 @@ pkg=$work/pkg
 if [ $# -gt 0 ]; then
     tests=("$@")
 else
-    tests=(tests/test_kernels.py tests/test_fpenv.py tests/test_gradients.py tests/test_reference.py)
+    tests=(tests/test_kernels.py tests/test_fpenv.py tests/test_gradients.py tests/test_reference.py
+           tests/test_threads.py)
 fi
 
 skip() {
