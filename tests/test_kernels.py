@@ -523,6 +523,15 @@ def test_the_rule_takes_the_kernel_for_small_networks_and_blas_for_big_or_narrow
         assert _core.gemm_path(m, n, k, ta, tb, "float32", isa="avx2") == "blas", (m, n, k, ta, tb)
 
 
+def assert_rule_paths(isa, small, blas):
+    """The rule of version ``isa`` takes the kernel for each shape of ``small`` and
+    BLAS for each of ``blas`` (shapes: m, n, k, trans_a, trans_b, dtype)."""
+    for expected, shapes in (("small", small), ("blas", blas)):
+        for m, n, k, ta, tb, dtype in shapes:
+            path = _core.gemm_path(m, n, k, ta, tb, dtype, isa=isa)
+            assert path == expected, (m, n, k, ta, tb, dtype)
+
+
 def test_the_avx512_rule_takes_the_kernel_from_two_vectors_wide_and_blas_below():
     # bench/GEMM_PATHS_AVX512.md: against OpenBLAS's SkylakeX kernels the AVX-512
     # kernel wins on rows of C from 128 bytes (64 with B transposed) while A stays
@@ -566,10 +575,7 @@ def test_the_avx512_rule_takes_the_kernel_from_two_vectors_wide_and_blas_below()
         (100, 10, 1000, True, False, "float64"),
         (256, 2, 4096, False, False, "float32"),
     ]
-    for expected, shapes in (("small", small), ("blas", blas)):
-        for m, n, k, ta, tb, dtype in shapes:
-            path = _core.gemm_path(m, n, k, ta, tb, dtype, isa="avx512")
-            assert path == expected, (m, n, k, ta, tb, dtype)
+    assert_rule_paths("avx512", small, blas)
 
 
 def test_the_portable_rule_keeps_only_the_wins_that_held_by_a_margin():
@@ -602,10 +608,7 @@ def test_the_portable_rule_keeps_only_the_wins_that_held_by_a_margin():
         (64, 10, 100, False, False, "float64"),
         (128, 100, 100, True, False, "float64"),
     ]
-    for expected, shapes in (("small", small), ("blas", blas)):
-        for m, n, k, ta, tb, dtype in shapes:
-            path = _core.gemm_path(m, n, k, ta, tb, dtype, isa="portable")
-            assert path == expected, (m, n, k, ta, tb, dtype)
+    assert_rule_paths("portable", small, blas)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

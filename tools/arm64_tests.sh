@@ -37,14 +37,11 @@ skip() {
     echo "== arm64 tests skipped: $1"
     exit 0
 }
-have() { command -v "$1" >/dev/null; }
-as_root() { [ "$(id -u)" = 0 ] && have apt-get && have dpkg; }
+. tools/debian.sh
 
 if ! have aarch64-linux-gnu-gcc || ! have qemu-aarch64; then
     as_root || skip "no aarch64-linux-gnu-gcc or qemu-aarch64, and no apt-get to install them"
-    apt-get install -y -qq gcc-aarch64-linux-gnu qemu-user >/dev/null 2>&1 \
-        || { apt-get update -qq >/dev/null 2>&1 \
-             && apt-get install -y -qq gcc-aarch64-linux-gnu qemu-user >/dev/null 2>&1; } \
+    apt_install gcc-aarch64-linux-gnu qemu-user \
         || skip "could not install gcc-aarch64-linux-gnu and qemu-user"
 fi
 

@@ -13,15 +13,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-have() { command -v "$1" >/dev/null; }
+. tools/debian.sh
 if ! have clang || ! have aarch64-linux-gnu-gcc || ! have qemu-aarch64; then
-    if [ "$(id -u)" = 0 ] && have apt-get; then
-        packages=(clang gcc-aarch64-linux-gnu qemu-user)
-        apt-get install -y -qq "${packages[@]}" >/dev/null 2>&1 \
-            || { apt-get update -qq >/dev/null 2>&1 \
-                 && apt-get install -y -qq "${packages[@]}" >/dev/null 2>&1; } \
-            || true
-    fi
+    apt_install clang gcc-aarch64-linux-gnu qemu-user || true
 fi
 
 # setup.py's flags (see there), warnings as errors.
