@@ -41,6 +41,7 @@ try:
 except ImportError as exc:  # pragma: no cover - the extra is missing
     raise ImportError("fastbp.sklearn needs scikit-learn: pip install 'fastbp[sklearn]'") from exc
 import scipy.optimize
+from sklearn import get_config
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
@@ -83,6 +84,7 @@ _EXTRA_CONSTRAINTS = {
     "dtype": [None, StrOptions({"float32", "float64"})],
 }
 _SPARSE_FORMATS = ["csr", "csc", "coo"]
+_FLOAT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
 
 class _BaseMLP(BaseEstimator):
@@ -230,7 +232,13 @@ class _BaseMLP(BaseEstimator):
 
     # -- fit ---------------------------------------------------------------------
     def _fit(self, X, y, sample_weight=None, incremental=False, validation_data=None, comm=None):
-        self._validate_params()
+        # scikit-learn's rule: partial_fit on a fitted estimator does not validate the
+        # parameters again (nor does any fit under skip_parameter_validation).
+        if (
+            not (incremental and hasattr(self, "coefs_"))
+            and not get_config()["skip_parameter_validation"]
+        ):
+            self._validate_params()
         self._hidden_sizes()
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
@@ -243,7 +251,7 @@ class _BaseMLP(BaseEstimator):
         sample_weight = self._with_class_weight(sample_weight, y)
         if validation_data is not None:
             validation_data = self._validation_data(validation_data, X.dtype)
-        self._random_state = check_random_state(self.random_state)
+        self._random_state = self._seeded_random_state()
         if comm is not None:
             # One random stream on every rank (rank 0's): the same initial weights,
             # validation split and minibatch orders everywhere.
@@ -272,6 +280,21 @@ class _BaseMLP(BaseEstimator):
                 " contain large values and need to be preprocessed."
             )
         return self
+
+    def _seeded_random_state(self):
+        """``check_random_state(self.random_state)``: for an integer seed, the
+        estimator's own RandomState seeded again (the same stream as a new one, in a
+        microsecond instead of the tenth of a millisecond a new one takes to gather
+        entropy it then discards); a RandomState given is used as it is."""
+        seed = self.random_state
+        if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+            own = self.__dict__.get("_own_random_state")
+            if own is None:
+                own = self._own_random_state = np.random.RandomState(seed)
+            else:
+                own.seed(seed)
+            return own
+        return check_random_state(seed)
 
     def _with_class_weight(self, sample_weight, Y):
         return sample_weight  # the classifier's class_weight multiplies in
@@ -550,7 +573,7 @@ class _BaseMLP(BaseEstimator):
     def _forward(self, X, check_input=True):
         check_is_fitted(self)
         if check_input:
-            X = validate_data(self, X, accept_sparse=_SPARSE_FORMATS, reset=False)
+            X = _validated_inputs(self, X)
         self._sync_weights()
         return self.model_.predict(_model_input(X, self.model_.dtype))
 
@@ -596,6 +619,68 @@ class _Iterations(Callback):
             self.model.stop_training = True
 
 
+def _validated(estimator, X, y, reset, y_numeric=False):
+    """``validate_data`` of (X, y) as fit checks them: X a float matrix (sparse
+    accepted), y any finite targets. After fitting, plain NumPy arrays that it would
+    return unchanged (the common case of partial_fit) are taken as they are, without
+    its checks for data frames and their cost of a tenth of a millisecond a call;
+    any other input goes through it (and its messages)."""
+    if not reset and _passes_unchanged(estimator, X) and _targets_pass_unchanged(y, X):
+        return X, y
+    return validate_data(
+        estimator,
+        X,
+        y,
+        accept_sparse=_SPARSE_FORMATS,
+        multi_output=True,
+        y_numeric=y_numeric,
+        dtype=(np.float64, np.float32),
+        reset=reset,
+    )
+
+
+def _validated_inputs(estimator, X):
+    """``validate_data`` of X as predict checks it, as ``_validated`` does."""
+    if _passes_unchanged(estimator, X):
+        return X
+    return validate_data(estimator, X, accept_sparse=_SPARSE_FORMATS, reset=False)
+
+
+def _passes_unchanged(estimator, X):
+    """Whether ``validate_data(estimator, X, reset=False)`` would return X itself: a
+    2-D float32 or float64 ndarray with rows, the fitted number of features, no
+    feature names fitted, finite (scikit-learn's own first test, a sum: an
+    overflowing sum of finite values sends X to the full check)."""
+    return (
+        type(X) is np.ndarray
+        and X.ndim == 2
+        and X.dtype in _FLOAT_DTYPES
+        and X.shape[0] >= 1
+        and X.shape[1] == getattr(estimator, "n_features_in_", None)
+        and getattr(estimator, "feature_names_in_", None) is None
+        and _sum_is_finite(X)
+    )
+
+
+def _targets_pass_unchanged(y, X):
+    """Whether fit's check of y would return it itself: a 1-D or 2-D ndarray with as
+    many rows as X (and columns), of integers or finite floats."""
+    return (
+        type(y) is np.ndarray
+        and y.ndim in (1, 2)
+        and y.shape[0] == X.shape[0]
+        and (y.ndim == 1 or y.shape[1] >= 1)
+        and (y.dtype.kind in "iu" or (y.dtype.kind == "f" and _sum_is_finite(y)))
+    )
+
+
+def _sum_is_finite(a):
+    """scikit-learn's first test that a float array is finite: its sum (which may
+    overflow, quietly, for finite values)."""
+    with np.errstate(over="ignore"):
+        return math.isfinite(a.sum())
+
+
 def _sample_weights(sample_weight, n_samples, dtype):
     """None, or a 1-D array of n_samples weights (a scalar applies to every sample)."""
     if sample_weight is None:
@@ -639,6 +724,23 @@ def _known_labels_indicator(binarizer, y, dtype):
     indicator = np.zeros((len(y), len(classes)), dtype=dtype)
     indicator[np.arange(len(y)), codes] = 1
     return indicator
+
+
+def _labels_of_outputs(binarizer, outputs):
+    """``binarizer.inverse_transform(outputs)`` (the inverse of
+    ``_known_labels_indicator``) for a binarizer fitted to binary or multi-class
+    labels, by its rules: the class of a row's first largest output, or for one
+    output the second class where it exceeds 0.5 (NaN: the first class), the
+    default threshold (pos_label + neg_label) / 2; without
+    its checks, which cost a few tens of microseconds a call. Multi-label outputs
+    go through it."""
+    classes = binarizer.classes_
+    if binarizer.y_type_ == "multiclass" and outputs.ndim == 2:
+        return classes[outputs.argmax(axis=1)]
+    if binarizer.y_type_ == "binary" and len(classes) == 2 and outputs.ndim == 1:
+        threshold = (binarizer.pos_label + binarizer.neg_label) / 2.0
+        return classes[(outputs > threshold).view(np.uint8)]
+    return binarizer.inverse_transform(outputs)
 
 
 def _model_input(X, dtype):
@@ -774,15 +876,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         )
 
     def _validate_input(self, X, y, incremental, reset):
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            accept_sparse=_SPARSE_FORMATS,
-            multi_output=True,
-            dtype=(np.float64, np.float32),
-            reset=reset,
-        )
+        X, y = _validated(self, X, y, reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
@@ -840,7 +934,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         y_pred = self._forward(X, check_input)
         if self.n_outputs_ == 1:
             y_pred = y_pred.ravel()
-        return self._label_binarizer.inverse_transform(y_pred)
+        return _labels_of_outputs(self._label_binarizer, y_pred)
 
     def _score(self, X, y, sample_weight=None):
         return self._score_with_function(X, y, sample_weight, accuracy_score)
@@ -1004,16 +1098,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return np.asarray(y, dtype=np.float64)
 
     def _validate_input(self, X, y, incremental, reset):
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            accept_sparse=_SPARSE_FORMATS,
-            multi_output=True,
-            y_numeric=True,
-            dtype=(np.float64, np.float32),
-            reset=reset,
-        )
+        X, y = _validated(self, X, y, reset, y_numeric=True)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         return X, np.asarray(y, dtype=X.dtype)

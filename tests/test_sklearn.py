@@ -261,6 +261,193 @@ def test_partial_fit_batches_equal_scikit_learn(classes):
         assert str(raised.value) == str(expected.value)
 
 
+def test_partial_fit_validates_parameters_when_scikit_learn_does(monkeypatch):
+    """The parameters are validated by every fit and by a first partial_fit, not by
+    a partial_fit of a fitted estimator, and by none under scikit-learn's
+    skip_parameter_validation: scikit-learn's own rule, counted on both."""
+    import sklearn
+
+    X, y = classification()
+    sk, ours = both(MLPClassifier, hidden_layer_sizes=(4,), random_state=0, max_iter=2)
+    counts = {}
+
+    def counting(cls):
+        validate = cls._validate_params
+
+        def counted(self):
+            counts[cls] = counts.get(cls, 0) + 1
+            return validate(self)
+
+        monkeypatch.setattr(cls, "_validate_params", counted)
+
+    for est in (sk, ours):
+        counting(type(est))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.partial_fit(X, y, classes=["cat", "dog", "eel"])  # 1
+            est.partial_fit(X, y)  # fitted: not again
+            est.partial_fit(X, y)
+            est.fit(X, y)  # 2
+            est.partial_fit(X, y)
+            with sklearn.config_context(skip_parameter_validation=True):
+                est.fit(X, y)
+    assert counts == {type(sk): 2, type(ours): 2}
+    with pytest.raises(ValueError, match="alpha"):  # InvalidParameterError
+        MLPClassifier(alpha=-1.0).partial_fit(X, y, classes=["cat", "dog", "eel"])
+
+
+def test_random_state_streams_are_scikit_learns():
+    """An integer random_state starts every fit from the same stream (the
+    estimator's own RandomState seeded again, as a new one would be); a RandomState
+    given is drawn on where the last fit left it; partial_fit follows scikit-learn
+    either way."""
+    X, y = classification()
+    est = MLPClassifier(random_state=7)
+    first = est._seeded_random_state()
+    first.uniform(size=5), first.standard_normal()  # a cached Gaussian too
+    again = est._seeded_random_state()
+    assert again is first
+    np.testing.assert_array_equal(again.uniform(size=9), np.random.RandomState(7).uniform(size=9))
+    est.set_params(random_state=np.int64(7))
+    np.testing.assert_array_equal(
+        est._seeded_random_state().standard_normal(3),
+        np.random.RandomState(7).standard_normal(3),
+    )
+    given = np.random.RandomState(3)
+    given.uniform(size=4)
+    state = given.get_state()[1].copy()
+    est.set_params(random_state=given)
+    assert est._seeded_random_state() is given
+    np.testing.assert_array_equal(given.get_state()[1], state)  # not seeded again
+    # The estimators' own streams: each gets its own RandomState(5).
+    sk = sk_nn.MLPClassifier(random_state=np.random.RandomState(5), hidden_layer_sizes=(5,))
+    ours = MLPClassifier(random_state=np.random.RandomState(5), hidden_layer_sizes=(5,))
+    for e in (sk, ours):
+        e.partial_fit(X[:40], y[:40], classes=["cat", "dog", "eel"])
+        for start in range(40, len(X), 20):
+            e.partial_fit(X[start : start + 20], y[start : start + 20])
+    assert_same_fit(sk, ours)
+
+
+def _outcome(call, *args, **kwargs):
+    """What a call returns, or the type and message of what it raises."""
+    try:
+        return call(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - compared, not handled
+        return type(exc), str(exc)
+
+
+def test_plain_arrays_skip_validate_data_only_where_it_changes_nothing():
+    """After fitting, X and y that validate_data would return unchanged are taken
+    as they are; every input gives what validate_data gives: the same arrays, or the
+    same error."""
+    from sklearn.utils.validation import validate_data
+
+    from fastbp.sklearn import _passes_unchanged, _targets_pass_unchanged, _validated
+
+    X, y = regression(n=12, d=4)
+    est = MLPRegressor(hidden_layer_sizes=(3,), max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+    wide = np.hstack([X, X])[:, ::2]  # 4 features, not contiguous
+    nan, inf, big = X.copy(), X.copy(), np.full((12, 4), 3e38, np.float32)
+    nan[3, 1], inf[0, 0] = np.nan, -np.inf
+    inputs = {
+        "float64": (X, True),
+        "float32": (X.astype(np.float32), True),
+        "fortran": (np.asfortranarray(X), True),
+        "strided": (wide, True),
+        "overflowing sum": (big, False),  # finite: the full check passes it
+        "nan": (nan, False),
+        "inf": (inf, False),
+        "ints": (X.astype(np.int64), False),
+        "float16": (X.astype(np.float16), False),
+        "list": (X.tolist(), False),
+        "1-D": (X[0], False),
+        "no rows": (X[:0], False),
+        "5 features": (np.hstack([X, X[:, :1]]), False),
+    }
+    targets = {
+        "float": (y, True),
+        "ints": (np.arange(12), True),
+        "column": (y[:, None], True),
+        "nan": (np.where(np.arange(12) == 5, np.nan, y), False),
+        "no columns": (np.empty((12, 0)), False),
+        "short": (y[:11], False),
+        "objects": (y.astype(object), False),
+        "list": (y.tolist(), False),
+        "3-D": (y.reshape(12, 1, 1), False),
+    }
+
+    def theirs(X, y):
+        return validate_data(
+            est,
+            X,
+            y,
+            accept_sparse=["csr", "csc", "coo"],
+            multi_output=True,
+            y_numeric=True,
+            dtype=(np.float64, np.float32),
+            reset=False,
+        )
+
+    for xname, (Xi, x_plain) in inputs.items():
+        assert _passes_unchanged(est, Xi) == x_plain, xname
+        for yname, (yi, y_plain) in targets.items():
+            if Xi is X:
+                assert _targets_pass_unchanged(yi, Xi) == y_plain, yname
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                expected = _outcome(theirs, Xi, yi)
+                got = _outcome(_validated, est, Xi, yi, reset=False, y_numeric=True)
+            if isinstance(expected[0], type):
+                assert got == expected, (xname, yname)
+                continue
+            for a, b, given in zip(got, expected, (Xi, yi)):
+                assert a.dtype == b.dtype and a.shape == b.shape, (xname, yname)
+                np.testing.assert_array_equal(a, b)
+                if x_plain and y_plain:
+                    assert a is given and b is given  # unchanged, by both
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert est.predict(np.asfortranarray(X)) == pytest.approx(est.predict(X.tolist()))
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        est.predict(nan)
+    with pytest.raises(ValueError, match="4 features"):
+        est.predict(wide[:, :3])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_predicted_labels_are_the_binarizers_inverse(dtype):
+    """predict's labels from the outputs are LabelBinarizer.inverse_transform's:
+    the first largest output (ties, NaN), the threshold of one output (exactly 0.5,
+    NaN), and multi-label indicators (through it)."""
+    from sklearn.preprocessing import LabelBinarizer
+
+    from fastbp.sklearn import _labels_of_outputs
+
+    nan = np.nan
+    multi = np.array(
+        [[0.2, 0.5, 0.3], [0.4, 0.4, 0.2], [0.1, 0.1, 0.8], [nan, 0.9, 0.1], [0.3, nan, nan]],
+        dtype,
+    )
+    one = np.array([0.5, np.nextafter(dtype(0.5), dtype(1)), 0.49, nan, 1.0, 0.0], dtype)
+    cases = [
+        (["b", "a", "c"], multi, ["b", "a", "c", "a", "b"]),
+        ([3, -1], one, [-1, 3, -1, -1, 3, -1]),
+        (np.array([[0, 1, 1], [1, 0, 0]]), multi, None),  # multi-label
+    ]
+    for labels, outputs, expected in cases:
+        binarizer = LabelBinarizer().fit(labels)
+        got = _labels_of_outputs(binarizer, outputs)
+        want = binarizer.inverse_transform(outputs)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+        if expected is not None:
+            assert got.tolist() == expected
+
+
 def test_convergence_warnings_as_scikit_learn():
     from sklearn.exceptions import ConvergenceWarning
 
