@@ -1,5 +1,6 @@
 """One-row prediction latency: what a service that scores one request at a time
-waits for, fastbp against NumPy by hand, PyTorch and scikit-learn.
+waits for, fastbp against NumPy by hand, PyTorch and scikit-learn, and fastbp's
+scikit-learn drop-in (``fastbp.sklearn``) beside scikit-learn's.
 
 Every implementation holds the same weights of the same classifier (64-128-10,
 relu, softmax output) and is called as its users call it: a (1, 64) NumPy row in,
@@ -76,18 +77,28 @@ def make_predictors(names, dtype, weights, seed=0):
     if "sklearn" in names and have("sklearn"):
         from sklearn.neural_network import MLPClassifier
 
-        clf = MLPClassifier(hidden_layer_sizes=(w1.shape[1],), max_iter=1)
-        rng = np.random.default_rng(seed)
-        X = rng.standard_normal((40, w1.shape[0])).astype(dtype)
-        import warnings
+        predictors["sklearn"] = _classifier(MLPClassifier, dtype, weights, seed).predict_proba
+        if "fastbp" in names:  # the drop-in, as its users call it
+            from fastbp.sklearn import MLPClassifier as DropIn
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            clf.partial_fit(X, np.arange(40) % w2.shape[1], classes=np.arange(w2.shape[1]))
-        clf.coefs_ = [w1.copy(), w2.copy()]
-        clf.intercepts_ = [b1.copy(), b2.copy()]
-        predictors["sklearn"] = clf.predict_proba
+            predictors["fastbp.sklearn"] = _classifier(DropIn, dtype, weights, seed).predict_proba
     return predictors
+
+
+def _classifier(cls, dtype, weights, seed):
+    """A scikit-learn-style MLPClassifier fitted (one partial_fit) to random rows of
+    ``dtype``, then given ``weights``."""
+    import warnings
+
+    (w1, b1), (w2, b2) = weights
+    clf = cls(hidden_layer_sizes=(w1.shape[1],), max_iter=1)
+    X = np.random.default_rng(seed).standard_normal((40, w1.shape[0])).astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.partial_fit(X, np.arange(40) % w2.shape[1], classes=np.arange(w2.shape[1]))
+    clf.coefs_ = [w1.copy(), w2.copy()]
+    clf.intercepts_ = [b1.copy(), b2.copy()]
+    return clf
 
 
 def measure(names, dtype, calls, seed=0):
@@ -162,7 +173,7 @@ def main(argv=None):
         times, errors = measure(names, args.dtype, args.calls)
     for r in summarize(times, errors, args.dtype, args.threads):
         print(
-            f"{r['implementation']:8s} median {r['median'] * 1e6:7.2f} µs  p99"
+            f"{r['implementation']:14s} median {r['median'] * 1e6:7.2f} µs  p99"
             f" {r['p99'] * 1e6:7.2f} µs  p99.9 {r['p999'] * 1e6:7.2f} µs  ÷ fastbp"
             f" {r['ratio']:.2f}  max error {r['max_error']:.1e}"
         )

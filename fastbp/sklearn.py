@@ -571,7 +571,8 @@ class _BaseMLP(BaseEstimator):
 
     # -- prediction ----------------------------------------------------------------
     def _forward(self, X, check_input=True):
-        check_is_fitted(self)
+        if "model_" not in self.__dict__:  # not fitted: scikit-learn's error
+            check_is_fitted(self)
         if check_input:
             X = _validated_inputs(self, X)
         self._sync_weights()
@@ -676,7 +677,9 @@ def _targets_pass_unchanged(y, X):
 
 def _sum_is_finite(a):
     """scikit-learn's first test that a float array is finite: its sum (which may
-    overflow, quietly, for finite values)."""
+    overflow, quietly, for finite values; a float64 sum of float32 values cannot)."""
+    if a.dtype == np.float32:
+        return math.isfinite(a.sum(dtype=np.float64))
     with np.errstate(over="ignore"):
         return math.isfinite(a.sum())
 

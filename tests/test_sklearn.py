@@ -351,7 +351,7 @@ def test_plain_arrays_skip_validate_data_only_where_it_changes_nothing():
         warnings.simplefilter("ignore")
         est.fit(X, y)
     wide = np.hstack([X, X])[:, ::2]  # 4 features, not contiguous
-    nan, inf, big = X.copy(), X.copy(), np.full((12, 4), 3e38, np.float32)
+    nan, inf, big = X.copy(), X.copy(), np.full((12, 4), 1e308)
     nan[3, 1], inf[0, 0] = np.nan, -np.inf
     inputs = {
         "float64": (X, True),
@@ -359,6 +359,7 @@ def test_plain_arrays_skip_validate_data_only_where_it_changes_nothing():
         "fortran": (np.asfortranarray(X), True),
         "strided": (wide, True),
         "overflowing sum": (big, False),  # finite: the full check passes it
+        "float32 largest": (np.full((12, 4), 3e38, np.float32), True),  # float64 sum
         "nan": (nan, False),
         "inf": (inf, False),
         "ints": (X.astype(np.int64), False),
