@@ -419,12 +419,12 @@ class Sequential:
 
         For cross-entropy with class labels, the first call takes ``classes``, the
         full list of classes the model will ever see (the integers 0 to
-        n_outputs - 1), so that a first batch lacking some classes is no surprise.
+        n_outputs - 1), so that a first batch lacking some classes is no surprise;
+        a model that has trained (by fit, or loaded after training) knows them.
         """
         loss = self._resolve_loss()
-        if classes is not None or (
-            loss.name == "cross_entropy" and np.ndim(y) == 1 and not self._classes_seen
-        ):
+        first = not self._classes_seen and self._epochs_done == 0
+        if classes is not None or (loss.name == "cross_entropy" and np.ndim(y) == 1 and first):
             if loss.name != "cross_entropy":
                 raise ValueError(f"classes applies to cross_entropy, not {loss.name}")
             if classes is None:

@@ -283,7 +283,7 @@ def test_validation_split_regression_reports_mae_and_r2():
 # ---------------------------------------------------------------------------
 
 
-def test_partial_fit_online_learning():
+def test_partial_fit_online_learning(tmp_path):
     X, y = blobs(90)
     model = classifier(fastbp.SGD(lr=0.2))
     with pytest.raises(ValueError, match="classes"):
@@ -304,6 +304,19 @@ def test_partial_fit_online_learning():
     np.testing.assert_array_equal(model.flat_params, batch.flat_params)
     with pytest.raises(ValueError, match="cross_entropy"):
         fastbp.Sequential([fastbp.Dense(1)], loss="mse").partial_fit(X, y, classes=[0, 1])
+    # A model that has trained knows its classes: partial_fit continues a fit (or a
+    # model loaded after one) as the next epoch of it.
+    batch.partial_fit(X[:30], y[:30])
+    fit = fastbp.Sequential(
+        [fastbp.Dense(8, "tanh"), fastbp.Dense(3, "softmax")], optimizer=fastbp.SGD(lr=0.2), seed=0
+    )
+    fit.fit(X[:30], np.zeros(30, dtype=int), epochs=1)
+    fit.fit(X[30:60], y[30:60], epochs=1)
+    fit.fit(X[60:], y[60:], epochs=1)
+    fit.fit(X[:30], y[:30], epochs=1)
+    np.testing.assert_array_equal(batch.flat_params, fit.flat_params)
+    loaded = fastbp.Sequential.load(batch.save(tmp_path / "trained"))
+    assert len(loaded.partial_fit(X[30:60], y[30:60])) == 5
 
 
 # ---------------------------------------------------------------------------
