@@ -7,6 +7,7 @@ Usage (from the repository root)::
     python bench/sklearn_compare.py                 # 3 interleaved rounds
     python bench/sklearn_compare.py --quick         # 1 round, fewer solvers
     python bench/sklearn_compare.py --sparse        # adds the TF-IDF-like sparse case
+    python bench/sklearn_compare.py --threads 2     # BLAS and fastbp threads (default 1)
 
 Data: digits, iris, wine and breast cancer (classification), diabetes (regression,
 target divided by its standard deviation); a fixed stratified 75/25 split
@@ -202,12 +203,13 @@ def sparse_case():
     return out
 
 
-def write_markdown(path, info, rows, online, sparse, rounds):
+def write_markdown(path, info, rows, online, sparse, rounds, threads):
     lines = ["# fastbp.sklearn against scikit-learn", "", machine_markdown(info), ""]
     lines += [
         f"Held-out score (accuracy, or R^2 for diabetes) and fit time, median of {rounds}"
         " interleaved round(s); one hidden layer of 100 ReLU units, `random_state=0`,"
-        " `max_iter=200`. `python bench/sklearn_compare.py`.",
+        f" `max_iter=200`; {threads} thread(s) for each library (BLAS's, and fastbp's"
+        " own). `python bench/sklearn_compare.py`.",
         "",
     ]
     table = []
@@ -290,16 +292,22 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="one round, three solvers")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sparse", action="store_true", help="add the sparse TF-IDF case")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="threads for BLAS and fastbp (threadpoolctl)"
+    )
     parser.add_argument("--json", default=None)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "SKLEARN.md"))
     args = parser.parse_args(argv)
     rounds = 1 if args.quick else args.rounds
     solvers = QUICK_SOLVERS if args.quick else tuple(SOLVERS)
     info = machine_info(sys.argv)
-    rows = compare(rounds, solvers)
-    online = online_case(rounds)
-    sparse = sparse_case() if args.sparse else None
-    write_markdown(args.out, info, rows, online, sparse, rounds)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(args.threads):  # fastbp's budget follows BLAS's
+        rows = compare(rounds, solvers)
+        online = online_case(rounds)
+        sparse = sparse_case() if args.sparse else None
+    write_markdown(args.out, info, rows, online, sparse, rounds, args.threads)
     for r in rows:
         print(
             f"{r['data']:14s} {r['solver']:15s} score {r['fastbp_score']:.4f}/"
@@ -312,7 +320,13 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
-                {"machine": info, "rows": rows, "online": online, "sparse": sparse},
+                {
+                    "machine": info,
+                    "threads": args.threads,
+                    "rows": rows,
+                    "online": online,
+                    "sparse": sparse,
+                },
                 f,
                 indent=1,
                 default=str,

@@ -303,6 +303,7 @@ def test_sklearn_compare_quick(tmp_path):
     script = os.path.join(ROOT, "bench", "sklearn_compare.py")
     run([script, "--quick", "--out", str(out), "--json", str(out_json)], timeout=600)
     data = json.loads(out_json.read_text())
+    assert data["threads"] == 1 and "1 thread(s) for each library" in out.read_text()
     assert {(r["data"], r["solver"]) for r in data["rows"]} == {
         (d, s)
         for d in ("digits", "iris", "wine", "breast cancer", "diabetes")
