@@ -169,6 +169,11 @@ def main(argv=None):
         import torch
 
         torch.set_num_threads(args.threads)
+    # threadpool_limits limits the libraries loaded when it starts.
+    import scipy.linalg  # noqa: F401  (fastbp's BLAS)
+
+    if "sklearn" in names and have("sklearn"):
+        import sklearn.neural_network  # noqa: F401
     with threadpool_limits(limits=args.threads):
         times, errors = measure(names, args.dtype, args.calls)
     for r in summarize(times, errors, args.dtype, args.threads):

@@ -203,13 +203,15 @@ def sparse_case():
     return out
 
 
-def write_markdown(path, info, rows, online, sparse, rounds, threads):
+def write_markdown(path, info, rows, online, sparse, rounds, threads, blas_threads):
     lines = ["# fastbp.sklearn against scikit-learn", "", machine_markdown(info), ""]
     lines += [
         f"Held-out score (accuracy, or R^2 for diabetes) and fit time, median of {rounds}"
         " interleaved round(s); one hidden layer of 100 ReLU units, `random_state=0`,"
         f" `max_iter=200`; {threads} thread(s) for each library (BLAS's, and fastbp's"
-        " own). `python bench/sklearn_compare.py`.",
+        " own; the BLAS libraries at the end of the run: "
+        + ", ".join(f"{name} {n}" for name, n in blas_threads.items())
+        + "). `python bench/sklearn_compare.py`.",
         "",
     ]
     table = []
@@ -301,13 +303,27 @@ def main(argv=None):
     rounds = 1 if args.quick else args.rounds
     solvers = QUICK_SOLVERS if args.quick else tuple(SOLVERS)
     info = machine_info(sys.argv)
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_info, threadpool_limits
 
+    # threadpool_limits limits the libraries loaded when it starts: load both
+    # estimators' BLAS first (fastbp's compiled module and SciPy's OpenBLAS are
+    # loaded by its first use), or the one loaded later runs with every thread.
+    estimator("fastbp", "classification", {})
+    estimator("sklearn", "classification", {})
+    from fastbp._backend import core
+
+    core()
     with threadpool_limits(args.threads):  # fastbp's budget follows BLAS's
         rows = compare(rounds, solvers)
         online = online_case(rounds)
         sparse = sparse_case() if args.sparse else None
-    write_markdown(args.out, info, rows, online, sparse, rounds, args.threads)
+        # What every BLAS library loaded by now ran with (a check of the above).
+        blas_threads = {
+            os.path.basename(lib["filepath"]): lib["num_threads"]
+            for lib in threadpool_info()
+            if lib["user_api"] == "blas"
+        }
+    write_markdown(args.out, info, rows, online, sparse, rounds, args.threads, blas_threads)
     for r in rows:
         print(
             f"{r['data']:14s} {r['solver']:15s} score {r['fastbp_score']:.4f}/"
@@ -323,6 +339,7 @@ def main(argv=None):
                 {
                     "machine": info,
                     "threads": args.threads,
+                    "blas_threads": blas_threads,
                     "rows": rows,
                     "online": online,
                     "sparse": sparse,

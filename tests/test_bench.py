@@ -304,6 +304,8 @@ def test_sklearn_compare_quick(tmp_path):
     run([script, "--quick", "--out", str(out), "--json", str(out_json)], timeout=600)
     data = json.loads(out_json.read_text())
     assert data["threads"] == 1 and "1 thread(s) for each library" in out.read_text()
+    # Both libraries' BLAS (NumPy's for scikit-learn, SciPy's for fastbp) ran limited.
+    assert len(data["blas_threads"]) >= 1 and set(data["blas_threads"].values()) == {1}
     assert {(r["data"], r["solver"]) for r in data["rows"]} == {
         (d, s)
         for d in ("digits", "iris", "wine", "breast cancer", "diabetes")
