@@ -62,9 +62,12 @@ def _blas():
 
 
 def blas_threads():
-    """The number of threads BLAS would use now (respects threadpool_limits)."""
+    """The number of threads BLAS would use now: the fewest of any BLAS library
+    loaded. ``threadpool_limits`` limits the libraries loaded when it starts, and
+    fastbp loads SciPy's OpenBLAS at its first use: a limit set after ``import
+    fastbp`` and before that first use shows in NumPy's library alone."""
     counts = [lib.num_threads for lib in _blas().lib_controllers]
-    return max(counts) if counts else (os.cpu_count() or 1)
+    return min(counts) if counts else (os.cpu_count() or 1)
 
 
 def plan(flops_per_step, threads=None):

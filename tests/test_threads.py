@@ -1,5 +1,6 @@
 """Training split over threads (OpenMP) gives the single-threaded result."""
 
+import os
 import time
 
 import numpy as np
@@ -232,6 +233,46 @@ def test_the_fits_start_loss_runs_with_blas_limited_as_the_steps(always_parallel
     with threadpool_limits(limits=2), pytest.raises(FloatingPointError, match="1e-06 times"):
         train(2, "cross_entropy", fastbp.SGD(lr=0.02), batch_size=8)
     assert _threads.plan(1e9, 2) == (2, 1) and seen == [1]
+
+
+_LIMIT_BEFORE_FIRST_USE = """
+import json
+import numpy as np
+import fastbp
+from threadpoolctl import threadpool_info, threadpool_limits
+from fastbp import _threads
+
+with threadpool_limits(limits=1):  # before fastbp loads SciPy's OpenBLAS
+    model = fastbp.Sequential([fastbp.Dense(64, "relu"), fastbp.Dense(3, "softmax")], seed=0)
+    X = np.random.default_rng(0).normal(size=(512, 256))
+    model.fit(X, np.arange(512) % 3, epochs=1, batch_size=256)
+    inside = {"budget": _threads.blas_threads(), "plan": _threads.plan(1e12)}
+print(json.dumps(dict(inside, after=[lib["num_threads"] for lib in threadpool_info()
+                                    if lib["user_api"] == "blas"])))
+"""
+
+
+def test_a_limit_set_before_fastbp_loads_its_blas_is_kept():
+    # threadpool_limits limits the BLAS libraries loaded when it starts; fastbp
+    # loads SciPy's OpenBLAS at its first fit, inside the block here, where that
+    # library still has every thread: the budget is the fewest of any library, so
+    # the block's limit holds (a fresh process, where nothing has loaded it yet).
+    import json
+    import subprocess
+    import sys
+
+    if (os.cpu_count() or 1) < 2 or os.environ.get("OPENBLAS_NUM_THREADS", "") == "1":
+        pytest.skip("needs a BLAS with more than one thread to limit")
+    out = subprocess.run(
+        [sys.executable, "-c", _LIMIT_BEFORE_FIRST_USE],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    got = json.loads(out.stdout)
+    assert got["budget"] == 1 and got["plan"] == [1, 1]
+    assert max(got["after"]) > 1  # SciPy's library, loaded unlimited: what fit saw
 
 
 def test_blas_limited_limits_every_blas_library_and_restores_each():
