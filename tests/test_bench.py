@@ -92,14 +92,16 @@ def test_run_smoke(tmp_path):
             (n, i) for n in SMOKE_NETWORKS for i in impls
         )
     assert re.search(r"core type \w+", markdown)
-    # One-row predict latency: every implementation, the same probabilities.
-    assert sorted(r["implementation"] for r in data["latency"]) == sorted(impls)
+    # One-row predict latency: every implementation (and fastbp's scikit-learn
+    # drop-in beside scikit-learn's), the same probabilities.
+    predictors = impls + (["fastbp.sklearn"] if "sklearn" in impls else [])
+    assert sorted(r["implementation"] for r in data["latency"]) == sorted(predictors)
     for r in data["latency"]:
         assert r["calls"] == 200 and 0 < r["median"] <= r["p99"] <= r["p999"]
         assert r["max_error"] < 1e-6  # float32 probabilities of the same weights
     assert next(r for r in data["latency"] if r["implementation"] == "fastbp")["ratio"] == 1
     section = markdown.split("## One-row prediction latency")[1]
-    assert sorted(row[1] for row in table_rows(section)[1:]) == ["1"] * len(impls)
+    assert sorted(row[1] for row in table_rows(section)[1:]) == ["1"] * len(predictors)
 
 
 def test_run_caps_the_repeats_of_the_million_row_network(tmp_path):
