@@ -319,9 +319,7 @@ class _Shards(fittrainer._Epochs):
             super().begin()
             return
         model = self.model
-        self.start, self.spare = self.spare, None
-        self.start.take(model)
-        self.origin = self.origin or self.start
+        self.begin_checkpoint()
         self.opt = model.optimizer.config()
         if self.shuffle:
             seed = int(model._rng.integers(2**63))  # alike on every rank

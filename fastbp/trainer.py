@@ -148,12 +148,14 @@ class _Epochs:
         self.chunk = max(1, int(CHUNK_FLOPS // flops))
         # Rollback points: the start of this epoch, and the latest epoch start whose
         # first minibatch's loss was finite and sane (None until one is); a spare
-        # for the next start; and the fit's start (``origin``), never reused.
-        self.start = self.good = self.origin = None
-        self.spare = _Checkpoint(network.params, state.rows)
+        # for the next start (None: a new one then); and the fit's start
+        # (``origin``), kept until its loss is known (``start_loss``), which is all
+        # the reference needs of it. So a fit holds at most two checkpoints: the
+        # start of the epoch and the latest sane one.
+        self.start = self.good = self.origin = self.spare = None
         # The fit's reference loss (see the module): its lower bound, the first
         # minibatch's loss, and the reference itself once a loss exceeds that.
-        self.floor = self.reference = None
+        self.floor = self.reference = self.start_loss = None
         self.opt = model.optimizer.config()
         self.total_squares = (
             0.0 if model.loss.is_classifier else fitdata.total_squares(data.targets)
@@ -163,9 +165,7 @@ class _Epochs:
         """The start of an epoch: the rollback point, the rule (a callback may have
         changed the learning rate), a new row order."""
         model = self.model
-        self.start, self.spare = self.spare, None
-        self.start.take(model)
-        self.origin = self.origin or self.start
+        self.begin_checkpoint()
         self.opt = model.optimizer.config()
         if self.orders is not None:
             np.copyto(self.order, self.orders(), casting="same_kind")
@@ -176,6 +176,16 @@ class _Epochs:
         if self.weights is not None:
             weights = self.weights[self.order] if self.shuffle else self.weights
             self.batch_weight = np.add.reduceat(weights, self.starts)
+
+    def begin_checkpoint(self):
+        """The epoch's start: the spare (or a new checkpoint) takes the model; the
+        first is the fit's start."""
+        model = self.model
+        self.start = self.spare or _Checkpoint(model._network.params, self.state.rows)
+        self.spare = None
+        self.start.take(model)
+        if self.origin is None and self.start_loss is None:
+            self.origin = self.start
 
     def stop_rule(self, requested):
         """The test the loop asks whether to stop (Ctrl-C): ``requested``, this
@@ -203,8 +213,13 @@ class _Epochs:
     def reference_scales(self):
         """The reference's other terms: the loss of an all-zero output and the loss
         at the fit's starting weights (``fastbp.distributed`` takes rank 0's)."""
-        model, data = self.model, self.data
-        return _zero_output_loss(model, data), _start_loss(model, data, self.origin.params)
+        return _zero_output_loss(self.model, self.data), self.loss_at_origin()
+
+    def loss_at_origin(self):
+        """The loss at the fit's starting weights, computed once (from ``origin``)."""
+        if self.start_loss is None:
+            self.start_loss = _start_loss(self.model, self.data, self.origin.params)
+        return self.start_loss
 
     def judge_start(self):
         """After the epoch's first run of minibatches: its first minibatch's loss,
@@ -220,10 +235,13 @@ class _Epochs:
             self.spare = self._reusable(self.start)
 
     def _reusable(self, point):
-        """``point`` to take the next epoch's start, unless it is the fit's start
-        (kept) or none: then a new checkpoint."""
-        if point is None or point is self.origin:
-            return _Checkpoint(self.start.params, self.start.rows)
+        """``point`` to take the next epoch's start (None: a new checkpoint then).
+        The fit's start is reused once the reference no longer needs its weights:
+        their loss, if the reference is not known yet, is taken first."""
+        if point is not None and point is self.origin:
+            if self.reference is None:
+                self.loss_at_origin()
+            self.origin = None
         return point
 
     def roll_back(self, to_epoch_start=False):

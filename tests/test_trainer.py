@@ -454,17 +454,55 @@ def reference_case():
     return model, X, y
 
 
-def test_a_sound_fit_never_computes_the_other_reference_scales(monkeypatch):
+def test_a_sound_fit_computes_the_other_reference_scales_at_most_once(monkeypatch):
     # Losses within EXPLOSION times the first minibatch's need nothing more: the
-    # loss at the starting weights and of an all-zero output are never computed.
+    # loss of an all-zero output is never computed, nor is the loss at the starting
+    # weights in a fit of one epoch; a longer fit takes that loss once, when it
+    # reuses the checkpoint of its start (so that it never holds three).
+    from fastbp import trainer
+
     def refuse(*args):
         raise AssertionError("computed a reference scale that no loss needed")
 
-    monkeypatch.setattr(fastbp.trainer, "_start_loss", refuse)
-    monkeypatch.setattr(fastbp.trainer, "_zero_output_loss", refuse)
+    calls = []
+
+    def counted(model, data, params):
+        calls.append(params.copy())
+        return 1.0
+
+    monkeypatch.setattr(trainer, "_start_loss", refuse)
+    monkeypatch.setattr(trainer, "_zero_output_loss", refuse)
     model, X, y = reference_case()
+    assert len(model.fit(X, y, epochs=1, batch_size=8)) == 1
+    monkeypatch.setattr(trainer, "_start_loss", counted)
+    start = model.flat_params.copy()
     history = model.fit(X, y, epochs=4, batch_size=8)
-    assert len(history) == 4 and np.isfinite(history["loss"]).all()
+    assert len(history) == 5 and np.isfinite(history["loss"]).all()
+    assert len(calls) == 1
+    np.testing.assert_array_equal(calls[0], start)  # the weights the fit started from
+
+
+def test_a_fit_holds_at_most_two_checkpoints():
+    # The rollback points are copies of the weights and the optimizer state (Adam:
+    # 3 x the weights): a fit of one epoch holds one, a longer fit two (its epoch's
+    # start and the latest sane one), never a third for the fit's own start.
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 50)), rng.integers(0, 2, 64)
+    model = fastbp.Sequential(
+        [fastbp.Dense(2000, "relu"), fastbp.Dense(2, "softmax")], optimizer="adam", seed=0
+    )
+    model.fit(X, y, epochs=2, batch_size=64)  # the model's own buffers, made once
+    weights = model.flat_params.nbytes  # 4.2e5 bytes (float32); the data, 2.6e4
+    for epochs, checkpoints in ((1, 1), (2, 2), (5, 2)):
+        tracemalloc.start()
+        try:
+            model.fit(X, y, epochs=epochs, batch_size=64)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert 3 * checkpoints * weights < peak < (3 * checkpoints + 0.5) * weights, epochs
 
 
 def test_the_reference_taken_when_a_loss_needs_it_is_the_rule(monkeypatch):
