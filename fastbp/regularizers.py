@@ -32,11 +32,19 @@ class Regularizer:
         self.per_sample = val.flag(per_sample, "per_sample")
 
     def penalty(self, weights: ArrayLike) -> float:
-        """The penalty of an array of weights (float)."""
+        """The penalty of an array of weights (float), summed in float64; the L2 sum
+        without a copy of the weights (a layer's weights can be most of a model's
+        memory, and a fit evaluates this at its peak)."""
         import numpy as np
 
-        w = np.asarray(weights, dtype=np.float64)
-        return self.l1 * float(np.abs(w).sum()) + self.l2 * float((w * w).sum())
+        w = np.asarray(weights)
+        w = (w if w.dtype.kind == "f" else w.astype(np.float64)).ravel()
+        total = 0.0
+        if self.l1:
+            total += self.l1 * float(np.abs(w).sum(dtype=np.float64))
+        if self.l2:
+            total += self.l2 * float(np.einsum("i,i->", w, w, dtype=np.float64))
+        return total
 
     def get_config(self) -> dict[str, float | bool]:
         config: dict[str, float | bool] = {"l1": self.l1, "l2": self.l2}

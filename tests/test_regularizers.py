@@ -117,3 +117,29 @@ def test_regularizers_validate_and_round_trip(tmp_path):
     loaded = fastbp.load(model.save(tmp_path / "m.npz"))
     assert loaded.layers[0].kernel_regularizer.get_config() == {"l1": 0.1, "l2": 0.2}
     assert loaded.layers[0].bias_regularizer.l2 == 0.3
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_penalty_values_in_float64_and_l2_without_a_copy(dtype):
+    # The value: l1 * sum|w| + l2 * sum w^2 in float64 (to the rounding of another
+    # summation order), from floats of either width, integers and lists. The L2 sum
+    # allocates no copy of the weights: a fit evaluates it at its peak of memory.
+    import tracemalloc
+
+    w = np.random.default_rng(0).normal(size=(2000, 500)).astype(dtype)  # 4 or 8 MB
+    exact = w.astype(np.float64)
+    for reg, expected in (
+        (L2(0.3), 0.3 * (exact**2).sum()),
+        (L1(0.2), 0.2 * np.abs(exact).sum()),
+        (L1L2(0.2, 0.3), 0.2 * np.abs(exact).sum() + 0.3 * (exact**2).sum()),
+    ):
+        assert reg.penalty(w) == pytest.approx(expected, rel=1e-12)
+    assert L1L2(1.0, 2.0).penalty([[1, -2], [3, 0]]) == 6 + 2 * 14
+    assert L2(0.5).penalty(np.array([3], dtype=np.int64)) == 4.5
+    tracemalloc.start()
+    try:
+        L2(0.3).penalty(w)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**18  # einsum's buffers for the cast, whatever the size
