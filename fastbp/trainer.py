@@ -179,7 +179,7 @@ class _Epochs:
 
     def begin_checkpoint(self):
         """The epoch's start: the spare (or a new checkpoint) takes the model; the
-        first is the fit's start."""
+        first is the fit's start (``origin``, until its loss is known)."""
         model = self.model
         self.start = self.spare or _Checkpoint(model._network.params, self.state.rows)
         self.spare = None
@@ -236,11 +236,10 @@ class _Epochs:
 
     def _reusable(self, point):
         """``point`` to take the next epoch's start (None: a new checkpoint then).
-        The fit's start is reused once the reference no longer needs its weights:
-        their loss, if the reference is not known yet, is taken first."""
+        The fit's start is reused once its loss, all that the reference needs of
+        it, is known (taken now if need be)."""
         if point is not None and point is self.origin:
-            if self.reference is None:
-                self.loss_at_origin()
+            self.loss_at_origin()
             self.origin = None
         return point
 
