@@ -414,7 +414,8 @@ class _BaseMLP(BaseEstimator):
         loop_args = (1 if incremental else self.max_iter, batch_size, False, [iterations])
         loop_args += (0, None, 10, 0.0, None)
         self.n_iter_ = 0
-        self._best_params = model.flat_params.copy()
+        # early_stopping's best weights (a copy of them all: only where it is on).
+        self._best_params = model.flat_params.copy() if self.early_stopping else None
         try:
             if comm is None:
                 with model._guard.fitting():
@@ -433,6 +434,7 @@ class _BaseMLP(BaseEstimator):
         finally:
             if self.early_stopping:
                 model.flat_params[...] = self._best_params
+            self._best_params = None
         if not incremental and not iterations.stopped and self.n_iter_ == self.max_iter:
             warnings.warn(
                 f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and"
@@ -539,7 +541,7 @@ class _BaseMLP(BaseEstimator):
                 self._no_improvement_count = 0
             if score > self.best_validation_score_:
                 self.best_validation_score_ = score
-                self._best_params = self.model_.flat_params.copy()
+                np.copyto(self._best_params, self.model_.flat_params)
         else:
             if loss > self.best_loss_ - self.tol:
                 self._no_improvement_count += 1

@@ -296,6 +296,27 @@ def test_partial_fit_validates_parameters_when_scikit_learn_does(monkeypatch):
         MLPClassifier(alpha=-1.0).partial_fit(X, y, classes=["cat", "dog", "eel"])
 
 
+def test_partial_fit_copies_the_weights_only_for_its_rollback_point():
+    # One epoch holds one rollback point (the weights and Adam's two moments: 3 x
+    # the weights), and nothing else the size of the weights: early_stopping's
+    # copy of the best weights is made only where it is on (partial_fit refuses
+    # it).
+    import tracemalloc
+
+    X, y = classification(n=64, d=50)
+    est = MLPClassifier(hidden_layer_sizes=(2000,), random_state=0)
+    est.partial_fit(X, y, classes=["cat", "dog", "eel"])
+    weights = est.model_.flat_params.nbytes  # 8.5e5 bytes; the data, 2.6e4
+    tracemalloc.start()
+    try:
+        est.partial_fit(X, y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert 3 * weights < peak < 3.5 * weights
+    assert est._best_params is None
+
+
 def test_random_state_streams_are_scikit_learns():
     """An integer random_state starts every fit from the same stream (the
     estimator's own RandomState seeded again, as a new one would be); a RandomState
