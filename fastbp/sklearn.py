@@ -735,10 +735,9 @@ def _labels_of_outputs(binarizer, outputs):
     """``binarizer.inverse_transform(outputs)`` (the inverse of
     ``_known_labels_indicator``) for a binarizer fitted to binary or multi-class
     labels, by its rules: the class of a row's first largest output, or for one
-    output the second class where it exceeds 0.5 (NaN: the first class), the
-    default threshold (pos_label + neg_label) / 2; without
-    its checks, which cost a few tens of microseconds a call. Multi-label outputs
-    go through it."""
+    output the second class where it exceeds the threshold (pos_label + neg_label)
+    / 2, 0.5 (NaN: the first class); without its checks, which cost a few tens of
+    microseconds a call. Multi-label outputs go through it."""
     classes = binarizer.classes_
     if binarizer.y_type_ == "multiclass" and outputs.ndim == 2:
         return classes[outputs.argmax(axis=1)]
