@@ -170,8 +170,7 @@ def main(argv=None):
 
         torch.set_num_threads(args.threads)
     # threadpool_limits limits the libraries loaded when it starts.
-    import scipy.linalg  # noqa: F401  (fastbp's BLAS)
-
+    load_fastbp()  # with SciPy's OpenBLAS
     if "sklearn" in names and have("sklearn"):
         import sklearn.neural_network  # noqa: F401
     with threadpool_limits(limits=args.threads):

@@ -45,7 +45,7 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine_info, machine_markdown, markdown_table  # noqa: E402
+from common import load_fastbp, machine_info, machine_markdown, markdown_table  # noqa: E402
 
 SOLVERS = {
     "adam": dict(solver="adam"),
@@ -306,13 +306,11 @@ def main(argv=None):
     from threadpoolctl import threadpool_info, threadpool_limits
 
     # threadpool_limits limits the libraries loaded when it starts: load both
-    # estimators' BLAS first (fastbp's compiled module and SciPy's OpenBLAS are
-    # loaded by its first use), or the one loaded later runs with every thread.
-    estimator("fastbp", "classification", {})
-    estimator("sklearn", "classification", {})
-    from fastbp._backend import core
+    # estimators' BLAS first (fastbp's compiled module brings SciPy's OpenBLAS), or
+    # the one loaded later runs with every thread.
+    load_fastbp()
+    import sklearn.neural_network  # noqa: F401
 
-    core()
     with threadpool_limits(args.threads):  # fastbp's budget follows BLAS's
         rows = compare(rounds, solvers)
         online = online_case(rounds)

@@ -232,15 +232,13 @@ class _BaseMLP(BaseEstimator):
 
     # -- fit ---------------------------------------------------------------------
     def _fit(self, X, y, sample_weight=None, incremental=False, validation_data=None, comm=None):
+        fitted = hasattr(self, "coefs_")
         # scikit-learn's rule: partial_fit on a fitted estimator does not validate the
         # parameters again (nor does any fit under skip_parameter_validation).
-        if (
-            not (incremental and hasattr(self, "coefs_"))
-            and not get_config()["skip_parameter_validation"]
-        ):
+        if not (incremental and fitted) and not get_config()["skip_parameter_validation"]:
             self._validate_params()
         self._hidden_sizes()
-        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        first_pass = not fitted or (not self.warm_start and not incremental)
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
         if y.ndim == 1:
             y = y.reshape(-1, 1)
