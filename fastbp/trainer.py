@@ -521,17 +521,19 @@ class Trainer:
         )
 
     # -- the step in two halves ---------------------------------------------------
-    def gradients(self, data):
+    def gradients(self, data, threads=None):
         """The first half of a step on ``data`` as one minibatch: the mean loss (with
         the trainable layers' penalties) and its gradient into the model's flat
         gradient buffer (zero for frozen layers), with the dropout masks of the next
-        step. Returns the minibatch's BatchStats."""
+        step. ``threads``: the thread budget (None: the model's). Returns the
+        minibatch's BatchStats."""
         model = self.model
         network, n = model._network, data.X.shape[0]
         ws = network.training_workspace(n, _sparse.is_csr(data.X))
         network.sync_trainable()
         stats = np.zeros(1, dtype=_codes.BATCH_STATS)
-        threads, blas = _threads.plan(_step_flops(network, n), model.threads)
+        budget = model.threads if threads is None else threads
+        threads, blas = _threads.plan(_step_flops(network, n), budget)
         with _threads.blas_limited(blas):
             status = core().batch_gradients(
                 **_buffers(network, ws, data),

@@ -480,6 +480,46 @@ def test_convergence_warnings_as_scikit_learn():
         MLPClassifier(solver="lbfgs", max_iter=2, random_state=0).fit(X, y)
 
 
+def test_lbfgs_runs_scipy_on_one_blas_thread_and_its_steps_on_the_budget(monkeypatch):
+    """SciPy's L-BFGS-B does its algebra between the gradient steps on one BLAS
+    thread, and the steps still get the whole thread budget (at two threads, BLAS
+    workers left busy-waiting between the two made fits 4-5x slower); the budget is
+    restored afterwards."""
+    import scipy.optimize
+    from threadpoolctl import threadpool_limits
+
+    from fastbp import _threads
+
+    X, y = classification()
+    seen = {"minimize": [], "budgets": []}
+    minimize, plan = scipy.optimize.minimize, _threads.plan
+
+    def spy_minimize(*args, **kwargs):
+        seen["minimize"].append(_threads.blas_threads())
+        return minimize(*args, **kwargs)
+
+    def spy_plan(flops, threads=None):
+        seen["budgets"].append(threads)
+        return plan(flops, threads)
+
+    monkeypatch.setattr(scipy.optimize, "minimize", spy_minimize)
+    monkeypatch.setattr(_threads, "plan", spy_plan)
+    with threadpool_limits(2):
+        clf = MLPClassifier(solver="lbfgs", max_iter=5, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf.fit(X, y)
+        assert _threads.blas_threads() == 2
+    assert seen["minimize"] == [1]
+    assert len(seen["budgets"]) >= clf.n_iter_ and set(seen["budgets"]) == {2}
+    with threadpool_limits(1):  # the budget is what BLAS had when fit began
+        seen["budgets"].clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            MLPClassifier(solver="lbfgs", max_iter=2, random_state=0).fit(X, y)
+    assert set(seen["budgets"]) == {1}
+
+
 def test_verbose_prints_scikit_learns_lines(capsys):
     X, y = classification()
     sk, ours = both(MLPClassifier, max_iter=3, random_state=0, verbose=True, early_stopping=True)
