@@ -93,8 +93,15 @@ def estimator(library, task, params):
     return cls(**{"random_state": 0, "max_iter": 200, **params})
 
 
-def fit_once(library, task, params, X_train, X_test, y_train, y_test):
+# Seconds of pause before each timed fit at more than one thread: the library timed
+# before leaves its idle BLAS or OpenMP threads busy-waiting (OpenBLAS's for about
+# 0.1 s after its last call), on the cores the next one needs.
+SETTLE = 0.2
+
+
+def fit_once(library, task, params, X_train, X_test, y_train, y_test, settle=0.0):
     est = estimator(library, task, params)
+    time.sleep(settle)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start = time.perf_counter()
@@ -103,7 +110,7 @@ def fit_once(library, task, params, X_train, X_test, y_train, y_test):
     return elapsed, est.score(X_test, y_test), est.n_iter_
 
 
-def compare(rounds, solvers):
+def compare(rounds, solvers, settle=0.0):
     data = datasets()
     times = {}
     results = {}
@@ -113,7 +120,7 @@ def compare(rounds, solvers):
                 order = ("fastbp", "sklearn") if r % 2 == 0 else ("sklearn", "fastbp")
                 for library in order:
                     elapsed, score, n_iter = fit_once(
-                        library, task, SOLVERS[solver], X_train, X_test, y_train, y_test
+                        library, task, SOLVERS[solver], X_train, X_test, y_train, y_test, settle
                     )
                     times.setdefault((name, solver, library), []).append(elapsed)
                     results[(name, solver, library)] = (score, n_iter)
@@ -211,7 +218,14 @@ def write_markdown(path, info, rows, online, sparse, rounds, threads, blas_threa
         f" `max_iter=200`; {threads} thread(s) for each library (BLAS's, and fastbp's"
         " own; the BLAS libraries at the end of the run: "
         + ", ".join(f"{name} {n}" for name, n in blas_threads.items())
-        + "). `python bench/sklearn_compare.py`.",
+        + ")"
+        + (
+            f", each fit timed after a pause of {SETTLE:g} s (the idle threads of the"
+            " library timed before busy-wait for a while)"
+            if threads > 1
+            else ""
+        )
+        + ". `python bench/sklearn_compare.py`.",
         "",
     ]
     table = []
@@ -312,7 +326,7 @@ def main(argv=None):
     import sklearn.neural_network  # noqa: F401
 
     with threadpool_limits(args.threads):  # fastbp's budget follows BLAS's
-        rows = compare(rounds, solvers)
+        rows = compare(rounds, solvers, SETTLE if args.threads > 1 else 0.0)
         online = online_case(rounds)
         sparse = sparse_case() if args.sparse else None
         # What every BLAS library loaded by now ran with (a check of the above).
