@@ -500,8 +500,8 @@ class _BaseMLP(BaseEstimator):
             # SciPy's own algebra over the parameter vector, between the gradient
             # steps, runs on one BLAS thread, and the steps on the budget taken
             # above. With both on two threads, each pool's idle threads busy-waited
-            # for the cores the other's work needed: a digits fit took 0.40-0.50 s
-            # at two threads, against 0.06 s now and 0.09 s at one thread.
+            # for the cores the other's work needed: digits fits took 4-6x as long
+            # as at one thread (docs/switching/scikit-learn.md).
             with _threads.blas_limited(1):
                 result = scipy.optimize.minimize(
                     loss_and_gradient,
