@@ -70,21 +70,27 @@ def blas_threads():
     return min(counts) if counts else (os.cpu_count() or 1)
 
 
+def budget(threads=None):
+    """The thread budget of a training call: ``threads``, or None for what BLAS
+    would use now."""
+    return blas_threads() if threads is None else threads
+
+
 def plan(flops_per_step, threads=None):
     """Return ``(step_threads, blas_threads)`` for a training step.
 
     ``threads`` is the budget (None: what BLAS would use now). A forked process
     never splits the step (see the module).
     """
-    budget = blas_threads() if threads is None else threads
+    total = budget(threads)
     if (
-        budget > 1
+        total > 1
         and core().HAVE_OPENMP
         and not _forked
-        and flops_per_step >= budget * PARALLEL_MIN_FLOPS_PER_THREAD
+        and flops_per_step >= total * PARALLEL_MIN_FLOPS_PER_THREAD
     ):
-        return min(budget, core().MAX_THREADS), 1
-    return 1, budget
+        return min(total, core().MAX_THREADS), 1
+    return 1, total
 
 
 @contextlib.contextmanager

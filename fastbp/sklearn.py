@@ -485,13 +485,13 @@ class _BaseMLP(BaseEstimator):
         params, grads = model.flat_params, model.flat_grads
         with model._guard.fitting():
             data = self._training_data(X, Y, sample_weight)
-            budget = model.threads or _threads.blas_threads()
+            budget = _threads.budget(model.threads)
 
             def loss_and_gradient(x):
                 params[...] = x
                 with model._guard.writing():
                     try:
-                        stats = model._trainer.gradients(data, threads=budget)
+                        stats = model._trainer.gradients(data, budget=budget)
                     except FloatingPointError:
                         return math.inf, np.zeros_like(x)
                 value = self._reported_loss(float(stats["loss"]), float(stats["penalty"]))

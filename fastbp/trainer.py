@@ -521,19 +521,20 @@ class Trainer:
         )
 
     # -- the step in two halves ---------------------------------------------------
-    def gradients(self, data, threads=None):
+    def gradients(self, data, budget=None):
         """The first half of a step on ``data`` as one minibatch: the mean loss (with
         the trainable layers' penalties) and its gradient into the model's flat
         gradient buffer (zero for frozen layers), with the dropout masks of the next
-        step. ``threads``: the thread budget (None: the model's). Returns the
-        minibatch's BatchStats."""
+        step. ``budget``: the threads it may use (None: the model's ``threads``).
+        Returns the minibatch's BatchStats."""
         model = self.model
         network, n = model._network, data.X.shape[0]
         ws = network.training_workspace(n, _sparse.is_csr(data.X))
         network.sync_trainable()
         stats = np.zeros(1, dtype=_codes.BATCH_STATS)
-        budget = model.threads if threads is None else threads
-        threads, blas = _threads.plan(_step_flops(network, n), budget)
+        threads, blas = _threads.plan(
+            _step_flops(network, n), model.threads if budget is None else budget
+        )
         with _threads.blas_limited(blas):
             status = core().batch_gradients(
                 **_buffers(network, ws, data),
